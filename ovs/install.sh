@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what solive's tests, benchmarks and demo need on a Debian 12 machine.
+# Idempotent: packages already present are not touched, and apt-get update runs
+# only when something is missing. Needs root.
+set -euo pipefail
+
+PACKAGES=(
+  openvswitch-switch   # ovsdb-server, ovs-vswitchd, ovs-vsctl, ovs-ofctl
+  iproute2             # ip netns, veth pairs, tc
+  ethtool              # turning off TX checksum offload (TCP through the userspace datapath)
+  iperf3               # real traffic for the rate tests
+  iputils-ping
+  procps               # pkill/pgrep used by the sandbox script
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "ovs/install.sh: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # --no-install-recommends keeps the install small; policy-rc.d stops the
+  # package's init scripts from starting a system-wide OVS we do not use.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+# The Debian package may have started a system ovsdb-server/ovs-vswitchd through
+# its init script on machines with an init; solive's sandboxes run their own.
+echo "ovs/install.sh: ok ($(ovs-vswitchd --version | head -1))"

@@ -1,0 +1,23 @@
+//! solive: an SDN controller that evacuates hosts by live-migrating their VMs in
+//! an order and with bandwidth reservations that keep the VMs' services alive.
+//!
+//! Layout, from the wire up:
+//! - [`openflow`]: the OpenFlow 1.3 codec (framing, messages, OXM, actions,
+//!   instructions, meters, multipart). Pure; no I/O. Could be a crate of its own.
+//! - [`ovsdb`]: an RFC 7047 OVSDB client (JSON-RPC over unix/tcp) with typed
+//!   helpers for the Open_vSwitch schema rows solive uses.
+//! - [`switch`]: one task per connected switch: handshake, keepalive, xid-matched
+//!   requests, multipart reassembly, asynchronous events.
+//! - [`rate`]: pure counter-to-rate estimation (resets and wrap handled).
+//! - [`config`]: the TOML configuration of `solive serve`.
+//! - [`controller`]: the single owner of controller state; host tasks, polling,
+//!   reconcile of desired switch state.
+//! - [`api`]: the REST API (axum), a thin layer over controller commands.
+
+pub mod api;
+pub mod config;
+pub mod controller;
+pub mod openflow;
+pub mod ovsdb;
+pub mod rate;
+pub mod switch;

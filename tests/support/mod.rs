@@ -1,0 +1,97 @@
+//! Test support: a real Open vSwitch sandbox (ovsdb-server + ovs-vswitchd,
+//! userspace datapath) started through `ovs/sandbox.sh` in a private temporary
+//! directory and stopped when the value is dropped.
+//!
+//! These tests need root and the packages of `ovs/install.sh`; the README's test
+//! command installs them. A missing OVS is a failure, not a skip: a test that
+//! silently skips proves nothing.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a command and returns its stdout, panicking with its stderr on failure.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    /// `unix:<dir>/db.sock`
+    pub db: String,
+    netns: Option<String>,
+}
+
+impl Sandbox {
+    /// Starts a sandbox in the root network namespace. Only one such sandbox can
+    /// run at a time on a machine (the userspace datapath's tap device is named
+    /// `ovs-netdev`), so tests that use it take [`Sandbox::lock`] first.
+    pub fn start() -> Sandbox {
+        Self::start_in(None)
+    }
+
+    /// Starts a sandbox whose ovs-vswitchd runs in its own network namespace `ns`
+    /// (created by the script); see `ovs/sandbox.sh`.
+    pub fn start_in(netns: Option<&str>) -> Sandbox {
+        let dir = tempfile::Builder::new().prefix("solive-ovs-").tempdir().unwrap();
+        let mut cmd = Command::new(repo_root().join("ovs/sandbox.sh"));
+        cmd.arg("start").arg(dir.path());
+        if let Some(ns) = netns {
+            cmd.args(["--netns", ns]);
+        }
+        let out = run(&mut cmd);
+        let db = out.lines().next().unwrap_or_default().trim().to_string();
+        assert!(db.starts_with("unix:"), "unexpected sandbox output: {out}");
+        Sandbox { dir, db, netns: netns.map(str::to_string) }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn vsctl(&self, args: &[&str]) -> String {
+        run(Command::new("ovs-vsctl").arg(format!("--db={}", self.db)).args(args))
+    }
+
+    /// `ovs-ofctl -O OpenFlow13 ARGS` against a bridge of this sandbox.
+    pub fn ofctl(&self, args: &[&str]) -> String {
+        run(Command::new("ovs-ofctl")
+            .env("OVS_RUNDIR", self.path())
+            .args(["-O", "OpenFlow13"])
+            .args(args))
+    }
+
+    /// Adds a userspace-datapath bridge.
+    pub fn add_bridge(&self, br: &str) {
+        self.vsctl(&["add-br", br, "--", "set", "bridge", br, "datapath_type=netdev"]);
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("ovs/sandbox.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+        let _ = &self.netns;
+    }
+}
+
+/// Serialises tests that use the root-namespace sandbox (one ovs-netdev per
+/// namespace). Cargo runs the tests of one file on several threads, and test files
+/// as separate processes one after another, so a process-wide lock suffices.
+pub fn lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

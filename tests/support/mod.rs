@@ -88,10 +88,16 @@ impl Drop for Sandbox {
     }
 }
 
-/// Serialises tests that use the root-namespace sandbox (one ovs-netdev per
-/// namespace). Cargo runs the tests of one file on several threads, and test files
-/// as separate processes one after another, so a process-wide lock suffices.
-pub fn lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+/// Serialises tests that use the root-namespace sandbox (one `ovs-netdev` tap per
+/// namespace) across threads and processes (nextest runs each test in its own
+/// process), with an exclusive lock on a file. Hold the guard for the whole test.
+pub fn lock() -> std::fs::File {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/solive-root-ovs.lock")
+        .unwrap();
+    f.lock().unwrap();
+    f
 }

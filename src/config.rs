@@ -1,1 +1,240 @@
-//! TODO
+//! The configuration of `solive serve`, read from a TOML file.
+//!
+//! Unknown keys are errors that name the key: a misspelt `capacity_mpbs` must not
+//! silently leave a host with a default capacity.
+//!
+//! ```toml
+//! [controller]
+//! openflow_listen = "0.0.0.0:6653"   # where switches connect
+//! period_ms = 1000                   # polling / reservation period
+//!
+//! [api]
+//! listen = "127.0.0.1:8080"
+//!
+//! [[hosts]]
+//! name = "h1"
+//! ovsdb = "unix:/var/run/openvswitch/db.sock"   # or "tcp:IP:PORT"
+//! bridge = "br0"
+//! uplink = "eth1"                    # the bridge port that leads to the fabric
+//! capacity_mbps = 100
+//! # controller_target = "tcp:10.0.0.1:6653"   # what the bridge connects to;
+//! #                                             default: openflow_listen, with
+//! #                                             0.0.0.0 read as 127.0.0.1
+//! ```
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub controller: ControllerConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub hosts: Vec<HostConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    pub openflow_listen: SocketAddr,
+    #[serde(default = "default_period_ms")]
+    pub period_ms: u64,
+    /// Idle time after which the controller sends an ECHO_REQUEST to a switch.
+    #[serde(default = "default_echo_interval_ms")]
+    pub echo_interval_ms: u64,
+    /// How long a request (and an echo) may wait for its reply before the
+    /// switch is considered dead.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Every this many periods the controller re-reads each switch's flows and
+    /// meters and repairs any drift, so missed events heal.
+    #[serde(default = "default_resync_periods")]
+    pub resync_periods: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: default_api_listen() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    pub name: String,
+    pub ovsdb: String,
+    pub bridge: String,
+    pub uplink: String,
+    pub capacity_mbps: u64,
+    #[serde(default)]
+    pub controller_target: Option<String>,
+}
+
+fn default_period_ms() -> u64 {
+    1000
+}
+fn default_echo_interval_ms() -> u64 {
+    5000
+}
+fn default_request_timeout_ms() -> u64 {
+    5000
+}
+fn default_resync_periods() -> u64 {
+    10
+}
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Config::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.controller.period_ms < 10 {
+            return bad(format!(
+                "controller.period_ms is {}; it must be at least 10",
+                self.controller.period_ms
+            ));
+        }
+        if self.controller.echo_interval_ms == 0 || self.controller.request_timeout_ms == 0 {
+            return bad("controller.echo_interval_ms and request_timeout_ms must be positive".into());
+        }
+        let mut names = BTreeSet::new();
+        for h in &self.hosts {
+            if h.name.is_empty() {
+                return bad("a host has an empty name".into());
+            }
+            if !names.insert(h.name.as_str()) {
+                return bad(format!("host {:?} is defined twice", h.name));
+            }
+            if h.capacity_mbps == 0 {
+                return bad(format!("host {:?}: capacity_mbps must be positive", h.name));
+            }
+            if h.bridge.is_empty() || h.uplink.is_empty() {
+                return bad(format!("host {:?}: bridge and uplink must be set", h.name));
+            }
+            if !(h.ovsdb.starts_with("unix:") || h.ovsdb.starts_with("tcp:")) {
+                return bad(format!(
+                    "host {:?}: ovsdb {:?} must be unix:PATH or tcp:IP:PORT",
+                    h.name, h.ovsdb
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn period(&self) -> Duration {
+        Duration::from_millis(self.controller.period_ms)
+    }
+
+    /// The OpenFlow target a host's bridge is pointed at.
+    pub fn controller_target(&self, host: &HostConfig) -> String {
+        if let Some(t) = &host.controller_target {
+            return t.clone();
+        }
+        let mut addr = self.controller.openflow_listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip([127, 0, 0, 1].into());
+        }
+        format!("tcp:{addr}")
+    }
+}
+
+impl HostConfig {
+    pub fn capacity_bps(&self) -> u64 {
+        self.capacity_mbps * 1_000_000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [controller]
+        openflow_listen = "0.0.0.0:6653"
+        [api]
+        listen = "127.0.0.1:8080"
+        [[hosts]]
+        name = "h1"
+        ovsdb = "unix:/tmp/db.sock"
+        bridge = "br0"
+        uplink = "up1"
+        capacity_mbps = 100
+    "#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.controller.period_ms, 1000);
+        assert_eq!(c.hosts[0].capacity_bps(), 100_000_000);
+        assert_eq!(c.controller_target(&c.hosts[0]), "tcp:127.0.0.1:6653");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = GOOD.replace("capacity_mbps = 100", "capacity_mbps = 100\ncapacity_mpbs = 5");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("capacity_mpbs"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for (from, to, needle) in [
+            ("capacity_mbps = 100", "capacity_mbps = 0", "capacity_mbps"),
+            ("unix:/tmp/db.sock", "ssl:1.2.3.4:5", "unix:PATH"),
+            ("[api]", "[api]\n", ""),
+        ] {
+            let text = GOOD.replace(from, to);
+            let r = Config::parse(&text);
+            if needle.is_empty() {
+                assert!(r.is_ok());
+            } else {
+                let err = r.unwrap_err().to_string();
+                assert!(err.contains(needle), "{err}");
+            }
+        }
+        let twice = format!("{GOOD}\n[[hosts]]\nname = \"h1\"\novsdb = \"tcp:1.2.3.4:6640\"\nbridge = \"b\"\nuplink = \"u\"\ncapacity_mbps = 1\n");
+        assert!(Config::parse(&twice).unwrap_err().to_string().contains("twice"));
+        let fast = GOOD.replace("[api]", "period_ms = 1\n[api]");
+        assert!(Config::parse(&fast).unwrap_err().to_string().contains("period_ms"));
+    }
+}

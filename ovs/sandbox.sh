@@ -10,10 +10,15 @@
 #   ovs/sandbox.sh vsctl DIR ARGS...        ovs-vsctl against this sandbox
 #   ovs/sandbox.sh ofctl DIR ARGS...        ovs-ofctl against this sandbox (finds BR.mgmt in DIR)
 #
-# --netns NS runs ovs-vswitchd inside network namespace NS. Two ovs-vswitchd
-# processes in one namespace would both create the userspace datapath's
-# "ovs-netdev" tap device, so the second and later sandboxes of a test should
-# each get a namespace of their own.
+#   ovs/sandbox.sh cleanup-stale ROOT       stop sandboxes under ROOT whose owner is gone
+#
+# --netns NS runs ovs-vswitchd inside network namespace NS (created if missing,
+# deleted again by stop). Two ovs-vswitchd processes in one namespace would both
+# create the userspace datapath's "ovs-netdev" tap device, so the second and
+# later sandboxes on a machine each need a namespace of their own. So that such a
+# switch can reach a controller in the root namespace, start also links NS to the
+# root namespace with a veth pair (root side sbcN = 169.254.N.1/30, NS side ctl0 =
+# 169.254.N.2/30) and prints a second line "controller_ip=169.254.N.1".
 set -euo pipefail
 
 usage() { sed -n '2,16p' "$0" >&2; exit 2; }
@@ -47,17 +52,40 @@ start() {
     --pidfile="$dir/ovsdb-server.pid" --unixctl="$dir/ovsdb-server.ctl" \
     --log-file="$dir/ovsdb-server.log" --detach --no-chdir
   ovs-vsctl --db="$db" --no-wait init
-  local pre=()
-  [[ -n $netns ]] && pre=(ip netns exec "$netns")
+  local pre=() ctl_ip=""
+  if [[ -n $netns ]]; then
+    if ! ip netns list | grep -qw "^$netns"; then
+      ip netns add "$netns"
+      echo "$netns" > "$dir/netns"
+    fi
+    ip -n "$netns" link set lo up
+    local n
+    for n in $(seq 1 250); do ip link show "sbc$n" >/dev/null 2>&1 || break; done
+    ip link add "sbc$n" type veth peer name ctl0 netns "$netns"
+    ip addr add "169.254.$n.1/30" dev "sbc$n"
+    ip link set "sbc$n" up
+    ip -n "$netns" addr add "169.254.$n.2/30" dev ctl0
+    ip -n "$netns" link set ctl0 up
+    echo "sbc$n" > "$dir/ctl-link"
+    ctl_ip=169.254.$n.1
+    pre=(ip netns exec "$netns")
+  fi
   "${pre[@]}" env OVS_RUNDIR="$dir" OVS_LOGDIR="$dir" OVS_DBDIR="$dir" \
     ovs-vswitchd "$db" \
     --pidfile="$dir/ovs-vswitchd.pid" --unixctl="$dir/ovs-vswitchd.ctl" \
     --log-file="$dir/ovs-vswitchd.log" --detach --no-chdir -vconsole:off
   echo "$db"
+  [[ -z $ctl_ip ]] || echo "controller_ip=$ctl_ip"
 }
 
 stop() {
   local p
+  # "exit --cleanup" makes ovs-vswitchd delete its datapath and the tap devices
+  # of the userspace datapath (ovs-netdev, bridge internal ports), which a plain
+  # kill leaves behind to break the next sandbox.
+  if alive "$dir/ovs-vswitchd.pid"; then
+    timeout 5 ovs-appctl -t "$dir/ovs-vswitchd.ctl" exit --cleanup >/dev/null 2>&1 || true
+  fi
   for p in ovs-vswitchd ovsdb-server; do
     if alive "$dir/$p.pid"; then
       local pid; pid=$(cat "$dir/$p.pid")
@@ -68,11 +96,30 @@ stop() {
     rm -f "$dir/$p.pid" "$dir/$p.ctl"
   done
   rm -f "$dir"/db.sock "$dir"/*.mgmt "$dir"/*.snoop
+  if [[ -f $dir/ctl-link ]]; then
+    ip link del "$(cat "$dir/ctl-link")" 2>/dev/null || true
+    rm -f "$dir/ctl-link"
+  fi
+  if [[ -f $dir/netns ]]; then
+    ip netns del "$(cat "$dir/netns")" 2>/dev/null || true
+    rm -f "$dir/netns"
+  fi
+}
+
+# Stops every sandbox below ROOT (one level deep, as the tests make them) whose
+# ovsdb-server pid file is still there: left over from a killed test run.
+cleanup_stale() {
+  local d
+  for d in "$dir"/solive-ovs-*/; do
+    [[ -f $d/ovsdb-server.pid || -f $d/ovs-vswitchd.pid ]] || continue
+    "$0" stop "$d" || true
+  done
 }
 
 case $cmd in
   start) start "$@" ;;
   stop) stop ;;
+  cleanup-stale) cleanup_stale ;;
   status) alive "$dir/ovsdb-server.pid" && alive "$dir/ovs-vswitchd.pid" ;;
   env) echo "export OVS_RUNDIR=$dir OVS_LOGDIR=$dir OVS_DBDIR=$dir OVS_SYSCONFDIR=$dir" ;;
   vsctl) exec ovs-vsctl --db="$db" "$@" ;;

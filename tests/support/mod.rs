@@ -30,7 +30,10 @@ pub struct Sandbox {
     pub dir: tempfile::TempDir,
     /// `unix:<dir>/db.sock`
     pub db: String,
-    netns: Option<String>,
+    /// With a namespace: the root-namespace address the switch reaches the
+    /// controller at (see `ovs/sandbox.sh`).
+    pub controller_ip: Option<String>,
+    pub netns: Option<String>,
 }
 
 impl Sandbox {
@@ -53,7 +56,9 @@ impl Sandbox {
         let out = run(&mut cmd);
         let db = out.lines().next().unwrap_or_default().trim().to_string();
         assert!(db.starts_with("unix:"), "unexpected sandbox output: {out}");
-        Sandbox { dir, db, netns: netns.map(str::to_string) }
+        let controller_ip =
+            out.lines().find_map(|l| l.strip_prefix("controller_ip=")).map(str::to_string);
+        Sandbox { dir, db, controller_ip, netns: netns.map(str::to_string) }
     }
 
     pub fn path(&self) -> &Path {
@@ -84,7 +89,6 @@ impl Drop for Sandbox {
             .arg("stop")
             .arg(self.dir.path())
             .status();
-        let _ = &self.netns;
     }
 }
 

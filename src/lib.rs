@@ -13,6 +13,7 @@
 //! - [`controller`]: the single owner of controller state; host tasks, polling,
 //!   reconcile of desired switch state.
 //! - [`api`]: the REST API (axum), a thin layer over controller commands.
+//! - [`server`]: wiring of `solive serve` (listeners, controller, API, shutdown).
 
 pub mod api;
 pub mod config;
@@ -20,4 +21,5 @@ pub mod controller;
 pub mod openflow;
 pub mod ovsdb;
 pub mod rate;
+pub mod server;
 pub mod switch;

@@ -1,0 +1,72 @@
+//! Wiring of `solive serve`: the OpenFlow listener, the controller task and the
+//! REST API, all stopped by one shutdown future (mini-redis `server::run`
+//! shape: the caller binds the listeners, so tests can use port 0).
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::controller::{Controller, ControllerHandle};
+use crate::switch::{self, SessionConfig};
+
+/// A running solive: its controller handle and the task that ends when it stops.
+pub struct Running {
+    pub controller: ControllerHandle,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts everything in the background and returns at once.
+pub fn start(
+    config: Config,
+    openflow: TcpListener,
+    api: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Running {
+    let session = SessionConfig {
+        echo_interval: Duration::from_millis(config.controller.echo_interval_ms),
+        request_timeout: Duration::from_millis(config.controller.request_timeout_ms),
+        ..SessionConfig::default()
+    };
+    let (controller, handle) = Controller::new(config);
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    controller.forward_switch_events(events_rx);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let listener = tokio::spawn(switch::listen(openflow, session, events_tx, stopped(stop_rx.clone())));
+    let app = crate::api::router(handle.clone());
+    let api_stop = stopped(stop_rx.clone());
+    let api_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(api, app).with_graceful_shutdown(api_stop).await {
+            tracing::error!(error = %e, "REST API server failed");
+        }
+    });
+    let ctl = tokio::spawn(controller.run());
+    let h = handle.clone();
+    let task = tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: removing reservations");
+        h.shutdown().await;
+        let _ = stop_tx.send(true);
+        let _ = ctl.await;
+        let _ = listener.await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
+    });
+    Running { controller: handle, task }
+}
+
+/// Runs until `shutdown` resolves, then cleans up and returns.
+pub async fn run(
+    config: Config,
+    openflow: TcpListener,
+    api: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let running = start(config, openflow, api, shutdown);
+    let _ = running.task.await;
+}

@@ -10,6 +10,8 @@
 #   ovs/sandbox.sh vsctl DIR ARGS...        ovs-vsctl against this sandbox
 #   ovs/sandbox.sh ofctl DIR ARGS...        ovs-ofctl against this sandbox (finds BR.mgmt in DIR)
 #
+#   ovs/sandbox.sh restart-switch DIR       kill ovs-vswitchd and start it again (its
+#                                           flows and meters are lost, OVSDB stays)
 #   ovs/sandbox.sh cleanup-stale ROOT       stop sandboxes under ROOT whose owner is gone
 #
 # --netns NS runs ovs-vswitchd inside network namespace NS (created if missing,
@@ -58,6 +60,7 @@ start() {
       ip netns add "$netns"
       echo "$netns" > "$dir/netns"
     fi
+    echo "$netns" > "$dir/netns-name"
     ip -n "$netns" link set lo up
     local n
     for n in $(seq 1 250); do ip link show "sbc$n" >/dev/null 2>&1 || break; done
@@ -70,12 +73,26 @@ start() {
     ctl_ip=169.254.$n.1
     pre=(ip netns exec "$netns")
   fi
-  "${pre[@]}" env OVS_RUNDIR="$dir" OVS_LOGDIR="$dir" OVS_DBDIR="$dir" \
+  start_vswitchd "${pre[@]}"
+  echo "$db"
+  [[ -z $ctl_ip ]] || echo "controller_ip=$ctl_ip"
+}
+
+start_vswitchd() {
+  "$@" env OVS_RUNDIR="$dir" OVS_LOGDIR="$dir" OVS_DBDIR="$dir" \
     ovs-vswitchd "$db" \
     --pidfile="$dir/ovs-vswitchd.pid" --unixctl="$dir/ovs-vswitchd.ctl" \
     --log-file="$dir/ovs-vswitchd.log" --detach --no-chdir -vconsole:off
-  echo "$db"
-  [[ -z $ctl_ip ]] || echo "controller_ip=$ctl_ip"
+}
+
+restart_switch() {
+  local pid; pid=$(cat "$dir/ovs-vswitchd.pid")
+  kill -9 "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  rm -f "$dir/ovs-vswitchd.pid" "$dir/ovs-vswitchd.ctl" "$dir"/*.mgmt "$dir"/*.snoop
+  local pre=()
+  [[ -f $dir/netns-name ]] && pre=(ip netns exec "$(cat "$dir/netns-name")")
+  start_vswitchd "${pre[@]}"
 }
 
 stop() {
@@ -104,6 +121,7 @@ stop() {
     ip netns del "$(cat "$dir/netns")" 2>/dev/null || true
     rm -f "$dir/netns"
   fi
+  rm -f "$dir/netns-name"
 }
 
 # Stops every sandbox below ROOT (one level deep, as the tests make them) whose
@@ -120,6 +138,7 @@ case $cmd in
   start) start "$@" ;;
   stop) stop ;;
   cleanup-stale) cleanup_stale ;;
+  restart-switch) restart_switch ;;
   status) alive "$dir/ovsdb-server.pid" && alive "$dir/ovs-vswitchd.pid" ;;
   env) echo "export OVS_RUNDIR=$dir OVS_LOGDIR=$dir OVS_DBDIR=$dir OVS_SYSCONFDIR=$dir" ;;
   vsctl) exec ovs-vsctl --db="$db" "$@" ;;

@@ -105,3 +105,45 @@ pub fn lock() -> std::fs::File {
     f.lock().unwrap();
     f
 }
+
+impl Sandbox {
+    /// Kills ovs-vswitchd and starts it again: the switch loses its flows and
+    /// meters and reconnects to its controller, as after a crash.
+    pub fn restart_switch(&self) {
+        run(Command::new(repo_root().join("ovs/sandbox.sh")).arg("restart-switch").arg(self.path()));
+    }
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics after `secs`
+/// seconds with `what` and the last value seen.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(last) if std::time::Instant::now() >= deadline => {
+                panic!("timed out after {secs} s waiting for {what}; last: {last}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// A solive config for hosts given as (name, ovsdb, bridge, uplink, capacity_mbps).
+pub fn config_toml(hosts: &[(&str, &str, &str, &str, u64)], period_ms: u64) -> String {
+    let mut s = format!(
+        "[controller]\nopenflow_listen = \"127.0.0.1:0\"\nperiod_ms = {period_ms}\n\
+         echo_interval_ms = 1000\nrequest_timeout_ms = 2000\nresync_periods = 3\n\
+         [api]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    for (name, db, br, up, cap) in hosts {
+        s += &format!(
+            "[[hosts]]\nname = \"{name}\"\novsdb = \"{db}\"\nbridge = \"{br}\"\nuplink = \"{up}\"\ncapacity_mbps = {cap}\n"
+        );
+    }
+    s
+}

@@ -92,6 +92,6 @@ echo "== iperf3 says:"; grep -E "sender|receiver" "$state/iperf3.txt"
 
 echo "== stopping solive (SIGTERM): reservations removed, bridge keeps forwarding"
 kill "$solive_pid"; wait "$solive_pid" || true; unset solive_pid
-ovs-ofctl -O OpenFlow13 dump-flows br0 --rundir "$state/ovs" 2>/dev/null || OVS_RUNDIR=$state/ovs ovs-ofctl -O OpenFlow13 dump-flows br0
+OVS_RUNDIR=$state/ovs ovs-ofctl -O OpenFlow13 dump-flows br0
 ip netns exec demo-h1 ping -c 1 -W 2 10.198.0.2 | tail -2
 echo "== demo done"

@@ -238,3 +238,13 @@ mod tests {
         assert!(Config::parse(&fast).unwrap_err().to_string().contains("period_ms"));
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let text = include_str!("../ovs/solive.example.toml");
+        let c = super::Config::parse(text).unwrap();
+        assert_eq!(c.hosts.len(), 1);
+    }
+}

@@ -28,7 +28,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::{Config, HostConfig};
-use crate::openflow::{meter, MultipartReplyBody, MultipartRequest, PortReason, PortStats};
+use crate::openflow::flow_mod::TABLE_ALL;
+use crate::openflow::meter::ids as meter;
+use crate::openflow::multipart::PortStats;
+use crate::openflow::{FlowStatsRequest, Match, MultipartReplyBody, MultipartRequest, PortReason};
 use crate::ovsdb::{self, vswitch, Client};
 use crate::rate::{RateEstimator, Sample};
 use crate::switch::{SwitchError, SwitchEvent, SwitchHandle};
@@ -574,7 +577,7 @@ impl Controller {
                 tracing::debug!(dpid = format!("{dpid:016x}"), cookie = format!("{:#x}", removed.cookie), "flow removed");
             }
             SwitchEvent::Error { dpid, xid, error } => {
-                tracing::warn!(dpid = format!("{dpid:016x}"), xid, %error, "switch reported an error");
+                tracing::warn!(dpid = format!("{dpid:016x}"), xid, error = %crate::switch::describe(&error), "switch reported an error");
             }
         }
     }
@@ -696,7 +699,11 @@ pub async fn reconcile_switch(sw: &SwitchHandle, desired: &Desired) -> Result<us
 
 async fn observe(sw: &SwitchHandle) -> Result<Observed, SwitchError> {
     let flows = match sw
-        .multipart("flow statistics", MultipartRequest::flow_cookie(COOKIE_TAG, COOKIE_TAG_MASK))
+        .multipart("flow statistics", MultipartRequest::flow(FlowStatsRequest {
+            cookie: COOKIE_TAG,
+            cookie_mask: COOKIE_TAG_MASK,
+            ..FlowStatsRequest::new(TABLE_ALL, Match::new())
+        }))
         .await?
     {
         MultipartReplyBody::Flow(stats) => stats

@@ -140,7 +140,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Body> {
         if !keep {
             // Delete every flow with this exact cookie, in every table.
             flow_dels.push(Body::FlowMod(
-                FlowMod::delete(crate::openflow::table::ALL, Match::new())
+                FlowMod::delete(crate::openflow::flow_mod::TABLE_ALL, Match::new())
                     .cookie_mask(*cookie, u64::MAX),
             ));
         }

@@ -47,7 +47,7 @@ pub enum SwitchError {
     Disconnected(u64),
     #[error("switch {dpid:016x} did not answer {what} within {timeout:?}")]
     Timeout { dpid: u64, what: &'static str, timeout: Duration },
-    #[error("switch {dpid:016x} rejected {what}: {error}")]
+    #[error("switch {dpid:016x} rejected {what}: {}", describe(error))]
     Rejected { dpid: u64, what: &'static str, error: ErrorMsg },
     #[error("switch {dpid:016x} answered {what} with an unexpected {got}")]
     UnexpectedReply { dpid: u64, what: &'static str, got: String },
@@ -186,6 +186,15 @@ impl SwitchHandle {
     }
 }
 
+/// An ERROR as a human reads it: `OFPET_METER_MOD_FAILED/OFPMMFC_INVALID_METER`.
+pub fn describe(e: &ErrorMsg) -> String {
+    let t = format!("{:?}", e.code.error_type());
+    match e.code.code_name() {
+        Some(c) => format!("{t}/{c}"),
+        None => format!("{t}/code {}", e.code.to_wire().1),
+    }
+}
+
 /// A short name for a message body, for errors and logs.
 pub fn body_name(body: &Body) -> String {
     let dbg = format!("{body:?}");
@@ -225,3 +234,6 @@ pub async fn listen(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

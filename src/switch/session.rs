@@ -11,8 +11,10 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
 use super::{body_name, Expect, Outgoing, SwitchError, SwitchEvent, SwitchHandle};
+use crate::openflow::messages::HelloFailedCode;
 use crate::openflow::{
-    Body, ErrorMsg, Hello, Message, MultipartReply, MultipartReplyBody, OfCodec, OFP_VERSION,
+    Body, ErrorCode, ErrorMsg, Hello, Message, MultipartReply, MultipartReplyBody, OfCodec,
+    OFP_VERSION,
 };
 
 /// Timers of a switch session.
@@ -106,7 +108,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let io = |e: crate::openflow::CodecError| SwitchError::Io(e.to_string());
-    conn.send(Message { xid: 1, body: Body::Hello(Hello::with_versions(&[OFP_VERSION])) })
+    conn.send(Message { xid: 1, body: Body::Hello(Hello::new()) })
         .await
         .map_err(io)?;
     let deadline = Instant::now() + config.request_timeout;
@@ -121,7 +123,10 @@ where
             Body::Hello(h) if !got_hello => {
                 if !h.supports(OFP_VERSION) {
                     // OpenFlow says: answer HELLO_FAILED/INCOMPATIBLE, then close.
-                    let err = ErrorMsg::hello_failed_incompatible("solive speaks OpenFlow 1.3 only");
+                    let err = ErrorMsg {
+                        code: ErrorCode::HelloFailed(HelloFailedCode::Incompatible),
+                        data: bytes::Bytes::from_static(b"solive speaks OpenFlow 1.3 only"),
+                    };
                     let _ = conn.send(Message { xid: msg.xid, body: Body::Error(err) }).await;
                     return Err(SwitchError::Handshake(format!(
                         "peer does not speak OpenFlow 1.3 (HELLO version {:#04x})",
@@ -137,7 +142,9 @@ where
                     .map_err(io)?;
             }
             Body::FeaturesReply(f) if got_hello => return Ok(f),
-            Body::Error(e) => return Err(SwitchError::Handshake(format!("peer sent {e}"))),
+            Body::Error(e) => {
+                return Err(SwitchError::Handshake(format!("peer sent {}", super::describe(&e))))
+            }
             _ if got_hello => early.push(msg),
             other => {
                 return Err(SwitchError::Handshake(format!(
@@ -256,7 +263,9 @@ impl Session {
                 (Expect::Reply(tx), body) => {
                     let _ = tx.send(Ok(Message { xid: msg.xid, body }));
                 }
-                (Expect::Multipart(tx), Body::MultipartReply(MultipartReply { flags, body })) => {
+                (Expect::Multipart(tx), Body::MultipartReply(reply)) => {
+                    let more = reply.more();
+                    let MultipartReply { body, .. } = reply;
                     let merged = match p.partial.take() {
                         None => Ok(body),
                         Some(mut acc) => acc.merge(body).map(|()| acc),
@@ -266,7 +275,7 @@ impl Session {
                             let err = SwitchError::Protocol(format!("{}: {e}", p.what));
                             let _ = tx.send(Err(err));
                         }
-                        Ok(acc) if flags & MultipartReply::REPLY_MORE != 0 => {
+                        Ok(acc) if more => {
                             // More parts follow: keep waiting, with a fresh deadline.
                             p.partial = Some(acc);
                             p.expect = Expect::Multipart(tx);

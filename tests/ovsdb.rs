@@ -60,13 +60,23 @@ async fn unix_and_tcp_connections_list_dbs_and_get_schema() {
         .local_addr()
         .unwrap()
         .port();
-    let remote = format!("ptcp:{port}:127.0.0.1");
-    support::run(
-        Command::new("ovs-appctl")
-            .arg("-t")
-            .arg(sb.path().join("ovsdb-server.ctl"))
-            .args(["ovsdb-server/add-remote", &remote]),
-    );
+    // Through a Manager row (the sandbox's ovsdb-server reads remotes from
+    // manager_options), because it can set a 1 s inactivity probe.
+    let remote = format!("target=\"ptcp:{port}:127.0.0.1\"");
+    sb.vsctl(&[
+        "--",
+        "--id=@m",
+        "create",
+        "Manager",
+        &remote,
+        "inactivity_probe=1000",
+        "--",
+        "add",
+        "Open_vSwitch",
+        ".",
+        "manager_options",
+        "@m",
+    ]);
     let target = format!("tcp:127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(5);
     let tcp = loop {
@@ -78,9 +88,10 @@ async fn unix_and_tcp_connections_list_dbs_and_get_schema() {
     };
     assert!(tcp.list_dbs().await.unwrap().contains(&s("Open_vSwitch")));
     tcp.echo().await.unwrap();
-    // The server probes an idle TCP session with echo after 5 s; we answer it,
-    // so the session is still alive afterwards.
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    // The server sends echo after 1 s of silence and drops the session if the
+    // echo is not answered within another second; we answer it, so the session
+    // is still alive after 4 idle seconds.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(!tcp.is_closed());
     assert!(tcp.list_dbs().await.unwrap().contains(&s("Open_vSwitch")));
 

@@ -69,7 +69,10 @@ async fn session(host: &HostConfig, target: &str, ctl: &ControllerHandle) -> Res
     };
     // Watch the Interface table: a VM's interface appears, moves or goes away.
     let (_, mut updates) = client
-        .monitor("Open_vSwitch", ovsdb::MonitorRequests::table("Interface", &["name", "ofport", "external_ids"]))
+        .monitor(
+            "Open_vSwitch",
+            &[("Interface", ovsdb::MonitorRequest::columns(&["name", "ofport", "external_ids"]))],
+        )
         .await?;
     ctl.send(Command::OvsdbEvent(host.name.clone(), OvsdbEvent::Up { client: client.clone(), info }));
     while updates.recv().await.is_some() {

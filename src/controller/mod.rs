@@ -159,6 +159,7 @@ impl ControllerHandle {
         let client = self.ovsdb(host).await?;
         vswitch::set_htb_qos(&client, port, max_rate_bps, queues, OVSDB_OWNER)
             .await
+            .map(|_| ())
             .map_err(|source| ControllerError::Ovsdb { host: host.to_string(), source })
     }
 

@@ -53,7 +53,7 @@ pub enum OvsdbError {
     Io(#[from] std::io::Error),
     #[error("OVSDB server sent invalid JSON")]
     Json(#[from] serde_json::Error),
-    #[error("OVSDB server refused {method}: {error} {details}")]
+    #[error("OVSDB server refused {method}: {error}{}", suffix(details))]
     Rpc {
         method: &'static str,
         error: String,
@@ -63,7 +63,10 @@ pub enum OvsdbError {
     Disconnected,
     #[error("the OVSDB server did not answer in time")]
     Timeout,
-    #[error("operation {index} ({op}) of the transaction failed: {error} {details}")]
+    #[error(
+        "operation {index} ({op}) of the transaction failed: {error}{}",
+        suffix(details)
+    )]
     OperationFailed {
         index: usize,
         op: &'static str,
@@ -74,4 +77,13 @@ pub enum OvsdbError {
     Unexpected(String),
     #[error("there is no {kind} named {name:?}")]
     NotFound { kind: &'static str, name: String },
+}
+
+/// `" (details)"`, or nothing when the server gave no details.
+fn suffix(details: &str) -> String {
+    if details.is_empty() {
+        String::new()
+    } else {
+        format!(" ({details})")
+    }
 }

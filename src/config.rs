@@ -81,7 +81,9 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: default_api_listen() }
+        ApiConfig {
+            listen: default_api_listen(),
+        }
     }
 }
 
@@ -115,8 +117,10 @@ fn default_api_listen() -> SocketAddr {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Config::parse(&text)
     }
 
@@ -135,7 +139,9 @@ impl Config {
             ));
         }
         if self.controller.echo_interval_ms == 0 || self.controller.request_timeout_ms == 0 {
-            return bad("controller.echo_interval_ms and request_timeout_ms must be positive".into());
+            return bad(
+                "controller.echo_interval_ms and request_timeout_ms must be positive".into(),
+            );
         }
         let mut names = BTreeSet::new();
         for h in &self.hosts {
@@ -211,7 +217,10 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let text = GOOD.replace("capacity_mbps = 100", "capacity_mbps = 100\ncapacity_mpbs = 5");
+        let text = GOOD.replace(
+            "capacity_mbps = 100",
+            "capacity_mbps = 100\ncapacity_mpbs = 5",
+        );
         let err = Config::parse(&text).unwrap_err().to_string();
         assert!(err.contains("capacity_mpbs"), "{err}");
     }
@@ -233,9 +242,15 @@ mod tests {
             }
         }
         let twice = format!("{GOOD}\n[[hosts]]\nname = \"h1\"\novsdb = \"tcp:1.2.3.4:6640\"\nbridge = \"b\"\nuplink = \"u\"\ncapacity_mbps = 1\n");
-        assert!(Config::parse(&twice).unwrap_err().to_string().contains("twice"));
+        assert!(Config::parse(&twice)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
         let fast = GOOD.replace("[api]", "period_ms = 1\n[api]");
-        assert!(Config::parse(&fast).unwrap_err().to_string().contains("period_ms"));
+        assert!(Config::parse(&fast)
+            .unwrap_err()
+            .to_string()
+            .contains("period_ms"));
     }
 }
 

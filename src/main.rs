@@ -8,7 +8,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "solive", version, about = "Order-aware, bandwidth-reserving live migration controller")]
+#[command(
+    name = "solive",
+    version,
+    about = "Order-aware, bandwidth-reserving live migration controller"
+)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
@@ -50,7 +54,9 @@ fn main() -> ExitCode {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -64,7 +70,9 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             let mut text = hex.join(" ");
             if text.trim() == "-" {
                 text.clear();
-                std::io::stdin().read_to_string(&mut text).context("reading stdin")?;
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("reading stdin")?;
             }
             let out = solive::openflow::print::ofp_print(&text, json)?;
             println!("{out}");
@@ -81,7 +89,12 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
 async fn serve(config: solive::config::Config) -> anyhow::Result<()> {
     let of = tokio::net::TcpListener::bind(config.controller.openflow_listen)
         .await
-        .with_context(|| format!("binding OpenFlow listener {}", config.controller.openflow_listen))?;
+        .with_context(|| {
+            format!(
+                "binding OpenFlow listener {}",
+                config.controller.openflow_listen
+            )
+        })?;
     let api = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("binding REST API listener {}", config.api.listen))?;

@@ -39,7 +39,9 @@ pub enum Delta {
 
 /// The rate, in bit/s, between two samples of a byte counter.
 pub fn delta(prev: Option<Sample>, now: Sample) -> Delta {
-    let Some(prev) = prev else { return Delta::Unknown };
+    let Some(prev) = prev else {
+        return Delta::Unknown;
+    };
     if prev.bytes == u64::MAX || now.bytes == u64::MAX || now.at <= prev.at {
         return Delta::Unknown;
     }
@@ -48,7 +50,9 @@ pub fn delta(prev: Option<Sample>, now: Sample) -> Delta {
         return Delta::Rate((now.bytes - prev.bytes) as f64 * 8.0 / secs);
     }
     // Backwards: a wrap only if the wrapped difference fits the interval.
-    let wrapped = (u64::MAX - prev.bytes).wrapping_add(now.bytes).wrapping_add(1);
+    let wrapped = (u64::MAX - prev.bytes)
+        .wrapping_add(now.bytes)
+        .wrapping_add(1);
     let bps = wrapped as f64 * 8.0 / secs;
     if bps <= MAX_PLAUSIBLE_BPS {
         Delta::Rate(bps)
@@ -79,8 +83,17 @@ impl Default for RateEstimator {
 impl RateEstimator {
     /// `alpha` is the weight of the newest interval, clamped to (0, 1].
     pub fn new(alpha: f64) -> Self {
-        let alpha = if alpha.is_finite() { alpha.clamp(f64::MIN_POSITIVE, 1.0) } else { 1.0 };
-        RateEstimator { last: None, rate: None, alpha, resets: 0 }
+        let alpha = if alpha.is_finite() {
+            alpha.clamp(f64::MIN_POSITIVE, 1.0)
+        } else {
+            1.0
+        };
+        RateEstimator {
+            last: None,
+            rate: None,
+            alpha,
+            resets: 0,
+        }
     }
 
     /// Feeds a new sample and returns the updated rate in bit/s, if known.
@@ -119,7 +132,10 @@ mod tests {
     use super::*;
 
     fn s(bytes: u64, ms: u64) -> Sample {
-        Sample { bytes, at: Duration::from_millis(ms) }
+        Sample {
+            bytes,
+            at: Duration::from_millis(ms),
+        }
     }
 
     #[test]

@@ -38,7 +38,12 @@ pub fn start(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let listener = tokio::spawn(switch::listen(openflow, session, events_tx, stopped(stop_rx.clone())));
+    let listener = tokio::spawn(switch::listen(
+        openflow,
+        session,
+        events_tx,
+        stopped(stop_rx.clone()),
+    ));
     let app = crate::api::router(handle.clone());
     let api_stop = stopped(stop_rx.clone());
     let api_task = tokio::spawn(async move {
@@ -57,7 +62,10 @@ pub fn start(
         let _ = listener.await;
         let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
     });
-    Running { controller: handle, task }
+    Running {
+        controller: handle,
+        task,
+    }
 }
 
 /// Runs until `shutdown` resolves, then cleans up and returns.

@@ -33,24 +33,40 @@ impl Solive {
         let running = solive::server::start(config, of, api, async {
             let _ = rx.await;
         });
-        Solive { running, api: api_url, stop: Some(tx) }
+        Solive {
+            running,
+            api: api_url,
+            stop: Some(tx),
+        }
     }
 
     async fn get(&self, path: &str) -> Value {
-        reqwest::get(format!("{}{path}", self.api)).await.unwrap().json().await.unwrap()
+        reqwest::get(format!("{}{path}", self.api))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     async fn host_when(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         eventually(20, what, || async {
             let h = self.get(&format!("/v1/hosts/{name}")).await;
-            if pred(&h) { Ok(h) } else { Err(h.to_string()) }
+            if pred(&h) {
+                Ok(h)
+            } else {
+                Err(h.to_string())
+            }
         })
         .await
     }
 
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(20), self.running.task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.running.task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -72,96 +88,189 @@ async fn controller_configures_installs_heals_and_cleans_up() {
     let _lock = support::lock();
     let sb = Sandbox::start();
     sb.add_bridge("br0");
-    sb.vsctl(&["add-port", "br0", "up0", "--", "set", "interface", "up0", "type=internal"]);
     sb.vsctl(&[
-        "add-port", "br0", "vm1p", "--", "set", "interface", "vm1p", "type=internal",
-        "external_ids:vm-id=vm1", "external_ids:iface-id=vm1-eth0", "external_ids:attached-mac=52:54:00:00:00:01",
+        "add-port",
+        "br0",
+        "up0",
+        "--",
+        "set",
+        "interface",
+        "up0",
+        "type=internal",
+    ]);
+    sb.vsctl(&[
+        "add-port",
+        "br0",
+        "vm1p",
+        "--",
+        "set",
+        "interface",
+        "vm1p",
+        "type=internal",
+        "external_ids:vm-id=vm1",
+        "external_ids:iface-id=vm1-eth0",
+        "external_ids:attached-mac=52:54:00:00:00:01",
     ]);
     let toml = config_toml(
-        &[("h1", &sb.db, "br0", "up0", 100), ("ghost", "unix:/nonexistent/db.sock", "brX", "up", 100)],
+        &[
+            ("h1", &sb.db, "br0", "up0", 100),
+            ("ghost", "unix:/nonexistent/db.sock", "brX", "up", 100),
+        ],
         200,
     );
     let solive = Solive::start(&toml).await;
 
     // The bridge is configured through OVSDB and connects over OpenFlow 1.3.
-    let h1 = solive.host_when("h1", "h1 connected", |h| h["connected"] == true).await;
+    let h1 = solive
+        .host_when("h1", "h1 connected", |h| h["connected"] == true)
+        .await;
     assert_eq!(h1["datapath_type"], "netdev");
-    assert_eq!(sb.vsctl(&["get", "bridge", "br0", "fail_mode"]).trim(), "secure");
-    assert!(sb.vsctl(&["get", "bridge", "br0", "protocols"]).contains("OpenFlow13"));
-    assert!(sb.vsctl(&["get-controller", "br0"]).contains("tcp:127.0.0.1:"));
+    assert_eq!(
+        sb.vsctl(&["get", "bridge", "br0", "fail_mode"]).trim(),
+        "secure"
+    );
+    assert!(sb
+        .vsctl(&["get", "bridge", "br0", "protocols"])
+        .contains("OpenFlow13"));
+    assert!(sb
+        .vsctl(&["get-controller", "br0"])
+        .contains("tcp:127.0.0.1:"));
     // The unreachable host is shown disconnected with a reason; h1 works anyway.
     let ghost = solive.get("/v1/hosts/ghost").await;
     assert_eq!(ghost["connected"], false, "{ghost}");
-    assert!(ghost["error"].as_str().is_some_and(|e| !e.is_empty()), "{ghost}");
+    assert!(
+        ghost["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{ghost}"
+    );
 
     // Ports and the VM behind one of them, from PORT_DESC and OVSDB external_ids.
     let h1 = solive
         .host_when("h1", "ports with VM", |h| {
-            h["ports"].as_array().is_some_and(|ps| ps.iter().any(|p| p["vm"]["vm_id"] == "vm1"))
+            h["ports"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["vm"]["vm_id"] == "vm1"))
         })
         .await;
     let ports = h1["ports"].as_array().unwrap();
-    assert!(ports.iter().any(|p| p["name"] == "up0" && p["uplink"] == true), "{h1}");
+    assert!(
+        ports
+            .iter()
+            .any(|p| p["name"] == "up0" && p["uplink"] == true),
+        "{h1}"
+    );
     let vm1 = ports.iter().find(|p| p["name"] == "vm1p").unwrap();
     assert_eq!(vm1["vm"]["iface_id"], "vm1-eth0");
     let vm1_port: u32 = vm1["port_no"].as_u64().unwrap() as u32;
 
     // The baseline NORMAL flow keeps the bridge forwarding.
     let flows = sb.ofctl(&["dump-flows", "br0"]);
-    assert!(flows.contains("cookie=0x5011000000000000") && flows.contains("priority=0 actions=NORMAL"), "{flows}");
+    assert!(
+        flows.contains("cookie=0x5011000000000000") && flows.contains("priority=0 actions=NORMAL"),
+        "{flows}"
+    );
 
     // A meter and a flow through it, confirmed by the switch, seen by ovs-ofctl.
     let c = &solive.running.controller;
-    let m = MeterSpec { id: 1, rate_kbps: 50_000, burst_kb: 10_000 };
+    let m = MeterSpec {
+        id: 1,
+        rate_kbps: 50_000,
+        burst_kb: 10_000,
+    };
     assert_eq!(c.put_meter("h1", m).await.unwrap(), Applied::Now);
-    assert_eq!(c.put_flow("h1", metered_flow(1, vm1_port, 1)).await.unwrap(), Applied::Now);
+    assert_eq!(
+        c.put_flow("h1", metered_flow(1, vm1_port, 1))
+            .await
+            .unwrap(),
+        Applied::Now
+    );
     let meters = sb.ofctl(&["dump-meters", "br0"]);
-    assert!(meters.contains("meter=1 kbps burst stats bands=") && meters.contains("type=drop rate=50000 burst_size=10000"), "{meters}");
+    assert!(
+        meters.contains("meter=1 kbps burst stats bands=")
+            && meters.contains("type=drop rate=50000 burst_size=10000"),
+        "{meters}"
+    );
     let flows = sb.ofctl(&["dump-flows", "br0"]);
-    assert!(flows.contains("cookie=0x5011000000000001") && flows.contains("meter:1"), "{flows}");
+    assert!(
+        flows.contains("cookie=0x5011000000000001") && flows.contains("meter:1"),
+        "{flows}"
+    );
     // Changing the rate modifies the meter in place.
-    c.put_meter("h1", MeterSpec { rate_kbps: 20_000, ..m }).await.unwrap();
+    c.put_meter(
+        "h1",
+        MeterSpec {
+            rate_kbps: 20_000,
+            ..m
+        },
+    )
+    .await
+    .unwrap();
     assert!(sb.ofctl(&["dump-meters", "br0"]).contains("rate=20000"));
     // Unknown host and bad ids are errors, not panics.
     assert!(c.put_meter("nope", m).await.is_err());
     assert!(c.put_meter("h1", MeterSpec { id: 0, ..m }).await.is_err());
 
     // QoS through OVSDB, tagged as ours.
-    let q = QueueConfig { min_rate: Some(10_000_000), max_rate: Some(100_000_000), priority: None };
-    c.set_port_qos("h1", "up0", 100_000_000, &[(0, q.clone()), (1, q)]).await.unwrap();
+    let q = QueueConfig {
+        min_rate: Some(10_000_000),
+        max_rate: Some(100_000_000),
+        priority: None,
+    };
+    c.set_port_qos("h1", "up0", 100_000_000, &[(0, q.clone()), (1, q)])
+        .await
+        .unwrap();
     let qos = sb.vsctl(&["list", "qos"]);
-    assert!(qos.contains("linux-htb") && qos.contains("solive-owner"), "{qos}");
+    assert!(
+        qos.contains("linux-htb") && qos.contains("solive-owner"),
+        "{qos}"
+    );
 
     // Drift heals: someone deletes our flows and meters behind our back.
     sb.ofctl(&["del-flows", "br0"]);
     sb.ofctl(&["del-meters", "br0"]);
-    eventually(10, "flows and meters reinstalled after deletion", || async {
-        let f = sb.ofctl(&["dump-flows", "br0"]);
-        let m = sb.ofctl(&["dump-meters", "br0"]);
-        if f.contains("meter:1") && f.contains("actions=NORMAL") && m.contains("rate=20000") {
-            Ok(())
-        } else {
-            Err(format!("{f}\n{m}"))
-        }
-    })
+    eventually(
+        10,
+        "flows and meters reinstalled after deletion",
+        || async {
+            let f = sb.ofctl(&["dump-flows", "br0"]);
+            let m = sb.ofctl(&["dump-meters", "br0"]);
+            if f.contains("meter:1") && f.contains("actions=NORMAL") && m.contains("rate=20000") {
+                Ok(())
+            } else {
+                Err(format!("{f}\n{m}"))
+            }
+        },
+    )
     .await;
 
     // ovs-vswitchd restarts: the switch comes back empty and reconnects; the
     // controller reinstalls everything on the new session.
     sb.restart_switch();
-    eventually(20, "state reinstalled after ovs-vswitchd restart", || async {
-        let f = sb.ofctl(&["dump-flows", "br0"]);
-        let m = sb.ofctl(&["dump-meters", "br0"]);
-        if f.contains("meter:1") && m.contains("rate=20000") { Ok(()) } else { Err(format!("{f}\n{m}")) }
-    })
+    eventually(
+        20,
+        "state reinstalled after ovs-vswitchd restart",
+        || async {
+            let f = sb.ofctl(&["dump-flows", "br0"]);
+            let m = sb.ofctl(&["dump-meters", "br0"]);
+            if f.contains("meter:1") && m.contains("rate=20000") {
+                Ok(())
+            } else {
+                Err(format!("{f}\n{m}"))
+            }
+        },
+    )
     .await;
-    solive.host_when("h1", "h1 connected again", |h| h["connected"] == true).await;
+    solive
+        .host_when("h1", "h1 connected again", |h| h["connected"] == true)
+        .await;
 
     // Shutdown removes reservations (meters, metered flows, QoS rows) and leaves
     // the bridge forwarding.
     solive.stop().await;
     let flows = sb.ofctl(&["dump-flows", "br0"]);
-    assert!(!flows.contains("meter:1") && flows.contains("actions=NORMAL"), "{flows}");
+    assert!(
+        !flows.contains("meter:1") && flows.contains("actions=NORMAL"),
+        "{flows}"
+    );
     let meters = sb.ofctl(&["dump-meters", "br0"]);
     assert!(!meters.contains("meter=1"), "{meters}");
     assert_eq!(sb.vsctl(&["list", "qos"]).trim(), "");
@@ -179,13 +288,18 @@ async fn switches_in_side_by_side_sandboxes() {
     let of = TcpListener::bind("0.0.0.0:0").await.unwrap();
     let port = of.local_addr().unwrap().port();
     let mut config = Config::parse(&config_toml(
-        &[("ha", &a.db, "bra", "bra", 100), ("hb", &b.db, "brb", "brb", 100)],
+        &[
+            ("ha", &a.db, "bra", "bra", 100),
+            ("hb", &b.db, "brb", "brb", 100),
+        ],
         200,
     ))
     .unwrap();
     config.controller.openflow_listen = of.local_addr().unwrap();
-    config.hosts[0].controller_target = Some(format!("tcp:{}:{port}", a.controller_ip.as_ref().unwrap()));
-    config.hosts[1].controller_target = Some(format!("tcp:{}:{port}", b.controller_ip.as_ref().unwrap()));
+    config.hosts[0].controller_target =
+        Some(format!("tcp:{}:{port}", a.controller_ip.as_ref().unwrap()));
+    config.hosts[1].controller_target =
+        Some(format!("tcp:{}:{port}", b.controller_ip.as_ref().unwrap()));
     let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1/hosts", api.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -195,10 +309,19 @@ async fn switches_in_side_by_side_sandboxes() {
     let hosts: Value = eventually(20, "both hosts connected", || async {
         let v: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
         let all = v.as_array().unwrap().iter().all(|h| h["connected"] == true);
-        if all { Ok(v) } else { Err(v.to_string()) }
+        if all {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
     })
     .await;
-    let dpids: Vec<&str> = hosts.as_array().unwrap().iter().map(|h| h["dpid"].as_str().unwrap()).collect();
+    let dpids: Vec<&str> = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["dpid"].as_str().unwrap())
+        .collect();
     assert_ne!(dpids[0], dpids[1]);
     let _ = tx.send(());
     running.task.await.unwrap();

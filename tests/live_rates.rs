@@ -29,7 +29,9 @@ impl NsHost {
         run(Command::new("ip").args(["netns", "add", ns]));
         let host = NsHost { ns: ns.to_string() };
         let eth = format!("{ns}-eth0");
-        run(Command::new("ip").args(["link", "add", port, "type", "veth", "peer", "name", &eth, "netns", ns]));
+        run(Command::new("ip").args([
+            "link", "add", port, "type", "veth", "peer", "name", &eth, "netns", ns,
+        ]));
         run(Command::new("ip").args(["link", "set", port, "up"]));
         host.exec(&["ip", "addr", "add", ip, "dev", &eth]);
         host.exec(&["ip", "link", "set", &eth, "up"]);
@@ -74,7 +76,8 @@ async fn reported_port_rate_matches_htb_shaped_iperf3() {
     let h1 = NsHost::new(&sb, "br0", "slv-h1", "slv-p1", "10.199.0.1/24");
     let h2 = NsHost::new(&sb, "br0", "slv-h2", "slv-p2", "10.199.0.2/24");
 
-    let mut config = Config::parse(&config_toml(&[("h", &sb.db, "br0", "slv-p1", 100)], 1000)).unwrap();
+    let mut config =
+        Config::parse(&config_toml(&[("h", &sb.db, "br0", "slv-p1", 100)], 1000)).unwrap();
     let of = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
     config.controller.openflow_listen = of.local_addr().unwrap();
@@ -83,19 +86,43 @@ async fn reported_port_rate_matches_htb_shaped_iperf3() {
     let running = solive::server::start(config, of, api, async {
         let _ = stopped.await;
     });
-    let get = || async { reqwest::get(&url).await.unwrap().json::<Value>().await.unwrap() };
+    let get = || async {
+        reqwest::get(&url)
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
     eventually(20, "host connected", || async {
         let h = get().await;
-        if h["connected"] == true { Ok(()) } else { Err(h.to_string()) }
+        if h["connected"] == true {
+            Ok(())
+        } else {
+            Err(h.to_string())
+        }
     })
     .await;
 
     // Egress shaping on the port towards h2: what h2 can receive.
-    let q = QueueConfig { min_rate: None, max_rate: Some(SHAPED_BPS), priority: None };
-    running.controller.set_port_qos("h", "slv-p2", SHAPED_BPS, &[(0, q)]).await.unwrap();
+    let q = QueueConfig {
+        min_rate: None,
+        max_rate: Some(SHAPED_BPS),
+        priority: None,
+    };
+    running
+        .controller
+        .set_port_qos("h", "slv-p2", SHAPED_BPS, &[(0, q)])
+        .await
+        .unwrap();
 
     h1.exec(&["ping", "-c", "1", "-W", "2", "10.199.0.2"]);
-    let _server = KillOnDrop(h2.cmd(&["iperf3", "-s", "-1", "-B", "10.199.0.2"]).stdout(Stdio::null()).spawn().unwrap());
+    let _server = KillOnDrop(
+        h2.cmd(&["iperf3", "-s", "-1", "-B", "10.199.0.2"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let client = h1
         .cmd(&["iperf3", "-c", "10.199.0.2", "-t", "10", "-J"])
@@ -108,7 +135,13 @@ async fn reported_port_rate_matches_htb_shaped_iperf3() {
     let mut samples = Vec::new();
     for _ in 0..4 {
         let h = get().await;
-        let p = h["ports"].as_array().unwrap().iter().find(|p| p["name"] == "slv-p2").cloned().unwrap();
+        let p = h["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "slv-p2")
+            .cloned()
+            .unwrap();
         if let Some(bps) = p["tx_bps"].as_f64() {
             samples.push(bps);
         }
@@ -116,16 +149,25 @@ async fn reported_port_rate_matches_htb_shaped_iperf3() {
     }
     let out = client.wait_with_output().unwrap();
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let iperf_bps = report["end"]["sum_received"]["bits_per_second"].as_f64().unwrap();
+    let iperf_bps = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
     let mean = samples.iter().sum::<f64>() / samples.len() as f64;
     eprintln!(
         "shaped {SHAPED_BPS} bit/s; iperf3 received {iperf_bps:.0} bit/s; solive port tx samples {samples:?}, mean {mean:.0}"
     );
     assert!(samples.len() >= 3, "too few rate samples: {samples:?}");
     let err = (mean - SHAPED_BPS as f64).abs() / SHAPED_BPS as f64;
-    assert!(err <= 0.10, "reported {mean:.0} bit/s is {:.1}% off the shaped {SHAPED_BPS}", err * 100.0);
+    assert!(
+        err <= 0.10,
+        "reported {mean:.0} bit/s is {:.1}% off the shaped {SHAPED_BPS}",
+        err * 100.0
+    );
     // The traffic really was shaped (and so really crossed the bridge).
-    assert!(iperf_bps < SHAPED_BPS as f64 * 1.1 && iperf_bps > SHAPED_BPS as f64 * 0.7, "{iperf_bps}");
+    assert!(
+        iperf_bps < SHAPED_BPS as f64 * 1.1 && iperf_bps > SHAPED_BPS as f64 * 0.7,
+        "{iperf_bps}"
+    );
 
     let _ = stop.send(());
     running.task.await.unwrap();

@@ -3,7 +3,6 @@
 
 // tests/support uses `File::lock` (Rust 1.89) while Cargo.toml says
 // rust-version 1.80; that is the fixture's business, not this file's.
-#![allow(clippy::incompatible_msrv)]
 
 mod support;
 

@@ -8,7 +8,10 @@ pub async fn list(State(s): State<AppState>) -> Result<Json<Vec<HostView>>, ApiE
     Ok(Json(s.controller.hosts().await?))
 }
 
-pub async fn get(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<HostView>, ApiError> {
+pub async fn get(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<HostView>, ApiError> {
     s.controller
         .host(&name)
         .await?

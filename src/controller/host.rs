@@ -39,7 +39,12 @@ pub fn spawn_agent(host: HostConfig, target: String, ctl: ControllerHandle) -> J
                 Ok(()) => "connection closed".to_string(),
                 Err(e) => e.to_string(),
             };
-            ctl.send(Command::OvsdbEvent(host.name.clone(), OvsdbEvent::Down { error: error.clone() }));
+            ctl.send(Command::OvsdbEvent(
+                host.name.clone(),
+                OvsdbEvent::Down {
+                    error: error.clone(),
+                },
+            ));
             // A session that lasted a while was healthy: start backing off anew.
             if started.elapsed() > Duration::from_secs(30) {
                 backoff = BACKOFF_MIN;
@@ -51,7 +56,11 @@ pub fn spawn_agent(host: HostConfig, target: String, ctl: ControllerHandle) -> J
     })
 }
 
-async fn session(host: &HostConfig, target: &str, ctl: &ControllerHandle) -> Result<(), OvsdbError> {
+async fn session(
+    host: &HostConfig,
+    target: &str,
+    ctl: &ControllerHandle,
+) -> Result<(), OvsdbError> {
     let client = Client::connect(&host.ovsdb).await?;
     let br = &host.bridge;
     // OpenFlow 1.3 only; secure so that flows and meters survive a controller
@@ -71,13 +80,25 @@ async fn session(host: &HostConfig, target: &str, ctl: &ControllerHandle) -> Res
     let (_, mut updates) = client
         .monitor(
             "Open_vSwitch",
-            &[("Interface", ovsdb::MonitorRequest::columns(&["name", "ofport", "external_ids"]))],
+            &[(
+                "Interface",
+                ovsdb::MonitorRequest::columns(&["name", "ofport", "external_ids"]),
+            )],
         )
         .await?;
-    ctl.send(Command::OvsdbEvent(host.name.clone(), OvsdbEvent::Up { client: client.clone(), info }));
+    ctl.send(Command::OvsdbEvent(
+        host.name.clone(),
+        OvsdbEvent::Up {
+            client: client.clone(),
+            info,
+        },
+    ));
     while updates.recv().await.is_some() {
         let ifaces = vswitch::interfaces(&client, br).await?;
-        ctl.send(Command::OvsdbEvent(host.name.clone(), OvsdbEvent::Interfaces(ifaces)));
+        ctl.send(Command::OvsdbEvent(
+            host.name.clone(),
+            OvsdbEvent::Interfaces(ifaces),
+        ));
     }
     Ok(())
 }
@@ -86,7 +107,11 @@ async fn session(host: &HostConfig, target: &str, ctl: &ControllerHandle) -> Res
 async fn wait_for_dpid(client: &Client, br: &str) -> Result<vswitch::Bridge, OvsdbError> {
     for _ in 0..50 {
         match vswitch::bridge(client, br).await? {
-            None => return Err(OvsdbError::Unexpected(format!("bridge {br:?} does not exist"))),
+            None => {
+                return Err(OvsdbError::Unexpected(format!(
+                    "bridge {br:?} does not exist"
+                )))
+            }
             Some(b) if b.datapath_id.is_some() => return Ok(b),
             Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }

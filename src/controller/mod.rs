@@ -95,8 +95,17 @@ pub enum Command {
     // Reports from the controller's own tasks.
     Switch(SwitchEvent),
     OvsdbEvent(String, OvsdbEvent),
-    Polled { host: String, session: u64, result: Result<Vec<PortStats>, SwitchError> },
-    Reconciled { host: String, session: u64, generation: u64, result: Result<usize, SwitchError> },
+    Polled {
+        host: String,
+        session: u64,
+        result: Result<Vec<PortStats>, SwitchError>,
+    },
+    Reconciled {
+        host: String,
+        session: u64,
+        generation: u64,
+        result: Result<usize, SwitchError>,
+    },
 }
 
 /// A cloneable handle to the controller task.
@@ -108,7 +117,9 @@ pub struct ControllerHandle {
 impl ControllerHandle {
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControllerError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).map_err(|_| ControllerError::Stopped)?;
+        self.tx
+            .send(make(tx))
+            .map_err(|_| ControllerError::Stopped)?;
         rx.await.map_err(|_| ControllerError::Stopped)
     }
 
@@ -127,20 +138,24 @@ impl ControllerHandle {
     /// Creates or changes a meter on a host's bridge; returns once the switch
     /// applied it (or immediately if the switch is not connected).
     pub async fn put_meter(&self, host: &str, m: MeterSpec) -> Result<Applied, ControllerError> {
-        self.ask(|r| Command::PutMeter(host.to_string(), m, r)).await?
+        self.ask(|r| Command::PutMeter(host.to_string(), m, r))
+            .await?
     }
 
     pub async fn delete_meter(&self, host: &str, id: u32) -> Result<Applied, ControllerError> {
-        self.ask(|r| Command::DeleteMeter(host.to_string(), id, r)).await?
+        self.ask(|r| Command::DeleteMeter(host.to_string(), id, r))
+            .await?
     }
 
     /// Creates or changes a flow; its cookie must carry [`reconcile::COOKIE_TAG`].
     pub async fn put_flow(&self, host: &str, f: FlowSpec) -> Result<Applied, ControllerError> {
-        self.ask(|r| Command::PutFlow(host.to_string(), f, r)).await?
+        self.ask(|r| Command::PutFlow(host.to_string(), f, r))
+            .await?
     }
 
     pub async fn delete_flow(&self, host: &str, cookie: u64) -> Result<Applied, ControllerError> {
-        self.ask(|r| Command::DeleteFlow(host.to_string(), cookie, r)).await?
+        self.ask(|r| Command::DeleteFlow(host.to_string(), cookie, r))
+            .await?
     }
 
     pub async fn ovsdb(&self, host: &str) -> Result<Client, ControllerError> {
@@ -160,7 +175,10 @@ impl ControllerHandle {
         vswitch::set_htb_qos(&client, port, max_rate_bps, queues, OVSDB_OWNER)
             .await
             .map(|_| ())
-            .map_err(|source| ControllerError::Ovsdb { host: host.to_string(), source })
+            .map_err(|source| ControllerError::Ovsdb {
+                host: host.to_string(),
+                source,
+            })
     }
 
     /// Cleans up and stops the controller. Safe to call more than once.
@@ -317,7 +335,10 @@ impl Controller {
             }
             Command::PutMeter(name, m, r) => self.change(name, r, |d| {
                 if m.id == 0 || m.id > meter::MAX {
-                    return Err(ControllerError::Invalid(format!("meter id {} is out of range", m.id)));
+                    return Err(ControllerError::Invalid(format!(
+                        "meter id {} is out of range",
+                        m.id
+                    )));
                 }
                 d.meters.insert(m.id, m);
                 Ok(())
@@ -327,7 +348,9 @@ impl Controller {
                 Ok(())
             }),
             Command::PutFlow(name, f, r) => self.change(name, r, |d| {
-                if f.cookie & COOKIE_TAG_MASK != COOKIE_TAG || f.cookie == reconcile::BASELINE_COOKIE {
+                if f.cookie & COOKIE_TAG_MASK != COOKIE_TAG
+                    || f.cookie == reconcile::BASELINE_COOKIE
+                {
                     return Err(ControllerError::Invalid(format!(
                         "flow cookie {:#x} is not a solive cookie",
                         f.cookie
@@ -352,10 +375,17 @@ impl Controller {
             Command::Shutdown(_) => unreachable!("handled in run"),
             Command::Switch(ev) => self.on_switch_event(ev),
             Command::OvsdbEvent(name, ev) => self.on_ovsdb_event(&name, ev),
-            Command::Polled { host, session, result } => self.on_polled(&host, session, result),
-            Command::Reconciled { host, session, generation, result } => {
-                self.on_reconciled(&host, session, generation, result)
-            }
+            Command::Polled {
+                host,
+                session,
+                result,
+            } => self.on_polled(&host, session, result),
+            Command::Reconciled {
+                host,
+                session,
+                generation,
+                result,
+            } => self.on_reconciled(&host, session, generation, result),
         }
     }
 
@@ -377,7 +407,11 @@ impl Controller {
             return;
         }
         if h.desired == before && h.applied >= h.generation {
-            let _ = reply.send(Ok(if h.switch.is_some() { Applied::Now } else { Applied::WhenConnected }));
+            let _ = reply.send(Ok(if h.switch.is_some() {
+                Applied::Now
+            } else {
+                Applied::WhenConnected
+            }));
             return;
         }
         if h.desired != before {
@@ -393,7 +427,7 @@ impl Controller {
 
     fn on_period(&mut self) {
         self.periods += 1;
-        let resync = self.periods % self.config.controller.resync_periods.max(1) == 0;
+        let resync = self.periods.is_multiple_of(self.config.controller.resync_periods.max(1));
         let names: Vec<String> = self.hosts.keys().cloned().collect();
         for name in names {
             self.poll(&name);
@@ -405,7 +439,9 @@ impl Controller {
 
     /// Starts a port-statistics poll of a host's switch unless one is running.
     fn poll(&mut self, name: &str) {
-        let Some(h) = self.hosts.get_mut(name) else { return };
+        let Some(h) = self.hosts.get_mut(name) else {
+            return;
+        };
         let Some(sw) = h.switch.clone() else { return };
         if h.polling {
             return;
@@ -415,7 +451,10 @@ impl Controller {
         let host = name.to_string();
         tokio::spawn(async move {
             let result = sw
-                .multipart("port statistics", MultipartRequest::port_stats(crate::openflow::port::ANY))
+                .multipart(
+                    "port statistics",
+                    MultipartRequest::port_stats(crate::openflow::port::ANY),
+                )
                 .await
                 .and_then(|body| match body {
                     MultipartReplyBody::PortStats(s) => Ok(s),
@@ -425,13 +464,19 @@ impl Controller {
                         got: format!("{other:?}").chars().take(40).collect(),
                     }),
                 });
-            handle.send(Command::Polled { host, session: sw.session, result });
+            handle.send(Command::Polled {
+                host,
+                session: sw.session,
+                result,
+            });
         });
     }
 
     fn on_polled(&mut self, name: &str, session: u64, result: Result<Vec<PortStats>, SwitchError>) {
         let started = self.started;
-        let Some(h) = self.hosts.get_mut(name) else { return };
+        let Some(h) = self.hosts.get_mut(name) else {
+            return;
+        };
         h.polling = false;
         if h.switch.as_ref().map(|s| s.session) != Some(session) {
             return;
@@ -456,8 +501,14 @@ impl Controller {
             } else {
                 now
             };
-            p.tx.update(Sample { bytes: s.tx_bytes, at });
-            p.rx.update(Sample { bytes: s.rx_bytes, at });
+            p.tx.update(Sample {
+                bytes: s.tx_bytes,
+                at,
+            });
+            p.rx.update(Sample {
+                bytes: s.rx_bytes,
+                at,
+            });
             p.tx_bytes = s.tx_bytes;
             p.rx_bytes = s.rx_bytes;
             p.tx_packets = s.tx_packets;
@@ -469,7 +520,9 @@ impl Controller {
 
     /// Starts a reconcile of a host's switch, or marks one as wanted if one runs.
     fn reconcile(&mut self, name: &str) {
-        let Some(h) = self.hosts.get_mut(name) else { return };
+        let Some(h) = self.hosts.get_mut(name) else {
+            return;
+        };
         let Some(sw) = h.switch.clone() else { return };
         if h.reconciling {
             h.again = true;
@@ -483,7 +536,12 @@ impl Controller {
         let host = name.to_string();
         tokio::spawn(async move {
             let result = reconcile_switch(&sw, &desired).await;
-            handle.send(Command::Reconciled { host, session: sw.session, generation, result });
+            handle.send(Command::Reconciled {
+                host,
+                session: sw.session,
+                generation,
+                result,
+            });
         });
     }
 
@@ -494,7 +552,9 @@ impl Controller {
         generation: u64,
         result: Result<usize, SwitchError>,
     ) {
-        let Some(h) = self.hosts.get_mut(name) else { return };
+        let Some(h) = self.hosts.get_mut(name) else {
+            return;
+        };
         h.reconciling = false;
         let current = h.switch.as_ref().map(|s| s.session) == Some(session);
         match result {
@@ -539,15 +599,25 @@ impl Controller {
                 match self.host_by_dpid(dpid) {
                     Some(name) => self.attach(&name, sw),
                     None => {
-                        tracing::info!(dpid = format!("{dpid:016x}"), "switch not (yet) known from any host's OVSDB; holding it");
+                        tracing::info!(
+                            dpid = format!("{dpid:016x}"),
+                            "switch not (yet) known from any host's OVSDB; holding it"
+                        );
                         self.unclaimed.insert(dpid, sw);
                     }
                 }
             }
-            SwitchEvent::Disconnected { dpid, session, reason } => {
+            SwitchEvent::Disconnected {
+                dpid,
+                session,
+                reason,
+            } => {
                 self.unclaimed.retain(|_, s| s.session != session);
                 for (name, h) in self.hosts.iter_mut() {
-                    if h.switch.as_ref().is_some_and(|s| s.dpid == dpid && s.session == session) {
+                    if h.switch
+                        .as_ref()
+                        .is_some_and(|s| s.dpid == dpid && s.session == session)
+                    {
                         tracing::warn!(host = %name, %reason, "switch of host disconnected");
                         h.switch = None;
                         h.polling = false;
@@ -575,7 +645,11 @@ impl Controller {
             SwitchEvent::FlowRemoved { dpid, removed } => {
                 // solive's flows have no timeouts; a removal means someone
                 // deleted one: the next resync puts it back.
-                tracing::debug!(dpid = format!("{dpid:016x}"), cookie = format!("{:#x}", removed.cookie), "flow removed");
+                tracing::debug!(
+                    dpid = format!("{dpid:016x}"),
+                    cookie = format!("{:#x}", removed.cookie),
+                    "flow removed"
+                );
             }
             SwitchEvent::Error { dpid, xid, error } => {
                 tracing::warn!(dpid = format!("{dpid:016x}"), xid, error = %crate::switch::describe(&error), "switch reported an error");
@@ -592,7 +666,9 @@ impl Controller {
 
     /// Binds a switch session to a host: learn its ports, reinstall its state.
     fn attach(&mut self, name: &str, sw: SwitchHandle) {
-        let Some(h) = self.hosts.get_mut(name) else { return };
+        let Some(h) = self.hosts.get_mut(name) else {
+            return;
+        };
         tracing::info!(host = name, dpid = format!("{:016x}", sw.dpid), peer = %sw.peer, "switch attached to host");
         h.switch = Some(sw.clone());
         h.applied = 0;
@@ -603,12 +679,19 @@ impl Controller {
         let handle = self.handle.clone();
         let host = name.to_string();
         tokio::spawn(async move {
-            if let Ok(MultipartReplyBody::PortDesc(ports)) =
-                sw.multipart("port descriptions", MultipartRequest::port_desc()).await
+            if let Ok(MultipartReplyBody::PortDesc(ports)) = sw
+                .multipart("port descriptions", MultipartRequest::port_desc())
+                .await
             {
                 for desc in ports {
-                    let status = crate::openflow::PortStatus { reason: PortReason::Add, desc };
-                    handle.send(Command::Switch(SwitchEvent::PortStatus { dpid: sw.dpid, status }));
+                    let status = crate::openflow::PortStatus {
+                        reason: PortReason::Add,
+                        desc,
+                    };
+                    handle.send(Command::Switch(SwitchEvent::PortStatus {
+                        dpid: sw.dpid,
+                        status,
+                    }));
                 }
             }
             let _ = host;
@@ -617,7 +700,9 @@ impl Controller {
     }
 
     fn on_ovsdb_event(&mut self, name: &str, ev: OvsdbEvent) {
-        let Some(h) = self.hosts.get_mut(name) else { return };
+        let Some(h) = self.hosts.get_mut(name) else {
+            return;
+        };
         match ev {
             OvsdbEvent::Up { client, info } => {
                 tracing::info!(host = name, dpid = ?info.datapath_id.map(|d| format!("{d:016x}")), "ovsdb connected and bridge configured");
@@ -680,7 +765,10 @@ impl Controller {
             }));
         }
         let all = futures::future::join_all(jobs);
-        if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .is_err()
+        {
             tracing::warn!("cleanup did not finish within 10 s");
         }
     }
@@ -700,11 +788,14 @@ pub async fn reconcile_switch(sw: &SwitchHandle, desired: &Desired) -> Result<us
 
 async fn observe(sw: &SwitchHandle) -> Result<Observed, SwitchError> {
     let flows = match sw
-        .multipart("flow statistics", MultipartRequest::flow(FlowStatsRequest {
-            cookie: COOKIE_TAG,
-            cookie_mask: COOKIE_TAG_MASK,
-            ..FlowStatsRequest::new(TABLE_ALL, Match::new())
-        }))
+        .multipart(
+            "flow statistics",
+            MultipartRequest::flow(FlowStatsRequest {
+                cookie: COOKIE_TAG,
+                cookie_mask: COOKIE_TAG_MASK,
+                ..FlowStatsRequest::new(TABLE_ALL, Match::new())
+            }),
+        )
         .await?
     {
         MultipartReplyBody::Flow(stats) => stats
@@ -719,10 +810,20 @@ async fn observe(sw: &SwitchHandle) -> Result<Observed, SwitchError> {
             .collect(),
         other => return Err(unexpected(sw, "flow statistics", &other)),
     };
-    let meters = match sw.multipart("meter configuration", MultipartRequest::meter_config(meter::ALL)).await? {
+    let meters = match sw
+        .multipart(
+            "meter configuration",
+            MultipartRequest::meter_config(meter::ALL),
+        )
+        .await?
+    {
         MultipartReplyBody::MeterConfig(cfgs) => cfgs
             .into_iter()
-            .map(|m| ObservedMeter { id: m.meter_id, flags: m.flags, bands: m.bands })
+            .map(|m| ObservedMeter {
+                id: m.meter_id,
+                flags: m.flags,
+                bands: m.bands,
+            })
             .collect(),
         other => return Err(unexpected(sw, "meter configuration", &other)),
     };

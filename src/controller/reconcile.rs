@@ -70,7 +70,9 @@ pub fn baseline_flow() -> FlowSpec {
         table_id: 0,
         priority: 0,
         matches: Match::new(),
-        instructions: vec![Instruction::ApplyActions(vec![Action::output(port::NORMAL)])],
+        instructions: vec![Instruction::ApplyActions(vec![Action::output(
+            port::NORMAL,
+        )])],
     }
 }
 
@@ -132,11 +134,18 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Body> {
     }
 
     let mut seen_flows: BTreeMap<u64, Vec<&ObservedFlow>> = BTreeMap::new();
-    for f in observed.flows.iter().filter(|f| f.cookie & COOKIE_TAG_MASK == COOKIE_TAG) {
+    for f in observed
+        .flows
+        .iter()
+        .filter(|f| f.cookie & COOKIE_TAG_MASK == COOKIE_TAG)
+    {
         seen_flows.entry(f.cookie).or_default().push(f);
     }
     for (cookie, have) in &seen_flows {
-        let keep = desired.flows.get(cookie).is_some_and(|w| have.len() == 1 && flow_matches(w, have[0]));
+        let keep = desired
+            .flows
+            .get(cookie)
+            .is_some_and(|w| have.len() == 1 && flow_matches(w, have[0]));
         if !keep {
             // Delete every flow with this exact cookie, in every table.
             flow_dels.push(Body::FlowMod(
@@ -151,8 +160,13 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Body> {
             .is_some_and(|have| have.len() == 1 && flow_matches(want, have[0]));
         if !present {
             flow_adds.push(Body::FlowMod(
-                FlowMod::add(want.table_id, want.priority, want.matches.clone(), want.instructions.clone())
-                    .cookie(*cookie),
+                FlowMod::add(
+                    want.table_id,
+                    want.priority,
+                    want.matches.clone(),
+                    want.instructions.clone(),
+                )
+                .cookie(*cookie),
             ));
         }
     }
@@ -211,7 +225,9 @@ mod tests {
                     cookie: f.cookie,
                     table_id: f.table_id,
                     priority: f.priority,
-                    matches: Match { fields: f.matches.fields.iter().rev().cloned().collect() },
+                    matches: Match {
+                        fields: f.matches.fields.iter().rev().cloned().collect(),
+                    },
                     instructions: f.instructions.iter().rev().cloned().collect(),
                 })
                 .collect(),
@@ -242,8 +258,16 @@ mod tests {
 
     fn desired_with_meter() -> Desired {
         let mut d = Desired::baseline();
-        d.meters.insert(7, MeterSpec { id: 7, rate_kbps: 50_000, burst_kb: 10_000 });
-        d.flows.insert(COOKIE_TAG | 1, metered_flow(COOKIE_TAG | 1, 7));
+        d.meters.insert(
+            7,
+            MeterSpec {
+                id: 7,
+                rate_kbps: 50_000,
+                burst_kb: 10_000,
+            },
+        );
+        d.flows
+            .insert(COOKIE_TAG | 1, metered_flow(COOKIE_TAG | 1, 7));
         d
     }
 
@@ -292,7 +316,13 @@ mod tests {
             instructions: vec![],
         });
         let k = kinds(&plan(&d, &o));
-        assert_eq!(k, vec![format!("flow Delete {:x}", COOKIE_TAG | 1), "meter Delete 7".into()]);
+        assert_eq!(
+            k,
+            vec![
+                format!("flow Delete {:x}", COOKIE_TAG | 1),
+                "meter Delete 7".into()
+            ]
+        );
         let del = &plan(&d, &o)[0];
         let Body::FlowMod(f) = del else { panic!() };
         assert_eq!(f.command, FlowModCommand::Delete);
@@ -303,10 +333,20 @@ mod tests {
     fn changed_or_duplicated_flow_is_replaced() {
         let d = desired_with_meter();
         let mut o = observed_of(&d);
-        let f = o.flows.iter_mut().find(|f| f.cookie == COOKIE_TAG | 1).unwrap();
+        let f = o
+            .flows
+            .iter_mut()
+            .find(|f| f.cookie == COOKIE_TAG | 1)
+            .unwrap();
         f.priority = 99;
         let k = kinds(&plan(&d, &o));
-        assert_eq!(k, vec![format!("flow Delete {:x}", COOKIE_TAG | 1), format!("flow Add {:x}", COOKIE_TAG | 1)]);
+        assert_eq!(
+            k,
+            vec![
+                format!("flow Delete {:x}", COOKIE_TAG | 1),
+                format!("flow Add {:x}", COOKIE_TAG | 1)
+            ]
+        );
 
         let mut o = observed_of(&d);
         let dup = o.flows[0].clone();

@@ -66,11 +66,21 @@ pub(super) fn host_view(
     let ports = ports
         .iter()
         .map(|(no, p)| {
-            let iface = ifaces.iter().find(|i| i.ofport == Some(i64::from(*no)) || (!p.name.is_empty() && i.name == p.name));
-            let name = if p.name.is_empty() { iface.map(|i| i.name.clone()).unwrap_or_default() } else { p.name.clone() };
+            let iface = ifaces.iter().find(|i| {
+                i.ofport == Some(i64::from(*no)) || (!p.name.is_empty() && i.name == p.name)
+            });
+            let name = if p.name.is_empty() {
+                iface.map(|i| i.name.clone()).unwrap_or_default()
+            } else {
+                p.name.clone()
+            };
             let vm = iface.and_then(|i| {
                 let get = |k: &str| i.external_ids.get(k).cloned();
-                let vm = VmInterface { vm_id: get("vm-id"), iface_id: get("iface-id"), attached_mac: get("attached-mac") };
+                let vm = VmInterface {
+                    vm_id: get("vm-id"),
+                    iface_id: get("iface-id"),
+                    attached_mac: get("attached-mac"),
+                };
                 (vm.vm_id.is_some() || vm.iface_id.is_some()).then_some(vm)
             });
             PortView {
@@ -94,7 +104,9 @@ pub(super) fn host_view(
         connected: ovsdb_connected && switch.is_some(),
         ovsdb_connected,
         switch_connected: switch.is_some(),
-        dpid: info.and_then(|i| i.datapath_id).map(|d| format!("{d:016x}")),
+        dpid: info
+            .and_then(|i| i.datapath_id)
+            .map(|d| format!("{d:016x}")),
         datapath_type: info.map(|i| i.datapath_type.clone()),
         bridge: config.bridge.clone(),
         uplink: config.uplink.clone(),

@@ -46,11 +46,23 @@ pub enum SwitchError {
     #[error("switch {0:016x} is not connected")]
     Disconnected(u64),
     #[error("switch {dpid:016x} did not answer {what} within {timeout:?}")]
-    Timeout { dpid: u64, what: &'static str, timeout: Duration },
+    Timeout {
+        dpid: u64,
+        what: &'static str,
+        timeout: Duration,
+    },
     #[error("switch {dpid:016x} rejected {what}: {}", describe(error))]
-    Rejected { dpid: u64, what: &'static str, error: ErrorMsg },
+    Rejected {
+        dpid: u64,
+        what: &'static str,
+        error: ErrorMsg,
+    },
     #[error("switch {dpid:016x} answered {what} with an unexpected {got}")]
-    UnexpectedReply { dpid: u64, what: &'static str, got: String },
+    UnexpectedReply {
+        dpid: u64,
+        what: &'static str,
+        got: String,
+    },
     #[error("handshake failed: {0}")]
     Handshake(String),
     #[error("connection error: {0}")]
@@ -63,14 +75,28 @@ pub enum SwitchError {
 #[derive(Debug, Clone)]
 pub enum SwitchEvent {
     Connected(SwitchHandle),
-    PortStatus { dpid: u64, status: PortStatus },
-    FlowRemoved { dpid: u64, removed: FlowRemoved },
+    PortStatus {
+        dpid: u64,
+        status: PortStatus,
+    },
+    FlowRemoved {
+        dpid: u64,
+        removed: FlowRemoved,
+    },
     /// An ERROR whose xid matches no waiting request (for example the answer to
     /// a fire-and-forget message).
-    Error { dpid: u64, xid: u32, error: ErrorMsg },
+    Error {
+        dpid: u64,
+        xid: u32,
+        error: ErrorMsg,
+    },
     /// The session ended. `session` identifies which one: a switch that
     /// reconnects quickly may already have a newer session.
-    Disconnected { dpid: u64, session: u64, reason: String },
+    Disconnected {
+        dpid: u64,
+        session: u64,
+        reason: String,
+    },
 }
 
 /// What a request waits for.
@@ -113,7 +139,13 @@ impl SwitchHandle {
         peer: String,
         tx: mpsc::Sender<Outgoing>,
     ) -> Self {
-        SwitchHandle { dpid, session, features, peer, tx }
+        SwitchHandle {
+            dpid,
+            session,
+            features,
+            peer,
+            tx,
+        }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -121,20 +153,33 @@ impl SwitchHandle {
     }
 
     async fn submit(&self, out: Outgoing) -> Result<(), SwitchError> {
-        self.tx.send(out).await.map_err(|_| SwitchError::Disconnected(self.dpid))
+        self.tx
+            .send(out)
+            .await
+            .map_err(|_| SwitchError::Disconnected(self.dpid))
     }
 
     /// Sends a message that has no reply (FLOW_MOD, METER_MOD, ...). Errors the
     /// switch reports for it arrive as [`SwitchEvent::Error`]; use
     /// [`SwitchHandle::send_all`] to learn them synchronously.
     pub async fn send(&self, body: Body) -> Result<(), SwitchError> {
-        self.submit(Outgoing { body, what: "message", expect: Expect::Nothing }).await
+        self.submit(Outgoing {
+            body,
+            what: "message",
+            expect: Expect::Nothing,
+        })
+        .await
     }
 
     /// Sends a request and waits for its single reply.
     pub async fn request(&self, what: &'static str, body: Body) -> Result<Message, SwitchError> {
         let (tx, rx) = oneshot::channel();
-        self.submit(Outgoing { body, what, expect: Expect::Reply(tx) }).await?;
+        self.submit(Outgoing {
+            body,
+            what,
+            expect: Expect::Reply(tx),
+        })
+        .await?;
         rx.await.map_err(|_| SwitchError::Disconnected(self.dpid))?
     }
 
@@ -146,7 +191,12 @@ impl SwitchHandle {
     ) -> Result<MultipartReplyBody, SwitchError> {
         let (tx, rx) = oneshot::channel();
         let body = Body::MultipartRequest(req);
-        self.submit(Outgoing { body, what, expect: Expect::Multipart(tx) }).await?;
+        self.submit(Outgoing {
+            body,
+            what,
+            expect: Expect::Multipart(tx),
+        })
+        .await?;
         rx.await.map_err(|_| SwitchError::Disconnected(self.dpid))?
     }
 
@@ -167,14 +217,25 @@ impl SwitchHandle {
         let mut waits = Vec::with_capacity(bodies.len());
         for body in bodies {
             let (tx, rx) = oneshot::channel();
-            self.submit(Outgoing { body, what, expect: Expect::ErrorOnly(tx) }).await?;
+            self.submit(Outgoing {
+                body,
+                what,
+                expect: Expect::ErrorOnly(tx),
+            })
+            .await?;
             waits.push(rx);
         }
         self.barrier().await?;
         for rx in waits {
             match rx.await {
                 Ok(None) => {}
-                Ok(Some(error)) => return Err(SwitchError::Rejected { dpid: self.dpid, what, error }),
+                Ok(Some(error)) => {
+                    return Err(SwitchError::Rejected {
+                        dpid: self.dpid,
+                        what,
+                        error,
+                    })
+                }
                 Err(_) => return Err(SwitchError::Disconnected(self.dpid)),
             }
         }
@@ -182,7 +243,11 @@ impl SwitchHandle {
     }
 
     fn unexpected(&self, what: &'static str, got: &Body) -> SwitchError {
-        SwitchError::UnexpectedReply { dpid: self.dpid, what, got: body_name(got) }
+        SwitchError::UnexpectedReply {
+            dpid: self.dpid,
+            what,
+            got: body_name(got),
+        }
     }
 }
 
@@ -198,7 +263,10 @@ pub fn describe(e: &ErrorMsg) -> String {
 /// A short name for a message body, for errors and logs.
 pub fn body_name(body: &Body) -> String {
     let dbg = format!("{body:?}");
-    dbg.split(['(', ' ', '{']).next().unwrap_or("message").to_string()
+    dbg.split(['(', ' ', '{'])
+        .next()
+        .unwrap_or("message")
+        .to_string()
 }
 
 /// Accepts switch connections until `shutdown` resolves, one session task each.

@@ -61,7 +61,7 @@ pub async fn run_session<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut conn = Framed::new(stream, OfCodec::default());
+    let mut conn = Framed::new(stream, OfCodec);
     let mut early = Vec::new();
     let features = match handshake(&mut conn, &config, &mut early).await {
         Ok(f) => f,
@@ -94,7 +94,11 @@ pub async fn run_session<S>(
     tracing::info!(dpid = format!("{dpid:016x}"), %peer, session, %reason, "switch disconnected");
     // Dropping the pending senders wakes every waiter with Disconnected.
     s.pending.clear();
-    let _ = s.events.send(SwitchEvent::Disconnected { dpid, session, reason });
+    let _ = s.events.send(SwitchEvent::Disconnected {
+        dpid,
+        session,
+        reason,
+    });
 }
 
 /// HELLO exchange and FEATURES_REQUEST. Messages that arrive before the
@@ -108,9 +112,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let io = |e: crate::openflow::CodecError| SwitchError::Io(e.to_string());
-    conn.send(Message { xid: 1, body: Body::Hello(Hello::new()) })
-        .await
-        .map_err(io)?;
+    conn.send(Message {
+        xid: 1,
+        body: Body::Hello(Hello::new()),
+    })
+    .await
+    .map_err(io)?;
     let deadline = Instant::now() + config.request_timeout;
     let mut got_hello = false;
     loop {
@@ -127,23 +134,39 @@ where
                         code: ErrorCode::HelloFailed(HelloFailedCode::Incompatible),
                         data: bytes::Bytes::from_static(b"solive speaks OpenFlow 1.3 only"),
                     };
-                    let _ = conn.send(Message { xid: msg.xid, body: Body::Error(err) }).await;
+                    let _ = conn
+                        .send(Message {
+                            xid: msg.xid,
+                            body: Body::Error(err),
+                        })
+                        .await;
                     return Err(SwitchError::Handshake(format!(
                         "peer does not speak OpenFlow 1.3 (HELLO version {:#04x})",
                         h.version
                     )));
                 }
                 got_hello = true;
-                conn.send(Message { xid: 2, body: Body::FeaturesRequest }).await.map_err(io)?;
+                conn.send(Message {
+                    xid: 2,
+                    body: Body::FeaturesRequest,
+                })
+                .await
+                .map_err(io)?;
             }
             Body::EchoRequest(data) => {
-                conn.send(Message { xid: msg.xid, body: Body::EchoReply(data) })
-                    .await
-                    .map_err(io)?;
+                conn.send(Message {
+                    xid: msg.xid,
+                    body: Body::EchoReply(data),
+                })
+                .await
+                .map_err(io)?;
             }
             Body::FeaturesReply(f) if got_hello => return Ok(f),
             Body::Error(e) => {
-                return Err(SwitchError::Handshake(format!("peer sent {}", super::describe(&e))))
+                return Err(SwitchError::Handshake(format!(
+                    "peer sent {}",
+                    super::describe(&e)
+                )))
             }
             _ if got_hello => early.push(msg),
             other => {
@@ -174,7 +197,8 @@ impl Session {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let tick = (self.config.request_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let tick = (self.config.request_timeout / 4)
+            .clamp(Duration::from_millis(10), Duration::from_millis(250));
         let mut timer = tokio::time::interval(tick);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -223,11 +247,21 @@ impl Session {
         self.seq += 1;
         if !matches!(out.expect, Expect::Nothing) {
             let deadline = Instant::now() + self.config.request_timeout;
-            let pending =
-                Pending { what: out.what, expect: out.expect, seq: self.seq, deadline, partial: None };
+            let pending = Pending {
+                what: out.what,
+                expect: out.expect,
+                seq: self.seq,
+                deadline,
+                partial: None,
+            };
             self.pending.insert(xid, pending);
         }
-        conn.send(Message { xid, body: out.body }).await.map_err(|e| format!("send failed: {e}"))
+        conn.send(Message {
+            xid,
+            body: out.body,
+        })
+        .await
+        .map_err(|e| format!("send failed: {e}"))
     }
 
     async fn incoming<S>(&mut self, conn: &mut Conn<S>, msg: Message) -> Result<(), String>
@@ -238,8 +272,14 @@ impl Session {
         let dpid = self.dpid;
         match msg.body {
             Body::EchoRequest(data) => {
-                let reply = Message { xid: msg.xid, body: Body::EchoReply(data) };
-                return conn.send(reply).await.map_err(|e| format!("send failed: {e}"));
+                let reply = Message {
+                    xid: msg.xid,
+                    body: Body::EchoReply(data),
+                };
+                return conn
+                    .send(reply)
+                    .await
+                    .map_err(|e| format!("send failed: {e}"));
             }
             Body::EchoReply(_) if self.echo_sent.is_some_and(|(x, _)| x == msg.xid) => {
                 self.echo_sent = None;
@@ -255,10 +295,18 @@ impl Session {
                     let _ = tx.send(Some(e));
                 }
                 (Expect::Reply(tx), Body::Error(error)) => {
-                    let _ = tx.send(Err(SwitchError::Rejected { dpid, what: p.what, error }));
+                    let _ = tx.send(Err(SwitchError::Rejected {
+                        dpid,
+                        what: p.what,
+                        error,
+                    }));
                 }
                 (Expect::Multipart(tx), Body::Error(error)) => {
-                    let _ = tx.send(Err(SwitchError::Rejected { dpid, what: p.what, error }));
+                    let _ = tx.send(Err(SwitchError::Rejected {
+                        dpid,
+                        what: p.what,
+                        error,
+                    }));
                 }
                 (Expect::Reply(tx), body) => {
                     let _ = tx.send(Ok(Message { xid: msg.xid, body }));
@@ -289,7 +337,11 @@ impl Session {
                 }
                 (Expect::Multipart(tx), other) => {
                     let got = body_name(&other);
-                    let _ = tx.send(Err(SwitchError::UnexpectedReply { dpid, what: p.what, got }));
+                    let _ = tx.send(Err(SwitchError::UnexpectedReply {
+                        dpid,
+                        what: p.what,
+                        got,
+                    }));
                 }
                 (expect @ Expect::ErrorOnly(_), _) | (expect @ Expect::Nothing, _) => {
                     // Not an answer we wait for; keep the waiter.
@@ -305,7 +357,11 @@ impl Session {
         let event = match msg.body {
             Body::PortStatus(status) => SwitchEvent::PortStatus { dpid, status },
             Body::FlowRemoved(removed) => SwitchEvent::FlowRemoved { dpid, removed },
-            Body::Error(error) => SwitchEvent::Error { dpid, xid: msg.xid, error },
+            Body::Error(error) => SwitchEvent::Error {
+                dpid,
+                xid: msg.xid,
+                error,
+            },
             other => {
                 // PACKET_IN and stray replies: solive installs no flow that sends
                 // to the controller, so these are only worth a debug line.
@@ -328,7 +384,11 @@ impl Session {
             .map(|(xid, _)| *xid)
             .collect();
         for xid in done {
-            if let Some(Pending { expect: Expect::ErrorOnly(tx), .. }) = self.pending.remove(&xid) {
+            if let Some(Pending {
+                expect: Expect::ErrorOnly(tx),
+                ..
+            }) = self.pending.remove(&xid)
+            {
                 let _ = tx.send(None);
             }
         }
@@ -339,8 +399,12 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let now = Instant::now();
-        let expired: Vec<u32> =
-            self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(x, _)| *x).collect();
+        let expired: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(x, _)| *x)
+            .collect();
         for xid in expired {
             if let Some(p) = self.pending.remove(&xid) {
                 let err = SwitchError::Timeout {
@@ -367,9 +431,12 @@ impl Session {
             None if now.duration_since(self.last_rx) >= self.config.echo_interval => {
                 let xid = self.alloc_xid();
                 self.echo_sent = Some((xid, now));
-                conn.send(Message { xid, body: Body::EchoRequest(bytes::Bytes::new()) })
-                    .await
-                    .map_err(|e| format!("send failed: {e}"))?;
+                conn.send(Message {
+                    xid,
+                    body: Body::EchoRequest(bytes::Bytes::new()),
+                })
+                .await
+                .map_err(|e| format!("send failed: {e}"))?;
             }
             None => {}
         }

@@ -14,8 +14,8 @@ use super::*;
 use crate::openflow::messages::BadRequestCode;
 use crate::openflow::multipart::PortStats;
 use crate::openflow::{
-    ErrorCode, Hello, HelloElement, MeterBand, MeterFlags, MeterMod, MultipartReply, OfCodec,
-    Port, PortReason, PortStatus,
+    ErrorCode, Hello, HelloElement, MeterBand, MeterFlags, MeterMod, MultipartReply, OfCodec, Port,
+    PortReason, PortStatus,
 };
 
 const DPID: u64 = 0x0000_1234_5678_9abc;
@@ -46,14 +46,26 @@ async fn connect() -> (Fake, SwitchHandle, mpsc::UnboundedReceiver<SwitchEvent>)
     let (ours, theirs) = tokio::io::duplex(1 << 16);
     let (tx, mut events) = mpsc::unbounded_channel();
     tokio::spawn(run_session(ours, "fake".into(), 7, config(), tx));
-    let mut sw = Framed::new(theirs, OfCodec::default());
+    let mut sw = Framed::new(theirs, OfCodec);
     let hello = sw.next().await.unwrap().unwrap();
     assert!(matches!(hello.body, Body::Hello(ref h) if h.supports(0x04)));
-    sw.send(Message { xid: 10, body: Body::Hello(Hello::new()) }).await.unwrap();
+    sw.send(Message {
+        xid: 10,
+        body: Body::Hello(Hello::new()),
+    })
+    .await
+    .unwrap();
     let req = sw.next().await.unwrap().unwrap();
     assert_eq!(req.body, Body::FeaturesRequest);
-    sw.send(Message { xid: req.xid, body: Body::FeaturesReply(features()) }).await.unwrap();
-    let Some(SwitchEvent::Connected(handle)) = events.recv().await else { panic!("no Connected") };
+    sw.send(Message {
+        xid: req.xid,
+        body: Body::FeaturesReply(features()),
+    })
+    .await
+    .unwrap();
+    let Some(SwitchEvent::Connected(handle)) = events.recv().await else {
+        panic!("no Connected")
+    };
     assert_eq!((handle.dpid, handle.session), (DPID, 7));
     (sw, handle, events)
 }
@@ -72,19 +84,37 @@ fn port_status(no: u32) -> Body {
         curr_speed: 0,
         max_speed: 0,
     };
-    Body::PortStatus(PortStatus { reason: PortReason::Add, desc })
+    Body::PortStatus(PortStatus {
+        reason: PortReason::Add,
+        desc,
+    })
 }
 
 fn stats(no: u32) -> PortStats {
-    PortStats { port_no: no, tx_bytes: u64::from(no) * 100, ..Default::default() }
+    PortStats {
+        port_no: no,
+        tx_bytes: u64::from(no) * 100,
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
 async fn echo_from_the_switch_is_answered() {
     let (mut sw, _h, _ev) = connect().await;
-    sw.send(Message { xid: 99, body: Body::EchoRequest(Bytes::from_static(b"ping")) }).await.unwrap();
+    sw.send(Message {
+        xid: 99,
+        body: Body::EchoRequest(Bytes::from_static(b"ping")),
+    })
+    .await
+    .unwrap();
     let reply = sw.next().await.unwrap().unwrap();
-    assert_eq!(reply, Message { xid: 99, body: Body::EchoReply(Bytes::from_static(b"ping")) });
+    assert_eq!(
+        reply,
+        Message {
+            xid: 99,
+            body: Body::EchoReply(Bytes::from_static(b"ping"))
+        }
+    );
 }
 
 #[tokio::test]
@@ -101,20 +131,42 @@ async fn replies_are_routed_by_xid_and_events_are_not_lost() {
     });
     let req_b = sw.next().await.unwrap().unwrap();
     // An asynchronous event arrives first, then the replies in reverse order.
-    sw.send(Message { xid: 0, body: port_status(3) }).await.unwrap();
-    sw.send(Message { xid: req_b.xid, body: Body::BarrierReply }).await.unwrap();
-    sw.send(Message { xid: req_a.xid, body: Body::BarrierReply }).await.unwrap();
+    sw.send(Message {
+        xid: 0,
+        body: port_status(3),
+    })
+    .await
+    .unwrap();
+    sw.send(Message {
+        xid: req_b.xid,
+        body: Body::BarrierReply,
+    })
+    .await
+    .unwrap();
+    sw.send(Message {
+        xid: req_a.xid,
+        body: Body::BarrierReply,
+    })
+    .await
+    .unwrap();
     assert_eq!(a.await.unwrap().unwrap().xid, req_a.xid);
     assert_eq!(b.await.unwrap().unwrap().xid, req_b.xid);
     let ev = events.recv().await.unwrap();
-    assert!(matches!(ev, SwitchEvent::PortStatus { dpid: DPID, ref status } if status.desc.port_no == 3), "{ev:?}");
+    assert!(
+        matches!(ev, SwitchEvent::PortStatus { dpid: DPID, ref status } if status.desc.port_no == 3),
+        "{ev:?}"
+    );
 }
 
 #[tokio::test]
 async fn multipart_parts_are_reassembled() {
     let (mut sw, h, _ev) = connect().await;
     let call = tokio::spawn(async move {
-        h.multipart("port stats", MultipartRequest::port_stats(crate::openflow::port::ANY)).await
+        h.multipart(
+            "port stats",
+            MultipartRequest::port_stats(crate::openflow::port::ANY),
+        )
+        .await
     });
     let req = sw.next().await.unwrap().unwrap();
     assert!(matches!(req.body, Body::MultipartRequest(_)));
@@ -127,8 +179,13 @@ async fn multipart_parts_are_reassembled() {
     };
     sw.send(part(vec![stats(1), stats(2)], true)).await.unwrap();
     sw.send(part(vec![stats(3)], false)).await.unwrap();
-    let MultipartReplyBody::PortStats(all) = call.await.unwrap().unwrap() else { panic!() };
-    assert_eq!(all.iter().map(|p| p.port_no).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let MultipartReplyBody::PortStats(all) = call.await.unwrap().unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        all.iter().map(|p| p.port_no).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
 }
 
 #[tokio::test]
@@ -136,8 +193,16 @@ async fn error_reply_rejects_the_request() {
     let (mut sw, h, _ev) = connect().await;
     let call = tokio::spawn(async move { h.request("role", Body::BarrierRequest).await });
     let req = sw.next().await.unwrap().unwrap();
-    let err = ErrorMsg { code: ErrorCode::BadRequest(BadRequestCode::BadType), data: Bytes::new() };
-    sw.send(Message { xid: req.xid, body: Body::Error(err) }).await.unwrap();
+    let err = ErrorMsg {
+        code: ErrorCode::BadRequest(BadRequestCode::BadType),
+        data: Bytes::new(),
+    };
+    sw.send(Message {
+        xid: req.xid,
+        body: Body::Error(err),
+    })
+    .await
+    .unwrap();
     let e = call.await.unwrap().unwrap_err();
     assert!(matches!(e, SwitchError::Rejected { .. }), "{e}");
     assert!(e.to_string().contains("BadRequest"), "{e}");
@@ -146,28 +211,58 @@ async fn error_reply_rejects_the_request() {
 #[tokio::test]
 async fn send_all_reports_the_error_of_a_batch_member() {
     let (mut sw, h, _ev) = connect().await;
-    let meter = |id| Body::MeterMod(MeterMod::add(id, MeterFlags::KBPS, vec![MeterBand::drop(1000, 0)]));
+    let meter = |id| {
+        Body::MeterMod(MeterMod::add(
+            id,
+            MeterFlags::KBPS,
+            vec![MeterBand::drop(1000, 0)],
+        ))
+    };
     // Clean batch: the barrier reply means success.
     let call = tokio::spawn({
         let h = h.clone();
         async move { h.send_all("meters", vec![meter(1), meter(2)]).await }
     });
     for _ in 0..2 {
-        assert!(matches!(sw.next().await.unwrap().unwrap().body, Body::MeterMod(_)));
+        assert!(matches!(
+            sw.next().await.unwrap().unwrap().body,
+            Body::MeterMod(_)
+        ));
     }
     let barrier = sw.next().await.unwrap().unwrap();
-    sw.send(Message { xid: barrier.xid, body: Body::BarrierReply }).await.unwrap();
+    sw.send(Message {
+        xid: barrier.xid,
+        body: Body::BarrierReply,
+    })
+    .await
+    .unwrap();
     call.await.unwrap().unwrap();
     // Batch whose second message fails: the error comes before the barrier reply.
     let call = tokio::spawn(async move { h.send_all("meters", vec![meter(3), meter(4)]).await });
     let _m3 = sw.next().await.unwrap().unwrap();
     let m4 = sw.next().await.unwrap().unwrap();
     let barrier = sw.next().await.unwrap().unwrap();
-    let err = ErrorMsg { code: ErrorCode::BadRequest(BadRequestCode::BadType), data: Bytes::new() };
-    sw.send(Message { xid: m4.xid, body: Body::Error(err) }).await.unwrap();
-    sw.send(Message { xid: barrier.xid, body: Body::BarrierReply }).await.unwrap();
+    let err = ErrorMsg {
+        code: ErrorCode::BadRequest(BadRequestCode::BadType),
+        data: Bytes::new(),
+    };
+    sw.send(Message {
+        xid: m4.xid,
+        body: Body::Error(err),
+    })
+    .await
+    .unwrap();
+    sw.send(Message {
+        xid: barrier.xid,
+        body: Body::BarrierReply,
+    })
+    .await
+    .unwrap();
     let e = call.await.unwrap().unwrap_err();
-    assert!(matches!(e, SwitchError::Rejected { what: "meters", .. }), "{e}");
+    assert!(
+        matches!(e, SwitchError::Rejected { what: "meters", .. }),
+        "{e}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -183,7 +278,12 @@ async fn unanswered_request_times_out_and_session_survives() {
     // Still usable.
     let call = tokio::spawn(async move { h.barrier().await });
     let req = sw.next().await.unwrap().unwrap();
-    sw.send(Message { xid: req.xid, body: Body::BarrierReply }).await.unwrap();
+    sw.send(Message {
+        xid: req.xid,
+        body: Body::BarrierReply,
+    })
+    .await
+    .unwrap();
     call.await.unwrap().unwrap();
 }
 
@@ -195,11 +295,21 @@ async fn silent_peer_gets_an_echo_and_is_declared_dead() {
     assert!(matches!(echo.body, Body::EchoRequest(_)));
     // ...and without an answer within request_timeout, gives up.
     let ev = events.recv().await.unwrap();
-    let SwitchEvent::Disconnected { dpid, session, reason } = ev else { panic!("{ev:?}") };
+    let SwitchEvent::Disconnected {
+        dpid,
+        session,
+        reason,
+    } = ev
+    else {
+        panic!("{ev:?}")
+    };
     assert_eq!((dpid, session), (DPID, 7));
     assert!(reason.contains("ECHO"), "{reason}");
     // The handle now fails fast.
-    assert!(matches!(h.barrier().await, Err(SwitchError::Disconnected(DPID))));
+    assert!(matches!(
+        h.barrier().await,
+        Err(SwitchError::Disconnected(DPID))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -207,8 +317,15 @@ async fn answered_echo_keeps_the_session() {
     let (mut sw, h, mut events) = connect().await;
     for _ in 0..3 {
         let echo = sw.next().await.unwrap().unwrap();
-        let Body::EchoRequest(data) = echo.body else { panic!() };
-        sw.send(Message { xid: echo.xid, body: Body::EchoReply(data) }).await.unwrap();
+        let Body::EchoRequest(data) = echo.body else {
+            panic!()
+        };
+        sw.send(Message {
+            xid: echo.xid,
+            body: Body::EchoReply(data),
+        })
+        .await
+        .unwrap();
     }
     assert!(events.try_recv().is_err());
     assert!(!h.is_closed());
@@ -224,9 +341,13 @@ async fn garbage_ends_the_session_with_a_protocol_error_and_wakes_waiters() {
     tokio::task::yield_now().await;
     let mut raw = sw.into_inner();
     // A header whose length field (4) is below the 8-byte header size.
-    raw.write_all(&[0x04, 0x00, 0x00, 0x04, 0, 0, 0, 1]).await.unwrap();
+    raw.write_all(&[0x04, 0x00, 0x00, 0x04, 0, 0, 0, 1])
+        .await
+        .unwrap();
     let ev = events.recv().await.unwrap();
-    let SwitchEvent::Disconnected { reason, .. } = ev else { panic!("{ev:?}") };
+    let SwitchEvent::Disconnected { reason, .. } = ev else {
+        panic!("{ev:?}")
+    };
     assert!(reason.contains("protocol error"), "{reason}");
     assert!(call.await.unwrap().is_err());
 }
@@ -236,7 +357,10 @@ async fn switch_closing_the_connection_is_a_disconnect() {
     let (sw, _h, mut events) = connect().await;
     drop(sw);
     let ev = events.recv().await.unwrap();
-    assert!(matches!(ev, SwitchEvent::Disconnected { ref reason, .. } if reason.contains("closed")), "{ev:?}");
+    assert!(
+        matches!(ev, SwitchEvent::Disconnected { ref reason, .. } if reason.contains("closed")),
+        "{ev:?}"
+    );
 }
 
 #[tokio::test]
@@ -244,13 +368,27 @@ async fn peer_without_openflow_13_is_refused() {
     let (ours, theirs) = tokio::io::duplex(1 << 16);
     let (tx, mut events) = mpsc::unbounded_channel();
     let session = tokio::spawn(run_session(ours, "old".into(), 1, config(), tx));
-    let mut sw = Framed::new(theirs, OfCodec::default());
+    let mut sw = Framed::new(theirs, OfCodec);
     let _hello = sw.next().await.unwrap().unwrap();
     // A HELLO whose bitmap offers only OpenFlow 1.0.
-    let old = Hello { version: 0x04, elements: vec![HelloElement::VersionBitmap(vec![1 << 1])] };
-    sw.send(Message { xid: 1, body: Body::Hello(old) }).await.unwrap();
+    let old = Hello {
+        version: 0x04,
+        elements: vec![HelloElement::VersionBitmap(vec![1 << 1])],
+    };
+    sw.send(Message {
+        xid: 1,
+        body: Body::Hello(old),
+    })
+    .await
+    .unwrap();
     let reply = sw.next().await.unwrap().unwrap();
-    assert!(matches!(reply.body, Body::Error(ref e) if matches!(e.code, ErrorCode::HelloFailed(_))), "{reply:?}");
+    assert!(
+        matches!(reply.body, Body::Error(ref e) if matches!(e.code, ErrorCode::HelloFailed(_))),
+        "{reply:?}"
+    );
     session.await.unwrap();
-    assert!(events.try_recv().is_err(), "no Connected for an incompatible peer");
+    assert!(
+        events.try_recv().is_err(),
+        "no Connected for an incompatible peer"
+    );
 }

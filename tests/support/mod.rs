@@ -16,7 +16,9 @@ pub fn repo_root() -> PathBuf {
 
 /// Runs a command and returns its stdout, panicking with its stderr on failure.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -47,7 +49,10 @@ impl Sandbox {
     /// Starts a sandbox whose ovs-vswitchd runs in its own network namespace `ns`
     /// (created by the script); see `ovs/sandbox.sh`.
     pub fn start_in(netns: Option<&str>) -> Sandbox {
-        let dir = tempfile::Builder::new().prefix("solive-ovs-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("solive-ovs-")
+            .tempdir()
+            .unwrap();
         let mut cmd = Command::new(repo_root().join("ovs/sandbox.sh"));
         cmd.arg("start").arg(dir.path());
         if let Some(ns) = netns {
@@ -56,9 +61,16 @@ impl Sandbox {
         let out = run(&mut cmd);
         let db = out.lines().next().unwrap_or_default().trim().to_string();
         assert!(db.starts_with("unix:"), "unexpected sandbox output: {out}");
-        let controller_ip =
-            out.lines().find_map(|l| l.strip_prefix("controller_ip=")).map(str::to_string);
-        Sandbox { dir, db, controller_ip, netns: netns.map(str::to_string) }
+        let controller_ip = out
+            .lines()
+            .find_map(|l| l.strip_prefix("controller_ip="))
+            .map(str::to_string);
+        Sandbox {
+            dir,
+            db,
+            controller_ip,
+            netns: netns.map(str::to_string),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -66,7 +78,9 @@ impl Sandbox {
     }
 
     pub fn vsctl(&self, args: &[&str]) -> String {
-        run(Command::new("ovs-vsctl").arg(format!("--db={}", self.db)).args(args))
+        run(Command::new("ovs-vsctl")
+            .arg(format!("--db={}", self.db))
+            .args(args))
     }
 
     /// `ovs-ofctl -O OpenFlow13 ARGS` against a bridge of this sandbox.
@@ -79,7 +93,15 @@ impl Sandbox {
 
     /// Adds a userspace-datapath bridge.
     pub fn add_bridge(&self, br: &str) {
-        self.vsctl(&["add-br", br, "--", "set", "bridge", br, "datapath_type=netdev"]);
+        self.vsctl(&[
+            "add-br",
+            br,
+            "--",
+            "set",
+            "bridge",
+            br,
+            "datapath_type=netdev",
+        ]);
     }
 }
 
@@ -110,7 +132,9 @@ impl Sandbox {
     /// Kills ovs-vswitchd and starts it again: the switch loses its flows and
     /// meters and reconnects to its controller, as after a crash.
     pub fn restart_switch(&self) {
-        run(Command::new(repo_root().join("ovs/sandbox.sh")).arg("restart-switch").arg(self.path()));
+        run(Command::new(repo_root().join("ovs/sandbox.sh"))
+            .arg("restart-switch")
+            .arg(self.path()));
     }
 }
 

@@ -24,8 +24,9 @@ struct NsHost {
 
 impl NsHost {
     fn new(sb: &Sandbox, br: &str, ns: &str, port: &str, ip: &str) -> NsHost {
-        let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        let _ = Command::new("ip").args(["link", "del", port]).status();
+        // Leftovers of a killed run.
+        quiet(Command::new("ip").args(["netns", "del", ns]));
+        quiet(Command::new("ip").args(["link", "del", port]));
         run(Command::new("ip").args(["netns", "add", ns]));
         let host = NsHost { ns: ns.to_string() };
         let eth = format!("{ns}-eth0");
@@ -56,8 +57,12 @@ impl NsHost {
 
 impl Drop for NsHost {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        quiet(Command::new("ip").args(["netns", "del", &self.ns]));
     }
+}
+
+fn quiet(cmd: &mut Command) {
+    let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
 }
 
 struct KillOnDrop(Child);

@@ -31,7 +31,12 @@ async fn main() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(switch::listen(listener, SessionConfig::default(), tx, std::future::pending()));
+    tokio::spawn(switch::listen(
+        listener,
+        SessionConfig::default(),
+        tx,
+        std::future::pending(),
+    ));
     sb.vsctl(&["set", "bridge", "br0", "protocols=OpenFlow13"]);
     sb.vsctl(&["set-controller", "br0", &format!("tcp:{addr}")]);
     let sw = loop {
@@ -42,11 +47,18 @@ async fn main() {
     };
     let flags = MeterFlags::KBPS | MeterFlags::BURST | MeterFlags::STATS;
     let meter = |rate| MeterMod::add(1, flags, vec![MeterBand::drop(rate, 10_000)]);
-    sw.send_all("add", vec![Body::MeterMod(meter(50_000))]).await.unwrap();
+    sw.send_all("add", vec![Body::MeterMod(meter(50_000))])
+        .await
+        .unwrap();
     // Warm-up.
     for i in 0..200 {
-        let m = MeterMod { command: solive::openflow::MeterCommand::Modify, ..meter(40_000 + i) };
-        sw.send_all("warm-up", vec![Body::MeterMod(m)]).await.unwrap();
+        let m = MeterMod {
+            command: solive::openflow::MeterCommand::Modify,
+            ..meter(40_000 + i)
+        };
+        sw.send_all("warm-up", vec![Body::MeterMod(m)])
+            .await
+            .unwrap();
     }
     let mut times = Vec::with_capacity(rounds);
     let all = Instant::now();

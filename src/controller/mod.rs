@@ -427,7 +427,9 @@ impl Controller {
 
     fn on_period(&mut self) {
         self.periods += 1;
-        let resync = self.periods.is_multiple_of(self.config.controller.resync_periods.max(1));
+        let resync = self
+            .periods
+            .is_multiple_of(self.config.controller.resync_periods.max(1));
         let names: Vec<String> = self.hosts.keys().cloned().collect();
         for name in names {
             self.poll(&name);

@@ -60,8 +60,8 @@ fn ofp_print_reads_stdin() {
 fn ofp_print_rejects_bad_input_with_a_clear_error() {
     for (input, needle) in [
         ("04 02 00 0x", "hex"),             // not hex
-        ("040200", "short"),                // shorter than a header
-        ("0402000a0000002a", "truncated"),  // header says 10 bytes, 8 given
+        ("040200", "not a whole"),          // shorter than a header
+        ("0402000a0000002a", "need 10"),    // header says 10 bytes, 8 given
         ("040200080000002aff", "trailing"), // a byte after the message
         ("040e00090000000100", "flow_mod"), // FLOW_MOD with a 1-byte body
     ] {

@@ -5,7 +5,7 @@
 //!
 //!     cargo bench --bench meter_rtt [-- ROUNDS]
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -77,16 +77,17 @@ ip netns exec demo-h1 iperf3 -c 10.198.0.2 -t 8 -b 80M >"$state/iperf3.txt" &
 iperf=$!
 sleep 5
 echo "== what solive measures (GET /v1/hosts/h1, mid-transfer)"
-curl -sf $api/v1/hosts/h1 | /usr/bin/python3 -c '
+curl -sf $api/v1/hosts/h1 > "$state/h1.json"
+/usr/bin/python3 - "$state/h1.json" <<'PY'
 import json, sys
-h = json.load(sys.stdin)
-print(f"host {h[\"name\"]}: connected={h[\"connected\"]} dpid={h[\"dpid\"]} datapath={h[\"datapath_type\"]}")
-print(f"{\"port\":>5} {\"name\":<10} {\"uplink\":<6} {\"vm\":<5} {\"rx Mbit/s\":>10} {\"tx Mbit/s\":>10}")
+h = json.load(open(sys.argv[1]))
+print("host %s: connected=%s dpid=%s datapath=%s" % (h["name"], h["connected"], h["dpid"], h["datapath_type"]))
+print("%5s %-10s %-6s %-5s %10s %10s" % ("port", "name", "uplink", "vm", "rx Mbit/s", "tx Mbit/s"))
 for p in h["ports"]:
-    r = lambda v: "-" if v is None else f"{v/1e6:.1f}"
+    r = lambda v: "-" if v is None else "%.1f" % (v / 1e6)
     vm = (p["vm"] or {}).get("vm_id") or ""
-    print(f"{p[\"port_no\"]:>5} {p[\"name\"]:<10} {str(p[\"uplink\"]):<6} {vm:<5} {r(p[\"rx_bps\"]):>10} {r(p[\"tx_bps\"]):>10}")
-'
+    print("%5s %-10s %-6s %-5s %10s %10s" % (p["port_no"], p["name"], p["uplink"], vm, r(p["rx_bps"]), r(p["tx_bps"])))
+PY
 wait $iperf
 echo "== iperf3 says:"; grep -E "sender|receiver" "$state/iperf3.txt"
 

@@ -111,6 +111,51 @@ async fn controller_configures_installs_heals_and_cleans_up() {
         "external_ids:iface-id=vm1-eth0",
         "external_ids:attached-mac=52:54:00:00:00:01",
     ]);
+    // Leftovers of an earlier solive that died without cleaning up (a flow with
+    // our cookie tag, a meter, a QoS row tagged as ours), next to someone
+    // else's flow and QoS row, which must survive everything below.
+    // (An earlier solive left the bridge secure with a controller target; OVS
+    // itself flushes every flow when fail_mode changes or a bridge gets its
+    // first controller, so that is how such leftovers look.)
+    sb.vsctl(&["set", "bridge", "br0", "protocols=OpenFlow13", "fail_mode=secure"]);
+    sb.vsctl(&["set-controller", "br0", "tcp:127.0.0.1:1"]);
+    sb.ofctl(&["add-meter", "br0", "meter=99,kbps,band=type=drop,rate=1000"]);
+    sb.ofctl(&[
+        "add-flow",
+        "br0",
+        "cookie=0x5011000000000099,priority=10,in_port=1,actions=meter:99,NORMAL",
+    ]);
+    sb.ofctl(&[
+        "add-flow",
+        "br0",
+        "cookie=0x77,priority=50,udp,tp_dst=9,actions=drop",
+    ]);
+    sb.vsctl(&[
+        "--",
+        "set",
+        "port",
+        "up0",
+        "qos=@q",
+        "--",
+        "--id=@q",
+        "create",
+        "qos",
+        "type=linux-htb",
+        "external_ids:solive-owner=solive",
+    ]);
+    sb.vsctl(&[
+        "--",
+        "set",
+        "port",
+        "vm1p",
+        "qos=@q",
+        "--",
+        "--id=@q",
+        "create",
+        "qos",
+        "type=linux-htb",
+        "external_ids:owner=someone-else",
+    ]);
     let toml = config_toml(
         &[
             ("h1", &sb.db, "br0", "up0", 100),
@@ -161,6 +206,24 @@ async fn controller_configures_installs_heals_and_cleans_up() {
     let vm1 = ports.iter().find(|p| p["name"] == "vm1p").unwrap();
     assert_eq!(vm1["vm"]["iface_id"], "vm1-eth0");
     let vm1_port: u32 = vm1["port_no"].as_u64().unwrap() as u32;
+
+    // The earlier run's leftovers are gone; someone else's state is untouched.
+    eventually(10, "stale solive state removed", || async {
+        let f = sb.ofctl(&["dump-flows", "br0"]);
+        let m = sb.ofctl(&["dump-meters", "br0"]);
+        let q = sb.vsctl(&["list", "qos"]);
+        let clean = !f.contains("0x5011000000000099")
+            && !m.contains("meter=99")
+            && !q.contains("solive-owner");
+        if clean {
+            Ok(())
+        } else {
+            Err(format!("{f}\n{m}\n{q}"))
+        }
+    })
+    .await;
+    assert!(sb.ofctl(&["dump-flows", "br0"]).contains("cookie=0x77"));
+    assert!(sb.vsctl(&["list", "qos"]).contains("someone-else"));
 
     // The baseline NORMAL flow keeps the bridge forwarding.
     let flows = sb.ofctl(&["dump-flows", "br0"]);
@@ -263,6 +326,11 @@ async fn controller_configures_installs_heals_and_cleans_up() {
         .host_when("h1", "h1 connected again", |h| h["connected"] == true)
         .await;
 
+    // Someone else's flow, added while solive runs, survives resyncs and shutdown.
+    sb.ofctl(&["add-flow", "br0", "cookie=0x77,priority=50,udp,tp_dst=9,actions=drop"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // more than resync_periods x period
+    assert!(sb.ofctl(&["dump-flows", "br0"]).contains("cookie=0x77"));
+
     // Shutdown removes reservations (meters, metered flows, QoS rows) and leaves
     // the bridge forwarding.
     solive.stop().await;
@@ -273,8 +341,16 @@ async fn controller_configures_installs_heals_and_cleans_up() {
     );
     let meters = sb.ofctl(&["dump-meters", "br0"]);
     assert!(!meters.contains("meter=1"), "{meters}");
-    assert_eq!(sb.vsctl(&["list", "qos"]).trim(), "");
+    let qos = sb.vsctl(&["list", "qos"]);
+    assert!(
+        !qos.contains("solive-owner") && qos.contains("someone-else"),
+        "{qos}"
+    );
     assert_eq!(sb.vsctl(&["list", "queue"]).trim(), "");
+    assert!(
+        flows.contains("cookie=0x77"),
+        "someone else's flow survives: {flows}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,9 +33,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(15);
 pub fn spawn_agent(host: HostConfig, target: String, ctl: ControllerHandle) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = BACKOFF_MIN;
+        let mut first = true;
         loop {
             let started = tokio::time::Instant::now();
-            let error = match session(&host, &target, &ctl).await {
+            let error = match session(&host, &target, &ctl, &mut first).await {
                 Ok(()) => "connection closed".to_string(),
                 Err(e) => e.to_string(),
             };
@@ -60,8 +61,19 @@ async fn session(
     host: &HostConfig,
     target: &str,
     ctl: &ControllerHandle,
+    first: &mut bool,
 ) -> Result<(), OvsdbError> {
     let client = Client::connect(&host.ovsdb).await?;
+    if *first {
+        // QoS/Queue rows of an earlier solive that died without cleaning up
+        // would keep shaping traffic: this solive starts from nothing. (Only on
+        // the first session: after a reconnect the rows are this run's own.)
+        let n = vswitch::cleanup_owned(&client, super::OVSDB_OWNER).await?;
+        if n > 0 {
+            tracing::info!(host = %host.name, rows = n, "removed stale QoS/Queue rows of an earlier run");
+        }
+        *first = false;
+    }
     let br = &host.bridge;
     // OpenFlow 1.3 only; secure so that flows and meters survive a controller
     // restart (standalone would wipe them ~15 s after losing us and fall back to

@@ -9,6 +9,8 @@
 //! - [`switch`]: one task per connected switch: handshake, keepalive, xid-matched
 //!   requests, multipart reassembly, asynchronous events.
 //! - [`rate`]: pure counter-to-rate estimation (resets and wrap handled).
+//! - [`reserve`]: Algorithm 1 (urgency-driven bandwidth reservation) as a pure
+//!   step, and its replay over recorded traces.
 //! - [`config`]: the TOML configuration of `solive serve`.
 //! - [`controller`]: the single owner of controller state; host tasks, polling,
 //!   reconcile of desired switch state.
@@ -21,5 +23,6 @@ pub mod controller;
 pub mod openflow;
 pub mod ovsdb;
 pub mod rate;
+pub mod reserve;
 pub mod server;
 pub mod switch;

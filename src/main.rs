@@ -28,6 +28,20 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Algorithm 1 over a recorded trace: CSV on stdin with header
+    /// total_outgoing_bps,outgoing_bps,migration_bps (row 0 before the
+    /// migration); prints step,avail_pct,mig_pct,reserve_pct.
+    Replay {
+        /// Urgency, percent of the uplink capacity.
+        #[arg(long)]
+        urgency: f64,
+        /// Threshold, percent.
+        #[arg(long)]
+        threshold: f64,
+        /// Upper bound of the reservation, percent.
+        #[arg(long, default_value_t = solive::reserve::DEFAULT_MAX_RESERVE)]
+        max_reserve: f64,
+    },
     /// Decode one OpenFlow 1.3 message given as hex (spaces allowed; "-" reads stdin).
     OfpPrint {
         /// The message as hex, possibly split over several arguments.
@@ -76,6 +90,19 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             }
             let out = solive::openflow::print::ofp_print(&text, json)?;
             println!("{out}");
+            Ok(())
+        }
+        Cmd::Replay {
+            urgency,
+            threshold,
+            max_reserve,
+        } => {
+            let params = solive::reserve::Params::new(urgency, threshold, max_reserve)?;
+            let mut input = String::new();
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .context("reading stdin")?;
+            print!("{}", solive::reserve::replay::replay(params, &input)?);
             Ok(())
         }
         Cmd::Serve { config } => {

@@ -161,3 +161,52 @@ fn wait_timeout(child: &mut std::process::Child, t: Duration) -> Option<std::pro
     let _ = child.kill();
     None
 }
+
+fn replay(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_solive"))
+        .arg("replay")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn replay_prints_the_reservation_trace() {
+    let input = "total_outgoing_bps,outgoing_bps,migration_bps\n100000000,70000000,0\n100000000,95000000,20000000\n";
+    let out = replay(&["--urgency", "75", "--threshold", "10"], input);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "step,avail_pct,mig_pct,reserve_pct\n0,30.00,0.00,75.00\n1,5.00,20.00,20.00\n"
+    );
+}
+
+#[test]
+fn replay_rejects_bad_parameters_and_rows() {
+    let out = replay(&["--urgency", "175", "--threshold", "10"], "x");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("urgency"));
+    let out = replay(
+        &["--urgency", "75", "--threshold", "10"],
+        "total_outgoing_bps,outgoing_bps,migration_bps\n0,1,1\n",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2") && err.contains("capacity"), "{err}");
+    assert!(out.stdout.is_empty());
+}

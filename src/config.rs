@@ -20,6 +20,8 @@
 //! # controller_target = "tcp:10.0.0.1:6653"   # what the bridge connects to;
 //! #                                             default: openflow_listen, with
 //! #                                             0.0.0.0 read as 127.0.0.1
+//! # address = "10.0.0.1"             # the host's fabric IPv4 (for migration flows)
+//! # enforcement = "auto"             # auto | meter | queue
 //! ```
 
 use std::collections::BTreeSet;
@@ -97,6 +99,28 @@ pub struct HostConfig {
     pub capacity_mbps: u64,
     #[serde(default)]
     pub controller_target: Option<String>,
+    /// The host's own IPv4 address on the fabric: migration flows go from the
+    /// source's address to the destination's, so reservations need it.
+    #[serde(default)]
+    pub address: Option<std::net::Ipv4Addr>,
+    /// How reservations are enforced on this host's bridge.
+    #[serde(default)]
+    pub enforcement: EnforcementMode,
+}
+
+/// How a host enforces reservations (see `controller::enforce`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EnforcementMode {
+    /// Meters on the userspace datapath (where `set_queue` and ingress
+    /// policing do not take effect), queues and policing on a kernel datapath.
+    #[default]
+    Auto,
+    /// OpenFlow 1.3 meters on the application flows.
+    Meter,
+    /// linux-htb queues with `set_queue` for migration flows, and ingress
+    /// policing on the VMs' interfaces.
+    Queue,
 }
 
 fn default_period_ms() -> u64 {

@@ -80,6 +80,8 @@ fn metered_flow(cookie_low: u64, in_port: u32, meter: u32) -> FlowSpec {
             Instruction::Meter(meter),
             Instruction::ApplyActions(vec![Action::output(port::NORMAL)]),
         ],
+        hard_timeout: 0,
+        refresh: false,
     }
 }
 

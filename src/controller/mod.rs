@@ -806,6 +806,7 @@ async fn observe(sw: &SwitchHandle) -> Result<Observed, SwitchError> {
                 cookie: f.cookie,
                 table_id: f.table_id,
                 priority: f.priority,
+                hard_timeout: f.hard_timeout,
                 matches: f.match_,
                 instructions: f.instructions,
             })

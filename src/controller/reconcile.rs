@@ -38,6 +38,12 @@ pub struct FlowSpec {
     #[serde(rename = "match")]
     pub matches: Match,
     pub instructions: Vec<Instruction>,
+    /// Seconds; 0 for none. Throttling flows carry a few periods' worth so
+    /// that they lapse by themselves if the controller dies.
+    pub hard_timeout: u16,
+    /// Re-sent (as an ADD, which restarts its hard timeout) at every
+    /// reconcile, even when the switch already has it.
+    pub refresh: bool,
 }
 
 /// One meter solive wants: a single drop band, in kbit/s with a burst in kbit.
@@ -73,6 +79,8 @@ pub fn baseline_flow() -> FlowSpec {
         instructions: vec![Instruction::ApplyActions(vec![Action::output(
             port::NORMAL,
         )])],
+        hard_timeout: 0,
+        refresh: false,
     }
 }
 
@@ -82,6 +90,7 @@ pub struct ObservedFlow {
     pub cookie: u64,
     pub table_id: u8,
     pub priority: u16,
+    pub hard_timeout: u16,
     pub matches: Match,
     pub instructions: Vec<Instruction>,
 }
@@ -142,6 +151,8 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Body> {
         seen_flows.entry(f.cookie).or_default().push(f);
     }
     for (cookie, have) in &seen_flows {
+        // A refreshed flow is replaced by its ADD (same match and priority),
+        // so it needs no delete unless it differs or is duplicated.
         let keep = desired
             .flows
             .get(cookie)
@@ -158,7 +169,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Body> {
         let present = seen_flows
             .get(cookie)
             .is_some_and(|have| have.len() == 1 && flow_matches(want, have[0]));
-        if !present {
+        if !present || want.refresh {
             flow_adds.push(Body::FlowMod(
                 FlowMod::add(
                     want.table_id,
@@ -166,7 +177,8 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Body> {
                     want.matches.clone(),
                     want.instructions.clone(),
                 )
-                .cookie(*cookie),
+                .cookie(*cookie)
+                .timeouts(0, want.hard_timeout),
             ));
         }
     }
@@ -201,6 +213,7 @@ fn band_burst(band: &MeterBand) -> u32 {
 fn flow_matches(want: &FlowSpec, have: &ObservedFlow) -> bool {
     want.table_id == have.table_id
         && want.priority == have.priority
+        && want.hard_timeout == have.hard_timeout
         && sorted_debug(&want.matches.fields) == sorted_debug(&have.matches.fields)
         && sorted_debug(&want.instructions) == sorted_debug(&have.instructions)
 }
@@ -225,6 +238,7 @@ mod tests {
                     cookie: f.cookie,
                     table_id: f.table_id,
                     priority: f.priority,
+                    hard_timeout: f.hard_timeout,
                     matches: Match {
                         fields: f.matches.fields.iter().rev().cloned().collect(),
                     },
@@ -253,6 +267,8 @@ mod tests {
                 Instruction::Meter(meter),
                 Instruction::ApplyActions(vec![Action::output(port::NORMAL)]),
             ],
+            hard_timeout: 0,
+            refresh: false,
         }
     }
 
@@ -312,6 +328,7 @@ mod tests {
             cookie: 0x1234, // not ours
             table_id: 0,
             priority: 5,
+            hard_timeout: 0,
             matches: Match::new(),
             instructions: vec![],
         });
@@ -352,6 +369,18 @@ mod tests {
         let dup = o.flows[0].clone();
         o.flows.push(dup);
         assert_eq!(plan(&d, &o).len(), 2);
+    }
+
+    #[test]
+    fn refreshed_flows_are_re_added_every_time_with_their_timeout() {
+        let mut d = desired_with_meter();
+        let f = d.flows.get_mut(&(COOKIE_TAG | 1)).unwrap();
+        f.refresh = true;
+        f.hard_timeout = 3;
+        let p = plan(&d, &observed_of(&d));
+        assert_eq!(kinds(&p), vec![format!("flow Add {:x}", COOKIE_TAG | 1)]);
+        let Body::FlowMod(fm) = &p[0] else { panic!() };
+        assert_eq!(fm.hard_timeout, 3);
     }
 
     #[test]

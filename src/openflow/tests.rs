@@ -47,10 +47,15 @@ fn flow_mod_bytes() {
         0xff, 0xff, 0xff, 0xfa,             //     NORMAL
         0x00, 0x00, 0, 0, 0, 0, 0, 0,       //     max_len 0, pad
     ];
-    let fm = FlowMod::add(0, 100, Match::new().in_port(1).eth_type(0x0800).ip_proto(6), vec![
-        Instruction::Meter(1),
-        Instruction::ApplyActions(vec![Action::SetQueue(3), Action::output(port::NORMAL)]),
-    ])
+    let fm = FlowMod::add(
+        0,
+        100,
+        Match::new().in_port(1).eth_type(0x0800).ip_proto(6),
+        vec![
+            Instruction::Meter(1),
+            Instruction::ApplyActions(vec![Action::SetQueue(3), Action::output(port::NORMAL)]),
+        ],
+    )
     .cookie(0x1234)
     .timeouts(10, 0)
     .flags(FlowModFlags::SEND_FLOW_REM);
@@ -80,10 +85,14 @@ fn meter_mod_bytes() {
         0x00, 0x00, 0x01, 0xf4,       //   burst 500
         0x01, 0x00, 0x00, 0x00,       //   prec_level 1, pad
     ];
-    let mm = MeterMod::add(1, MeterFlags::KBPS | MeterFlags::BURST | MeterFlags::STATS, vec![
-        MeterBand::drop(10000, 1000),
-        MeterBand::dscp_remark(5000, 500, 1),
-    ]);
+    let mm = MeterMod::add(
+        1,
+        MeterFlags::KBPS | MeterFlags::BURST | MeterFlags::STATS,
+        vec![
+            MeterBand::drop(10000, 1000),
+            MeterBand::dscp_remark(5000, 500, 1),
+        ],
+    );
     roundtrip_bytes(bytes, &Message::new(9, Body::MeterMod(mm)));
 }
 
@@ -99,22 +108,36 @@ fn hello_bytes_any_version() {
         0xaa, 0xbb, 0xcc, 0xdd, 0xee, //   data
         0, 0, 0, 0, 0, 0, 0,          //   pad to 16
     ];
-    let want = Message::new(1, Body::Hello(Hello {
-        version: 6,
-        elements: vec![
-            HelloElement::VersionBitmap(vec![0x52]),
-            HelloElement::Unknown { element_type: 7, data: Bytes::from_static(&[0xaa, 0xbb, 0xcc, 0xdd, 0xee]) },
-        ],
-    }));
+    let want = Message::new(
+        1,
+        Body::Hello(Hello {
+            version: 6,
+            elements: vec![
+                HelloElement::VersionBitmap(vec![0x52]),
+                HelloElement::Unknown {
+                    element_type: 7,
+                    data: Bytes::from_static(&[0xaa, 0xbb, 0xcc, 0xdd, 0xee]),
+                },
+            ],
+        }),
+    );
     roundtrip_bytes(bytes, &want);
-    let Body::Hello(h) = want.body else { unreachable!() };
+    let Body::Hello(h) = want.body else {
+        unreachable!()
+    };
     assert!(h.supports(4) && h.supports(6) && h.supports(1) && !h.supports(5));
 }
 
 #[test]
 fn non_hello_of_other_version_is_rejected() {
     let e = decode(&[0x01, 0x02, 0x00, 0x08, 0, 0, 0, 1]).unwrap_err();
-    assert_eq!(e, DecodeError::UnsupportedVersion { version: 1, msg_type: 2 });
+    assert_eq!(
+        e,
+        DecodeError::UnsupportedVersion {
+            version: 1,
+            msg_type: 2
+        }
+    );
 }
 
 #[test]
@@ -127,16 +150,25 @@ fn error_bytes() {
         0x00, 0x01,                   // code METER_EXISTS
         0x04, 0x1d, 0x00, 0x30,       // data: start of the request
     ];
-    let want = Message::new(3, Body::Error(ErrorMsg {
-        code: ErrorCode::MeterModFailed(messages::MeterModFailedCode::MeterExists),
-        data: Bytes::from_static(&[4, 0x1d, 0, 0x30]),
-    }));
+    let want = Message::new(
+        3,
+        Body::Error(ErrorMsg {
+            code: ErrorCode::MeterModFailed(messages::MeterModFailedCode::MeterExists),
+            data: Bytes::from_static(&[4, 0x1d, 0, 0x30]),
+        }),
+    );
     roundtrip_bytes(bytes, &want);
     assert!(print::to_text(&want).contains("OFPMMFC_METER_EXISTS"));
     // An unknown type keeps its numbers.
     let m = decode(&[4, 1, 0, 12, 0, 0, 0, 1, 0x00, 0x63, 0x00, 0x02]).unwrap();
     let Body::Error(e) = m.body else { panic!() };
-    assert_eq!(e.code, ErrorCode::Other { err_type: ErrorType::Other(99), code: 2 });
+    assert_eq!(
+        e.code,
+        ErrorCode::Other {
+            err_type: ErrorType::Other(99),
+            code: 2
+        }
+    );
 }
 
 #[test]
@@ -149,7 +181,16 @@ fn role_and_config_bytes() {
         0x00, 0x00, 0x00, 0x00,       // pad
         0, 0, 0, 0, 0, 0, 0, 0x07,    // generation_id 7
     ];
-    roundtrip_bytes(bytes, &Message::new(2, Body::RoleRequest(Role { role: ControllerRole::Master, generation_id: 7 })));
+    roundtrip_bytes(
+        bytes,
+        &Message::new(
+            2,
+            Body::RoleRequest(Role {
+                role: ControllerRole::Master,
+                generation_id: 7,
+            }),
+        ),
+    );
     #[rustfmt::skip]
     let bytes: &[u8] = &[
         0x04, 0x09, 0x00, 0x0c,       // OF1.3, SET_CONFIG, length 12
@@ -157,7 +198,16 @@ fn role_and_config_bytes() {
         0x00, 0x00,                   // flags FRAG_NORMAL
         0xff, 0xff,                   // miss_send_len NO_BUFFER
     ];
-    roundtrip_bytes(bytes, &Message::new(4, Body::SetConfig(SwitchConfig { flags: 0, miss_send_len: 0xffff })));
+    roundtrip_bytes(
+        bytes,
+        &Message::new(
+            4,
+            Body::SetConfig(SwitchConfig {
+                flags: 0,
+                miss_send_len: 0xffff,
+            }),
+        ),
+    );
 }
 
 #[test]
@@ -172,7 +222,13 @@ fn multipart_bytes() {
         0xff, 0xff, 0xff, 0xff,       // meter_id ALL
         0x00, 0x00, 0x00, 0x00,       // pad
     ];
-    roundtrip_bytes(bytes, &Message::new(10, Body::MultipartRequest(MultipartRequest::meter_stats(meter::ALL))));
+    roundtrip_bytes(
+        bytes,
+        &Message::new(
+            10,
+            Body::MultipartRequest(MultipartRequest::meter_stats(meter::ALL)),
+        ),
+    );
 
     #[rustfmt::skip]
     let bytes: &[u8] = &[
@@ -201,7 +257,10 @@ fn multipart_bytes() {
             byte_in_count: 10000,
             duration_sec: 5,
             duration_nsec: 6,
-            bands: vec![MeterBandStats { packet_band_count: 3, byte_band_count: 300 }],
+            bands: vec![MeterBandStats {
+                packet_band_count: 3,
+                byte_band_count: 300,
+            }],
         }]),
     };
     roundtrip_bytes(bytes, &Message::new(11, Body::MultipartReply(want)));
@@ -211,40 +270,78 @@ fn multipart_bytes() {
 fn unknown_message_type_is_kept() {
     // OF1.3 PACKET_OUT (13) is not decoded: kept as payload.
     let bytes = [4, 13, 0, 10, 0, 0, 0, 1, 0xab, 0xcd];
-    roundtrip_bytes(&bytes, &Message::new(1, Body::Unknown { msg_type: 13, payload: Bytes::from_static(&[0xab, 0xcd]) }));
+    roundtrip_bytes(
+        &bytes,
+        &Message::new(
+            1,
+            Body::Unknown {
+                msg_type: 13,
+                payload: Bytes::from_static(&[0xab, 0xcd]),
+            },
+        ),
+    );
 }
 
 #[test]
 fn decode_errors_name_the_place() {
     // FLOW_MOD whose match length is 3.
-    let mut fm = Message::new(1, Body::FlowMod(FlowMod::add(0, 1, Match::new(), vec![]))).to_bytes().to_vec();
+    let mut fm = Message::new(1, Body::FlowMod(FlowMod::add(0, 1, Match::new(), vec![])))
+        .to_bytes()
+        .to_vec();
     fm[51] = 3;
-    assert_eq!(decode(&fm).unwrap_err().to_string(), "flow_mod match: length 3 is shorter than its 4-byte header");
+    assert_eq!(
+        decode(&fm).unwrap_err().to_string(),
+        "flow_mod match: length 3 is shorter than its 4-byte header"
+    );
     // Truncated fixed part of a ROLE_REQUEST.
     let e = decode(&[4, 24, 0, 12, 0, 0, 0, 1, 0, 0, 0, 2]).unwrap_err();
-    assert_eq!(e.to_string(), "role_request: needs 4 bytes but only 0 remain");
+    assert_eq!(
+        e.to_string(),
+        "role_request: needs 4 bytes but only 0 remain"
+    );
     // Trailing bytes after BARRIER_REQUEST.
     let e = decode(&[4, 20, 0, 9, 0, 0, 0, 1, 0]).unwrap_err();
-    assert_eq!(e.to_string(), "barrier_request: 1 unexpected bytes after the body");
+    assert_eq!(
+        e.to_string(),
+        "barrier_request: 1 unexpected bytes after the body"
+    );
     // Length mismatch.
-    assert!(matches!(decode(&[4, 20, 0, 12, 0, 0, 0, 1]), Err(DecodeError::LengthMismatch { .. })));
+    assert!(matches!(
+        decode(&[4, 20, 0, 12, 0, 0, 0, 1]),
+        Err(DecodeError::LengthMismatch { .. })
+    ));
 }
 
 #[test]
 fn ofp_print_cases() {
     let ok = print::ofp_print("0x04 14 00 08\n 00 00 00 07", false).unwrap();
     assert_eq!(ok, "OFPT_BARRIER_REQUEST (OF1.3) (xid=0x7):");
-    assert!(print::ofp_print("0414000800000", false).unwrap_err().to_string().contains("not hex"));
-    assert!(print::ofp_print("0414000800zz0007", false).unwrap_err().to_string().contains("not hex"));
+    assert!(print::ofp_print("0414000800000", false)
+        .unwrap_err()
+        .to_string()
+        .contains("not hex"));
+    assert!(print::ofp_print("0414000800zz0007", false)
+        .unwrap_err()
+        .to_string()
+        .contains("not hex"));
     let e = print::ofp_print("04140008000000070000", false).unwrap_err();
     assert_eq!(e.to_string(), "2 trailing bytes after the 8-byte message");
     let e = print::ofp_print("0418001800000002", false).unwrap_err();
-    assert_eq!(e.to_string(), "input of 8 bytes is not a whole OpenFlow message (need 24 bytes)");
+    assert_eq!(
+        e.to_string(),
+        "input of 8 bytes is not a whole OpenFlow message (need 24 bytes)"
+    );
     let e = print::ofp_print("0418000c0000000200000002", false).unwrap_err();
     assert!(matches!(e, print::PrintError::Decode(_)));
-    assert_eq!(std::error::Error::source(&e).unwrap().to_string(), "role_request: needs 4 bytes but only 0 remain");
+    assert_eq!(
+        std::error::Error::source(&e).unwrap().to_string(),
+        "role_request: needs 4 bytes but only 0 remain"
+    );
     let t = print::ofp_print("04 63 00 0a 00 00 00 01 ab cd", false).unwrap();
-    assert!(t.starts_with("UNKNOWN_TYPE_99 (OF1.3) (xid=0x1): 2 bytes of payload"), "{t}");
+    assert!(
+        t.starts_with("UNKNOWN_TYPE_99 (OF1.3) (xid=0x1): 2 bytes of payload"),
+        "{t}"
+    );
     let j = print::ofp_print("04 63 00 0a 00 00 00 01 ab cd", true).unwrap();
     let v: serde_json::Value = serde_json::from_str(&j).unwrap();
     assert_eq!(v["body"]["Unknown"]["payload"], "abcd");
@@ -264,28 +361,41 @@ fn bytes_of(max: usize) -> impl Strategy<Value = Bytes> {
 }
 /// Bytes whose length is congruent to `r` modulo 8.
 fn bytes_mod8(r: usize, max_units: usize) -> impl Strategy<Value = Bytes> {
-    (0..max_units).prop_flat_map(move |n| vec(any::<u8>(), n * 8 + r)).prop_map(Bytes::from)
+    (0..max_units)
+        .prop_flat_map(move |n| vec(any::<u8>(), n * 8 + r))
+        .prop_map(Bytes::from)
 }
 
 fn oxm() -> impl Strategy<Value = OxmField> {
     prop_oneof![
         any::<u32>().prop_map(OxmField::InPort),
-        (any::<u64>(), proptest::option::of(any::<u64>())).prop_map(|(value, mask)| OxmField::Metadata { value, mask }),
-        (mac(), proptest::option::of(mac())).prop_map(|(addr, mask)| OxmField::EthDst { addr, mask }),
-        (mac(), proptest::option::of(mac())).prop_map(|(addr, mask)| OxmField::EthSrc { addr, mask }),
+        (any::<u64>(), proptest::option::of(any::<u64>()))
+            .prop_map(|(value, mask)| OxmField::Metadata { value, mask }),
+        (mac(), proptest::option::of(mac()))
+            .prop_map(|(addr, mask)| OxmField::EthDst { addr, mask }),
+        (mac(), proptest::option::of(mac()))
+            .prop_map(|(addr, mask)| OxmField::EthSrc { addr, mask }),
         any::<u16>().prop_map(OxmField::EthType),
-        (any::<u16>(), proptest::option::of(any::<u16>())).prop_map(|(vid, mask)| OxmField::VlanVid { vid, mask }),
+        (any::<u16>(), proptest::option::of(any::<u16>()))
+            .prop_map(|(vid, mask)| OxmField::VlanVid { vid, mask }),
         any::<u8>().prop_map(OxmField::VlanPcp),
         any::<u8>().prop_map(OxmField::IpDscp),
         any::<u8>().prop_map(OxmField::IpProto),
-        (ip(), proptest::option::of(ip())).prop_map(|(addr, mask)| OxmField::Ipv4Src { addr, mask }),
-        (ip(), proptest::option::of(ip())).prop_map(|(addr, mask)| OxmField::Ipv4Dst { addr, mask }),
+        (ip(), proptest::option::of(ip()))
+            .prop_map(|(addr, mask)| OxmField::Ipv4Src { addr, mask }),
+        (ip(), proptest::option::of(ip()))
+            .prop_map(|(addr, mask)| OxmField::Ipv4Dst { addr, mask }),
         any::<u16>().prop_map(OxmField::TcpSrc),
         any::<u16>().prop_map(OxmField::TcpDst),
         any::<u16>().prop_map(OxmField::UdpSrc),
         any::<u16>().prop_map(OxmField::UdpDst),
         (any::<u16>(), 0u8..128, any::<bool>(), bytes_of(40))
-            .prop_map(|(class, field, has_mask, payload)| OxmField::Unknown { class, field, has_mask, payload })
+            .prop_map(|(class, field, has_mask, payload)| OxmField::Unknown {
+                class,
+                field,
+                has_mask,
+                payload
+            })
             .prop_filter("spells a known field", OxmField::is_canonical),
     ]
 }
@@ -302,9 +412,11 @@ fn action() -> impl Strategy<Value = Action> {
         any::<u16>().prop_map(Action::PushVlan),
         Just(Action::PopVlan),
         oxm().prop_map(Action::SetField),
-        (any::<u32>(), bytes_mod8(0, 3)).prop_map(|(experimenter, data)| Action::Experimenter { experimenter, data }),
+        (any::<u32>(), bytes_mod8(0, 3))
+            .prop_map(|(experimenter, data)| Action::Experimenter { experimenter, data }),
         (any::<u16>(), bytes_mod8(4, 3))
-            .prop_filter("known type", |(t, _)| ![0, 17, 18, 21, 22, 25, 0xffff].contains(t))
+            .prop_filter("known type", |(t, _)| ![0, 17, 18, 21, 22, 25, 0xffff]
+                .contains(t))
             .prop_map(|(action_type, data)| Action::Unknown { action_type, data }),
     ]
 }
@@ -312,25 +424,43 @@ fn action() -> impl Strategy<Value = Action> {
 fn instruction() -> impl Strategy<Value = Instruction> {
     prop_oneof![
         any::<u8>().prop_map(Instruction::GotoTable),
-        (any::<u64>(), any::<u64>()).prop_map(|(metadata, mask)| Instruction::WriteMetadata { metadata, mask }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(metadata, mask)| Instruction::WriteMetadata { metadata, mask }),
         vec(action(), 0..4).prop_map(Instruction::WriteActions),
         vec(action(), 0..4).prop_map(Instruction::ApplyActions),
         Just(Instruction::ClearActions),
         any::<u32>().prop_map(Instruction::Meter),
-        (7u16..=0xffff, bytes_mod8(4, 3))
-            .prop_map(|(instruction_type, data)| Instruction::Unknown { instruction_type, data }),
+        (7u16..=0xffff, bytes_mod8(4, 3)).prop_map(|(instruction_type, data)| {
+            Instruction::Unknown {
+                instruction_type,
+                data,
+            }
+        }),
     ]
 }
 
 fn flow_mod() -> impl Strategy<Value = FlowMod> {
     (
-        (any::<u64>(), any::<u64>(), any::<u8>(), any::<u8>(), any::<u16>(), any::<u16>(), any::<u16>()),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u16>(),
+        ),
         (any::<u32>(), any::<u32>(), any::<u32>(), any::<u16>()),
         match_(),
         vec(instruction(), 0..4),
     )
         .prop_map(
-            |((cookie, cookie_mask, table_id, cmd, idle, hard, priority), (buffer_id, out_port, out_group, flags), m, ins)| {
+            |(
+                (cookie, cookie_mask, table_id, cmd, idle, hard, priority),
+                (buffer_id, out_port, out_group, flags),
+                m,
+                ins,
+            )| {
                 FlowMod {
                     cookie,
                     cookie_mask,
@@ -353,20 +483,30 @@ fn flow_mod() -> impl Strategy<Value = FlowMod> {
 fn band() -> impl Strategy<Value = MeterBand> {
     prop_oneof![
         (any::<u32>(), any::<u32>()).prop_map(|(r, b)| MeterBand::drop(r, b)),
-        (any::<u32>(), any::<u32>(), any::<u8>()).prop_map(|(r, b, p)| MeterBand::dscp_remark(r, b, p)),
-        (3u16..=0xffff, any::<u32>(), any::<u32>(), bytes_mod8(4, 3)).prop_map(|(band_type, rate, burst_size, data)| {
-            MeterBand::Unknown { band_type, rate, burst_size, data }
-        }),
+        (any::<u32>(), any::<u32>(), any::<u8>())
+            .prop_map(|(r, b, p)| MeterBand::dscp_remark(r, b, p)),
+        (3u16..=0xffff, any::<u32>(), any::<u32>(), bytes_mod8(4, 3)).prop_map(
+            |(band_type, rate, burst_size, data)| {
+                MeterBand::Unknown {
+                    band_type,
+                    rate,
+                    burst_size,
+                    data,
+                }
+            }
+        ),
     ]
 }
 
 fn meter_mod() -> impl Strategy<Value = MeterMod> {
-    (any::<u16>(), any::<u16>(), any::<u32>(), vec(band(), 0..4)).prop_map(|(c, f, meter_id, bands)| MeterMod {
-        command: c.into(),
-        flags: MeterFlags(f),
-        meter_id,
-        bands,
-    })
+    (any::<u16>(), any::<u16>(), any::<u32>(), vec(band(), 0..4)).prop_map(
+        |(c, f, meter_id, bands)| MeterMod {
+            command: c.into(),
+            flags: MeterFlags(f),
+            meter_id,
+            bands,
+        },
+    )
 }
 
 fn port_desc() -> impl Strategy<Value = Port> {
@@ -386,16 +526,24 @@ fn port_desc() -> impl Strategy<Value = Port> {
 }
 
 fn flow_stats_request() -> impl Strategy<Value = FlowStatsRequest> {
-    (any::<u8>(), any::<u32>(), any::<u32>(), any::<u64>(), any::<u64>(), match_()).prop_map(
-        |(table_id, out_port, out_group, cookie, cookie_mask, match_)| FlowStatsRequest {
-            table_id,
-            out_port,
-            out_group,
-            cookie,
-            cookie_mask,
-            match_,
-        },
+    (
+        any::<u8>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u64>(),
+        any::<u64>(),
+        match_(),
     )
+        .prop_map(
+            |(table_id, out_port, out_group, cookie, cookie_mask, match_)| FlowStatsRequest {
+                table_id,
+                out_port,
+                out_group,
+                cookie,
+                cookie_mask,
+                match_,
+            },
+        )
 }
 
 fn mp_request() -> impl Strategy<Value = MultipartRequest> {
@@ -428,33 +576,51 @@ fn mp_reply() -> impl Strategy<Value = MultipartReply> {
             dp_desc: e
         })),
         vec(
-            (any::<(u8, u32, u32, u16, u16, u16, u16)>(), any::<(u64, u64, u64)>(), match_(), vec(instruction(), 0..3)),
+            (
+                any::<(u8, u32, u32, u16, u16, u16, u16)>(),
+                any::<(u64, u64, u64)>(),
+                match_(),
+                vec(instruction(), 0..3)
+            ),
             0..3
         )
         .prop_map(|v| B::Flow(
             v.into_iter()
-                .map(|((table_id, ds, dn, priority, idle, hard, flags), (cookie, pc, bc), m, ins)| FlowStats {
-                    table_id,
-                    duration_sec: ds,
-                    duration_nsec: dn,
-                    priority,
-                    idle_timeout: idle,
-                    hard_timeout: hard,
-                    flags,
-                    cookie,
-                    packet_count: pc,
-                    byte_count: bc,
-                    match_: m,
-                    instructions: ins,
-                })
+                .map(
+                    |(
+                        (table_id, ds, dn, priority, idle, hard, flags),
+                        (cookie, pc, bc),
+                        m,
+                        ins,
+                    )| FlowStats {
+                        table_id,
+                        duration_sec: ds,
+                        duration_nsec: dn,
+                        priority,
+                        idle_timeout: idle,
+                        hard_timeout: hard,
+                        flags,
+                        cookie,
+                        packet_count: pc,
+                        byte_count: bc,
+                        match_: m,
+                        instructions: ins,
+                    }
+                )
                 .collect()
         )),
-        any::<(u64, u64, u32)>().prop_map(|(packet_count, byte_count, flow_count)| B::Aggregate(AggregateStats {
-            packet_count,
-            byte_count,
-            flow_count
-        })),
-        vec((any::<u32>(), any::<[u64; 12]>(), any::<(u32, u32)>()), 0..4).prop_map(|v| B::PortStats(
+        any::<(u64, u64, u32)>().prop_map(|(packet_count, byte_count, flow_count)| B::Aggregate(
+            AggregateStats {
+                packet_count,
+                byte_count,
+                flow_count
+            }
+        )),
+        vec(
+            (any::<u32>(), any::<[u64; 12]>(), any::<(u32, u32)>()),
+            0..4
+        )
+        .prop_map(|v| B::PortStats(
             v.into_iter()
                 .map(|(port_no, c, (ds, dn))| PortStats {
                     port_no,
@@ -477,18 +643,35 @@ fn mp_reply() -> impl Strategy<Value = MultipartReply> {
         )),
         vec(any::<(u32, u32, u64, u64, u64, u32, u32)>(), 0..4).prop_map(|v| B::Queue(
             v.into_iter()
-                .map(|(port_no, queue_id, tx_bytes, tx_packets, tx_errors, duration_sec, duration_nsec)| QueueStats {
-                    port_no,
-                    queue_id,
-                    tx_bytes,
-                    tx_packets,
-                    tx_errors,
-                    duration_sec,
-                    duration_nsec
-                })
+                .map(
+                    |(
+                        port_no,
+                        queue_id,
+                        tx_bytes,
+                        tx_packets,
+                        tx_errors,
+                        duration_sec,
+                        duration_nsec,
+                    )| QueueStats {
+                        port_no,
+                        queue_id,
+                        tx_bytes,
+                        tx_packets,
+                        tx_errors,
+                        duration_sec,
+                        duration_nsec
+                    }
+                )
                 .collect()
         )),
-        vec((any::<(u32, u32, u64, u64, u32, u32)>(), vec(any::<(u64, u64)>(), 0..3)), 0..3).prop_map(|v| B::Meter(
+        vec(
+            (
+                any::<(u32, u32, u64, u64, u32, u32)>(),
+                vec(any::<(u64, u64)>(), 0..3)
+            ),
+            0..3
+        )
+        .prop_map(|v| B::Meter(
             v.into_iter()
                 .map(|((meter_id, flow_count, pi, bi, ds, dn), b)| MeterStats {
                     meter_id,
@@ -499,17 +682,34 @@ fn mp_reply() -> impl Strategy<Value = MultipartReply> {
                     duration_nsec: dn,
                     bands: b
                         .into_iter()
-                        .map(|(p, b)| MeterBandStats { packet_band_count: p, byte_band_count: b })
+                        .map(|(p, b)| MeterBandStats {
+                            packet_band_count: p,
+                            byte_band_count: b
+                        })
                         .collect(),
                 })
                 .collect()
         )),
         vec((any::<u16>(), any::<u32>(), vec(band(), 0..3)), 0..3).prop_map(|v| B::MeterConfig(
-            v.into_iter().map(|(f, meter_id, bands)| MeterConfig { flags: MeterFlags(f), meter_id, bands }).collect()
+            v.into_iter()
+                .map(|(f, meter_id, bands)| MeterConfig {
+                    flags: MeterFlags(f),
+                    meter_id,
+                    bands
+                })
+                .collect()
         )),
-        any::<(u32, u32, u32, u8, u8)>().prop_map(|(max_meter, band_types, capabilities, max_bands, max_color)| {
-            B::MeterFeatures(MeterFeatures { max_meter, band_types, capabilities, max_bands, max_color })
-        }),
+        any::<(u32, u32, u32, u8, u8)>().prop_map(
+            |(max_meter, band_types, capabilities, max_bands, max_color)| {
+                B::MeterFeatures(MeterFeatures {
+                    max_meter,
+                    band_types,
+                    capabilities,
+                    max_bands,
+                    max_color,
+                })
+            }
+        ),
         vec(port_desc(), 0..3).prop_map(B::PortDesc),
         (14u16..=0xffff, bytes_of(40)).prop_map(|(mp_type, body)| B::Unknown { mp_type, body }),
     ];
@@ -517,70 +717,101 @@ fn mp_reply() -> impl Strategy<Value = MultipartReply> {
 }
 
 fn body() -> impl Strategy<Value = Body> {
-    let known = [0u8, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 14, 18, 19, 20, 21, 24, 25, 29];
+    let known = [
+        0u8, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 14, 18, 19, 20, 21, 24, 25, 29,
+    ];
     prop_oneof![
         (
             1u8..=6,
             vec(
                 prop_oneof![
                     vec(any::<u32>(), 0..3).prop_map(HelloElement::VersionBitmap),
-                    (2u16..=0xffff, bytes_of(20))
-                        .prop_map(|(element_type, data)| HelloElement::Unknown { element_type, data }),
+                    (2u16..=0xffff, bytes_of(20)).prop_map(|(element_type, data)| {
+                        HelloElement::Unknown { element_type, data }
+                    }),
                 ],
                 0..3
             )
         )
             .prop_map(|(version, elements)| Body::Hello(Hello { version, elements })),
-        (any::<u16>(), any::<u16>(), bytes_of(64))
-            .prop_map(|(t, c, data)| Body::Error(ErrorMsg { code: ErrorCode::from_wire(t, c), data })),
+        (any::<u16>(), any::<u16>(), bytes_of(64)).prop_map(|(t, c, data)| Body::Error(ErrorMsg {
+            code: ErrorCode::from_wire(t, c),
+            data
+        })),
         bytes_of(64).prop_map(Body::EchoRequest),
         bytes_of(64).prop_map(Body::EchoReply),
         Just(Body::FeaturesRequest),
-        any::<(u64, u32, u8, u8, u32, u32)>().prop_map(|(a, b, c, d, e, f)| Body::FeaturesReply(SwitchFeatures {
-            datapath_id: a,
-            n_buffers: b,
-            n_tables: c,
-            auxiliary_id: d,
-            capabilities: e,
-            reserved: f
-        })),
+        any::<(u64, u32, u8, u8, u32, u32)>().prop_map(|(a, b, c, d, e, f)| Body::FeaturesReply(
+            SwitchFeatures {
+                datapath_id: a,
+                n_buffers: b,
+                n_tables: c,
+                auxiliary_id: d,
+                capabilities: e,
+                reserved: f
+            }
+        )),
         Just(Body::GetConfigRequest),
-        any::<(u16, u16)>().prop_map(|(flags, m)| Body::GetConfigReply(SwitchConfig { flags, miss_send_len: m })),
-        any::<(u16, u16)>().prop_map(|(flags, m)| Body::SetConfig(SwitchConfig { flags, miss_send_len: m })),
-        (any::<(u32, u16, u8, u8, u64)>(), match_(), bytes_of(64)).prop_map(|((b, t, r, tb, c), m, data)| {
-            Body::PacketIn(PacketIn {
-                buffer_id: b,
-                total_len: t,
-                reason: r.into(),
-                table_id: tb,
-                cookie: c,
-                match_: m,
-                data,
-            })
-        }),
-        (any::<(u64, u16, u8, u8, u32, u32)>(), any::<(u16, u16, u64, u64)>(), match_()).prop_map(
-            |((cookie, priority, r, table_id, ds, dn), (it, ht, pc, bc), m)| Body::FlowRemoved(FlowRemoved {
-                cookie,
-                priority,
-                reason: r.into(),
-                table_id,
-                duration_sec: ds,
-                duration_nsec: dn,
-                idle_timeout: it,
-                hard_timeout: ht,
-                packet_count: pc,
-                byte_count: bc,
-                match_: m,
-            })
+        any::<(u16, u16)>().prop_map(|(flags, m)| Body::GetConfigReply(SwitchConfig {
+            flags,
+            miss_send_len: m
+        })),
+        any::<(u16, u16)>().prop_map(|(flags, m)| Body::SetConfig(SwitchConfig {
+            flags,
+            miss_send_len: m
+        })),
+        (any::<(u32, u16, u8, u8, u64)>(), match_(), bytes_of(64)).prop_map(
+            |((b, t, r, tb, c), m, data)| {
+                Body::PacketIn(PacketIn {
+                    buffer_id: b,
+                    total_len: t,
+                    reason: r.into(),
+                    table_id: tb,
+                    cookie: c,
+                    match_: m,
+                    data,
+                })
+            }
         ),
-        (any::<u8>(), port_desc()).prop_map(|(r, desc)| Body::PortStatus(PortStatus { reason: r.into(), desc })),
+        (
+            any::<(u64, u16, u8, u8, u32, u32)>(),
+            any::<(u16, u16, u64, u64)>(),
+            match_()
+        )
+            .prop_map(
+                |((cookie, priority, r, table_id, ds, dn), (it, ht, pc, bc), m)| Body::FlowRemoved(
+                    FlowRemoved {
+                        cookie,
+                        priority,
+                        reason: r.into(),
+                        table_id,
+                        duration_sec: ds,
+                        duration_nsec: dn,
+                        idle_timeout: it,
+                        hard_timeout: ht,
+                        packet_count: pc,
+                        byte_count: bc,
+                        match_: m,
+                    }
+                )
+            ),
+        (any::<u8>(), port_desc()).prop_map(|(r, desc)| Body::PortStatus(PortStatus {
+            reason: r.into(),
+            desc
+        })),
         flow_mod().prop_map(Body::FlowMod),
         mp_request().prop_map(Body::MultipartRequest),
         mp_reply().prop_map(Body::MultipartReply),
         Just(Body::BarrierRequest),
         Just(Body::BarrierReply),
-        any::<(u32, u64)>().prop_map(|(r, g)| Body::RoleRequest(Role { role: r.into(), generation_id: g })),
-        any::<(u32, u64)>().prop_map(|(r, g)| Body::RoleReply(Role { role: r.into(), generation_id: g })),
+        any::<(u32, u64)>().prop_map(|(r, g)| Body::RoleRequest(Role {
+            role: r.into(),
+            generation_id: g
+        })),
+        any::<(u32, u64)>().prop_map(|(r, g)| Body::RoleReply(Role {
+            role: r.into(),
+            generation_id: g
+        })),
         meter_mod().prop_map(Body::MeterMod),
         (any::<u8>(), bytes_of(64))
             .prop_filter("known type", move |(t, _)| !known.contains(t))

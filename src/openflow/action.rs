@@ -37,7 +37,10 @@ pub const CML_NO_BUFFER: u16 = 0xffff;
 pub enum Action {
     /// Output to a port (see [`crate::openflow::port`] for the special ports);
     /// `max_len` only matters for the controller port.
-    Output { port: u32, max_len: u16 },
+    Output {
+        port: u32,
+        max_len: u16,
+    },
     SetQueue(u32),
     Group(u32),
     PushVlan(u16),
@@ -62,7 +65,10 @@ impl Action {
     }
     /// Output to the controller with the given `max_len`.
     pub fn controller(max_len: u16) -> Action {
-        Action::Output { port: super::port::CONTROLLER, max_len }
+        Action::Output {
+            port: super::port::CONTROLLER,
+            max_len,
+        }
     }
 
     pub fn buffer_len(&self) -> usize {
@@ -141,7 +147,11 @@ impl Action {
                 Action::Output { port, max_len }
             }
             SET_QUEUE | GROUP => {
-                a.what = if typ == SET_QUEUE { "action set_queue" } else { "action group" };
+                a.what = if typ == SET_QUEUE {
+                    "action set_queue"
+                } else {
+                    "action group"
+                };
                 let v = a.u32()?;
                 a.finish()?;
                 if typ == SET_QUEUE {
@@ -172,9 +182,15 @@ impl Action {
             EXPERIMENTER => {
                 a.what = "action experimenter";
                 let experimenter = a.u32()?;
-                Action::Experimenter { experimenter, data: Bytes::copy_from_slice(a.rest()) }
+                Action::Experimenter {
+                    experimenter,
+                    data: Bytes::copy_from_slice(a.rest()),
+                }
             }
-            _ => Action::Unknown { action_type: typ, data: Bytes::copy_from_slice(a.rest()) },
+            _ => Action::Unknown {
+                action_type: typ,
+                data: Bytes::copy_from_slice(a.rest()),
+            },
         };
         Ok(act)
     }
@@ -235,11 +251,20 @@ mod tests {
             Action::PushVlan(0x8100),
             Action::PopVlan,
             Action::Group(7),
-            Action::SetField(OxmField::VlanVid { vid: 0x100a, mask: None }),
-            Action::Experimenter { experimenter: 0x2320, data: Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7, 8]) },
-            Action::Unknown { action_type: 11, data: Bytes::from_static(&[0, 0, 0, 0]) },
+            Action::SetField(OxmField::VlanVid {
+                vid: 0x100a,
+                mask: None,
+            }),
+            Action::Experimenter {
+                experimenter: 0x2320,
+                data: Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7, 8]),
+            },
+            Action::Unknown {
+                action_type: 11,
+                data: Bytes::from_static(&[0, 0, 0, 0]),
+            },
         ];
-        let got = parse_list(&mut Reader::new(&bytes, "t")).unwrap();
+        let got = parse_list(&mut Reader::new(bytes, "t")).unwrap();
         assert_eq!(got, want);
         let mut out = BytesMut::new();
         emit_list(&want, &mut out);
@@ -250,10 +275,19 @@ mod tests {
     #[test]
     fn action_length_errors() {
         let e = parse_list(&mut Reader::new(&[0, 0, 0, 2, 0, 0, 0, 0], "t")).unwrap_err();
-        assert_eq!(e.to_string(), "action: length 2 is shorter than its 4-byte header");
+        assert_eq!(
+            e.to_string(),
+            "action: length 2 is shorter than its 4-byte header"
+        );
         let e = parse_list(&mut Reader::new(&[0, 0, 0, 16, 0, 0, 0, 0], "t")).unwrap_err();
-        assert_eq!(e.to_string(), "action: length 16 runs past the 8 bytes that remain");
+        assert_eq!(
+            e.to_string(),
+            "action: length 16 runs past the 8 bytes that remain"
+        );
         let e = parse_list(&mut Reader::new(&[0, 0, 0, 8, 0, 0, 0, 0], "t")).unwrap_err();
-        assert_eq!(e.to_string(), "action output: needs 2 bytes but only 0 remain");
+        assert_eq!(
+            e.to_string(),
+            "action output: needs 2 bytes but only 0 remain"
+        );
     }
 }

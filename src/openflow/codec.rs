@@ -76,12 +76,18 @@ mod tests {
     #[test]
     fn bad_length_is_an_error() {
         let mut src = BytesMut::from(&[4u8, 2, 0, 4, 0, 0, 0, 1][..]);
-        assert!(matches!(OfCodec.decode(&mut src), Err(CodecError::Frame(_))));
+        assert!(matches!(
+            OfCodec.decode(&mut src),
+            Err(CodecError::Frame(_))
+        ));
     }
 
     #[test]
     fn too_long_is_rejected() {
         let m = Message::new(1, Body::EchoRequest(vec![0u8; MAX_MESSAGE_LEN].into()));
-        assert!(matches!(OfCodec.encode(m, &mut BytesMut::new()), Err(CodecError::TooLong(_))));
+        assert!(matches!(
+            OfCodec.encode(m, &mut BytesMut::new()),
+            Err(CodecError::TooLong(_))
+        ));
     }
 }

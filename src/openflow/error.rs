@@ -64,10 +64,7 @@ pub enum DecodeError {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum MergeError {
     #[error("cannot merge a {next} multipart reply part into a {current} reply")]
-    TypeMismatch {
-        current: &'static str,
-        next: String,
-    },
+    TypeMismatch { current: &'static str, next: String },
     #[error("{0} multipart replies are a single structure and cannot be split into parts")]
     NotSplittable(&'static str),
 }

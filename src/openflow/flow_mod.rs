@@ -77,7 +77,13 @@ pub struct FlowMod {
 }
 
 impl FlowMod {
-    fn new(command: FlowModCommand, table_id: u8, priority: u16, m: Match, ins: Vec<Instruction>) -> Self {
+    fn new(
+        command: FlowModCommand,
+        table_id: u8,
+        priority: u16,
+        m: Match,
+        ins: Vec<Instruction>,
+    ) -> Self {
         FlowMod {
             cookie: 0,
             cookie_mask: 0,
@@ -100,15 +106,32 @@ impl FlowMod {
     pub fn modify(table_id: u8, m: Match, instructions: Vec<Instruction>) -> Self {
         Self::new(FlowModCommand::Modify, table_id, 0, m, instructions)
     }
-    pub fn modify_strict(table_id: u8, priority: u16, m: Match, instructions: Vec<Instruction>) -> Self {
-        Self::new(FlowModCommand::ModifyStrict, table_id, priority, m, instructions)
+    pub fn modify_strict(
+        table_id: u8,
+        priority: u16,
+        m: Match,
+        instructions: Vec<Instruction>,
+    ) -> Self {
+        Self::new(
+            FlowModCommand::ModifyStrict,
+            table_id,
+            priority,
+            m,
+            instructions,
+        )
     }
     /// Deletes matching flows (non-strict) in `table_id` (or [`TABLE_ALL`]).
     pub fn delete(table_id: u8, m: Match) -> Self {
         Self::new(FlowModCommand::Delete, table_id, 0, m, Vec::new())
     }
     pub fn delete_strict(table_id: u8, priority: u16, m: Match) -> Self {
-        Self::new(FlowModCommand::DeleteStrict, table_id, priority, m, Vec::new())
+        Self::new(
+            FlowModCommand::DeleteStrict,
+            table_id,
+            priority,
+            m,
+            Vec::new(),
+        )
     }
     pub fn cookie(mut self, cookie: u64) -> Self {
         self.cookie = cookie;

@@ -57,7 +57,10 @@ pub fn check(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     }
     if len > MAX_MESSAGE_LEN {
         // Unreachable with a u16 field, kept so that lowering the maximum is safe.
-        return Err(FrameError::TooLong { len, max: MAX_MESSAGE_LEN });
+        return Err(FrameError::TooLong {
+            len,
+            max: MAX_MESSAGE_LEN,
+        });
     }
     Ok((buf.len() >= len).then_some(len))
 }
@@ -194,8 +197,14 @@ mod tests {
 
     #[test]
     fn length_below_header_is_error() {
-        assert_eq!(check(&[4, 0, 0, 7, 0, 0, 0, 1]), Err(FrameError::TooShort(7)));
-        assert_eq!(check(&[4, 0, 0, 0, 0, 0, 0, 1]), Err(FrameError::TooShort(0)));
+        assert_eq!(
+            check(&[4, 0, 0, 7, 0, 0, 0, 1]),
+            Err(FrameError::TooShort(7))
+        );
+        assert_eq!(
+            check(&[4, 0, 0, 0, 0, 0, 0, 1]),
+            Err(FrameError::TooShort(0))
+        );
     }
 
     #[test]
@@ -212,7 +221,11 @@ mod tests {
         assert_eq!(r.u16().unwrap(), 0x0102);
         assert_eq!(
             r.u32(),
-            Err(DecodeError::Truncated { what: "thing", needed: 4, remaining: 1 })
+            Err(DecodeError::Truncated {
+                what: "thing",
+                needed: 4,
+                remaining: 1
+            })
         );
     }
 }

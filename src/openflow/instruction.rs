@@ -27,7 +27,10 @@ pub const METER: u16 = 6;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Instruction {
     GotoTable(u8),
-    WriteMetadata { metadata: u64, mask: u64 },
+    WriteMetadata {
+        metadata: u64,
+        mask: u64,
+    },
     WriteActions(Vec<Action>),
     ApplyActions(Vec<Action>),
     ClearActions,
@@ -68,7 +71,11 @@ impl Instruction {
                 dst.put_u64(*mask);
             }
             Instruction::WriteActions(a) | Instruction::ApplyActions(a) => {
-                let t = if matches!(self, Instruction::WriteActions(_)) { WRITE_ACTIONS } else { APPLY_ACTIONS };
+                let t = if matches!(self, Instruction::WriteActions(_)) {
+                    WRITE_ACTIONS
+                } else {
+                    APPLY_ACTIONS
+                };
                 dst.put_u16(t);
                 dst.put_u16(len);
                 dst.put_bytes(0, 4);
@@ -84,7 +91,10 @@ impl Instruction {
                 dst.put_u16(len);
                 dst.put_u32(*m);
             }
-            Instruction::Unknown { instruction_type, data } => {
+            Instruction::Unknown {
+                instruction_type,
+                data,
+            } => {
                 dst.put_u16(*instruction_type);
                 dst.put_u16(len);
                 dst.put_slice(data);
@@ -138,7 +148,10 @@ impl Instruction {
                 i.finish()?;
                 Instruction::Meter(m)
             }
-            _ => Instruction::Unknown { instruction_type: typ, data: Bytes::copy_from_slice(i.rest()) },
+            _ => Instruction::Unknown {
+                instruction_type: typ,
+                data: Bytes::copy_from_slice(i.rest()),
+            },
         };
         Ok(ins)
     }
@@ -193,9 +206,15 @@ mod tests {
             Instruction::Meter(1),
             Instruction::ApplyActions(vec![Action::output(2)]),
             Instruction::ClearActions,
-            Instruction::WriteMetadata { metadata: 42, mask: 0xffff_ffff },
+            Instruction::WriteMetadata {
+                metadata: 42,
+                mask: 0xffff_ffff,
+            },
             Instruction::GotoTable(5),
-            Instruction::Unknown { instruction_type: 0xffff, data: Bytes::from_static(&[0, 0, 0x23, 0x20]) },
+            Instruction::Unknown {
+                instruction_type: 0xffff,
+                data: Bytes::from_static(&[0, 0, 0x23, 0x20]),
+            },
         ];
         let got = parse_list(&mut Reader::new(bytes, "t")).unwrap();
         assert_eq!(got, want);

@@ -58,7 +58,10 @@ impl Default for Hello {
 impl Hello {
     /// An OpenFlow 1.3 HELLO with a version bitmap of just 1.3.
     pub fn new() -> Self {
-        Hello { version: super::OFP_VERSION, elements: vec![HelloElement::VersionBitmap(vec![1 << super::OFP_VERSION])] }
+        Hello {
+            version: super::OFP_VERSION,
+            elements: vec![HelloElement::VersionBitmap(vec![1 << super::OFP_VERSION])],
+        }
     }
 
     /// Whether the peer speaks `version`: from the version bitmap if there is
@@ -121,7 +124,10 @@ impl Hello {
                 }
                 elements.push(HelloElement::VersionBitmap(b));
             } else {
-                elements.push(HelloElement::Unknown { element_type: typ, data: Bytes::copy_from_slice(e.rest()) });
+                elements.push(HelloElement::Unknown {
+                    element_type: typ,
+                    data: Bytes::copy_from_slice(e.rest()),
+                });
             }
             // Padding; tolerated when missing at the end.
             let pad = (pad8(len) - len).min(r.remaining());
@@ -227,7 +233,10 @@ pub enum ErrorCode {
     MeterModFailed(MeterModFailedCode),
     /// A type whose codes are not named here (including experimenter, where
     /// `code` is the experimenter's exp_type).
-    Other { err_type: ErrorType, code: u16 },
+    Other {
+        err_type: ErrorType,
+        code: u16,
+    },
 }
 
 impl ErrorCode {
@@ -242,7 +251,10 @@ impl ErrorCode {
             ErrorType::SwitchConfigFailed => ErrorCode::SwitchConfigFailed(c.into()),
             ErrorType::RoleRequestFailed => ErrorCode::RoleRequestFailed(c.into()),
             ErrorType::MeterModFailed => ErrorCode::MeterModFailed(c.into()),
-            other => ErrorCode::Other { err_type: other, code: c },
+            other => ErrorCode::Other {
+                err_type: other,
+                code: c,
+            },
         }
     }
     /// The (type, code) numbers on the wire.
@@ -302,7 +314,10 @@ impl ErrorMsg {
         r.what = "error";
         let t = r.u16()?;
         let c = r.u16()?;
-        Ok(ErrorMsg { code: ErrorCode::from_wire(t, c), data: Bytes::copy_from_slice(r.rest()) })
+        Ok(ErrorMsg {
+            code: ErrorCode::from_wire(t, c),
+            data: Bytes::copy_from_slice(r.rest()),
+        })
     }
 }
 
@@ -342,7 +357,14 @@ impl SwitchFeatures {
         let n_tables = r.u8()?;
         let auxiliary_id = r.u8()?;
         r.skip(2)?;
-        let v = SwitchFeatures { datapath_id, n_buffers, n_tables, auxiliary_id, capabilities: r.u32()?, reserved: r.u32()? };
+        let v = SwitchFeatures {
+            datapath_id,
+            n_buffers,
+            n_tables,
+            auxiliary_id,
+            capabilities: r.u32()?,
+            reserved: r.u32()?,
+        };
         r.finish()?;
         Ok(v)
     }
@@ -364,9 +386,15 @@ impl SwitchConfig {
         dst.put_u16(self.flags);
         dst.put_u16(self.miss_send_len);
     }
-    pub(crate) fn parse(r: &mut Reader<'_>, what: &'static str) -> Result<SwitchConfig, DecodeError> {
+    pub(crate) fn parse(
+        r: &mut Reader<'_>,
+        what: &'static str,
+    ) -> Result<SwitchConfig, DecodeError> {
         r.what = what;
-        let v = SwitchConfig { flags: r.u16()?, miss_send_len: r.u16()? };
+        let v = SwitchConfig {
+            flags: r.u16()?,
+            miss_send_len: r.u16()?,
+        };
         r.finish()?;
         Ok(v)
     }
@@ -398,7 +426,10 @@ impl Role {
         r.what = what;
         let role = r.u32()?.into();
         r.skip(4)?;
-        let v = Role { role, generation_id: r.u64()? };
+        let v = Role {
+            role,
+            generation_id: r.u64()?,
+        };
         r.finish()?;
         Ok(v)
     }
@@ -451,6 +482,14 @@ impl PacketIn {
         let match_ = Match::parse(r, "packet_in match")?;
         r.what = "packet_in";
         r.skip(2)?;
-        Ok(PacketIn { buffer_id, total_len, reason, table_id, cookie, match_, data: Bytes::copy_from_slice(r.rest()) })
+        Ok(PacketIn {
+            buffer_id,
+            total_len,
+            reason,
+            table_id,
+            cookie,
+            match_,
+            data: Bytes::copy_from_slice(r.rest()),
+        })
     }
 }

@@ -61,8 +61,15 @@ flags! {
 /// One band of a meter. `rate` is in kb/s or packets/s per the meter flags.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum MeterBand {
-    Drop { rate: u32, burst_size: u32 },
-    DscpRemark { rate: u32, burst_size: u32, prec_level: u8 },
+    Drop {
+        rate: u32,
+        burst_size: u32,
+    },
+    DscpRemark {
+        rate: u32,
+        burst_size: u32,
+        prec_level: u8,
+    },
     /// Other band types (including experimenter): `data` is everything after
     /// `burst_size`.
     Unknown {
@@ -79,11 +86,17 @@ impl MeterBand {
         MeterBand::Drop { rate, burst_size }
     }
     pub fn dscp_remark(rate: u32, burst_size: u32, prec_level: u8) -> Self {
-        MeterBand::DscpRemark { rate, burst_size, prec_level }
+        MeterBand::DscpRemark {
+            rate,
+            burst_size,
+            prec_level,
+        }
     }
     pub fn rate(&self) -> u32 {
         match self {
-            MeterBand::Drop { rate, .. } | MeterBand::DscpRemark { rate, .. } | MeterBand::Unknown { rate, .. } => *rate,
+            MeterBand::Drop { rate, .. }
+            | MeterBand::DscpRemark { rate, .. }
+            | MeterBand::Unknown { rate, .. } => *rate,
         }
     }
     pub fn buffer_len(&self) -> usize {
@@ -102,7 +115,11 @@ impl MeterBand {
                 dst.put_u32(*burst_size);
                 dst.put_bytes(0, 4);
             }
-            MeterBand::DscpRemark { rate, burst_size, prec_level } => {
+            MeterBand::DscpRemark {
+                rate,
+                burst_size,
+                prec_level,
+            } => {
                 dst.put_u16(BAND_DSCP_REMARK);
                 dst.put_u16(len);
                 dst.put_u32(*rate);
@@ -110,7 +127,12 @@ impl MeterBand {
                 dst.put_u8(*prec_level);
                 dst.put_bytes(0, 3);
             }
-            MeterBand::Unknown { band_type, rate, burst_size, data } => {
+            MeterBand::Unknown {
+                band_type,
+                rate,
+                burst_size,
+                data,
+            } => {
                 dst.put_u16(*band_type);
                 dst.put_u16(len);
                 dst.put_u32(*rate);
@@ -138,9 +160,18 @@ impl MeterBand {
                 let prec_level = b.u8()?;
                 b.skip(3)?;
                 b.finish()?;
-                MeterBand::DscpRemark { rate, burst_size, prec_level }
+                MeterBand::DscpRemark {
+                    rate,
+                    burst_size,
+                    prec_level,
+                }
             }
-            _ => MeterBand::Unknown { band_type: typ, rate, burst_size, data: Bytes::copy_from_slice(b.rest()) },
+            _ => MeterBand::Unknown {
+                band_type: typ,
+                rate,
+                burst_size,
+                data: Bytes::copy_from_slice(b.rest()),
+            },
         })
     }
 }
@@ -167,14 +198,29 @@ pub struct MeterMod {
 
 impl MeterMod {
     pub fn add(meter_id: u32, flags: MeterFlags, bands: Vec<MeterBand>) -> Self {
-        MeterMod { command: MeterCommand::Add, flags, meter_id, bands }
+        MeterMod {
+            command: MeterCommand::Add,
+            flags,
+            meter_id,
+            bands,
+        }
     }
     pub fn modify(meter_id: u32, flags: MeterFlags, bands: Vec<MeterBand>) -> Self {
-        MeterMod { command: MeterCommand::Modify, flags, meter_id, bands }
+        MeterMod {
+            command: MeterCommand::Modify,
+            flags,
+            meter_id,
+            bands,
+        }
     }
     /// Deletes a meter (or all with [`ALL`]).
     pub fn delete(meter_id: u32) -> Self {
-        MeterMod { command: MeterCommand::Delete, flags: MeterFlags::EMPTY, meter_id, bands: Vec::new() }
+        MeterMod {
+            command: MeterCommand::Delete,
+            flags: MeterFlags::EMPTY,
+            meter_id,
+            bands: Vec::new(),
+        }
     }
     pub fn buffer_len(&self) -> usize {
         8 + bands_len(&self.bands)
@@ -193,6 +239,11 @@ impl MeterMod {
         let flags = MeterFlags(r.u16()?);
         let meter_id = r.u32()?;
         let bands = parse_bands(r)?;
-        Ok(MeterMod { command, flags, meter_id, bands })
+        Ok(MeterMod {
+            command,
+            flags,
+            meter_id,
+            bands,
+        })
     }
 }

@@ -61,12 +61,13 @@ pub use flow_mod::{FlowMod, FlowModCommand, FlowModFlags, FlowRemoved, FlowRemov
 pub use frame::{Header, MAX_MESSAGE_LEN};
 pub use instruction::Instruction;
 pub use messages::{
-    ControllerRole, ErrorCode, ErrorMsg, ErrorType, Hello, HelloElement, PacketIn, PacketInReason, Role,
-    SwitchConfig, SwitchFeatures,
+    ControllerRole, ErrorCode, ErrorMsg, ErrorType, Hello, HelloElement, PacketIn, PacketInReason,
+    Role, SwitchConfig, SwitchFeatures,
 };
 pub use meter::{MeterBand, MeterCommand, MeterFlags, MeterMod};
 pub use multipart::{
-    FlowStatsRequest, MultipartReply, MultipartReplyBody, MultipartRequest, MultipartRequestBody, Reassembler,
+    FlowStatsRequest, MultipartReply, MultipartReplyBody, MultipartRequest, MultipartRequestBody,
+    Reassembler,
 };
 pub use oxm::{Match, OxmField};
 pub use port::{Port, PortReason, PortStatus};
@@ -197,7 +198,10 @@ impl Body {
             Body::Hello(h) => h.buffer_len(),
             Body::Error(e) => e.buffer_len(),
             Body::EchoRequest(b) | Body::EchoReply(b) => b.len(),
-            Body::FeaturesRequest | Body::GetConfigRequest | Body::BarrierRequest | Body::BarrierReply => 0,
+            Body::FeaturesRequest
+            | Body::GetConfigRequest
+            | Body::BarrierRequest
+            | Body::BarrierReply => 0,
             Body::FeaturesReply(f) => f.buffer_len(),
             Body::GetConfigReply(c) | Body::SetConfig(c) => c.buffer_len(),
             Body::PacketIn(p) => p.buffer_len(),
@@ -217,7 +221,10 @@ impl Body {
             Body::Hello(h) => h.emit(dst),
             Body::Error(e) => e.emit(dst),
             Body::EchoRequest(b) | Body::EchoReply(b) => dst.put_slice(b),
-            Body::FeaturesRequest | Body::GetConfigRequest | Body::BarrierRequest | Body::BarrierReply => {}
+            Body::FeaturesRequest
+            | Body::GetConfigRequest
+            | Body::BarrierRequest
+            | Body::BarrierReply => {}
             Body::FeaturesReply(f) => f.emit(dst),
             Body::GetConfigReply(c) | Body::SetConfig(c) => c.emit(dst),
             Body::PacketIn(p) => p.emit(dst),
@@ -279,15 +286,24 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
         return Err(FrameError::TooShort(len).into());
     }
     if len != frame.len() {
-        return Err(DecodeError::LengthMismatch { header: len, actual: frame.len() });
+        return Err(DecodeError::LengthMismatch {
+            header: len,
+            actual: frame.len(),
+        });
     }
     let mut r = Reader::new(&frame[HEADER_LEN..], "message body");
     use msg_type as t;
     if h.msg_type == t::HELLO {
-        return Ok(Message { xid: h.xid, body: Body::Hello(Hello::parse(h.version, &mut r)?) });
+        return Ok(Message {
+            xid: h.xid,
+            body: Body::Hello(Hello::parse(h.version, &mut r)?),
+        });
     }
     if h.version != OFP_VERSION {
-        return Err(DecodeError::UnsupportedVersion { version: h.version, msg_type: h.msg_type });
+        return Err(DecodeError::UnsupportedVersion {
+            version: h.version,
+            msg_type: h.msg_type,
+        });
     }
     let empty = |r: &mut Reader<'_>, what: &'static str| {
         r.what = what;
@@ -306,7 +322,9 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
             empty(&mut r, "get_config_request")?;
             Body::GetConfigRequest
         }
-        t::GET_CONFIG_REPLY => Body::GetConfigReply(SwitchConfig::parse(&mut r, "get_config_reply")?),
+        t::GET_CONFIG_REPLY => {
+            Body::GetConfigReply(SwitchConfig::parse(&mut r, "get_config_reply")?)
+        }
         t::SET_CONFIG => Body::SetConfig(SwitchConfig::parse(&mut r, "set_config")?),
         t::PACKET_IN => Body::PacketIn(PacketIn::parse(&mut r)?),
         t::FLOW_REMOVED => Body::FlowRemoved(FlowRemoved::parse(&mut r)?),
@@ -328,7 +346,10 @@ pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
         t::ROLE_REQUEST => Body::RoleRequest(Role::parse(&mut r, "role_request")?),
         t::ROLE_REPLY => Body::RoleReply(Role::parse(&mut r, "role_reply")?),
         t::METER_MOD => Body::MeterMod(MeterMod::parse(&mut r)?),
-        other => Body::Unknown { msg_type: other, payload: Bytes::copy_from_slice(r.rest()) },
+        other => Body::Unknown {
+            msg_type: other,
+            payload: Bytes::copy_from_slice(r.rest()),
+        },
     };
     Ok(Message { xid: h.xid, body })
 }

@@ -111,7 +111,14 @@ impl FlowStatsRequest {
         let cookie_mask = r.u64()?;
         let match_ = Match::parse(r, "flow stats request match")?;
         r.finish()?;
-        Ok(FlowStatsRequest { table_id, out_port, out_group, cookie, cookie_mask, match_ })
+        Ok(FlowStatsRequest {
+            table_id,
+            out_port,
+            out_group,
+            cookie,
+            cookie_mask,
+            match_,
+        })
     }
 }
 
@@ -121,13 +128,22 @@ pub enum MultipartRequestBody {
     Flow(FlowStatsRequest),
     Aggregate(FlowStatsRequest),
     /// port_no (32) | pad (32)
-    PortStats { port_no: u32 },
+    PortStats {
+        port_no: u32,
+    },
     /// port_no (32) | queue_id (32)
-    Queue { port_no: u32, queue_id: u32 },
+    Queue {
+        port_no: u32,
+        queue_id: u32,
+    },
     /// meter_id (32) | pad (32)
-    Meter { meter_id: u32 },
+    Meter {
+        meter_id: u32,
+    },
     /// meter_id (32) | pad (32)
-    MeterConfig { meter_id: u32 },
+    MeterConfig {
+        meter_id: u32,
+    },
     MeterFeatures,
     PortDesc,
     Unknown {
@@ -267,7 +283,10 @@ impl MultipartRequest {
                 r.finish()?;
                 B::Queue { port_no, queue_id }
             }
-            _ => B::Unknown { mp_type: t, body: Bytes::copy_from_slice(r.rest()) },
+            _ => B::Unknown {
+                mp_type: t,
+                body: Bytes::copy_from_slice(r.rest()),
+            },
         };
         Ok(MultipartRequest { flags, body })
     }
@@ -563,16 +582,30 @@ impl MultipartReplyBody {
             (B::Meter(a), B::Meter(b)) => a.extend(b),
             (B::MeterConfig(a), B::MeterConfig(b)) => a.extend(b),
             (B::PortDesc(a), B::PortDesc(b)) => a.extend(b),
-            (B::Unknown { mp_type: ta, body: a }, B::Unknown { mp_type: tb, body: b }) if *ta == tb => {
+            (
+                B::Unknown {
+                    mp_type: ta,
+                    body: a,
+                },
+                B::Unknown {
+                    mp_type: tb,
+                    body: b,
+                },
+            ) if *ta == tb => {
                 let mut v = BytesMut::from(&a[..]);
                 v.extend_from_slice(&b);
                 *a = v.freeze();
             }
-            (B::Desc(_), B::Desc(_)) | (B::Aggregate(_), B::Aggregate(_)) | (B::MeterFeatures(_), B::MeterFeatures(_)) => {
+            (B::Desc(_), B::Desc(_))
+            | (B::Aggregate(_), B::Aggregate(_))
+            | (B::MeterFeatures(_), B::MeterFeatures(_)) => {
                 return Err(MergeError::NotSplittable(current))
             }
             (_, next) => {
-                return Err(MergeError::TypeMismatch { current, next: format!("{} ({})", type_name(next.mp_type()), next.mp_type()) })
+                return Err(MergeError::TypeMismatch {
+                    current,
+                    next: format!("{} ({})", type_name(next.mp_type()), next.mp_type()),
+                })
             }
         }
         Ok(())
@@ -598,7 +631,16 @@ impl MultipartReplyBody {
         use MultipartReplyBody::*;
         match self {
             Desc(d) => {
-                for (s, n) in [&d.mfr_desc, &d.hw_desc, &d.sw_desc, &d.serial_num, &d.dp_desc].into_iter().zip(DESC_LENS) {
+                for (s, n) in [
+                    &d.mfr_desc,
+                    &d.hw_desc,
+                    &d.sw_desc,
+                    &d.serial_num,
+                    &d.dp_desc,
+                ]
+                .into_iter()
+                .zip(DESC_LENS)
+                {
                     put_fixed_str(dst, s, n);
                 }
             }
@@ -669,7 +711,13 @@ impl MultipartReplyBody {
                 }
                 r.finish()?;
                 let [mfr_desc, hw_desc, sw_desc, serial_num, dp_desc] = s;
-                B::Desc(Desc { mfr_desc, hw_desc, sw_desc, serial_num, dp_desc })
+                B::Desc(Desc {
+                    mfr_desc,
+                    hw_desc,
+                    sw_desc,
+                    serial_num,
+                    dp_desc,
+                })
             }
             FLOW => {
                 let mut v = Vec::new();
@@ -680,7 +728,11 @@ impl MultipartReplyBody {
             }
             AGGREGATE => {
                 r.what = "aggregate reply";
-                let a = AggregateStats { packet_count: r.u64()?, byte_count: r.u64()?, flow_count: r.u32()? };
+                let a = AggregateStats {
+                    packet_count: r.u64()?,
+                    byte_count: r.u64()?,
+                    flow_count: r.u32()?,
+                };
                 r.skip(4)?;
                 r.finish()?;
                 B::Aggregate(a)
@@ -725,9 +777,20 @@ impl MultipartReplyBody {
                     e.what = "meter band stats";
                     let mut bands = Vec::new();
                     while !e.is_empty() {
-                        bands.push(MeterBandStats { packet_band_count: e.u64()?, byte_band_count: e.u64()? });
+                        bands.push(MeterBandStats {
+                            packet_band_count: e.u64()?,
+                            byte_band_count: e.u64()?,
+                        });
                     }
-                    v.push(MeterStats { meter_id, flow_count, packet_in_count, byte_in_count, duration_sec, duration_nsec, bands });
+                    v.push(MeterStats {
+                        meter_id,
+                        flow_count,
+                        packet_in_count,
+                        byte_in_count,
+                        duration_sec,
+                        duration_nsec,
+                        bands,
+                    });
                 }
                 B::Meter(v)
             }
@@ -740,7 +803,11 @@ impl MultipartReplyBody {
                     let flags = MeterFlags(e.u16()?);
                     let meter_id = e.u32()?;
                     let bands = meter::parse_bands(&mut e)?;
-                    v.push(MeterConfig { flags, meter_id, bands });
+                    v.push(MeterConfig {
+                        flags,
+                        meter_id,
+                        bands,
+                    });
                 }
                 B::MeterConfig(v)
             }
@@ -764,7 +831,10 @@ impl MultipartReplyBody {
                 }
                 B::PortDesc(v)
             }
-            _ => B::Unknown { mp_type: t, body: Bytes::copy_from_slice(r.rest()) },
+            _ => B::Unknown {
+                mp_type: t,
+                body: Bytes::copy_from_slice(r.rest()),
+            },
         })
     }
 }
@@ -816,7 +886,11 @@ impl Reassembler {
     }
     /// Adds one part. Returns the whole reply when `part` is the last one.
     /// On a merge error the partial reply for `xid` is dropped.
-    pub fn push(&mut self, xid: u32, part: MultipartReply) -> Result<Option<MultipartReplyBody>, MergeError> {
+    pub fn push(
+        &mut self,
+        xid: u32,
+        part: MultipartReply,
+    ) -> Result<Option<MultipartReplyBody>, MergeError> {
         let more = part.more();
         let body = match self.pending.remove(&xid) {
             Some(mut acc) => {
@@ -847,7 +921,11 @@ mod tests {
     use super::*;
 
     fn ps(port_no: u32) -> PortStats {
-        PortStats { port_no, rx_packets: u64::from(port_no) * 10, ..Default::default() }
+        PortStats {
+            port_no,
+            rx_packets: u64::from(port_no) * 10,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -861,16 +939,37 @@ mod tests {
     fn merge_rejects_mismatch_and_single_structures() {
         let mut a = MultipartReplyBody::PortStats(vec![ps(1)]);
         let e = a.merge(MultipartReplyBody::PortDesc(vec![])).unwrap_err();
-        assert_eq!(e.to_string(), "cannot merge a PORT_DESC (13) multipart reply part into a PORT reply");
+        assert_eq!(
+            e.to_string(),
+            "cannot merge a PORT_DESC (13) multipart reply part into a PORT reply"
+        );
         let mut d = MultipartReplyBody::Aggregate(AggregateStats::default());
         assert_eq!(
             d.merge(MultipartReplyBody::Aggregate(AggregateStats::default())),
             Err(MergeError::NotSplittable("AGGREGATE"))
         );
-        let mut u = MultipartReplyBody::Unknown { mp_type: 99, body: Bytes::from_static(b"ab") };
-        u.merge(MultipartReplyBody::Unknown { mp_type: 99, body: Bytes::from_static(b"cd") }).unwrap();
-        assert_eq!(u, MultipartReplyBody::Unknown { mp_type: 99, body: Bytes::from_static(b"abcd") });
-        assert!(u.merge(MultipartReplyBody::Unknown { mp_type: 98, body: Bytes::new() }).is_err());
+        let mut u = MultipartReplyBody::Unknown {
+            mp_type: 99,
+            body: Bytes::from_static(b"ab"),
+        };
+        u.merge(MultipartReplyBody::Unknown {
+            mp_type: 99,
+            body: Bytes::from_static(b"cd"),
+        })
+        .unwrap();
+        assert_eq!(
+            u,
+            MultipartReplyBody::Unknown {
+                mp_type: 99,
+                body: Bytes::from_static(b"abcd")
+            }
+        );
+        assert!(u
+            .merge(MultipartReplyBody::Unknown {
+                mp_type: 98,
+                body: Bytes::new()
+            })
+            .is_err());
     }
 
     #[test]
@@ -888,13 +987,24 @@ mod tests {
             r.push(7, part(0, vec![3])).unwrap(),
             Some(MultipartReplyBody::PortStats(vec![ps(1), ps(2), ps(3)]))
         );
-        assert_eq!(r.push(8, part(0, vec![])).unwrap(), Some(MultipartReplyBody::PortStats(vec![ps(10)])));
+        assert_eq!(
+            r.push(8, part(0, vec![])).unwrap(),
+            Some(MultipartReplyBody::PortStats(vec![ps(10)]))
+        );
         assert_eq!(r.pending(), 0);
         // A single-part reply comes straight out.
-        assert_eq!(r.push(9, part(0, vec![4])).unwrap(), Some(MultipartReplyBody::PortStats(vec![ps(4)])));
+        assert_eq!(
+            r.push(9, part(0, vec![4])).unwrap(),
+            Some(MultipartReplyBody::PortStats(vec![ps(4)]))
+        );
         // A mismatched part is an error and drops the partial reply.
         r.push(10, part(REPLY_MORE, vec![1])).unwrap();
-        assert!(r.push(10, MultipartReply::new(MultipartReplyBody::PortDesc(vec![]))).is_err());
+        assert!(r
+            .push(
+                10,
+                MultipartReply::new(MultipartReplyBody::PortDesc(vec![]))
+            )
+            .is_err());
         assert_eq!(r.pending(), 0);
     }
 }

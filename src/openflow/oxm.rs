@@ -50,17 +50,35 @@ mod field {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum OxmField {
     InPort(u32),
-    Metadata { value: u64, mask: Option<u64> },
-    EthDst { addr: MacAddr, mask: Option<MacAddr> },
-    EthSrc { addr: MacAddr, mask: Option<MacAddr> },
+    Metadata {
+        value: u64,
+        mask: Option<u64>,
+    },
+    EthDst {
+        addr: MacAddr,
+        mask: Option<MacAddr>,
+    },
+    EthSrc {
+        addr: MacAddr,
+        mask: Option<MacAddr>,
+    },
     EthType(u16),
     /// VLAN id including the [`VID_PRESENT`] bit, as on the wire.
-    VlanVid { vid: u16, mask: Option<u16> },
+    VlanVid {
+        vid: u16,
+        mask: Option<u16>,
+    },
     VlanPcp(u8),
     IpDscp(u8),
     IpProto(u8),
-    Ipv4Src { addr: Ipv4Addr, mask: Option<Ipv4Addr> },
-    Ipv4Dst { addr: Ipv4Addr, mask: Option<Ipv4Addr> },
+    Ipv4Src {
+        addr: Ipv4Addr,
+        mask: Option<Ipv4Addr>,
+    },
+    Ipv4Dst {
+        addr: Ipv4Addr,
+        mask: Option<Ipv4Addr>,
+    },
     TcpSrc(u16),
     TcpDst(u16),
     UdpSrc(u16),
@@ -84,21 +102,56 @@ impl OxmField {
         let b = CLASS_OPENFLOW_BASIC;
         match self {
             InPort(_) => (b, IN_PORT, false, 4),
-            Metadata { mask, .. } => (b, METADATA, mask.is_some(), if mask.is_some() { 16 } else { 8 }),
-            EthDst { mask, .. } => (b, ETH_DST, mask.is_some(), if mask.is_some() { 12 } else { 6 }),
-            EthSrc { mask, .. } => (b, ETH_SRC, mask.is_some(), if mask.is_some() { 12 } else { 6 }),
+            Metadata { mask, .. } => (
+                b,
+                METADATA,
+                mask.is_some(),
+                if mask.is_some() { 16 } else { 8 },
+            ),
+            EthDst { mask, .. } => (
+                b,
+                ETH_DST,
+                mask.is_some(),
+                if mask.is_some() { 12 } else { 6 },
+            ),
+            EthSrc { mask, .. } => (
+                b,
+                ETH_SRC,
+                mask.is_some(),
+                if mask.is_some() { 12 } else { 6 },
+            ),
             EthType(_) => (b, ETH_TYPE, false, 2),
-            VlanVid { mask, .. } => (b, VLAN_VID, mask.is_some(), if mask.is_some() { 4 } else { 2 }),
+            VlanVid { mask, .. } => (
+                b,
+                VLAN_VID,
+                mask.is_some(),
+                if mask.is_some() { 4 } else { 2 },
+            ),
             VlanPcp(_) => (b, VLAN_PCP, false, 1),
             IpDscp(_) => (b, IP_DSCP, false, 1),
             IpProto(_) => (b, IP_PROTO, false, 1),
-            Ipv4Src { mask, .. } => (b, IPV4_SRC, mask.is_some(), if mask.is_some() { 8 } else { 4 }),
-            Ipv4Dst { mask, .. } => (b, IPV4_DST, mask.is_some(), if mask.is_some() { 8 } else { 4 }),
+            Ipv4Src { mask, .. } => (
+                b,
+                IPV4_SRC,
+                mask.is_some(),
+                if mask.is_some() { 8 } else { 4 },
+            ),
+            Ipv4Dst { mask, .. } => (
+                b,
+                IPV4_DST,
+                mask.is_some(),
+                if mask.is_some() { 8 } else { 4 },
+            ),
             TcpSrc(_) => (b, TCP_SRC, false, 2),
             TcpDst(_) => (b, TCP_DST, false, 2),
             UdpSrc(_) => (b, UDP_SRC, false, 2),
             UdpDst(_) => (b, UDP_DST, false, 2),
-            Unknown { class, field, has_mask, payload } => (*class, *field, *has_mask, payload.len()),
+            Unknown {
+                class,
+                field,
+                has_mask,
+                payload,
+            } => (*class, *field, *has_mask, payload.len()),
         }
     }
 
@@ -153,24 +206,30 @@ impl OxmField {
         let (field, has_mask) = (fb >> 1, fb & 1 == 1);
         let mut p = r.element(len, 0, "oxm field")?;
         if class != CLASS_OPENFLOW_BASIC {
-            return Ok(OxmField::Unknown { class, field, has_mask, payload: Bytes::copy_from_slice(p.rest()) });
+            return Ok(OxmField::Unknown {
+                class,
+                field,
+                has_mask,
+                payload: Bytes::copy_from_slice(p.rest()),
+            });
         }
-        let expect = |name: &'static str, plain: usize, maskable: bool| -> Result<(), DecodeError> {
-            let want = if has_mask { plain * 2 } else { plain };
-            if has_mask && !maskable {
-                return Err(DecodeError::Invalid {
-                    what: "oxm field",
-                    detail: format!("{name} has the mask bit set but cannot be masked"),
-                });
-            }
-            if len != want {
-                return Err(DecodeError::Invalid {
-                    what: "oxm field",
-                    detail: format!("{name} has length {len}, expected {want}"),
-                });
-            }
-            Ok(())
-        };
+        let expect =
+            |name: &'static str, plain: usize, maskable: bool| -> Result<(), DecodeError> {
+                let want = if has_mask { plain * 2 } else { plain };
+                if has_mask && !maskable {
+                    return Err(DecodeError::Invalid {
+                        what: "oxm field",
+                        detail: format!("{name} has the mask bit set but cannot be masked"),
+                    });
+                }
+                if len != want {
+                    return Err(DecodeError::Invalid {
+                        what: "oxm field",
+                        detail: format!("{name} has length {len}, expected {want}"),
+                    });
+                }
+                Ok(())
+            };
         use field::*;
         let f = match field {
             IN_PORT => {
@@ -184,9 +243,21 @@ impl OxmField {
                 OxmField::Metadata { value, mask }
             }
             ETH_DST | ETH_SRC => {
-                expect(if field == ETH_DST { "eth_dst" } else { "eth_src" }, 6, true)?;
+                expect(
+                    if field == ETH_DST {
+                        "eth_dst"
+                    } else {
+                        "eth_src"
+                    },
+                    6,
+                    true,
+                )?;
                 let addr = MacAddr(p.array()?);
-                let mask = if has_mask { Some(MacAddr(p.array()?)) } else { None };
+                let mask = if has_mask {
+                    Some(MacAddr(p.array()?))
+                } else {
+                    None
+                };
                 if field == ETH_DST {
                     OxmField::EthDst { addr, mask }
                 } else {
@@ -216,9 +287,21 @@ impl OxmField {
                 OxmField::IpProto(p.u8()?)
             }
             IPV4_SRC | IPV4_DST => {
-                expect(if field == IPV4_SRC { "ipv4_src" } else { "ipv4_dst" }, 4, true)?;
+                expect(
+                    if field == IPV4_SRC {
+                        "ipv4_src"
+                    } else {
+                        "ipv4_dst"
+                    },
+                    4,
+                    true,
+                )?;
                 let addr = Ipv4Addr::from(p.array::<4>()?);
-                let mask = if has_mask { Some(Ipv4Addr::from(p.array::<4>()?)) } else { None };
+                let mask = if has_mask {
+                    Some(Ipv4Addr::from(p.array::<4>()?))
+                } else {
+                    None
+                };
                 if field == IPV4_SRC {
                     OxmField::Ipv4Src { addr, mask }
                 } else {
@@ -226,7 +309,8 @@ impl OxmField {
                 }
             }
             TCP_SRC | TCP_DST | UDP_SRC | UDP_DST => {
-                let name = ["tcp_src", "tcp_dst", "udp_src", "udp_dst"][usize::from(field - TCP_SRC)];
+                let name =
+                    ["tcp_src", "tcp_dst", "udp_src", "udp_dst"][usize::from(field - TCP_SRC)];
                 expect(name, 2, false)?;
                 let v = p.u16()?;
                 match field {
@@ -236,7 +320,12 @@ impl OxmField {
                     _ => OxmField::UdpDst(v),
                 }
             }
-            _ => OxmField::Unknown { class, field, has_mask, payload: Bytes::copy_from_slice(p.rest()) },
+            _ => OxmField::Unknown {
+                class,
+                field,
+                has_mask,
+                payload: Bytes::copy_from_slice(p.rest()),
+            },
         };
         Ok(f)
     }
@@ -245,7 +334,12 @@ impl OxmField {
     /// (false only for an `Unknown` that spells a known basic field).
     pub fn is_canonical(&self) -> bool {
         match self {
-            OxmField::Unknown { class, field, payload, .. } => {
+            OxmField::Unknown {
+                class,
+                field,
+                payload,
+                ..
+            } => {
                 if payload.len() > 255 {
                     return false;
                 }
@@ -279,14 +373,23 @@ impl Match {
         self.with(OxmField::EthType(t))
     }
     pub fn eth_src(self, addr: [u8; 6], mask: Option<[u8; 6]>) -> Self {
-        self.with(OxmField::EthSrc { addr: MacAddr(addr), mask: mask.map(MacAddr) })
+        self.with(OxmField::EthSrc {
+            addr: MacAddr(addr),
+            mask: mask.map(MacAddr),
+        })
     }
     pub fn eth_dst(self, addr: [u8; 6], mask: Option<[u8; 6]>) -> Self {
-        self.with(OxmField::EthDst { addr: MacAddr(addr), mask: mask.map(MacAddr) })
+        self.with(OxmField::EthDst {
+            addr: MacAddr(addr),
+            mask: mask.map(MacAddr),
+        })
     }
     /// `vid` is the 12-bit VLAN id; the [`VID_PRESENT`] bit is added.
     pub fn vlan_vid(self, vid: u16) -> Self {
-        self.with(OxmField::VlanVid { vid: vid | VID_PRESENT, mask: None })
+        self.with(OxmField::VlanVid {
+            vid: vid | VID_PRESENT,
+            mask: None,
+        })
     }
     pub fn ip_proto(self, p: u8) -> Self {
         self.with(OxmField::IpProto(p))
@@ -339,7 +442,10 @@ impl Match {
         let typ = r.peek_u16(0)?;
         let len = usize::from(r.peek_u16(2)?);
         if typ != MATCH_TYPE_OXM {
-            return Err(DecodeError::Invalid { what, detail: format!("match type {typ} is not OXM (1)") });
+            return Err(DecodeError::Invalid {
+                what,
+                detail: format!("match type {typ} is not OXM (1)"),
+            });
         }
         let mut m = r.element(len, 4, what)?;
         m.skip(4)?;
@@ -374,10 +480,10 @@ mod tests {
             255, 0, 0, 0,           //   /8
             0, 0,                   // padding to 32
         ];
-        let want = Match::new()
-            .in_port(1)
-            .eth_type(0x0800)
-            .ipv4_dst(Ipv4Addr::new(10, 0, 0, 0), Some(Ipv4Addr::new(255, 0, 0, 0)));
+        let want = Match::new().in_port(1).eth_type(0x0800).ipv4_dst(
+            Ipv4Addr::new(10, 0, 0, 0),
+            Some(Ipv4Addr::new(255, 0, 0, 0)),
+        );
         let mut r = Reader::new(bytes, "test");
         assert_eq!(Match::parse(&mut r, "test").unwrap(), want);
         assert!(r.is_empty());
@@ -427,8 +533,12 @@ mod tests {
     #[test]
     fn short_match_length_is_named() {
         let bytes = [0, 1, 0, 3, 0, 0, 0, 0];
-        let e = Match::parse(&mut Reader::new(&bytes, "flow_mod match"), "flow_mod match").unwrap_err();
-        assert_eq!(e.to_string(), "flow_mod match: length 3 is shorter than its 4-byte header");
+        let e =
+            Match::parse(&mut Reader::new(&bytes, "flow_mod match"), "flow_mod match").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "flow_mod match: length 3 is shorter than its 4-byte header"
+        );
     }
 
     #[test]

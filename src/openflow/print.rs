@@ -39,8 +39,12 @@ pub fn ofp_print(hex_in: &str, json: bool) -> Result<String, PrintError> {
     let need = match frame::check(&bytes)? {
         Some(n) => n,
         None => {
-            let need = frame::Header::peek(&bytes).map_or(frame::HEADER_LEN, |h| usize::from(h.length));
-            return Err(PrintError::Truncated { len: bytes.len(), need });
+            let need =
+                frame::Header::peek(&bytes).map_or(frame::HEADER_LEN, |h| usize::from(h.length));
+            return Err(PrintError::Truncated {
+                len: bytes.len(),
+                need,
+            });
         }
     };
     if bytes.len() > need {
@@ -117,11 +121,18 @@ fn hexdump(s: &mut String, b: &[u8]) {
 fn body_text(s: &mut String, b: &Body) -> std::fmt::Result {
     match b {
         Body::Hello(h) => {
-            let versions: Vec<String> = (1..=6u8).filter(|v| h.supports(*v)).map(version_name).collect();
+            let versions: Vec<String> = (1..=6u8)
+                .filter(|v| h.supports(*v))
+                .map(version_name)
+                .collect();
             write!(s, "\n version bitmap: {}", versions.join(", "))?;
             for e in &h.elements {
                 if let super::HelloElement::Unknown { element_type, data } = e {
-                    write!(s, "\n unknown element type {element_type} ({} bytes)", data.len())?;
+                    write!(
+                        s,
+                        "\n unknown element type {element_type} ({} bytes)",
+                        data.len()
+                    )?;
                 }
             }
         }
@@ -135,7 +146,10 @@ fn body_text(s: &mut String, b: &Body) -> std::fmt::Result {
             hexdump(s, &e.data);
         }
         Body::EchoRequest(d) | Body::EchoReply(d) => write!(s, " {} bytes of payload", d.len())?,
-        Body::FeaturesRequest | Body::GetConfigRequest | Body::BarrierRequest | Body::BarrierReply => {}
+        Body::FeaturesRequest
+        | Body::GetConfigRequest
+        | Body::BarrierRequest
+        | Body::BarrierReply => {}
         Body::FeaturesReply(f) => write!(
             s,
             " dpid:{:016x}\nn_tables:{}, n_buffers:{}, auxiliary_id:{}\ncapabilities: {:#x}",
@@ -252,12 +266,19 @@ fn body_text(s: &mut String, b: &Body) -> std::fmt::Result {
                         write!(s, " {}", parts.join(","))?;
                     }
                 }
-                MultipartRequestBody::PortStats { port_no } => write!(s, " port={}", port::name(*port_no))?,
+                MultipartRequestBody::PortStats { port_no } => {
+                    write!(s, " port={}", port::name(*port_no))?
+                }
                 MultipartRequestBody::Queue { port_no, queue_id } => {
-                    let q = if *queue_id == multipart::QUEUE_ALL { "ALL".into() } else { queue_id.to_string() };
+                    let q = if *queue_id == multipart::QUEUE_ALL {
+                        "ALL".into()
+                    } else {
+                        queue_id.to_string()
+                    };
                     write!(s, " port={} queue={q}", port::name(*port_no))?
                 }
-                MultipartRequestBody::Meter { meter_id } | MultipartRequestBody::MeterConfig { meter_id } => {
+                MultipartRequestBody::Meter { meter_id }
+                | MultipartRequestBody::MeterConfig { meter_id } => {
                     write!(s, " meter={}", meter_id_name(*meter_id))?
                 }
                 MultipartRequestBody::Unknown { mp_type, body } => {
@@ -300,12 +321,28 @@ fn bands_text(bands: &[MeterBand]) -> String {
     let v: Vec<String> = bands
         .iter()
         .map(|b| match b {
-            MeterBand::Drop { rate, burst_size } => format!("type=drop rate={rate} burst_size={burst_size}"),
-            MeterBand::DscpRemark { rate, burst_size, prec_level } => {
-                format!("type=dscp_remark rate={rate} burst_size={burst_size} prec_level={prec_level}")
+            MeterBand::Drop { rate, burst_size } => {
+                format!("type=drop rate={rate} burst_size={burst_size}")
             }
-            MeterBand::Unknown { band_type, rate, burst_size, data } => {
-                format!("type={band_type} rate={rate} burst_size={burst_size} data={}", hex::encode(data))
+            MeterBand::DscpRemark {
+                rate,
+                burst_size,
+                prec_level,
+            } => {
+                format!(
+                    "type=dscp_remark rate={rate} burst_size={burst_size} prec_level={prec_level}"
+                )
+            }
+            MeterBand::Unknown {
+                band_type,
+                rate,
+                burst_size,
+                data,
+            } => {
+                format!(
+                    "type={band_type} rate={rate} burst_size={burst_size} data={}",
+                    hex::encode(data)
+                )
             }
         })
         .collect();
@@ -313,9 +350,24 @@ fn bands_text(bands: &[MeterBand]) -> String {
 }
 
 fn port_text(s: &mut String, p: &Port) -> std::fmt::Result {
-    write!(s, "\n {}({}): addr:{}", port::name(p.port_no), p.name, p.hw_addr)?;
-    write!(s, "\n     config: {:#x}\n     state: {:#x}", p.config, p.state)?;
-    write!(s, "\n     speed: {} Mbps now, {} Mbps max", p.curr_speed / 1000, p.max_speed / 1000)
+    write!(
+        s,
+        "\n {}({}): addr:{}",
+        port::name(p.port_no),
+        p.name,
+        p.hw_addr
+    )?;
+    write!(
+        s,
+        "\n     config: {:#x}\n     state: {:#x}",
+        p.config, p.state
+    )?;
+    write!(
+        s,
+        "\n     speed: {} Mbps now, {} Mbps max",
+        p.curr_speed / 1000,
+        p.max_speed / 1000
+    )
 }
 
 fn reply_text(s: &mut String, b: &MultipartReplyBody) -> std::fmt::Result {
@@ -393,13 +445,23 @@ fn reply_text(s: &mut String, b: &MultipartReplyBody) -> std::fmt::Result {
                     m.duration_nsec / 1_000_000
                 )?;
                 for (i, b) in m.bands.iter().enumerate() {
-                    write!(s, "\n{i}: packet_count:{} byte_count:{}", b.packet_band_count, b.byte_band_count)?;
+                    write!(
+                        s,
+                        "\n{i}: packet_count:{} byte_count:{}",
+                        b.packet_band_count, b.byte_band_count
+                    )?;
                 }
             }
         }
         MultipartReplyBody::MeterConfig(v) => {
             for c in v {
-                write!(s, "\nmeter={} {} bands={}", c.meter_id, c.flags.names().join(" "), bands_text(&c.bands))?;
+                write!(
+                    s,
+                    "\nmeter={} {} bands={}",
+                    c.meter_id,
+                    c.flags.names().join(" "),
+                    bands_text(&c.bands)
+                )?;
             }
         }
         MultipartReplyBody::MeterFeatures(f) => write!(
@@ -425,7 +487,13 @@ pub fn match_text(m: &Match) -> Option<String> {
     if m.fields.is_empty() {
         return None;
     }
-    Some(m.fields.iter().map(|f| oxm_text(f, "=")).collect::<Vec<_>>().join(","))
+    Some(
+        m.fields
+            .iter()
+            .map(|f| oxm_text(f, "="))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
 }
 
 fn masked<T: std::fmt::Display>(v: T, m: Option<T>) -> String {
@@ -439,13 +507,19 @@ fn oxm_text(f: &OxmField, eq: &str) -> String {
     match f {
         OxmField::InPort(p) => format!("in_port{eq}{}", port::name(*p)),
         OxmField::Metadata { value, mask } => {
-            format!("metadata{eq}{}", masked(format!("{value:#x}"), mask.map(|m| format!("{m:#x}"))))
+            format!(
+                "metadata{eq}{}",
+                masked(format!("{value:#x}"), mask.map(|m| format!("{m:#x}")))
+            )
         }
         OxmField::EthDst { addr, mask } => format!("dl_dst{eq}{}", masked(addr, mask.as_ref())),
         OxmField::EthSrc { addr, mask } => format!("dl_src{eq}{}", masked(addr, mask.as_ref())),
         OxmField::EthType(t) => format!("dl_type{eq}{t:#06x}"),
         OxmField::VlanVid { vid, mask } => {
-            format!("vlan_vid{eq}{}", masked(format!("{vid:#x}"), mask.map(|m| format!("{m:#x}"))))
+            format!(
+                "vlan_vid{eq}{}",
+                masked(format!("{vid:#x}"), mask.map(|m| format!("{m:#x}")))
+            )
         }
         OxmField::VlanPcp(p) => format!("dl_vlan_pcp{eq}{p}"),
         OxmField::IpDscp(d) => format!("ip_dscp{eq}{d}"),
@@ -456,7 +530,12 @@ fn oxm_text(f: &OxmField, eq: &str) -> String {
         OxmField::TcpDst(p) => format!("tcp_dst{eq}{p}"),
         OxmField::UdpSrc(p) => format!("udp_src{eq}{p}"),
         OxmField::UdpDst(p) => format!("udp_dst{eq}{p}"),
-        OxmField::Unknown { class, field, has_mask, payload } => format!(
+        OxmField::Unknown {
+            class,
+            field,
+            has_mask,
+            payload,
+        } => format!(
             "oxm({class:#06x}:{field}{}){eq}{}",
             if *has_mask { "/w" } else { "" },
             hex::encode(payload)
@@ -491,7 +570,9 @@ pub fn actions_text(actions: &[Action]) -> String {
             Action::Experimenter { experimenter, data } => {
                 format!("experimenter({experimenter:#x}):{}", hex::encode(data))
             }
-            Action::Unknown { action_type, data } => format!("action({action_type}):{}", hex::encode(data)),
+            Action::Unknown { action_type, data } => {
+                format!("action({action_type}):{}", hex::encode(data))
+            }
         })
         .collect::<Vec<_>>()
         .join(",")
@@ -505,12 +586,17 @@ pub fn instructions_text(ins: &[Instruction]) -> String {
     ins.iter()
         .map(|i| match i {
             Instruction::GotoTable(t) => format!("goto_table:{t}"),
-            Instruction::WriteMetadata { metadata, mask } => format!("write_metadata:{metadata:#x}/{mask:#x}"),
+            Instruction::WriteMetadata { metadata, mask } => {
+                format!("write_metadata:{metadata:#x}/{mask:#x}")
+            }
             Instruction::WriteActions(a) => format!("write_actions({})", actions_text(a)),
             Instruction::ApplyActions(a) => actions_text(a),
             Instruction::ClearActions => "clear_actions".into(),
             Instruction::Meter(m) => format!("meter:{m}"),
-            Instruction::Unknown { instruction_type, data } => {
+            Instruction::Unknown {
+                instruction_type,
+                data,
+            } => {
                 format!("instruction({instruction_type}):{}", hex::encode(data))
             }
         })

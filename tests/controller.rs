@@ -119,7 +119,13 @@ async fn controller_configures_installs_heals_and_cleans_up() {
     // (An earlier solive left the bridge secure with a controller target; OVS
     // itself flushes every flow when fail_mode changes or a bridge gets its
     // first controller, so that is how such leftovers look.)
-    sb.vsctl(&["set", "bridge", "br0", "protocols=OpenFlow13", "fail_mode=secure"]);
+    sb.vsctl(&[
+        "set",
+        "bridge",
+        "br0",
+        "protocols=OpenFlow13",
+        "fail_mode=secure",
+    ]);
     sb.vsctl(&["set-controller", "br0", "tcp:127.0.0.1:1"]);
     sb.ofctl(&["add-meter", "br0", "meter=99,kbps,band=type=drop,rate=1000"]);
     sb.ofctl(&[
@@ -329,7 +335,11 @@ async fn controller_configures_installs_heals_and_cleans_up() {
         .await;
 
     // Someone else's flow, added while solive runs, survives resyncs and shutdown.
-    sb.ofctl(&["add-flow", "br0", "cookie=0x77,priority=50,udp,tp_dst=9,actions=drop"]);
+    sb.ofctl(&[
+        "add-flow",
+        "br0",
+        "cookie=0x77,priority=50,udp,tp_dst=9,actions=drop",
+    ]);
     tokio::time::sleep(Duration::from_millis(1500)).await; // more than resync_periods x period
     assert!(sb.ofctl(&["dump-flows", "br0"]).contains("cookie=0x77"));
 

@@ -45,7 +45,7 @@ fn ovs_decodes_our_flow_mods() {
             Some(Ipv4Addr::new(255, 255, 255, 0)),
         )
         .ipv4_dst(Ipv4Addr::new(10, 1, 2, 3), None)
-        .tcp_dst(8080);
+        .tcp_dst(8080, None);
     let fm = FlowMod::add(
         0,
         100,
@@ -126,7 +126,7 @@ fn ovs_decodes_our_flow_mods() {
     let udp = Match::new()
         .eth_type(0x0800)
         .ip_proto(17)
-        .udp_src(53)
+        .udp_src(53, None)
         .ip_dscp(46);
     check(
         Message::new(
@@ -172,6 +172,32 @@ fn ovs_decodes_our_flow_mods() {
             &[&format!("(xid=0x8): {cmd}")],
         );
     }
+}
+
+/// A masked transport port (an Open vSwitch extension to OpenFlow 1.3): the
+/// one flow that covers libvirt's migration range 49152-49215.
+#[test]
+fn ovs_decodes_our_masked_transport_port() {
+    let m = Match::new()
+        .eth_type(0x0800)
+        .ip_proto(6)
+        .ipv4_src(Ipv4Addr::new(10, 0, 0, 1), None)
+        .ipv4_dst(Ipv4Addr::new(10, 0, 0, 2), None)
+        .tcp_dst(0xc000, Some(0xffc0));
+    let fm = FlowMod::add(
+        0,
+        200,
+        m,
+        vec![Instruction::ApplyActions(vec![Action::output(
+            port::NORMAL,
+        )])],
+    );
+    let msg = Message::new(9, Body::FlowMod(fm));
+    check(
+        msg.clone(),
+        &["tp_dst=0xc000/0xffc0", "priority=200", "actions=NORMAL"],
+    );
+    assert_eq!(decode(&msg.to_bytes()).unwrap(), msg);
 }
 
 #[test]
@@ -420,7 +446,10 @@ fn we_decode_flow_mods_from_ovs_ofctl() {
     assert!(f.contains(&OxmField::InPort(1)), "{f:?}");
     assert!(f.contains(&OxmField::EthType(0x0800)));
     assert!(f.contains(&OxmField::IpProto(6)));
-    assert!(f.contains(&OxmField::TcpDst(22)));
+    assert!(f.contains(&OxmField::TcpDst {
+        port: 22,
+        mask: None
+    }));
     assert!(f.contains(&OxmField::Ipv4Src {
         addr: Ipv4Addr::new(10, 0, 0, 0),
         mask: Some(Ipv4Addr::new(255, 0, 0, 0))
@@ -463,7 +492,10 @@ fn we_decode_flow_mods_from_ovs_ofctl() {
         })
         .unwrap();
     assert_eq!(fm.command, FlowModCommand::DeleteStrict);
-    assert!(fm.match_.fields.contains(&OxmField::UdpDst(53)));
+    assert!(fm.match_.fields.contains(&OxmField::UdpDst {
+        port: 53,
+        mask: None
+    }));
 
     let msgs = capture_from_ofctl(
         "mod-flows",

@@ -314,7 +314,7 @@ async fn monitor_delivers_a_bridge_added_by_vsctl() {
         )
         .await
         .unwrap();
-    assert!(initial.get("Bridge").map_or(true, |t| t.is_empty()));
+    assert!(initial.get("Bridge").is_none_or(|t| t.is_empty()));
     sb.add_bridge("br-mon");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -249,7 +249,14 @@ fn shares(total: f64, weights: &[f64]) -> Vec<f64> {
     let sum: f64 = weights.iter().map(|w| w.max(0.0)).sum();
     weights
         .iter()
-        .map(|w| floor + if sum > 0.0 { rest * w.max(0.0) / sum } else { rest / n as f64 })
+        .map(|w| {
+            floor
+                + if sum > 0.0 {
+                    rest * w.max(0.0) / sum
+                } else {
+                    rest / n as f64
+                }
+        })
         .collect()
 }
 
@@ -261,7 +268,10 @@ pub fn plan_host(mode: Mode, facts: &HostFacts, legs: &[Leg]) -> HostPlan {
     }
     let timeout = hard_timeout(facts.period);
     let reserved = |pred: &dyn Fn(Role) -> bool| -> f64 {
-        legs.iter().filter(|l| pred(l.role)).map(|l| l.reserve_bps.max(0.0)).sum()
+        legs.iter()
+            .filter(|l| pred(l.role))
+            .map(|l| l.reserve_bps.max(0.0))
+            .sum()
     };
     let out_reserved = reserved(&|r| r == Role::Source);
     let in_reserved = reserved(&|r| r != Role::Source);
@@ -304,7 +314,8 @@ pub fn plan_host(mode: Mode, facts: &HostFacts, legs: &[Leg]) -> HostPlan {
                     burst_kb: burst_kb(u64::from(rate_kbps)) as u32,
                 });
                 for vm in &facts.vms {
-                    plan.flows.push(app_flow(KIND_APP_OUT, vm.port_no, APP_OUT_METER, timeout));
+                    plan.flows
+                        .push(app_flow(KIND_APP_OUT, vm.port_no, APP_OUT_METER, timeout));
                 }
             }
             if has_in {
@@ -317,7 +328,8 @@ pub fn plan_host(mode: Mode, facts: &HostFacts, legs: &[Leg]) -> HostPlan {
                         rate_kbps,
                         burst_kb: burst_kb(u64::from(rate_kbps)) as u32,
                     });
-                    plan.flows.push(app_flow(KIND_APP_IN, *uplink, APP_IN_METER, timeout));
+                    plan.flows
+                        .push(app_flow(KIND_APP_IN, *uplink, APP_IN_METER, timeout));
                 }
             }
         }
@@ -333,13 +345,25 @@ pub fn plan_host(mode: Mode, facts: &HostFacts, legs: &[Leg]) -> HostPlan {
                         max_rate: Some(cap),
                         priority: None,
                     };
-                    let migq = QueueConfig { min_rate: Some(mig), max_rate: Some(cap), priority: None };
-                    plan.qos.push(PortQos { port: uplink.clone(), max_rate: cap, queues: vec![(0, app), (1, migq)] });
+                    let migq = QueueConfig {
+                        min_rate: Some(mig),
+                        max_rate: Some(cap),
+                        priority: None,
+                    };
+                    plan.qos.push(PortQos {
+                        port: uplink.clone(),
+                        max_rate: cap,
+                        queues: vec![(0, app), (1, migq)],
+                    });
                 }
                 let weights: Vec<f64> = facts.vms.iter().map(|v| v.tx_bps).collect();
                 for (vm, share) in facts.vms.iter().zip(shares(limit, &weights)) {
                     let rate_kbps = (share / 1000.0).round().max(1.0) as u64;
-                    plan.policing.push(Policing { iface: vm.iface.clone(), rate_kbps, burst_kb: burst_kb(rate_kbps) });
+                    plan.policing.push(Policing {
+                        iface: vm.iface.clone(),
+                        rate_kbps,
+                        burst_kb: burst_kb(rate_kbps),
+                    });
                 }
             }
             if has_in {
@@ -348,8 +372,16 @@ pub fn plan_host(mode: Mode, facts: &HostFacts, legs: &[Leg]) -> HostPlan {
                 let weights: Vec<f64> = facts.vms.iter().map(|v| v.rx_bps).collect();
                 for (vm, share) in facts.vms.iter().zip(shares(limit, &weights)) {
                     let rate = share.round().max(1000.0) as u64;
-                    let q = QueueConfig { min_rate: None, max_rate: Some(rate), priority: None };
-                    plan.qos.push(PortQos { port: vm.iface.clone(), max_rate: rate, queues: vec![(0, q)] });
+                    let q = QueueConfig {
+                        min_rate: None,
+                        max_rate: Some(rate),
+                        priority: None,
+                    };
+                    plan.qos.push(PortQos {
+                        port: vm.iface.clone(),
+                        max_rate: rate,
+                        queues: vec![(0, q)],
+                    });
                 }
             }
         }
@@ -383,8 +415,18 @@ mod tests {
             capacity_bps: C,
             uplink: Some((10, "up0".into())),
             vms: vec![
-                VmPort { port_no: 1, iface: "vm1".into(), tx_bps: 60e6, rx_bps: 0.0 },
-                VmPort { port_no: 2, iface: "vm2".into(), tx_bps: 0.0, rx_bps: 30e6 },
+                VmPort {
+                    port_no: 1,
+                    iface: "vm1".into(),
+                    tx_bps: 60e6,
+                    rx_bps: 0.0,
+                },
+                VmPort {
+                    port_no: 2,
+                    iface: "vm2".into(),
+                    tx_bps: 0.0,
+                    rx_bps: 30e6,
+                },
             ],
             period: Duration::from_secs(1),
             min_app_bps: 5e6,
@@ -406,12 +448,23 @@ mod tests {
 
     #[test]
     fn mode_choice_follows_datapath_and_meter_support() {
-        let meters = Some(MeterSupport { max_meter: 200_000, drop_band: true });
+        let meters = Some(MeterSupport {
+            max_meter: 200_000,
+            drop_band: true,
+        });
         let c = choose_mode(EnforcementMode::Auto, "netdev", meters).unwrap();
         assert_eq!(c.mode, Mode::Meter);
         assert!(c.reason.contains("userspace"));
-        assert_eq!(choose_mode(EnforcementMode::Auto, "system", meters).unwrap().mode, Mode::Queue);
-        assert_eq!(choose_mode(EnforcementMode::Auto, "", None).unwrap().mode, Mode::Queue);
+        assert_eq!(
+            choose_mode(EnforcementMode::Auto, "system", meters)
+                .unwrap()
+                .mode,
+            Mode::Queue
+        );
+        assert_eq!(
+            choose_mode(EnforcementMode::Auto, "", None).unwrap().mode,
+            Mode::Queue
+        );
         assert!(choose_mode(EnforcementMode::Auto, "netdev", None).is_err());
         assert!(choose_mode(EnforcementMode::Meter, "system", None).is_err());
         let q = choose_mode(EnforcementMode::Queue, "netdev", meters).unwrap();
@@ -427,17 +480,37 @@ mod tests {
     #[test]
     fn meter_mode_source_meters_every_vm_port_and_lets_migration_bypass() {
         let p = plan_host(Mode::Meter, &facts(), &[flow(Role::Source, 75e6)]);
-        assert_eq!(p.meters, vec![MeterSpec { id: APP_OUT_METER, rate_kbps: 25_000, burst_kb: 2_500 }]);
+        assert_eq!(
+            p.meters,
+            vec![MeterSpec {
+                id: APP_OUT_METER,
+                rate_kbps: 25_000,
+                burst_kb: 2_500
+            }]
+        );
         assert_eq!(p.app_out_limit_bps, Some(25e6));
-        let app: Vec<_> = p.flows.iter().filter(|f| f.priority == APP_PRIORITY).collect();
+        let app: Vec<_> = p
+            .flows
+            .iter()
+            .filter(|f| f.priority == APP_PRIORITY)
+            .collect();
         assert_eq!(app.len(), 2);
         assert!(app.iter().all(|f| f.refresh && f.hard_timeout == 3));
-        assert!(app.iter().all(|f| f.instructions.contains(&Instruction::Meter(APP_OUT_METER))));
-        let mig: Vec<_> = p.flows.iter().filter(|f| f.priority == MIGRATION_PRIORITY).collect();
+        assert!(app
+            .iter()
+            .all(|f| f.instructions.contains(&Instruction::Meter(APP_OUT_METER))));
+        let mig: Vec<_> = p
+            .flows
+            .iter()
+            .filter(|f| f.priority == MIGRATION_PRIORITY)
+            .collect();
         assert_eq!(mig.len(), 1);
         assert!(is_migration_cookie(mig[0].cookie));
         assert!(!mig[0].refresh, "a bypass flow throttles nothing");
-        assert!(!mig[0].instructions.iter().any(|i| matches!(i, Instruction::Meter(_))));
+        assert!(!mig[0]
+            .instructions
+            .iter()
+            .any(|i| matches!(i, Instruction::Meter(_))));
         assert!(p.qos.is_empty() && p.policing.is_empty());
     }
 
@@ -446,14 +519,22 @@ mod tests {
         let p = plan_host(Mode::Meter, &facts(), &[flow(Role::Destination, 40e6)]);
         assert_eq!(p.meters[0].id, APP_IN_METER);
         assert_eq!(p.meters[0].rate_kbps, 60_000);
-        let app: Vec<_> = p.flows.iter().filter(|f| f.priority == APP_PRIORITY).collect();
+        let app: Vec<_> = p
+            .flows
+            .iter()
+            .filter(|f| f.priority == APP_PRIORITY)
+            .collect();
         assert_eq!(app.len(), 1);
         assert_eq!(app[0].matches, Match::new().in_port(10));
     }
 
     #[test]
     fn applications_keep_their_minimum() {
-        let p = plan_host(Mode::Meter, &facts(), &[flow(Role::Source, 90e6), flow(Role::Source, 90e6)]);
+        let p = plan_host(
+            Mode::Meter,
+            &facts(),
+            &[flow(Role::Source, 90e6), flow(Role::Source, 90e6)],
+        );
         assert_eq!(p.app_out_limit_bps, Some(5e6));
     }
 
@@ -465,9 +546,15 @@ mod tests {
         assert_eq!((q.port.as_str(), q.max_rate), ("up0", 100_000_000));
         assert_eq!(q.queues[1].1.min_rate, Some(75_000_000));
         assert_eq!(q.queues[0].1.min_rate, Some(25_000_000));
-        let mig = p.flows.iter().find(|f| f.priority == MIGRATION_PRIORITY).unwrap();
+        let mig = p
+            .flows
+            .iter()
+            .find(|f| f.priority == MIGRATION_PRIORITY)
+            .unwrap();
         assert!(mig.refresh && mig.hard_timeout == 3);
-        assert!(matches!(&mig.instructions[0], Instruction::ApplyActions(a) if a[0] == Action::SetQueue(1)));
+        assert!(
+            matches!(&mig.instructions[0], Instruction::ApplyActions(a) if a[0] == Action::SetQueue(1))
+        );
         // 25 Mbit/s split: a floor of 25/8 each, the rest by outgoing rate
         // (vm1 sends 60, vm2 nothing).
         let total: u64 = p.policing.iter().map(|x| x.rate_kbps).sum();

@@ -14,6 +14,7 @@
 //!   switch (re)connects, reconciles the switch's flows and meters with the
 //!   desired ones ([`reconcile`]).
 
+pub mod enforce;
 mod host;
 pub mod reconcile;
 mod view;

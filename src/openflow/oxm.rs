@@ -79,10 +79,25 @@ pub enum OxmField {
         addr: Ipv4Addr,
         mask: Option<Ipv4Addr>,
     },
-    TcpSrc(u16),
-    TcpDst(u16),
-    UdpSrc(u16),
-    UdpDst(u16),
+    /// Transport ports. OpenFlow 1.3 lists them as not maskable, but Open
+    /// vSwitch accepts a bitwise mask (ovs-fields(7)), which is how one flow
+    /// covers a port range such as libvirt's 49152–49215 (0xc000/0xffc0).
+    TcpSrc {
+        port: u16,
+        mask: Option<u16>,
+    },
+    TcpDst {
+        port: u16,
+        mask: Option<u16>,
+    },
+    UdpSrc {
+        port: u16,
+        mask: Option<u16>,
+    },
+    UdpDst {
+        port: u16,
+        mask: Option<u16>,
+    },
     /// Any other field: `payload` is everything after the 4-byte OXM header
     /// (value and mask; for the experimenter class, the experimenter id first).
     Unknown {
@@ -142,10 +157,30 @@ impl OxmField {
                 mask.is_some(),
                 if mask.is_some() { 8 } else { 4 },
             ),
-            TcpSrc(_) => (b, TCP_SRC, false, 2),
-            TcpDst(_) => (b, TCP_DST, false, 2),
-            UdpSrc(_) => (b, UDP_SRC, false, 2),
-            UdpDst(_) => (b, UDP_DST, false, 2),
+            TcpSrc { mask, .. } => (
+                b,
+                TCP_SRC,
+                mask.is_some(),
+                if mask.is_some() { 4 } else { 2 },
+            ),
+            TcpDst { mask, .. } => (
+                b,
+                TCP_DST,
+                mask.is_some(),
+                if mask.is_some() { 4 } else { 2 },
+            ),
+            UdpSrc { mask, .. } => (
+                b,
+                UDP_SRC,
+                mask.is_some(),
+                if mask.is_some() { 4 } else { 2 },
+            ),
+            UdpDst { mask, .. } => (
+                b,
+                UDP_DST,
+                mask.is_some(),
+                if mask.is_some() { 4 } else { 2 },
+            ),
             Unknown {
                 class,
                 field,
@@ -180,7 +215,16 @@ impl OxmField {
                     dst.put_slice(&m.0);
                 }
             }
-            EthType(v) | TcpSrc(v) | TcpDst(v) | UdpSrc(v) | UdpDst(v) => dst.put_u16(*v),
+            EthType(v) => dst.put_u16(*v),
+            TcpSrc { port, mask }
+            | TcpDst { port, mask }
+            | UdpSrc { port, mask }
+            | UdpDst { port, mask } => {
+                dst.put_u16(*port);
+                if let Some(m) = mask {
+                    dst.put_u16(*m);
+                }
+            }
             VlanVid { vid, mask } => {
                 dst.put_u16(*vid);
                 if let Some(m) = mask {
@@ -311,13 +355,14 @@ impl OxmField {
             TCP_SRC | TCP_DST | UDP_SRC | UDP_DST => {
                 let name =
                     ["tcp_src", "tcp_dst", "udp_src", "udp_dst"][usize::from(field - TCP_SRC)];
-                expect(name, 2, false)?;
-                let v = p.u16()?;
+                expect(name, 2, true)?;
+                let port = p.u16()?;
+                let mask = if has_mask { Some(p.u16()?) } else { None };
                 match field {
-                    TCP_SRC => OxmField::TcpSrc(v),
-                    TCP_DST => OxmField::TcpDst(v),
-                    UDP_SRC => OxmField::UdpSrc(v),
-                    _ => OxmField::UdpDst(v),
+                    TCP_SRC => OxmField::TcpSrc { port, mask },
+                    TCP_DST => OxmField::TcpDst { port, mask },
+                    UDP_SRC => OxmField::UdpSrc { port, mask },
+                    _ => OxmField::UdpDst { port, mask },
                 }
             }
             _ => OxmField::Unknown {
@@ -403,17 +448,17 @@ impl Match {
     pub fn ipv4_dst(self, addr: Ipv4Addr, mask: Option<Ipv4Addr>) -> Self {
         self.with(OxmField::Ipv4Dst { addr, mask })
     }
-    pub fn tcp_src(self, p: u16) -> Self {
-        self.with(OxmField::TcpSrc(p))
+    pub fn tcp_src(self, port: u16, mask: Option<u16>) -> Self {
+        self.with(OxmField::TcpSrc { port, mask })
     }
-    pub fn tcp_dst(self, p: u16) -> Self {
-        self.with(OxmField::TcpDst(p))
+    pub fn tcp_dst(self, port: u16, mask: Option<u16>) -> Self {
+        self.with(OxmField::TcpDst { port, mask })
     }
-    pub fn udp_src(self, p: u16) -> Self {
-        self.with(OxmField::UdpSrc(p))
+    pub fn udp_src(self, port: u16, mask: Option<u16>) -> Self {
+        self.with(OxmField::UdpSrc { port, mask })
     }
-    pub fn udp_dst(self, p: u16) -> Self {
-        self.with(OxmField::UdpDst(p))
+    pub fn udp_dst(self, port: u16, mask: Option<u16>) -> Self {
+        self.with(OxmField::UdpDst { port, mask })
     }
 
     /// Length without the trailing padding (the value of the length field).

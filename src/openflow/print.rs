@@ -14,7 +14,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum PrintError {
-    #[error("input is not hex: {0}")]
+    #[error("input is not hex")]
     BadHex(#[from] hex::FromHexError),
     #[error("input of {len} bytes is not a whole OpenFlow message (need {need} bytes)")]
     Truncated { len: usize, need: usize },
@@ -526,10 +526,30 @@ fn oxm_text(f: &OxmField, eq: &str) -> String {
         OxmField::IpProto(p) => format!("nw_proto{eq}{p}"),
         OxmField::Ipv4Src { addr, mask } => format!("nw_src{eq}{}", masked(addr, mask.as_ref())),
         OxmField::Ipv4Dst { addr, mask } => format!("nw_dst{eq}{}", masked(addr, mask.as_ref())),
-        OxmField::TcpSrc(p) => format!("tcp_src{eq}{p}"),
-        OxmField::TcpDst(p) => format!("tcp_dst{eq}{p}"),
-        OxmField::UdpSrc(p) => format!("udp_src{eq}{p}"),
-        OxmField::UdpDst(p) => format!("udp_dst{eq}{p}"),
+        OxmField::TcpSrc { port, mask } => {
+            format!(
+                "tcp_src{eq}{}",
+                masked(port.to_string(), mask.map(|m| format!("{m:#06x}")))
+            )
+        }
+        OxmField::TcpDst { port, mask } => {
+            format!(
+                "tcp_dst{eq}{}",
+                masked(port.to_string(), mask.map(|m| format!("{m:#06x}")))
+            )
+        }
+        OxmField::UdpSrc { port, mask } => {
+            format!(
+                "udp_src{eq}{}",
+                masked(port.to_string(), mask.map(|m| format!("{m:#06x}")))
+            )
+        }
+        OxmField::UdpDst { port, mask } => {
+            format!(
+                "udp_dst{eq}{}",
+                masked(port.to_string(), mask.map(|m| format!("{m:#06x}")))
+            )
+        }
         OxmField::Unknown {
             class,
             field,

@@ -385,10 +385,14 @@ fn oxm() -> impl Strategy<Value = OxmField> {
             .prop_map(|(addr, mask)| OxmField::Ipv4Src { addr, mask }),
         (ip(), proptest::option::of(ip()))
             .prop_map(|(addr, mask)| OxmField::Ipv4Dst { addr, mask }),
-        any::<u16>().prop_map(OxmField::TcpSrc),
-        any::<u16>().prop_map(OxmField::TcpDst),
-        any::<u16>().prop_map(OxmField::UdpSrc),
-        any::<u16>().prop_map(OxmField::UdpDst),
+        (any::<u16>(), any::<Option<u16>>())
+            .prop_map(|(port, mask)| OxmField::TcpSrc { port, mask }),
+        (any::<u16>(), any::<Option<u16>>())
+            .prop_map(|(port, mask)| OxmField::TcpDst { port, mask }),
+        (any::<u16>(), any::<Option<u16>>())
+            .prop_map(|(port, mask)| OxmField::UdpSrc { port, mask }),
+        (any::<u16>(), any::<Option<u16>>())
+            .prop_map(|(port, mask)| OxmField::UdpDst { port, mask }),
         (any::<u16>(), 0u8..128, any::<bool>(), bytes_of(40))
             .prop_map(|(class, field, has_mask, payload)| OxmField::Unknown {
                 class,

@@ -44,7 +44,7 @@ fn main() {
                 Some(Ipv4Addr::new(255, 255, 255, 0)),
             )
             .ipv4_dst(Ipv4Addr::new(10, 0, 1, 2), None)
-            .tcp_dst(8080),
+            .tcp_dst(8080, None),
         vec![
             Instruction::Meter(1),
             Instruction::ApplyActions(vec![Action::SetQueue(3), Action::output(2)]),

@@ -286,7 +286,7 @@ async fn controller_configures_installs_heals_and_cleans_up() {
         max_rate: Some(100_000_000),
         priority: None,
     };
-    c.set_port_qos("h1", "up0", 100_000_000, &[(0, q.clone()), (1, q)])
+    c.set_port_qos("h1", "up0", 100_000_000, &[(0, q), (1, q)])
         .await
         .unwrap();
     let qos = sb.vsctl(&["list", "qos"]);

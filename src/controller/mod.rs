@@ -16,6 +16,7 @@
 
 pub mod enforce;
 mod host;
+pub mod reservation;
 pub mod reconcile;
 mod view;
 

@@ -1,0 +1,369 @@
+//! Reservations: a migration's bandwidth on the source, the destination and
+//! any intermediaries, driven every period by Algorithm 1
+//! ([`crate::reserve::algorithm`]).
+//!
+//! Everything here is pure: the controller measures, calls [`Reservation::tick`]
+//! with what it measured, derives each host's [`Leg`]s with [`legs_for_host`],
+//! and turns them into switch state with [`super::enforce::plan_host`].
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use super::enforce::{Leg, MigrationMatch, MigrationPorts, Role};
+use crate::reserve::{Measurement, Params, Reserver, DEFAULT_MAX_RESERVE};
+
+/// What a cloud manager asks for (`POST /v1/reservations`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationRequest {
+    pub source: String,
+    pub destination: String,
+    #[serde(default)]
+    pub intermediaries: Vec<String>,
+    pub urgency: f64,
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    #[serde(default)]
+    pub max_reserve: Option<f64>,
+    /// The exact destination port of the migration, when known; otherwise
+    /// libvirt's default range 49152-49215.
+    #[serde(default)]
+    pub migration_port: Option<u16>,
+}
+
+fn default_threshold() -> f64 {
+    10.0
+}
+
+/// What the controller knows of a host, for validation and planning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostInfo {
+    pub address: Option<Ipv4Addr>,
+    pub capacity_bps: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReservationError {
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("{field}: unknown host {name:?}")]
+    UnknownHost { field: &'static str, name: String },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ReservationError {
+    ReservationError::Invalid { field, message: message.into() }
+}
+
+impl ReservationRequest {
+    /// Checks the request against the known hosts; returns the parameters.
+    pub fn validate(&self, hosts: &BTreeMap<String, HostInfo>) -> Result<Params, ReservationError> {
+        let params = Params::new(self.urgency, self.threshold, self.max_reserve.unwrap_or(DEFAULT_MAX_RESERVE))
+            .map_err(|e| {
+                let field = match &e {
+                    crate::reserve::algorithm::ParamError::OutOfRange { name, .. } => *name,
+                };
+                invalid(field, e.to_string())
+            })?;
+        let known = |field: &'static str, name: &str| -> Result<&HostInfo, ReservationError> {
+            let h = hosts
+                .get(name)
+                .ok_or_else(|| ReservationError::UnknownHost { field, name: name.to_string() })?;
+            if h.address.is_none() {
+                return Err(invalid(field, format!("host {name:?} has no `address` in the configuration, so its migration flows cannot be identified")));
+            }
+            Ok(h)
+        };
+        known("source", &self.source)?;
+        known("destination", &self.destination)?;
+        if self.source == self.destination {
+            return Err(invalid("destination", "the destination is the source"));
+        }
+        for (i, name) in self.intermediaries.iter().enumerate() {
+            known("intermediaries", name)?;
+            if *name == self.source || *name == self.destination {
+                return Err(invalid("intermediaries", format!("{name:?} is the source or the destination")));
+            }
+            if self.intermediaries[..i].contains(name) {
+                return Err(invalid("intermediaries", format!("{name:?} is listed twice")));
+            }
+        }
+        if self.migration_port == Some(0) {
+            return Err(invalid("migration_port", "port 0 is not a port"));
+        }
+        Ok(params)
+    }
+}
+
+/// One point of a reservation's history.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HistoryPoint {
+    /// Milliseconds since the reservation was made.
+    pub t_ms: u64,
+    pub avail_pct: f64,
+    pub mig_pct: f64,
+    pub reserve_pct: f64,
+}
+
+/// The history is bounded: a reservation lasting a day at 1 s periods would
+/// otherwise keep 86 400 points. Older points are thinned, not dropped, so the
+/// whole course stays visible.
+pub const MAX_HISTORY: usize = 3600;
+
+/// A migration's reservation and the state of its Algorithm 1 loop.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    pub id: u64,
+    pub request: ReservationRequest,
+    reserver: Reserver,
+    /// The migration has been seen moving (or was declared started).
+    pub started: bool,
+    pub history: Vec<HistoryPoint>,
+}
+
+/// A migration is taken as started once its flows carry more than this share
+/// of C (TCP handshakes and probes are not a migration).
+pub const STARTED_PCT: f64 = 1.0;
+
+impl Reservation {
+    pub fn new(id: u64, request: ReservationRequest, params: Params) -> Reservation {
+        Reservation { id, request, reserver: Reserver::new(params), started: false, history: Vec::new() }
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.reserver.params
+    }
+
+    /// The current reservation in percent of the source's C, once measured.
+    pub fn reserve_pct(&self) -> Option<f64> {
+        self.reserver.reserve_pct()
+    }
+
+    /// One period. The first measurement is measurement 0 (the initial
+    /// reservation); until the migration starts the reservation keeps its
+    /// initial value; after that Algorithm 1 adjusts it every period.
+    pub fn tick(&mut self, t_ms: u64, m: &Measurement) {
+        if m.capacity <= 0.0 {
+            return;
+        }
+        if !self.started && m.migration / m.capacity * 100.0 > STARTED_PCT {
+            self.started = true;
+        }
+        let step = if self.reserver.reserve_pct().is_none() || self.started {
+            self.reserver.step(m)
+        } else {
+            // Waiting for the migration: record what is seen, keep the value.
+            crate::reserve::Step {
+                avail_pct: (1.0 - m.outgoing / m.capacity) * 100.0,
+                mig_pct: m.migration / m.capacity * 100.0,
+                reserve_pct: self.reserver.reserve_pct().unwrap_or(0.0),
+            }
+        };
+        self.history.push(HistoryPoint {
+            t_ms,
+            avail_pct: step.avail_pct,
+            mig_pct: step.mig_pct,
+            reserve_pct: step.reserve_pct,
+        });
+        if self.history.len() > MAX_HISTORY {
+            // Keep every other point of the older half.
+            let half = self.history.len() / 2;
+            let mut i = 0;
+            self.history.retain(|_| {
+                i += 1;
+                i > half || i % 2 == 1
+            });
+        }
+    }
+
+    /// The source's reservation in bit/s.
+    pub fn source_bps(&self, source_capacity: f64) -> f64 {
+        self.reserve_pct().unwrap_or(0.0) / 100.0 * source_capacity
+    }
+
+    fn ports(&self) -> MigrationPorts {
+        match self.request.migration_port {
+            Some(p) => MigrationPorts::Exact(p),
+            None => MigrationPorts::LibvirtRange,
+        }
+    }
+
+    /// The migration flows: source to destination, and with intermediaries
+    /// source to each intermediary and each intermediary to the destination.
+    pub fn flows(&self, hosts: &BTreeMap<String, HostInfo>) -> Vec<(String, String, MigrationMatch)> {
+        let addr = |n: &str| hosts.get(n).and_then(|h| h.address);
+        let ports = self.ports();
+        let r = &self.request;
+        let mut pairs = vec![(r.source.clone(), r.destination.clone())];
+        for i in &r.intermediaries {
+            pairs.push((r.source.clone(), i.clone()));
+            pairs.push((i.clone(), r.destination.clone()));
+        }
+        pairs
+            .into_iter()
+            .filter_map(|(a, b)| {
+                let m = MigrationMatch { src: addr(&a)?, dst: addr(&b)?, ports };
+                Some((a, b, m))
+            })
+            .collect()
+    }
+
+    /// What the destination can reserve: the source's reservation, limited to
+    /// `max_reserve` of its own capacity. Returns (reserved, shortfall) in bit/s.
+    pub fn destination_bps(&self, hosts: &BTreeMap<String, HostInfo>) -> (f64, f64) {
+        let src = hosts.get(&self.request.source).map_or(0.0, |h| h.capacity_bps);
+        let dst = hosts.get(&self.request.destination).map_or(0.0, |h| h.capacity_bps);
+        let want = self.source_bps(src);
+        let can = want.min(dst * self.params().max_reserve / 100.0);
+        (can, (want - can).max(0.0))
+    }
+}
+
+/// The legs of every reservation that touch `host`.
+pub fn legs_for_host<'a>(
+    host: &str,
+    reservations: impl IntoIterator<Item = &'a Reservation>,
+    hosts: &BTreeMap<String, HostInfo>,
+) -> Vec<Leg> {
+    let mut legs = Vec::new();
+    for r in reservations {
+        if r.reserve_pct().is_none() {
+            continue; // not measured yet: nothing to enforce
+        }
+        let req = &r.request;
+        let cap = |n: &str| hosts.get(n).map_or(0.0, |h| h.capacity_bps);
+        let source_bps = r.source_bps(cap(&req.source));
+        let (role, reserve_bps) = if req.source == host {
+            (Role::Source, source_bps)
+        } else if req.destination == host {
+            (Role::Destination, r.destination_bps(hosts).0)
+        } else if req.intermediaries.iter().any(|i| i == host) {
+            let k = req.intermediaries.len() as f64;
+            (Role::Intermediary, (source_bps / k).min(cap(host) * r.params().max_reserve / 100.0))
+        } else {
+            continue;
+        };
+        let flows = r
+            .flows(hosts)
+            .into_iter()
+            .filter(|(a, b, _)| a == host || b == host)
+            .map(|(_, _, m)| m)
+            .collect();
+        legs.push(Leg { reservation: r.id, role, reserve_bps, flows });
+    }
+    legs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts() -> BTreeMap<String, HostInfo> {
+        let mut h = BTreeMap::new();
+        for (i, (name, cap)) in [("s", 100e6), ("d", 50e6), ("i1", 100e6), ("i2", 100e6)].iter().enumerate() {
+            h.insert(
+                name.to_string(),
+                HostInfo { address: Some(Ipv4Addr::new(10, 0, 0, i as u8 + 1)), capacity_bps: *cap },
+            );
+        }
+        h.insert("noaddr".into(), HostInfo { address: None, capacity_bps: 1e6 });
+        h
+    }
+
+    fn req() -> ReservationRequest {
+        ReservationRequest {
+            source: "s".into(),
+            destination: "d".into(),
+            intermediaries: vec![],
+            urgency: 75.0,
+            threshold: 10.0,
+            max_reserve: None,
+            migration_port: None,
+        }
+    }
+
+    fn m(out: f64, mig: f64) -> Measurement {
+        Measurement { capacity: 100e6, outgoing: out * 1e6, migration: mig * 1e6 }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let h = hosts();
+        assert_eq!(req().validate(&h).unwrap().max_reserve, DEFAULT_MAX_RESERVE);
+        let cases: Vec<(ReservationRequest, &str)> = vec![
+            (ReservationRequest { urgency: 120.0, ..req() }, "urgency"),
+            (ReservationRequest { threshold: -1.0, ..req() }, "threshold"),
+            (ReservationRequest { max_reserve: Some(101.0), ..req() }, "max_reserve"),
+            (ReservationRequest { source: "x".into(), ..req() }, "source: unknown host"),
+            (ReservationRequest { destination: "s".into(), ..req() }, "destination: the destination is the source"),
+            (ReservationRequest { destination: "noaddr".into(), ..req() }, "destination: host \"noaddr\" has no `address`"),
+            (ReservationRequest { intermediaries: vec!["i1".into(), "i1".into()], ..req() }, "listed twice"),
+            (ReservationRequest { intermediaries: vec!["d".into()], ..req() }, "intermediaries"),
+            (ReservationRequest { migration_port: Some(0), ..req() }, "migration_port"),
+        ];
+        for (r, needle) in cases {
+            let e = r.validate(&h).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e} should contain {needle}");
+        }
+    }
+
+    #[test]
+    fn keeps_initial_value_until_the_migration_starts() {
+        let mut r = Reservation::new(1, req(), req().validate(&hosts()).unwrap());
+        r.tick(0, &m(70.0, 0.0));
+        assert_eq!(r.reserve_pct(), Some(75.0));
+        // The link empties but nothing migrates yet: stays 75 (Algorithm 1
+        // would otherwise add the room).
+        r.tick(1000, &m(10.0, 0.0));
+        assert_eq!(r.reserve_pct(), Some(75.0));
+        assert!(!r.started);
+        // Migration moving: the loop runs. avail 10... no: out 90 -> avail 10,
+        // not > 10; 75 - 60 = 15 > 10 -> released to 60.
+        r.tick(2000, &m(90.0, 60.0));
+        assert!(r.started);
+        assert!((r.reserve_pct().unwrap() - 60.0).abs() < 1e-9);
+        assert_eq!(r.history.len(), 3);
+    }
+
+    #[test]
+    fn history_is_bounded_and_keeps_its_ends() {
+        let mut r = Reservation::new(1, req(), req().validate(&hosts()).unwrap());
+        for t in 0..(MAX_HISTORY as u64 * 3) {
+            r.tick(t, &m(50.0, 0.0));
+        }
+        assert!(r.history.len() <= MAX_HISTORY + 1);
+        assert_eq!(r.history[0].t_ms, 0, "the first point is kept");
+        assert_eq!(r.history.last().unwrap().t_ms, MAX_HISTORY as u64 * 3 - 1);
+    }
+
+    #[test]
+    fn legs_per_role() {
+        let h = hosts();
+        let mut r = Reservation::new(7, ReservationRequest { intermediaries: vec!["i1".into(), "i2".into()], ..req() }, req().validate(&h).unwrap());
+        assert!(legs_for_host("s", [&r], &h).is_empty(), "nothing before measurement 0");
+        r.tick(0, &m(70.0, 0.0)); // 75% of 100 Mbit/s
+        let s = legs_for_host("s", [&r], &h);
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].role, s[0].reserve_bps), (Role::Source, 75e6));
+        assert_eq!(s[0].flows.len(), 3, "to d, i1 and i2");
+        // The destination has 50 Mbit/s: at most 95% of it, the rest is a shortfall.
+        let d = legs_for_host("d", [&r], &h);
+        assert_eq!(d[0].role, Role::Destination);
+        assert!((d[0].reserve_bps - 47.5e6).abs() < 1.0);
+        let (_, short) = r.destination_bps(&h);
+        assert!((short - 27.5e6).abs() < 1.0);
+        assert_eq!(d[0].flows.len(), 3, "from s, i1 and i2");
+        let i = legs_for_host("i1", [&r], &h);
+        assert_eq!((i[0].role, i[0].reserve_bps), (Role::Intermediary, 37.5e6));
+        assert_eq!(i[0].flows.len(), 2);
+        assert!(legs_for_host("noaddr", [&r], &h).is_empty());
+    }
+
+    #[test]
+    fn exact_port_when_known() {
+        let h = hosts();
+        let r = Reservation::new(1, ReservationRequest { migration_port: Some(49200), ..req() }, req().validate(&h).unwrap());
+        assert_eq!(r.flows(&h)[0].2.ports, MigrationPorts::Exact(49200));
+    }
+}

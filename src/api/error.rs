@@ -38,7 +38,9 @@ impl IntoResponse for ApiError {
 impl From<ControllerError> for ApiError {
     fn from(e: ControllerError) -> Self {
         match e {
-            ControllerError::UnknownHost(_) => ApiError::NotFound(e.to_string()),
+            ControllerError::UnknownHost(_) | ControllerError::NotFound(_) => {
+                ApiError::NotFound(e.to_string())
+            }
             ControllerError::Invalid(_) => ApiError::BadRequest(e.to_string()),
             _ => ApiError::Unavailable(e.to_string()),
         }

@@ -7,14 +7,19 @@
 //! | GET | `/v1/health` | `{"status": "ok", "version": ...}` |
 //! | GET | `/v1/hosts` | every host with connection state, dpid, ports and rates |
 //! | GET | `/v1/hosts/{name}` | one host, 404 if unknown |
+//! | POST | `/v1/reservations` | make a reservation (201 with its view) |
+//! | GET | `/v1/reservations` | every reservation |
+//! | GET | `/v1/reservations/{id}` | one, with per-host enforcement and history |
+//! | DELETE | `/v1/reservations/{id}` | release it (204) |
 
 mod error;
 mod health;
 mod hosts;
+mod reservations;
 
 pub use error::ApiError;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::controller::ControllerHandle;
@@ -30,6 +35,14 @@ pub fn router(controller: ControllerHandle) -> Router {
         .route("/v1/health", get(health::get))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/{name}", get(hosts::get))
+        .route(
+            "/v1/reservations",
+            post(reservations::create).get(reservations::list),
+        )
+        .route(
+            "/v1/reservations/{id}",
+            get(reservations::get).delete(reservations::delete),
+        )
         .fallback(error::not_found)
         .with_state(AppState { controller })
 }

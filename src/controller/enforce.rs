@@ -63,9 +63,31 @@ pub fn migration_cookie(reservation: u64, index: u8) -> u64 {
     cookie(KIND_MIGRATION, (reservation << 8) | u64::from(index))
 }
 
+/// Selects the migration kind of solive cookies.
+pub const MIGRATION_COOKIE_MASK: u64 = 0xffff_ff00_0000_0000;
+
 /// Whether a cookie belongs to a migration flow (for measuring its bytes).
 pub fn is_migration_cookie(c: u64) -> bool {
-    c & 0xffff_ff00_0000_0000 == cookie(KIND_MIGRATION, 0)
+    c & MIGRATION_COOKIE_MASK == cookie(KIND_MIGRATION, 0)
+}
+
+/// The reservation a migration flow's cookie belongs to.
+pub fn migration_cookie_reservation(c: u64) -> Option<u64> {
+    is_migration_cookie(c).then_some((c & 0xff_ffff_ffff) >> 8)
+}
+
+/// Whether a cookie is one of the enforcement flows (as opposed to the
+/// baseline flow or a flow put by an API caller).
+pub fn is_enforcement_cookie(c: u64) -> bool {
+    matches!(
+        (c >> 40) & 0xff,
+        KIND_APP_OUT | KIND_APP_IN | KIND_MIGRATION
+    ) && c & super::reconcile::COOKIE_TAG_MASK == COOKIE_TAG
+}
+
+/// The meters enforcement uses.
+pub fn is_enforcement_meter(id: u32) -> bool {
+    id == APP_OUT_METER || id == APP_IN_METER
 }
 
 /// The mode a host uses.
@@ -580,6 +602,19 @@ mod tests {
         assert!(!is_migration_cookie(cookie(KIND_APP_OUT, 7 << 8)));
         assert_ne!(a, migration_cookie(7, 1));
         assert_ne!(a, migration_cookie(8, 0));
+        assert_eq!(
+            migration_cookie_reservation(migration_cookie(8, 3)),
+            Some(8)
+        );
+        assert_eq!(
+            migration_cookie_reservation(cookie(KIND_APP_IN, 8 << 8)),
+            None
+        );
+        assert!(is_enforcement_cookie(cookie(KIND_APP_OUT, 5)));
+        assert!(!is_enforcement_cookie(
+            super::super::reconcile::BASELINE_COOKIE
+        ));
+        assert!(!is_enforcement_cookie(COOKIE_TAG | 1));
         assert_eq!(a & super::super::reconcile::COOKIE_TAG_MASK, COOKIE_TAG);
     }
 

@@ -16,12 +16,13 @@
 
 pub mod enforce;
 mod host;
-pub mod reservation;
 pub mod reconcile;
+pub mod reservation;
+mod reserving;
 mod view;
 
 pub use reconcile::{Desired, FlowSpec, MeterSpec};
-pub use view::{HostView, PortView, VmInterface};
+pub use view::{EnforcementView, HostView, PortView, ReservationView, VmInterface};
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -65,6 +66,8 @@ pub enum ControllerError {
     OvsdbDown(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// Whether a change of desired state has reached the switch.
@@ -100,7 +103,26 @@ pub enum Command {
     Polled {
         host: String,
         session: u64,
-        result: Result<Vec<PortStats>, SwitchError>,
+        result: Result<Polled, SwitchError>,
+    },
+    CreateReservation(
+        reservation::ReservationRequest,
+        Reply<Result<ReservationView, ControllerError>>,
+    ),
+    Reservations(Reply<Vec<ReservationView>>),
+    Reservation(u64, Reply<Option<ReservationView>>),
+    DeleteReservation(u64, Reply<Result<(), ControllerError>>),
+    /// The switch's meter support is known: decide the host's enforcement mode.
+    MeterSupport {
+        host: String,
+        session: u64,
+        support: Option<enforce::MeterSupport>,
+    },
+    /// An OVSDB enforcement (queue mode) was written, or failed.
+    OvsdbApplied {
+        host: String,
+        applied: Option<(Vec<enforce::PortQos>, Vec<enforce::Policing>)>,
+        error: Option<String>,
     },
     Reconciled {
         host: String,
@@ -123,6 +145,26 @@ impl ControllerHandle {
             .send(make(tx))
             .map_err(|_| ControllerError::Stopped)?;
         rx.await.map_err(|_| ControllerError::Stopped)
+    }
+
+    pub async fn create_reservation(
+        &self,
+        req: reservation::ReservationRequest,
+    ) -> Result<ReservationView, ControllerError> {
+        self.ask(|r| Command::CreateReservation(req, r)).await?
+    }
+
+    pub async fn reservations(&self) -> Result<Vec<ReservationView>, ControllerError> {
+        self.ask(Command::Reservations).await
+    }
+
+    pub async fn reservation(&self, id: u64) -> Result<Option<ReservationView>, ControllerError> {
+        self.ask(|r| Command::Reservation(id, r)).await
+    }
+
+    /// Releases a reservation: its flows, meters, queues and policing go.
+    pub async fn delete_reservation(&self, id: u64) -> Result<(), ControllerError> {
+        self.ask(|r| Command::DeleteReservation(id, r)).await?
     }
 
     pub async fn hosts(&self) -> Result<Vec<HostView>, ControllerError> {
@@ -205,6 +247,9 @@ struct PortState {
     rx_packets: u64,
     tx_dropped: u64,
     rx_dropped: u64,
+    /// Packets dropped on receive (ingress policing), as bit/s at the port's
+    /// mean packet size.
+    rx_drop: RateEstimator,
 }
 
 struct HostState {
@@ -223,6 +268,17 @@ struct HostState {
     /// A reconcile was asked for while one ran.
     again: bool,
     polling: bool,
+    /// How this host enforces reservations (None until its switch told us
+    /// about meters), or why it cannot.
+    mode: Option<Result<enforce::ModeChoice, String>>,
+    /// Rates of meter band drops and of migration flows, bit/s.
+    meter_drops: HashMap<u32, RateEstimator>,
+    flow_rates: HashMap<u64, RateEstimator>,
+    /// The enforcement computed last period.
+    plan: enforce::HostPlan,
+    /// The queue-mode OVSDB state last written, and whether a write runs.
+    ovsdb_applied: (Vec<enforce::PortQos>, Vec<enforce::Policing>),
+    ovsdb_applying: bool,
     /// Waiters for a generation to be applied.
     waiters: Vec<(u64, Reply<Result<Applied, ControllerError>>)>,
     last_error: Option<String>,
@@ -238,6 +294,10 @@ pub struct Controller {
     rx: mpsc::UnboundedReceiver<Command>,
     started: Instant,
     periods: u64,
+    reservations: BTreeMap<u64, reservation::Reservation>,
+    /// When each reservation was made, ms since the controller started.
+    reservation_created: HashMap<u64, u64>,
+    next_reservation: u64,
 }
 
 impl Controller {
@@ -263,6 +323,12 @@ impl Controller {
                     reconciling: false,
                     again: false,
                     polling: false,
+                    mode: None,
+                    meter_drops: HashMap::new(),
+                    flow_rates: HashMap::new(),
+                    plan: enforce::HostPlan::default(),
+                    ovsdb_applied: (Vec::new(), Vec::new()),
+                    ovsdb_applying: false,
                     waiters: Vec::new(),
                     last_error: None,
                 };
@@ -277,6 +343,9 @@ impl Controller {
             rx,
             started: Instant::now(),
             periods: 0,
+            reservations: BTreeMap::new(),
+            reservation_created: HashMap::new(),
+            next_reservation: 1,
         };
         (c, handle)
     }
@@ -377,6 +446,37 @@ impl Controller {
             Command::Shutdown(_) => unreachable!("handled in run"),
             Command::Switch(ev) => self.on_switch_event(ev),
             Command::OvsdbEvent(name, ev) => self.on_ovsdb_event(&name, ev),
+            Command::CreateReservation(req, r) => {
+                let _ = r.send(self.create_reservation(req));
+            }
+            Command::Reservations(r) => {
+                let _ = r.send(
+                    self.reservations
+                        .keys()
+                        .map(|id| self.reservation_view(*id))
+                        .collect(),
+                );
+            }
+            Command::Reservation(id, r) => {
+                let _ = r.send(
+                    self.reservations
+                        .contains_key(&id)
+                        .then(|| self.reservation_view(id)),
+                );
+            }
+            Command::DeleteReservation(id, r) => {
+                let _ = r.send(self.delete_reservation(id));
+            }
+            Command::MeterSupport {
+                host,
+                session,
+                support,
+            } => self.on_meter_support(&host, session, support),
+            Command::OvsdbApplied {
+                host,
+                applied,
+                error,
+            } => self.on_ovsdb_applied(&host, applied, error),
             Command::Polled {
                 host,
                 session,
@@ -429,6 +529,8 @@ impl Controller {
 
     fn on_period(&mut self) {
         self.periods += 1;
+        self.step_reservations();
+        self.enforce_all();
         let resync = self
             .periods
             .is_multiple_of(self.config.controller.resync_periods.max(1));
@@ -451,23 +553,13 @@ impl Controller {
             return;
         }
         h.polling = true;
+        // Meter and migration-flow counters only matter while a reservation
+        // touches the host.
+        let enforcing = !h.plan.flows.is_empty() || !h.plan.meters.is_empty();
         let handle = self.handle.clone();
         let host = name.to_string();
         tokio::spawn(async move {
-            let result = sw
-                .multipart(
-                    "port statistics",
-                    MultipartRequest::port_stats(crate::openflow::port::ANY),
-                )
-                .await
-                .and_then(|body| match body {
-                    MultipartReplyBody::PortStats(s) => Ok(s),
-                    other => Err(SwitchError::UnexpectedReply {
-                        dpid: sw.dpid,
-                        what: "port statistics",
-                        got: format!("{other:?}").chars().take(40).collect(),
-                    }),
-                });
+            let result = poll_switch(&sw, enforcing).await;
             handle.send(Command::Polled {
                 host,
                 session: sw.session,
@@ -476,7 +568,7 @@ impl Controller {
         });
     }
 
-    fn on_polled(&mut self, name: &str, session: u64, result: Result<Vec<PortStats>, SwitchError>) {
+    fn on_polled(&mut self, name: &str, session: u64, result: Result<Polled, SwitchError>) {
         let started = self.started;
         let Some(h) = self.hosts.get_mut(name) else {
             return;
@@ -485,7 +577,11 @@ impl Controller {
         if h.switch.as_ref().map(|s| s.session) != Some(session) {
             return;
         }
-        let stats = match result {
+        let Polled {
+            ports: stats,
+            meters,
+            flows,
+        } = match result {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(host = name, error = %e, "port statistics poll failed");
@@ -519,6 +615,32 @@ impl Controller {
             p.rx_packets = s.rx_packets;
             p.tx_dropped = s.tx_dropped;
             p.rx_dropped = s.rx_dropped;
+            let mean = if s.rx_packets > 0 {
+                s.rx_bytes / s.rx_packets
+            } else {
+                0
+            };
+            p.rx_drop.update(Sample {
+                bytes: s.rx_dropped.saturating_mul(mean),
+                at,
+            });
+        }
+        // Meters and flows are replaced on refresh, so their own durations are
+        // no clock: the controller's time of the reply is.
+        for m in meters {
+            let dropped: u64 = m.bands.iter().map(|b| b.byte_band_count).sum();
+            let e = h.meter_drops.entry(m.meter_id).or_default();
+            e.update(Sample {
+                bytes: dropped,
+                at: now,
+            });
+        }
+        for f in flows {
+            let e = h.flow_rates.entry(f.cookie).or_default();
+            e.update(Sample {
+                bytes: f.byte_count,
+                at: now,
+            });
         }
     }
 
@@ -679,7 +801,11 @@ impl Controller {
         h.polling = false;
         h.reconciling = false;
         h.last_error = None;
-        // Port names: from PORT_DESC, merged into the port table as they come.
+        h.mode = None;
+        h.meter_drops.clear();
+        h.flow_rates.clear();
+        // Port names: from PORT_DESC, merged into the port table as they come;
+        // then the meter support, which decides the enforcement mode.
         let handle = self.handle.clone();
         let host = name.to_string();
         tokio::spawn(async move {
@@ -698,7 +824,21 @@ impl Controller {
                     }));
                 }
             }
-            let _ = host;
+            let support = match sw
+                .multipart("meter features", MultipartRequest::meter_features())
+                .await
+            {
+                Ok(MultipartReplyBody::MeterFeatures(f)) => Some(enforce::MeterSupport {
+                    max_meter: f.max_meter,
+                    drop_band: f.band_types & (1 << crate::openflow::meter::BAND_DROP) != 0,
+                }),
+                _ => None,
+            };
+            handle.send(Command::MeterSupport {
+                host,
+                session: sw.session,
+                support,
+            });
         });
         self.reconcile(name);
     }
@@ -734,14 +874,16 @@ impl Controller {
     }
 
     fn view(&self, h: &HostState) -> HostView {
-        view::host_view(
+        let mut v = view::host_view(
             &h.config,
             h.ovsdb.is_some(),
             h.info.as_ref(),
             h.switch.as_ref(),
             &h.ports,
             h.ovsdb_error.as_deref().or(h.last_error.as_deref()),
-        )
+        );
+        v.enforcement = view::enforcement_view(h.mode.as_ref(), &h.plan);
+        v
     }
 
     /// Removes solive's reservations from every reachable host: meters, flows
@@ -754,6 +896,7 @@ impl Controller {
             let sw = h.switch.clone();
             let db = h.ovsdb.clone();
             let name = name.clone();
+            let policed: Vec<String> = h.ovsdb_applied.1.iter().map(|p| p.iface.clone()).collect();
             jobs.push(tokio::spawn(async move {
                 if let Some(sw) = sw {
                     let r = reconcile_switch(&sw, &Desired::baseline()).await;
@@ -762,6 +905,11 @@ impl Controller {
                     }
                 }
                 if let Some(db) = db {
+                    for iface in policed {
+                        if let Err(e) = vswitch::set_ingress_policing(&db, &iface, 0, 0).await {
+                            tracing::warn!(host = %name, %iface, error = %e, "could not remove policing");
+                        }
+                    }
                     if let Err(e) = vswitch::cleanup_owned(&db, OVSDB_OWNER).await {
                         tracing::warn!(host = %name, error = %e, "could not remove QoS rows");
                     }
@@ -776,6 +924,54 @@ impl Controller {
             tracing::warn!("cleanup did not finish within 10 s");
         }
     }
+}
+
+/// What one poll of a switch brings back.
+#[derive(Debug, Default)]
+pub struct Polled {
+    pub ports: Vec<PortStats>,
+    pub meters: Vec<crate::openflow::multipart::MeterStats>,
+    /// solive's migration flows (their byte counters give the migration rate).
+    pub flows: Vec<crate::openflow::multipart::FlowStats>,
+}
+
+async fn poll_switch(sw: &SwitchHandle, enforcing: bool) -> Result<Polled, SwitchError> {
+    let mut out = Polled::default();
+    match sw
+        .multipart(
+            "port statistics",
+            MultipartRequest::port_stats(crate::openflow::port::ANY),
+        )
+        .await?
+    {
+        MultipartReplyBody::PortStats(s) => out.ports = s,
+        other => return Err(unexpected(sw, "port statistics", &other)),
+    }
+    if enforcing {
+        match sw
+            .multipart(
+                "meter statistics",
+                MultipartRequest::meter_stats(meter::ALL),
+            )
+            .await?
+        {
+            MultipartReplyBody::Meter(s) => out.meters = s,
+            other => return Err(unexpected(sw, "meter statistics", &other)),
+        }
+        let req = FlowStatsRequest {
+            cookie: enforce::migration_cookie(0, 0),
+            cookie_mask: enforce::MIGRATION_COOKIE_MASK,
+            ..FlowStatsRequest::new(TABLE_ALL, Match::new())
+        };
+        match sw
+            .multipart("migration flow statistics", MultipartRequest::flow(req))
+            .await?
+        {
+            MultipartReplyBody::Flow(s) => out.flows = s,
+            other => return Err(unexpected(sw, "migration flow statistics", &other)),
+        }
+    }
+    Ok(out)
 }
 
 /// Reads a switch's solive flows and meters and sends what differs from

@@ -47,29 +47,42 @@ pub struct HostInfo {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ReservationError {
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("{field}: unknown host {name:?}")]
     UnknownHost { field: &'static str, name: String },
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ReservationError {
-    ReservationError::Invalid { field, message: message.into() }
+    ReservationError::Invalid {
+        field,
+        message: message.into(),
+    }
 }
 
 impl ReservationRequest {
     /// Checks the request against the known hosts; returns the parameters.
     pub fn validate(&self, hosts: &BTreeMap<String, HostInfo>) -> Result<Params, ReservationError> {
-        let params = Params::new(self.urgency, self.threshold, self.max_reserve.unwrap_or(DEFAULT_MAX_RESERVE))
-            .map_err(|e| {
-                let field = match &e {
-                    crate::reserve::algorithm::ParamError::OutOfRange { name, .. } => *name,
-                };
-                invalid(field, e.to_string())
-            })?;
+        let params = Params::new(
+            self.urgency,
+            self.threshold,
+            self.max_reserve.unwrap_or(DEFAULT_MAX_RESERVE),
+        )
+        .map_err(|e| {
+            let field = match &e {
+                crate::reserve::algorithm::ParamError::OutOfRange { name, .. } => *name,
+            };
+            invalid(field, e.to_string())
+        })?;
         let known = |field: &'static str, name: &str| -> Result<&HostInfo, ReservationError> {
             let h = hosts
                 .get(name)
-                .ok_or_else(|| ReservationError::UnknownHost { field, name: name.to_string() })?;
+                .ok_or_else(|| ReservationError::UnknownHost {
+                    field,
+                    name: name.to_string(),
+                })?;
             if h.address.is_none() {
                 return Err(invalid(field, format!("host {name:?} has no `address` in the configuration, so its migration flows cannot be identified")));
             }
@@ -83,10 +96,16 @@ impl ReservationRequest {
         for (i, name) in self.intermediaries.iter().enumerate() {
             known("intermediaries", name)?;
             if *name == self.source || *name == self.destination {
-                return Err(invalid("intermediaries", format!("{name:?} is the source or the destination")));
+                return Err(invalid(
+                    "intermediaries",
+                    format!("{name:?} is the source or the destination"),
+                ));
             }
             if self.intermediaries[..i].contains(name) {
-                return Err(invalid("intermediaries", format!("{name:?} is listed twice")));
+                return Err(invalid(
+                    "intermediaries",
+                    format!("{name:?} is listed twice"),
+                ));
             }
         }
         if self.migration_port == Some(0) {
@@ -128,7 +147,13 @@ pub const STARTED_PCT: f64 = 1.0;
 
 impl Reservation {
     pub fn new(id: u64, request: ReservationRequest, params: Params) -> Reservation {
-        Reservation { id, request, reserver: Reserver::new(params), started: false, history: Vec::new() }
+        Reservation {
+            id,
+            request,
+            reserver: Reserver::new(params),
+            started: false,
+            history: Vec::new(),
+        }
     }
 
     pub fn params(&self) -> &Params {
@@ -191,7 +216,10 @@ impl Reservation {
 
     /// The migration flows: source to destination, and with intermediaries
     /// source to each intermediary and each intermediary to the destination.
-    pub fn flows(&self, hosts: &BTreeMap<String, HostInfo>) -> Vec<(String, String, MigrationMatch)> {
+    pub fn flows(
+        &self,
+        hosts: &BTreeMap<String, HostInfo>,
+    ) -> Vec<(String, String, MigrationMatch)> {
         let addr = |n: &str| hosts.get(n).and_then(|h| h.address);
         let ports = self.ports();
         let r = &self.request;
@@ -203,7 +231,11 @@ impl Reservation {
         pairs
             .into_iter()
             .filter_map(|(a, b)| {
-                let m = MigrationMatch { src: addr(&a)?, dst: addr(&b)?, ports };
+                let m = MigrationMatch {
+                    src: addr(&a)?,
+                    dst: addr(&b)?,
+                    ports,
+                };
                 Some((a, b, m))
             })
             .collect()
@@ -212,8 +244,12 @@ impl Reservation {
     /// What the destination can reserve: the source's reservation, limited to
     /// `max_reserve` of its own capacity. Returns (reserved, shortfall) in bit/s.
     pub fn destination_bps(&self, hosts: &BTreeMap<String, HostInfo>) -> (f64, f64) {
-        let src = hosts.get(&self.request.source).map_or(0.0, |h| h.capacity_bps);
-        let dst = hosts.get(&self.request.destination).map_or(0.0, |h| h.capacity_bps);
+        let src = hosts
+            .get(&self.request.source)
+            .map_or(0.0, |h| h.capacity_bps);
+        let dst = hosts
+            .get(&self.request.destination)
+            .map_or(0.0, |h| h.capacity_bps);
         let want = self.source_bps(src);
         let can = want.min(dst * self.params().max_reserve / 100.0);
         (can, (want - can).max(0.0))
@@ -240,7 +276,10 @@ pub fn legs_for_host<'a>(
             (Role::Destination, r.destination_bps(hosts).0)
         } else if req.intermediaries.iter().any(|i| i == host) {
             let k = req.intermediaries.len() as f64;
-            (Role::Intermediary, (source_bps / k).min(cap(host) * r.params().max_reserve / 100.0))
+            (
+                Role::Intermediary,
+                (source_bps / k).min(cap(host) * r.params().max_reserve / 100.0),
+            )
         } else {
             continue;
         };
@@ -250,7 +289,12 @@ pub fn legs_for_host<'a>(
             .filter(|(a, b, _)| a == host || b == host)
             .map(|(_, _, m)| m)
             .collect();
-        legs.push(Leg { reservation: r.id, role, reserve_bps, flows });
+        legs.push(Leg {
+            reservation: r.id,
+            role,
+            reserve_bps,
+            flows,
+        });
     }
     legs
 }
@@ -261,13 +305,25 @@ mod tests {
 
     fn hosts() -> BTreeMap<String, HostInfo> {
         let mut h = BTreeMap::new();
-        for (i, (name, cap)) in [("s", 100e6), ("d", 50e6), ("i1", 100e6), ("i2", 100e6)].iter().enumerate() {
+        for (i, (name, cap)) in [("s", 100e6), ("d", 50e6), ("i1", 100e6), ("i2", 100e6)]
+            .iter()
+            .enumerate()
+        {
             h.insert(
                 name.to_string(),
-                HostInfo { address: Some(Ipv4Addr::new(10, 0, 0, i as u8 + 1)), capacity_bps: *cap },
+                HostInfo {
+                    address: Some(Ipv4Addr::new(10, 0, 0, i as u8 + 1)),
+                    capacity_bps: *cap,
+                },
             );
         }
-        h.insert("noaddr".into(), HostInfo { address: None, capacity_bps: 1e6 });
+        h.insert(
+            "noaddr".into(),
+            HostInfo {
+                address: None,
+                capacity_bps: 1e6,
+            },
+        );
         h
     }
 
@@ -284,7 +340,11 @@ mod tests {
     }
 
     fn m(out: f64, mig: f64) -> Measurement {
-        Measurement { capacity: 100e6, outgoing: out * 1e6, migration: mig * 1e6 }
+        Measurement {
+            capacity: 100e6,
+            outgoing: out * 1e6,
+            migration: mig * 1e6,
+        }
     }
 
     #[test]
@@ -292,15 +352,69 @@ mod tests {
         let h = hosts();
         assert_eq!(req().validate(&h).unwrap().max_reserve, DEFAULT_MAX_RESERVE);
         let cases: Vec<(ReservationRequest, &str)> = vec![
-            (ReservationRequest { urgency: 120.0, ..req() }, "urgency"),
-            (ReservationRequest { threshold: -1.0, ..req() }, "threshold"),
-            (ReservationRequest { max_reserve: Some(101.0), ..req() }, "max_reserve"),
-            (ReservationRequest { source: "x".into(), ..req() }, "source: unknown host"),
-            (ReservationRequest { destination: "s".into(), ..req() }, "destination: the destination is the source"),
-            (ReservationRequest { destination: "noaddr".into(), ..req() }, "destination: host \"noaddr\" has no `address`"),
-            (ReservationRequest { intermediaries: vec!["i1".into(), "i1".into()], ..req() }, "listed twice"),
-            (ReservationRequest { intermediaries: vec!["d".into()], ..req() }, "intermediaries"),
-            (ReservationRequest { migration_port: Some(0), ..req() }, "migration_port"),
+            (
+                ReservationRequest {
+                    urgency: 120.0,
+                    ..req()
+                },
+                "urgency",
+            ),
+            (
+                ReservationRequest {
+                    threshold: -1.0,
+                    ..req()
+                },
+                "threshold",
+            ),
+            (
+                ReservationRequest {
+                    max_reserve: Some(101.0),
+                    ..req()
+                },
+                "max_reserve",
+            ),
+            (
+                ReservationRequest {
+                    source: "x".into(),
+                    ..req()
+                },
+                "source: unknown host",
+            ),
+            (
+                ReservationRequest {
+                    destination: "s".into(),
+                    ..req()
+                },
+                "destination: the destination is the source",
+            ),
+            (
+                ReservationRequest {
+                    destination: "noaddr".into(),
+                    ..req()
+                },
+                "destination: host \"noaddr\" has no `address`",
+            ),
+            (
+                ReservationRequest {
+                    intermediaries: vec!["i1".into(), "i1".into()],
+                    ..req()
+                },
+                "listed twice",
+            ),
+            (
+                ReservationRequest {
+                    intermediaries: vec!["d".into()],
+                    ..req()
+                },
+                "intermediaries",
+            ),
+            (
+                ReservationRequest {
+                    migration_port: Some(0),
+                    ..req()
+                },
+                "migration_port",
+            ),
         ];
         for (r, needle) in cases {
             let e = r.validate(&h).unwrap_err().to_string();
@@ -340,8 +454,18 @@ mod tests {
     #[test]
     fn legs_per_role() {
         let h = hosts();
-        let mut r = Reservation::new(7, ReservationRequest { intermediaries: vec!["i1".into(), "i2".into()], ..req() }, req().validate(&h).unwrap());
-        assert!(legs_for_host("s", [&r], &h).is_empty(), "nothing before measurement 0");
+        let mut r = Reservation::new(
+            7,
+            ReservationRequest {
+                intermediaries: vec!["i1".into(), "i2".into()],
+                ..req()
+            },
+            req().validate(&h).unwrap(),
+        );
+        assert!(
+            legs_for_host("s", [&r], &h).is_empty(),
+            "nothing before measurement 0"
+        );
         r.tick(0, &m(70.0, 0.0)); // 75% of 100 Mbit/s
         let s = legs_for_host("s", [&r], &h);
         assert_eq!(s.len(), 1);
@@ -363,7 +487,14 @@ mod tests {
     #[test]
     fn exact_port_when_known() {
         let h = hosts();
-        let r = Reservation::new(1, ReservationRequest { migration_port: Some(49200), ..req() }, req().validate(&h).unwrap());
+        let r = Reservation::new(
+            1,
+            ReservationRequest {
+                migration_port: Some(49200),
+                ..req()
+            },
+            req().validate(&h).unwrap(),
+        );
         assert_eq!(r.flows(&h)[0].2.ports, MigrationPorts::Exact(49200));
     }
 }

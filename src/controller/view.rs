@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::enforce::{HostPlan, Mode, ModeChoice, Policing, PortQos, Role};
 use super::host::HostInfo;
+use super::reconcile::MeterSpec;
+use super::reservation::{HistoryPoint, ReservationRequest};
 use super::PortState;
 use crate::config::HostConfig;
 use crate::switch::SwitchHandle;
@@ -24,6 +27,72 @@ pub struct HostView {
     pub capacity_mbps: u64,
     pub ports: Vec<PortView>,
     pub error: Option<String>,
+    /// How reservations are enforced here, why, and what is enforced now.
+    pub enforcement: Option<EnforcementView>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EnforcementView {
+    /// `meter` or `queue`; None when no mode is possible here.
+    pub mode: Option<Mode>,
+    /// Why this mode was picked, or why none can be.
+    pub reason: String,
+    /// What the applications may use now, bit/s (None: not throttled).
+    pub app_out_limit_bps: Option<f64>,
+    pub app_in_limit_bps: Option<f64>,
+    pub meters: Vec<MeterSpec>,
+    pub qos: Vec<PortQos>,
+    pub policing: Vec<Policing>,
+}
+
+pub(super) fn enforcement_view(
+    mode: Option<&Result<ModeChoice, String>>,
+    plan: &HostPlan,
+) -> Option<EnforcementView> {
+    let (mode, reason) = match mode? {
+        Ok(c) => (Some(c.mode), c.reason.clone()),
+        Err(e) => (None, e.clone()),
+    };
+    Some(EnforcementView {
+        mode,
+        reason,
+        app_out_limit_bps: plan.app_out_limit_bps,
+        app_in_limit_bps: plan.app_in_limit_bps,
+        meters: plan.meters.clone(),
+        qos: plan.qos.clone(),
+        policing: plan.policing.clone(),
+    })
+}
+
+/// A reservation as `GET /v1/reservations/{id}` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReservationView {
+    pub id: u64,
+    #[serde(flatten)]
+    pub request: ReservationRequest,
+    /// The effective parameters (max_reserve filled in).
+    pub params: crate::reserve::Params,
+    /// Whether the migration has been seen moving; until then the reservation
+    /// keeps its initial value.
+    pub started: bool,
+    /// Percent of the source uplink's capacity; None before measurement 0.
+    pub reserve_pct: Option<f64>,
+    /// What the destination could not reserve of the source's reservation,
+    /// bit/s (a reason to go through intermediaries).
+    pub destination_shortfall_bps: f64,
+    pub hosts: Vec<ReservationHostView>,
+    pub history: Vec<HistoryPoint>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReservationHostView {
+    pub host: String,
+    pub role: Role,
+    pub mode: Option<Mode>,
+    /// What this host reserves for the migration, bit/s.
+    pub reserve_bps: f64,
+    /// What the applications may use in the reserved direction, bit/s.
+    pub app_limit_bps: Option<f64>,
 }
 
 /// A bridge port. `tx` and `rx` are from the switch's side: `tx_bps` is what
@@ -113,5 +182,6 @@ pub(super) fn host_view(
         capacity_mbps: config.capacity_mbps,
         ports,
         error: error.map(str::to_string),
+        enforcement: None,
     }
 }

@@ -1,0 +1,42 @@
+//! `/v1/reservations`: bandwidth reservations for migrations.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+
+use super::{ApiError, AppState};
+use crate::controller::reservation::ReservationRequest;
+use crate::controller::ReservationView;
+
+pub async fn create(
+    State(s): State<AppState>,
+    body: Result<Json<ReservationRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<ReservationView>), ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let view = s.controller.create_reservation(req).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+pub async fn list(State(s): State<AppState>) -> Result<Json<Vec<ReservationView>>, ApiError> {
+    Ok(Json(s.controller.reservations().await?))
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<Json<ReservationView>, ApiError> {
+    s.controller
+        .reservation(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no reservation {id}")))
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    s.controller.delete_reservation(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

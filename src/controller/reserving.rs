@@ -1,0 +1,401 @@
+//! The controller's reservation work, done by the state owner each period:
+//! measure, step Algorithm 1, and turn every host's legs into switch state.
+//! The decisions are pure functions ([`super::reservation`],
+//! [`super::enforce`]); this file gathers their inputs from the owner's state
+//! and applies their outputs.
+
+use std::collections::BTreeMap;
+
+use super::enforce::{self, HostFacts, Mode, VmPort};
+use super::reservation::{self, HostInfo, Reservation, ReservationRequest};
+use super::view::{ReservationHostView, ReservationView};
+use super::{Command, Controller, ControllerError, HostState, OVSDB_OWNER};
+use crate::ovsdb::vswitch;
+use crate::reserve::Measurement;
+
+/// Queue-mode OVSDB rows are rewritten only when a rate moves by more than
+/// this share of the host's capacity: OVSDB writes reconfigure tc, which is
+/// heavier than a meter change.
+const OVSDB_HYSTERESIS: f64 = 0.02;
+
+impl Controller {
+    fn host_infos(&self) -> BTreeMap<String, HostInfo> {
+        self.hosts
+            .iter()
+            .map(|(n, h)| {
+                let info = HostInfo {
+                    address: h.config.address,
+                    capacity_bps: h.config.capacity_bps() as f64,
+                };
+                (n.clone(), info)
+            })
+            .collect()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub(super) fn create_reservation(
+        &mut self,
+        req: ReservationRequest,
+    ) -> Result<ReservationView, ControllerError> {
+        let infos = self.host_infos();
+        // A host named in the body that does not exist is a bad request (the
+        // body is wrong), not a missing resource.
+        let params = req
+            .validate(&infos)
+            .map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        let involved = std::iter::once(&req.source)
+            .chain(std::iter::once(&req.destination))
+            .chain(req.intermediaries.iter());
+        for name in involved {
+            if let Some(Some(Err(why))) = self.hosts.get(name).map(|h| h.mode.as_ref()) {
+                return Err(ControllerError::Invalid(format!(
+                    "host {name:?} cannot enforce a reservation: {why}"
+                )));
+            }
+        }
+        let id = self.next_reservation;
+        self.next_reservation += 1;
+        tracing::info!(id, source = %req.source, destination = %req.destination, urgency = req.urgency, "reservation created");
+        self.reservations
+            .insert(id, Reservation::new(id, req, params));
+        self.reservation_created.insert(id, self.now_ms());
+        // Measurement 0 now if the source's rate is known, so the caller sees
+        // the initial reservation at once; otherwise at the next period.
+        self.step_one(id);
+        self.enforce_all();
+        Ok(self.reservation_view(id))
+    }
+
+    pub(super) fn delete_reservation(&mut self, id: u64) -> Result<(), ControllerError> {
+        if self.reservations.remove(&id).is_none() {
+            return Err(ControllerError::NotFound(format!("no reservation {id}")));
+        }
+        self.reservation_created.remove(&id);
+        tracing::info!(id, "reservation released");
+        self.enforce_all();
+        Ok(())
+    }
+
+    /// What a source host measures: C, everything leaving its uplink plus the
+    /// application load its enforcement dropped, and the migration's flows.
+    fn measure(&self, r: &Reservation) -> Option<Measurement> {
+        let h = self.hosts.get(&r.request.source)?;
+        let capacity = h.config.capacity_bps() as f64;
+        let uplink = h.ports.values().find(|p| p.name == h.config.uplink)?;
+        let sent = uplink.tx.rate()?;
+        // Bandwidth denied to the applications is not free: count their
+        // offered load, or the reservation would climb to max_reserve whenever
+        // the migration is slower than its reservation.
+        let dropped = match h
+            .mode
+            .as_ref()
+            .and_then(|m| m.as_ref().ok())
+            .map(|m| m.mode)
+        {
+            Some(Mode::Meter) => h
+                .meter_drops
+                .get(&enforce::APP_OUT_METER)
+                .and_then(|e| e.rate())
+                .unwrap_or(0.0),
+            // Ingress policing drops show as the VM ports' rx_dropped
+            // packets; counted at the port's mean packet size.
+            Some(Mode::Queue) => h.ports.values().filter_map(|p| p.rx_drop.rate()).sum(),
+            None => 0.0,
+        };
+        let migration: f64 = h
+            .flow_rates
+            .iter()
+            .filter(|(c, _)| enforce::migration_cookie_reservation(**c) == Some(r.id))
+            .filter_map(|(_, e)| e.rate())
+            .sum();
+        Some(Measurement {
+            capacity,
+            outgoing: sent + dropped,
+            migration,
+        })
+    }
+
+    fn step_one(&mut self, id: u64) {
+        let Some(r) = self.reservations.get(&id) else {
+            return;
+        };
+        let Some(m) = self.measure(r) else { return };
+        let t = self.now_ms() - self.reservation_created.get(&id).copied().unwrap_or(0);
+        if let Some(r) = self.reservations.get_mut(&id) {
+            r.tick(t, &m);
+        }
+    }
+
+    /// One period of Algorithm 1 for every reservation.
+    pub(super) fn step_reservations(&mut self) {
+        let ids: Vec<u64> = self.reservations.keys().copied().collect();
+        for id in ids {
+            self.step_one(id);
+        }
+    }
+
+    /// Recomputes every host's enforcement from the reservations and applies
+    /// what changed: flows and meters through the desired state (with the
+    /// throttling flows refreshed), queue-mode rows through OVSDB.
+    pub(super) fn enforce_all(&mut self) {
+        let infos = self.host_infos();
+        let period = self.config.period();
+        let names: Vec<String> = self.hosts.keys().cloned().collect();
+        for name in names {
+            let legs = reservation::legs_for_host(&name, self.reservations.values(), &infos);
+            let h = self.hosts.get_mut(&name).expect("host exists");
+            let mode = match h.mode.as_ref() {
+                Some(Ok(c)) => c.mode,
+                // No mode yet (switch not connected) or none possible: nothing
+                // can be enforced; the reservation view shows it.
+                _ => {
+                    h.plan = enforce::HostPlan::default();
+                    continue;
+                }
+            };
+            let min_app = legs
+                .iter()
+                .filter_map(|l| self.reservations.get(&l.reservation))
+                .map(|r| 100.0 - r.params().max_reserve)
+                .fold(f64::NAN, f64::min);
+            let facts = host_facts(h, period, if min_app.is_nan() { 5.0 } else { min_app });
+            let plan = enforce::plan_host(mode, &facts, &legs);
+            let before = h.desired.clone();
+            h.desired
+                .flows
+                .retain(|c, _| !enforce::is_enforcement_cookie(*c));
+            h.desired
+                .meters
+                .retain(|id, _| !enforce::is_enforcement_meter(*id));
+            for f in &plan.flows {
+                h.desired.flows.insert(f.cookie, f.clone());
+            }
+            for m in &plan.meters {
+                h.desired.meters.insert(m.id, *m);
+            }
+            let changed = h.desired != before;
+            if changed {
+                h.generation += 1;
+            }
+            let refresh = plan.flows.iter().any(|f| f.refresh);
+            let ovsdb_needed = ovsdb_differs(&h.ovsdb_applied, &plan, facts.capacity_bps);
+            h.plan = plan;
+            if changed || refresh {
+                self.reconcile(&name);
+            }
+            if ovsdb_needed {
+                self.apply_ovsdb(&name);
+            }
+        }
+    }
+
+    /// Writes a host's queue-mode QoS rows and policing (and removes what is
+    /// no longer wanted) in a task of its own.
+    fn apply_ovsdb(&mut self, name: &str) {
+        let Some(h) = self.hosts.get_mut(name) else {
+            return;
+        };
+        let Some(db) = h.ovsdb.clone() else { return };
+        if h.ovsdb_applying {
+            return; // the next period tries again with the newest plan
+        }
+        h.ovsdb_applying = true;
+        let (old_qos, old_pol) = h.ovsdb_applied.clone();
+        let (qos, pol) = (h.plan.qos.clone(), h.plan.policing.clone());
+        let handle = self.handle.clone();
+        let host = name.to_string();
+        tokio::spawn(async move {
+            let result: Result<(), crate::ovsdb::OvsdbError> = async {
+                for q in &qos {
+                    vswitch::set_htb_qos(&db, &q.port, q.max_rate, &q.queues, OVSDB_OWNER).await?;
+                }
+                for q in old_qos
+                    .iter()
+                    .filter(|o| !qos.iter().any(|n| n.port == o.port))
+                {
+                    vswitch::clear_qos(&db, &q.port, OVSDB_OWNER).await?;
+                }
+                for p in &pol {
+                    let rate = u32::try_from(p.rate_kbps).unwrap_or(u32::MAX);
+                    let burst = u32::try_from(p.burst_kb).unwrap_or(u32::MAX);
+                    vswitch::set_ingress_policing(&db, &p.iface, rate, burst).await?;
+                }
+                for p in old_pol
+                    .iter()
+                    .filter(|o| !pol.iter().any(|n| n.iface == o.iface))
+                {
+                    vswitch::set_ingress_policing(&db, &p.iface, 0, 0).await?;
+                }
+                Ok(())
+            }
+            .await;
+            let (applied, error) = match result {
+                Ok(()) => (Some((qos, pol)), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            handle.send(Command::OvsdbApplied {
+                host,
+                applied,
+                error,
+            });
+        });
+    }
+
+    pub(super) fn on_ovsdb_applied(
+        &mut self,
+        name: &str,
+        applied: Option<(Vec<enforce::PortQos>, Vec<enforce::Policing>)>,
+        error: Option<String>,
+    ) {
+        let Some(h) = self.hosts.get_mut(name) else {
+            return;
+        };
+        h.ovsdb_applying = false;
+        if let Some(a) = applied {
+            h.ovsdb_applied = a;
+        }
+        if let Some(e) = error {
+            tracing::warn!(host = name, error = %e, "writing queue-mode QoS/policing failed");
+            h.last_error = Some(e);
+        }
+    }
+
+    pub(super) fn on_meter_support(
+        &mut self,
+        name: &str,
+        session: u64,
+        support: Option<enforce::MeterSupport>,
+    ) {
+        let Some(h) = self.hosts.get_mut(name) else {
+            return;
+        };
+        if h.switch.as_ref().map(|s| s.session) != Some(session) {
+            return;
+        }
+        let dp_type = h
+            .info
+            .as_ref()
+            .map(|i| i.datapath_type.clone())
+            .unwrap_or_default();
+        let choice = enforce::choose_mode(h.config.enforcement, &dp_type, support);
+        match &choice {
+            Ok(c) => {
+                tracing::info!(host = name, mode = ?c.mode, reason = %c.reason, "enforcement mode")
+            }
+            Err(e) => tracing::warn!(host = name, error = %e, "no enforcement possible"),
+        }
+        h.mode = Some(choice);
+        self.enforce_all();
+    }
+
+    pub(super) fn reservation_view(&self, id: u64) -> ReservationView {
+        let r = &self.reservations[&id];
+        let infos = self.host_infos();
+        let mut hosts = Vec::new();
+        let involved = std::iter::once(&r.request.source)
+            .chain(std::iter::once(&r.request.destination))
+            .chain(r.request.intermediaries.iter());
+        for name in involved {
+            let legs = reservation::legs_for_host(name, [r], &infos);
+            let h = self.hosts.get(name);
+            let mode = h
+                .and_then(|h| h.mode.as_ref())
+                .and_then(|m| m.as_ref().ok())
+                .map(|m| m.mode);
+            for leg in legs {
+                let app_limit_bps = h.and_then(|h| {
+                    if leg.role == enforce::Role::Source {
+                        h.plan.app_out_limit_bps
+                    } else {
+                        h.plan.app_in_limit_bps
+                    }
+                });
+                hosts.push(ReservationHostView {
+                    host: name.clone(),
+                    role: leg.role,
+                    mode,
+                    reserve_bps: leg.reserve_bps,
+                    app_limit_bps,
+                });
+            }
+        }
+        ReservationView {
+            id,
+            request: r.request.clone(),
+            params: *r.params(),
+            started: r.started,
+            reserve_pct: r.reserve_pct(),
+            destination_shortfall_bps: r.destination_bps(&infos).1,
+            hosts,
+            history: r.history.clone(),
+        }
+    }
+}
+
+/// A host's facts for the planner, from the owner's state.
+fn host_facts(h: &HostState, period: std::time::Duration, min_app_pct: f64) -> HostFacts {
+    let capacity_bps = h.config.capacity_bps() as f64;
+    let uplink = h
+        .ports
+        .iter()
+        .find(|(_, p)| p.name == h.config.uplink)
+        .map(|(no, p)| (*no, p.name.clone()));
+    let ifaces = h
+        .info
+        .as_ref()
+        .map(|i| i.interfaces.as_slice())
+        .unwrap_or_default();
+    let vms = h
+        .ports
+        .iter()
+        .filter_map(|(no, p)| {
+            let iface = ifaces.iter().find(|i| i.name == p.name)?;
+            let is_vm = iface.external_ids.contains_key("vm-id")
+                || iface.external_ids.contains_key("iface-id");
+            // The switch's rx on a VM's port is what the VM sends.
+            is_vm.then(|| VmPort {
+                port_no: *no,
+                iface: iface.name.clone(),
+                tx_bps: p.rx.rate().unwrap_or(0.0),
+                rx_bps: p.tx.rate().unwrap_or(0.0),
+            })
+        })
+        .collect();
+    HostFacts {
+        capacity_bps,
+        uplink,
+        vms,
+        period,
+        min_app_bps: capacity_bps * min_app_pct / 100.0,
+    }
+}
+
+/// Whether the queue-mode rows in `plan` differ enough from what was written.
+fn ovsdb_differs(
+    applied: &(Vec<enforce::PortQos>, Vec<enforce::Policing>),
+    plan: &enforce::HostPlan,
+    capacity: f64,
+) -> bool {
+    let tol = capacity * OVSDB_HYSTERESIS;
+    let (qos, pol) = applied;
+    if qos.len() != plan.qos.len() || pol.len() != plan.policing.len() {
+        return true;
+    }
+    let qos_moved = qos.iter().zip(&plan.qos).any(|(a, b)| {
+        a.port != b.port
+            || a.queues.len() != b.queues.len()
+            || a.queues.iter().zip(&b.queues).any(|((ia, qa), (ib, qb))| {
+                let far = |x: Option<u64>, y: Option<u64>| {
+                    (x.unwrap_or(0) as f64 - y.unwrap_or(0) as f64).abs() > tol
+                };
+                ia != ib || far(qa.min_rate, qb.min_rate) || far(qa.max_rate, qb.max_rate)
+            })
+    });
+    let pol_moved = pol.iter().zip(&plan.policing).any(|(a, b)| {
+        a.iface != b.iface || (a.rate_kbps as f64 - b.rate_kbps as f64).abs() * 1000.0 > tol
+    });
+    qos_moved || pol_moved
+}

@@ -615,11 +615,7 @@ impl Controller {
             p.rx_packets = s.rx_packets;
             p.tx_dropped = s.tx_dropped;
             p.rx_dropped = s.rx_dropped;
-            let mean = if s.rx_packets > 0 {
-                s.rx_bytes / s.rx_packets
-            } else {
-                0
-            };
+            let mean = s.rx_bytes.checked_div(s.rx_packets).unwrap_or(0);
             p.rx_drop.update(Sample {
                 bytes: s.rx_dropped.saturating_mul(mean),
                 at,

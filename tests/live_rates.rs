@@ -5,73 +5,16 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 use solive::config::Config;
 use solive::ovsdb::vswitch::QueueConfig;
-use support::{config_toml, eventually, run, Sandbox};
+use support::{config_toml, eventually, KillOnDrop, NsHost, Sandbox};
 use tokio::net::TcpListener;
 
 const SHAPED_BPS: u64 = 50_000_000;
-
-/// A namespace host `ns` with interface `ns-eth0` at `ip`, joined to `br` by a
-/// veth whose bridge side is `port`. Removed on drop.
-struct NsHost {
-    ns: String,
-}
-
-impl NsHost {
-    fn new(sb: &Sandbox, br: &str, ns: &str, port: &str, ip: &str) -> NsHost {
-        // Leftovers of a killed run.
-        quiet(Command::new("ip").args(["netns", "del", ns]));
-        quiet(Command::new("ip").args(["link", "del", port]));
-        run(Command::new("ip").args(["netns", "add", ns]));
-        let host = NsHost { ns: ns.to_string() };
-        let eth = format!("{ns}-eth0");
-        run(Command::new("ip").args([
-            "link", "add", port, "type", "veth", "peer", "name", &eth, "netns", ns,
-        ]));
-        run(Command::new("ip").args(["link", "set", port, "up"]));
-        host.exec(&["ip", "addr", "add", ip, "dev", &eth]);
-        host.exec(&["ip", "link", "set", &eth, "up"]);
-        host.exec(&["ip", "link", "set", "lo", "up"]);
-        // TCP through the userspace datapath hangs unless the namespace side
-        // computes its own checksums (TESTBED.md).
-        host.exec(&["ethtool", "-K", &eth, "tx", "off"]);
-        sb.vsctl(&["add-port", br, port]);
-        host
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns]).args(args);
-        c
-    }
-
-    fn exec(&self, args: &[&str]) -> String {
-        run(&mut self.cmd(args))
-    }
-}
-
-impl Drop for NsHost {
-    fn drop(&mut self) {
-        quiet(Command::new("ip").args(["netns", "del", &self.ns]));
-    }
-}
-
-fn quiet(cmd: &mut Command) {
-    let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
-}
-
-struct KillOnDrop(Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reported_port_rate_matches_htb_shaped_iperf3() {

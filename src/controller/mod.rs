@@ -41,6 +41,9 @@ use crate::switch::{SwitchError, SwitchEvent, SwitchHandle};
 use host::{HostInfo, OvsdbEvent};
 use reconcile::{Observed, ObservedFlow, ObservedMeter, COOKIE_TAG, COOKIE_TAG_MASK};
 
+/// Weight of the newest period in the migration-flow rate (see on_polled).
+const FLOW_RATE_ALPHA: f64 = 0.5;
+
 /// The `external_ids:solive-owner` tag on the QoS and Queue rows solive creates.
 pub const OVSDB_OWNER: &str = "solive";
 
@@ -632,7 +635,13 @@ impl Controller {
             });
         }
         for f in flows {
-            let e = h.flow_rates.entry(f.cookie).or_default();
+            // Open vSwitch pushes datapath counters into its flow table in
+            // batches (revalidator passes, ~0.5 s), so one period's delta can
+            // hold half or one and a half periods of traffic: smooth it.
+            let e = h
+                .flow_rates
+                .entry(f.cookie)
+                .or_insert_with(|| RateEstimator::new(FLOW_RATE_ALPHA));
             e.update(Sample {
                 bytes: f.byte_count,
                 at: now,

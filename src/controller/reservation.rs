@@ -172,10 +172,13 @@ impl Reservation {
         if m.capacity <= 0.0 {
             return;
         }
+        // The period in which the migration is first seen is only partly a
+        // migration (TCP is still ramping up): the loop runs from the next one.
+        let was_started = self.started;
         if !self.started && m.migration / m.capacity * 100.0 > STARTED_PCT {
             self.started = true;
         }
-        let step = if self.reserver.reserve_pct().is_none() || self.started {
+        let step = if self.reserver.reserve_pct().is_none() || was_started {
             self.reserver.step(m)
         } else {
             // Waiting for the migration: record what is seen, keep the value.
@@ -432,12 +435,15 @@ mod tests {
         r.tick(1000, &m(10.0, 0.0));
         assert_eq!(r.reserve_pct(), Some(75.0));
         assert!(!r.started);
-        // Migration moving: the loop runs. avail 10... no: out 90 -> avail 10,
-        // not > 10; 75 - 60 = 15 > 10 -> released to 60.
-        r.tick(2000, &m(90.0, 60.0));
+        // The migration appears: that period still keeps the value.
+        r.tick(2000, &m(90.0, 20.0));
         assert!(r.started);
+        assert_eq!(r.reserve_pct(), Some(75.0));
+        // From the next period the loop runs: out 90 -> avail 10, not > 10;
+        // 75 - 60 = 15 > 10 -> released to 60.
+        r.tick(3000, &m(90.0, 60.0));
         assert!((r.reserve_pct().unwrap() - 60.0).abs() < 1e-9);
-        assert_eq!(r.history.len(), 3);
+        assert_eq!(r.history.len(), 4);
     }
 
     #[test]

@@ -171,3 +171,63 @@ pub fn config_toml(hosts: &[(&str, &str, &str, &str, u64)], period_ms: u64) -> S
     }
     s
 }
+
+/// A namespace host `ns` with interface `ns-eth0` at `ip`, joined to `br` by a
+/// veth whose bridge side is `port`. Removed on drop.
+pub struct NsHost {
+    pub ns: String,
+}
+
+impl NsHost {
+    pub fn new(sb: &Sandbox, br: &str, ns: &str, port: &str, ip: &str) -> NsHost {
+        // Leftovers of a killed run.
+        quiet(Command::new("ip").args(["netns", "del", ns]));
+        quiet(Command::new("ip").args(["link", "del", port]));
+        run(Command::new("ip").args(["netns", "add", ns]));
+        let host = NsHost { ns: ns.to_string() };
+        let eth = format!("{ns}-eth0");
+        run(Command::new("ip").args([
+            "link", "add", port, "type", "veth", "peer", "name", &eth, "netns", ns,
+        ]));
+        run(Command::new("ip").args(["link", "set", port, "up"]));
+        host.exec(&["ip", "addr", "add", ip, "dev", &eth]);
+        host.exec(&["ip", "link", "set", &eth, "up"]);
+        host.exec(&["ip", "link", "set", "lo", "up"]);
+        // TCP through the userspace datapath hangs unless the namespace side
+        // computes its own checksums (TESTBED.md).
+        host.exec(&["ethtool", "-K", &eth, "tx", "off"]);
+        sb.vsctl(&["add-port", br, port]);
+        host
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns]).args(args);
+        c
+    }
+
+    pub fn exec(&self, args: &[&str]) -> String {
+        run(&mut self.cmd(args))
+    }
+}
+
+impl Drop for NsHost {
+    fn drop(&mut self) {
+        quiet(Command::new("ip").args(["netns", "del", &self.ns]));
+    }
+}
+
+pub fn quiet(cmd: &mut Command) {
+    let _ = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+pub struct KillOnDrop(pub std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,352 @@
+//! A reservation on the real fabric, driven through the `solive` binary's REST
+//! API: two hosts (bridges) joined by a 100 Mbit/s HTB-shaped uplink, an
+//! application flow from a VM interface on the source saturating it, and a
+//! migration-like flow from the source host's own address to a port in
+//! libvirt's migration range on the destination.
+//!
+//! 1. Without a reservation the two flows share the link.
+//! 2. With a reservation at urgency 75 the migration gets at least 90% of
+//!    75 Mbit/s and the application at most 25 Mbit/s plus burst.
+//! 3. When the application stops, the reservation rises to max_reserve within
+//!    three periods.
+//! 4. When the controller is killed (SIGKILL, no cleanup), the application is
+//!    back above 80 Mbit/s within the hard timeout of its throttling flows.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{eventually, KillOnDrop, NsHost, Sandbox};
+
+const API: &str = "http://127.0.0.1:48081";
+const C_MBPS: u64 = 100;
+
+struct Iperf {
+    child: std::process::Child,
+    started: Instant,
+}
+
+impl Iperf {
+    /// iperf3 client in `from` to `to:port`, JSON output with 0.5 s intervals.
+    fn start(from: &NsHost, to: &str, port: u16, secs: u32, rate: Option<&str>) -> Iperf {
+        let mut args = vec![
+            "iperf3".to_string(),
+            "-c".into(),
+            to.into(),
+            "-p".into(),
+            port.to_string(),
+            "-t".into(),
+            secs.to_string(),
+            "-i".into(),
+            "0.5".into(),
+            "-J".into(),
+        ];
+        if let Some(r) = rate {
+            args.extend(["-b".into(), r.into()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = from
+            .cmd(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Iperf {
+            child,
+            started: Instant::now(),
+        }
+    }
+
+    /// (interval end in seconds, Mbit/s) for every interval.
+    fn finish(self) -> Vec<(f64, f64)> {
+        let out = self.child.wait_with_output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["intervals"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| {
+                        let s = &i["sum"];
+                        (
+                            s["end"].as_f64().unwrap_or(0.0),
+                            s["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn stop(mut self) -> Vec<(f64, f64)> {
+        // SIGINT makes iperf3 print its JSON report before exiting.
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = &mut self.child;
+        self.finish()
+    }
+}
+
+/// Mean Mbit/s of the intervals ending within [from, to] seconds.
+fn mean(iv: &[(f64, f64)], from: f64, to: f64) -> f64 {
+    let sel: Vec<f64> = iv
+        .iter()
+        .filter(|(t, _)| *t > from && *t <= to)
+        .map(|(_, r)| *r)
+        .collect();
+    assert!(!sel.is_empty(), "no intervals in ({from}, {to}]: {iv:?}");
+    sel.iter().sum::<f64>() / sel.len() as f64
+}
+
+async fn get(path: &str) -> Value {
+    reqwest::get(format!("{API}{path}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservation_holds_on_the_fabric_and_lapses_when_the_controller_dies() {
+    let _lock = support::lock();
+    let sb = Sandbox::start();
+    sb.add_bridge("brs");
+    sb.add_bridge("brd");
+    // The uplink between the two hosts: a veth pair, shaped to 100 Mbit/s on
+    // the source side (the test's own QoS row, not solive's).
+    support::quiet(Command::new("ip").args(["link", "del", "slr-ups"]));
+    support::run(Command::new("ip").args([
+        "link", "add", "slr-ups", "type", "veth", "peer", "name", "slr-upd",
+    ]));
+    for l in ["slr-ups", "slr-upd"] {
+        support::run(Command::new("ip").args(["link", "set", l, "up"]));
+    }
+    sb.vsctl(&["add-port", "brs", "slr-ups"]);
+    sb.vsctl(&["add-port", "brd", "slr-upd"]);
+    let rate = (C_MBPS * 1_000_000).to_string();
+    sb.vsctl(&[
+        "--",
+        "set",
+        "port",
+        "slr-ups",
+        "qos=@q",
+        "--",
+        "--id=@q",
+        "create",
+        "qos",
+        "type=linux-htb",
+        &format!("other_config:max-rate={rate}"),
+        "queues:0=@q0",
+        "--",
+        "--id=@q0",
+        "create",
+        "queue",
+        &format!("other_config:max-rate={rate}"),
+    ]);
+    let vm = NsHost::new(&sb, "brs", "slr-vm1", "slr-vm1p", "10.197.0.11/24");
+    sb.vsctl(&[
+        "set",
+        "interface",
+        "slr-vm1p",
+        "external_ids:vm-id=vm1",
+        "external_ids:iface-id=vm1-eth0",
+    ]);
+    let hs = NsHost::new(&sb, "brs", "slr-hs", "slr-hsp", "10.197.0.1/24");
+    let hd = NsHost::new(&sb, "brd", "slr-hd", "slr-hdp", "10.197.0.2/24");
+    vm.exec(&["ping", "-c", "1", "-W", "3", "10.197.0.2"]);
+    hs.exec(&["ping", "-c", "1", "-W", "3", "10.197.0.2"]);
+    let _app_srv = KillOnDrop(
+        hd.cmd(&["iperf3", "-s", "-p", "5201"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _mig_srv = KillOnDrop(
+        hd.cmd(&["iperf3", "-s", "-p", "49152"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    // The controller, as an operator runs it.
+    let toml = format!(
+        "[controller]\nopenflow_listen = \"127.0.0.1:46654\"\nperiod_ms = 1000\nresync_periods = 5\n\
+         [api]\nlisten = \"127.0.0.1:48081\"\n\
+         [[hosts]]\nname = \"src\"\novsdb = \"{db}\"\nbridge = \"brs\"\nuplink = \"slr-ups\"\ncapacity_mbps = {C_MBPS}\naddress = \"10.197.0.1\"\n\
+         [[hosts]]\nname = \"dst\"\novsdb = \"{db}\"\nbridge = \"brd\"\nuplink = \"slr-upd\"\ncapacity_mbps = {C_MBPS}\naddress = \"10.197.0.2\"\n",
+        db = sb.db
+    );
+    let cfg = sb.path().join("solive.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let mut solive = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_solive"))
+            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .stderr(std::fs::File::create(sb.path().join("solive.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    eventually(30, "both hosts connected in meter mode", || async {
+        let v = match reqwest::get(format!("{API}/v1/hosts")).await {
+            Ok(r) => r.json::<Value>().await.map_err(|e| e.to_string())?,
+            Err(e) => return Err(e.to_string()),
+        };
+        let ok = v.as_array().is_some_and(|a| {
+            a.iter()
+                .all(|h| h["connected"] == true && h["enforcement"]["mode"] == "meter")
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await;
+
+    // 1. Without a reservation: both flows, unlimited, share the link.
+    let app = Iperf::start(&vm, "10.197.0.2", 5201, 6, None);
+    let mig = Iperf::start(&hs, "10.197.0.2", 49152, 6, None);
+    let (app0, mig0) = (app.finish(), mig.finish());
+    let (app0, mig0) = (mean(&app0, 2.0, 6.0), mean(&mig0, 2.0, 6.0));
+    eprintln!("without reservation: application {app0:.1} Mbit/s, migration {mig0:.1} Mbit/s");
+    assert!(
+        mig0 < 0.9 * 75.0,
+        "without a reservation the migration already had {mig0:.1} Mbit/s: the test shows nothing"
+    );
+
+    // 2. The application saturates the link; then the reservation; then the
+    // migration (libvirt-like, capped at 80 Mbit/s).
+    let app = Iperf::start(&vm, "10.197.0.2", 5201, 40, None);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let body = json!({"source": "src", "destination": "dst", "urgency": 75, "threshold": 10});
+    let r = reqwest::Client::new()
+        .post(format!("{API}/v1/reservations"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let res: Value = r.json().await.unwrap();
+    let id = res["id"].as_u64().unwrap();
+    let initial = eventually(5, "measurement 0", || async {
+        let v = get(&format!("/v1/reservations/{id}")).await;
+        v["reserve_pct"].as_f64().ok_or(v.to_string())
+    })
+    .await;
+    assert!(
+        (initial - 75.0).abs() < 0.01,
+        "initial reservation {initial} (link saturated: max(avail, 75))"
+    );
+    let mig = Iperf::start(&hs, "10.197.0.2", 49152, 12, Some("80M"));
+    let mig_iv = mig.finish();
+    let app_during = app.started.elapsed().as_secs_f64();
+    let mig1 = mean(&mig_iv, 3.0, 12.0);
+    let view = get(&format!("/v1/reservations/{id}")).await;
+    eprintln!(
+        "with reservation: migration {mig1:.1} Mbit/s; reservation {}",
+        view["reserve_pct"]
+    );
+    let hist: Vec<String> = view["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{:.0}/{:.0}/{:.0}",
+                p["avail_pct"].as_f64().unwrap(),
+                p["mig_pct"].as_f64().unwrap(),
+                p["reserve_pct"].as_f64().unwrap()
+            )
+        })
+        .collect();
+    eprintln!("history avail/mig/reserve: {}", hist.join(" "));
+    assert!(
+        mig1 >= 0.9 * 75.0,
+        "migration got {mig1:.1} Mbit/s, less than 90% of 75"
+    );
+
+    // 3. The application stops: the migration alone leaves room, so the
+    // reservation climbs to max_reserve (95) within three periods.
+    let app_iv = app.stop();
+    let app1 = mean(&app_iv, app_during - 9.0, app_during);
+    eprintln!("application during the reservation: {app1:.1} Mbit/s");
+    // 25 Mbit/s plus the meter's burst (a tenth of a second of the rate).
+    assert!(
+        app1 <= 25.0 * 1.1,
+        "application got {app1:.1} Mbit/s under a 25 Mbit/s share"
+    );
+    let mig = Iperf::start(&hs, "10.197.0.2", 49152, 30, Some("80M"));
+    let t0 = Instant::now();
+    let climbed = eventually(8, "reservation at max_reserve", || async {
+        let v = get(&format!("/v1/reservations/{id}")).await;
+        let r = v["reserve_pct"].as_f64().unwrap_or(0.0);
+        if (r - 95.0).abs() < 0.01 {
+            Ok(t0.elapsed())
+        } else {
+            Err(v["history"].to_string())
+        }
+    })
+    .await;
+    eprintln!(
+        "reservation reached 95% {:.1} s after the application stopped",
+        climbed.as_secs_f64()
+    );
+    assert!(
+        climbed <= Duration::from_millis(3 * 1000 + 1500),
+        "took {climbed:?}"
+    );
+    drop(mig.stop());
+
+    // 4. The application runs again (throttled to 5 Mbit/s by the 95%
+    // reservation); the controller is killed without any cleanup.
+    let app = Iperf::start(&vm, "10.197.0.2", 5201, 14, None);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let flows = sb.ofctl(&["dump-flows", "brs"]);
+    assert!(
+        flows.contains("meter:1") && flows.contains("hard_timeout=3"),
+        "{flows}"
+    );
+    let killed_at = app.started.elapsed().as_secs_f64();
+    solive.0.kill().unwrap();
+    let _ = solive.0.wait();
+    let killed = Instant::now();
+    let mut lapsed = [None, None];
+    while killed.elapsed() < Duration::from_secs(8) && lapsed.iter().any(Option::is_none) {
+        for (i, br) in ["brs", "brd"].iter().enumerate() {
+            if lapsed[i].is_none() && !sb.ofctl(&["dump-flows", br]).contains("meter:") {
+                lapsed[i] = Some(killed.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("throttling flows gone from brs/brd after {lapsed:?}");
+    let app_iv = app.finish();
+    let before = mean(&app_iv, killed_at - 2.0, killed_at);
+    let back = app_iv
+        .iter()
+        .find(|(t, r)| *t > killed_at && *r > 80.0)
+        .map(|(t, _)| t - killed_at);
+    eprintln!("application before the kill {before:.1} Mbit/s; above 80 Mbit/s {back:?} s after it; {app_iv:?}");
+    assert!(
+        before < 10.0,
+        "application was not throttled before the kill: {before:.1}"
+    );
+    // The throttling flows lapse with their hard timeout (3 periods = 3 s
+    // after their last refresh, which was at most one period before the kill).
+    for (br, t) in ["brs", "brd"].iter().zip(lapsed) {
+        let t = t.unwrap_or_else(|| panic!("throttling flows still on {br} 8 s after the kill"));
+        assert!(
+            t <= Duration::from_millis(3500),
+            "{br}: flows lapsed only {t:?} after the kill"
+        );
+    }
+    // The datapath follows within a revalidation pass (~0.5 s), and iperf3
+    // reports in 0.5 s intervals; TCP ramps up within one.
+    let back = back.expect("application never got back above 80 Mbit/s");
+    assert!(
+        back <= 3.0 + 2.0,
+        "application back above 80 Mbit/s only {back:.1} s after the kill"
+    );
+}

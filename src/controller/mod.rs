@@ -911,7 +911,8 @@ impl Controller {
                 }
                 if let Some(db) = db {
                     for iface in policed {
-                        if let Err(e) = vswitch::set_ingress_policing(&db, &iface, 0, 0).await {
+                        let r = vswitch::set_owned_policing(&db, &iface, 0, 0, OVSDB_OWNER).await;
+                        if let Err(e) = r {
                             tracing::warn!(host = %name, %iface, error = %e, "could not remove policing");
                         }
                     }
@@ -940,7 +941,9 @@ pub struct Polled {
     pub flows: Vec<crate::openflow::multipart::FlowStats>,
 }
 
-async fn poll_switch(sw: &SwitchHandle, enforcing: bool) -> Result<Polled, SwitchError> {
+/// One period's counters from a switch: port statistics, and while it enforces a
+/// reservation its meter statistics and migration-flow statistics.
+pub async fn poll_switch(sw: &SwitchHandle, enforcing: bool) -> Result<Polled, SwitchError> {
     let mut out = Polled::default();
     match sw
         .multipart(

@@ -221,13 +221,13 @@ impl Controller {
                 for p in &pol {
                     let rate = u32::try_from(p.rate_kbps).unwrap_or(u32::MAX);
                     let burst = u32::try_from(p.burst_kb).unwrap_or(u32::MAX);
-                    vswitch::set_ingress_policing(&db, &p.iface, rate, burst).await?;
+                    vswitch::set_owned_policing(&db, &p.iface, rate, burst, OVSDB_OWNER).await?;
                 }
                 for p in old_pol
                     .iter()
                     .filter(|o| !pol.iter().any(|n| n.iface == o.iface))
                 {
-                    vswitch::set_ingress_policing(&db, &p.iface, 0, 0).await?;
+                    vswitch::set_owned_policing(&db, &p.iface, 0, 0, OVSDB_OWNER).await?;
                 }
                 Ok(())
             }

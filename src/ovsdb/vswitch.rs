@@ -440,6 +440,52 @@ pub async fn set_ingress_policing(
     transact_on(client, vec![op], 0, "interface", iface).await
 }
 
+/// The `external_ids` key that marks an interface whose ingress policing
+/// solive set (policing has no row of its own to tag).
+pub const POLICING_OWNER_KEY: &str = "solive-policing-owner";
+
+/// Sets ingress policing on an interface on behalf of `owner` and tags the
+/// interface with `external_ids:solive-policing-owner=<owner>`, so that
+/// [`cleanup_owned`] can find and undo it after a crash. A rate of 0 removes
+/// the policing and the tag.
+pub async fn set_owned_policing(
+    client: &Client,
+    iface: &str,
+    rate_kbps: u32,
+    burst_kb: u32,
+    owner: &str,
+) -> Result<(), OvsdbError> {
+    let tag = if rate_kbps > 0 {
+        Mutation::new(
+            "external_ids",
+            Mutator::Insert,
+            Value::string_map(&[(POLICING_OWNER_KEY, owner)]),
+        )
+    } else {
+        Mutation::new(
+            "external_ids",
+            Mutator::Delete,
+            Value::string_set(&[POLICING_OWNER_KEY]),
+        )
+    };
+    let ops = vec![
+        Operation::Update {
+            table: s("Interface"),
+            r#where: vec![Condition::eq("name", iface)],
+            row: Row::from([
+                (s("ingress_policing_rate"), Value::integer(rate_kbps.into())),
+                (s("ingress_policing_burst"), Value::integer(burst_kb.into())),
+            ]),
+        },
+        Operation::Mutate {
+            table: s("Interface"),
+            r#where: vec![Condition::eq("name", iface)],
+            mutations: vec![tag],
+        },
+    ];
+    transact_on(client, ops, 0, "interface", iface).await
+}
+
 fn owner_tag(owner: &str) -> Value {
     Value::string_map(&[(OWNER_KEY, owner)])
 }
@@ -644,7 +690,8 @@ pub async fn owned_qos(client: &Client, owner: &str) -> Result<Vec<OwnedQos>, Ov
 
 /// Removes every QoS and Queue row tagged with `owner`, first clearing the
 /// `Port.qos` references to those QoS rows and removing those queues from
-/// QoS rows that are not ours. Returns how many rows were deleted.
+/// QoS rows that are not ours, and undoes the ingress policing `owner` set
+/// (see [`set_owned_policing`]). Returns how many QoS/Queue rows were deleted.
 pub async fn cleanup_owned(client: &Client, owner: &str) -> Result<u64, OvsdbError> {
     let tag = || vec![Condition::includes("external_ids", owner_tag(owner))];
     let r = selects(
@@ -692,6 +739,28 @@ pub async fn cleanup_owned(client: &Client, owner: &str) -> Result<u64, OvsdbErr
             });
         }
     }
+    // Policing solive set: back to none, tag removed.
+    let policed = vec![Condition::includes(
+        "external_ids",
+        Value::string_map(&[(POLICING_OWNER_KEY, owner)]),
+    )];
+    ops.push(Operation::Update {
+        table: s("Interface"),
+        r#where: policed.clone(),
+        row: Row::from([
+            (s("ingress_policing_rate"), Value::integer(0)),
+            (s("ingress_policing_burst"), Value::integer(0)),
+        ]),
+    });
+    ops.push(Operation::Mutate {
+        table: s("Interface"),
+        r#where: policed,
+        mutations: vec![Mutation::new(
+            "external_ids",
+            Mutator::Delete,
+            Value::string_set(&[POLICING_OWNER_KEY]),
+        )],
+    });
     let first_delete = ops.len();
     ops.push(Operation::Delete {
         table: s("QoS"),

@@ -79,3 +79,149 @@ async fn health_hosts_and_errors() {
     // After shutdown the API is gone.
     assert!(reqwest::get(format!("{base}/v1/health")).await.is_err());
 }
+
+#[tokio::test]
+async fn reservations_validate_and_round_trip() {
+    let mut toml = config_toml(
+        &[
+            ("h1", "unix:/nonexistent/a.sock", "br0", "up0", 100),
+            ("h2", "unix:/nonexistent/b.sock", "br1", "up1", 100),
+            ("h3", "unix:/nonexistent/c.sock", "br2", "up2", 100),
+        ],
+        100,
+    );
+    // h1 and h2 have fabric addresses; h3 has none.
+    toml = toml.replacen(
+        "capacity_mbps = 100\n",
+        "capacity_mbps = 100\naddress = \"10.0.0.1\"\n",
+        1,
+    );
+    toml = toml.replacen(
+        "up1\"\ncapacity_mbps = 100\n",
+        "up1\"\ncapacity_mbps = 100\naddress = \"10.0.0.2\"\n",
+        1,
+    );
+    let mut config = Config::parse(&toml).unwrap();
+    let of = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    config.controller.openflow_listen = of.local_addr().unwrap();
+    let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1/reservations", api.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = solive::server::start(config, of, api, async {
+        let _ = stopped.await;
+    });
+    let http = reqwest::Client::new();
+    let good = serde_json::json!({"source": "h1", "destination": "h2", "urgency": 75});
+
+    let bad = [
+        (
+            serde_json::json!({"source": "h1", "destination": "h2", "urgency": 75, "colour": 1}),
+            "unknown field",
+        ),
+        (
+            serde_json::json!({"source": "h1", "destination": "h2", "urgency": "high"}),
+            "urgency",
+        ),
+        (
+            serde_json::json!({"source": "h1", "destination": "h2", "urgency": 150}),
+            "urgency",
+        ),
+        (
+            serde_json::json!({"source": "h1", "destination": "h2", "urgency": 75, "threshold": -3}),
+            "threshold",
+        ),
+        (
+            serde_json::json!({"source": "nope", "destination": "h2", "urgency": 75}),
+            "source: unknown host",
+        ),
+        (
+            serde_json::json!({"source": "h1", "destination": "h1", "urgency": 75}),
+            "destination",
+        ),
+        (
+            serde_json::json!({"source": "h1", "destination": "h3", "urgency": 75}),
+            "address",
+        ),
+        (
+            serde_json::json!({"destination": "h2", "urgency": 75}),
+            "source",
+        ),
+    ];
+    for (body, needle) in bad {
+        let r = http.post(&base).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(v["error"]["code"], "bad_request", "{v}");
+        assert!(msg.contains(needle), "{body}: {msg}");
+    }
+    let r = http
+        .post(&base)
+        .body("{not json")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Nothing was created by the bad requests.
+    let list: serde_json::Value = http.get(&base).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list, serde_json::json!([]));
+
+    let r = http.post(&base).json(&good).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let id = v["id"].as_u64().unwrap();
+    // The hosts are not connected: nothing is measured yet.
+    assert_eq!(v["reserve_pct"], serde_json::Value::Null);
+    assert_eq!(v["params"]["max_reserve"], 95.0);
+    assert_eq!(v["threshold"], 10.0);
+    let one: serde_json::Value = http
+        .get(format!("{base}/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["source"], "h1");
+    let list: serde_json::Value = http.get(&base).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    assert_eq!(
+        http.delete(format!("{base}/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        http.delete(format!("{base}/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        http.get(format!("{base}/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let r = http.get(format!("{base}/abc")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reservation id"),
+        "{v}"
+    );
+
+    let _ = stop.send(());
+    running.task.await.unwrap();
+}

@@ -1,6 +1,6 @@
 //! `/v1/reservations`: bandwidth reservations for migrations.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -22,10 +22,16 @@ pub async fn list(State(s): State<AppState>) -> Result<Json<Vec<ReservationView>
     Ok(Json(s.controller.reservations().await?))
 }
 
+fn id(p: Result<Path<u64>, PathRejection>) -> Result<u64, ApiError> {
+    p.map(|Path(id)| id)
+        .map_err(|e| ApiError::BadRequest(format!("reservation id: {}", e.body_text())))
+}
+
 pub async fn get(
     State(s): State<AppState>,
-    Path(id): Path<u64>,
+    p: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<ReservationView>, ApiError> {
+    let id = id(p)?;
     s.controller
         .reservation(id)
         .await?

@@ -196,24 +196,19 @@ impl Action {
     }
 }
 
-/// Parses actions until `r` is exhausted.
-pub(crate) fn parse_list(r: &mut Reader<'_>) -> Result<Vec<Action>, DecodeError> {
-    let mut v = Vec::new();
-    while !r.is_empty() {
-        v.push(Action::parse(r)?);
+impl super::util::ListElement for Action {
+    fn parse_one(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Action::parse(r)
     }
-    Ok(v)
-}
-
-pub(crate) fn list_len(actions: &[Action]) -> usize {
-    actions.iter().map(Action::buffer_len).sum()
-}
-
-pub(crate) fn emit_list(actions: &[Action], dst: &mut BytesMut) {
-    for a in actions {
-        a.emit(dst);
+    fn emit_one(&self, dst: &mut BytesMut) {
+        self.emit(dst)
+    }
+    fn len_one(&self) -> usize {
+        self.buffer_len()
     }
 }
+
+pub(crate) use super::util::{emit_list, list_len, parse_list};
 
 #[cfg(test)]
 mod tests {
@@ -264,7 +259,7 @@ mod tests {
                 data: Bytes::from_static(&[0, 0, 0, 0]),
             },
         ];
-        let got = parse_list(&mut Reader::new(bytes, "t")).unwrap();
+        let got = parse_list::<Action>(&mut Reader::new(bytes, "t")).unwrap();
         assert_eq!(got, want);
         let mut out = BytesMut::new();
         emit_list(&want, &mut out);
@@ -274,17 +269,18 @@ mod tests {
 
     #[test]
     fn action_length_errors() {
-        let e = parse_list(&mut Reader::new(&[0, 0, 0, 2, 0, 0, 0, 0], "t")).unwrap_err();
+        let e = parse_list::<Action>(&mut Reader::new(&[0, 0, 0, 2, 0, 0, 0, 0], "t")).unwrap_err();
         assert_eq!(
             e.to_string(),
             "action: length 2 is shorter than its 4-byte header"
         );
-        let e = parse_list(&mut Reader::new(&[0, 0, 0, 16, 0, 0, 0, 0], "t")).unwrap_err();
+        let e =
+            parse_list::<Action>(&mut Reader::new(&[0, 0, 0, 16, 0, 0, 0, 0], "t")).unwrap_err();
         assert_eq!(
             e.to_string(),
             "action: length 16 runs past the 8 bytes that remain"
         );
-        let e = parse_list(&mut Reader::new(&[0, 0, 0, 8, 0, 0, 0, 0], "t")).unwrap_err();
+        let e = parse_list::<Action>(&mut Reader::new(&[0, 0, 0, 8, 0, 0, 0, 0], "t")).unwrap_err();
         assert_eq!(
             e.to_string(),
             "action output: needs 2 bytes but only 0 remain"

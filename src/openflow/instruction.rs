@@ -157,23 +157,19 @@ impl Instruction {
     }
 }
 
-pub(crate) fn parse_list(r: &mut Reader<'_>) -> Result<Vec<Instruction>, DecodeError> {
-    let mut v = Vec::new();
-    while !r.is_empty() {
-        v.push(Instruction::parse(r)?);
+impl super::util::ListElement for Instruction {
+    fn parse_one(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Instruction::parse(r)
     }
-    Ok(v)
-}
-
-pub(crate) fn list_len(ins: &[Instruction]) -> usize {
-    ins.iter().map(Instruction::buffer_len).sum()
-}
-
-pub(crate) fn emit_list(ins: &[Instruction], dst: &mut BytesMut) {
-    for i in ins {
-        i.emit(dst);
+    fn emit_one(&self, dst: &mut BytesMut) {
+        self.emit(dst)
+    }
+    fn len_one(&self) -> usize {
+        self.buffer_len()
     }
 }
+
+pub(crate) use super::util::{emit_list, list_len, parse_list};
 
 #[cfg(test)]
 mod tests {
@@ -216,7 +212,7 @@ mod tests {
                 data: Bytes::from_static(&[0, 0, 0x23, 0x20]),
             },
         ];
-        let got = parse_list(&mut Reader::new(bytes, "t")).unwrap();
+        let got = parse_list::<Instruction>(&mut Reader::new(bytes, "t")).unwrap();
         assert_eq!(got, want);
         let mut out = BytesMut::new();
         emit_list(&want, &mut out);

@@ -138,3 +138,32 @@ macro_rules! flags {
     };
 }
 pub(crate) use flags;
+
+/// A wire element that is encoded back to back in a list (actions,
+/// instructions): the list helpers below serve every such kind.
+pub(crate) trait ListElement: Sized {
+    fn parse_one(r: &mut super::frame::Reader<'_>) -> Result<Self, super::DecodeError>;
+    fn emit_one(&self, dst: &mut bytes::BytesMut);
+    fn len_one(&self) -> usize;
+}
+
+/// Parses elements until `r` is exhausted.
+pub(crate) fn parse_list<T: ListElement>(
+    r: &mut super::frame::Reader<'_>,
+) -> Result<Vec<T>, super::DecodeError> {
+    let mut v = Vec::new();
+    while !r.is_empty() {
+        v.push(T::parse_one(r)?);
+    }
+    Ok(v)
+}
+
+pub(crate) fn list_len<T: ListElement>(items: &[T]) -> usize {
+    items.iter().map(T::len_one).sum()
+}
+
+pub(crate) fn emit_list<T: ListElement>(items: &[T], dst: &mut bytes::BytesMut) {
+    for i in items {
+        i.emit_one(dst);
+    }
+}

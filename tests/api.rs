@@ -4,12 +4,12 @@
 mod support;
 
 use solive::config::Config;
-use support::config_toml;
+use support::{config_toml, Solive};
 use tokio::net::TcpListener;
 
 #[tokio::test]
 async fn health_hosts_and_errors() {
-    let mut config = Config::parse(&config_toml(
+    let config = Config::parse(&config_toml(
         &[
             (
                 "h1",
@@ -23,14 +23,8 @@ async fn health_hosts_and_errors() {
         100,
     ))
     .unwrap();
-    let of = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    config.controller.openflow_listen = of.local_addr().unwrap();
-    let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", api.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = solive::server::start(config, of, api, async {
-        let _ = stopped.await;
-    });
+    let solive = Solive::start_with(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+    let base = solive.api.clone();
 
     let health: serde_json::Value = reqwest::get(format!("{base}/v1/health"))
         .await
@@ -74,8 +68,7 @@ async fn health_hosts_and_errors() {
         assert!(v["error"]["message"].as_str().unwrap().len() > 5);
     }
 
-    let _ = stop.send(());
-    running.task.await.unwrap();
+    solive.stop().await;
     // After shutdown the API is gone.
     assert!(reqwest::get(format!("{base}/v1/health")).await.is_err());
 }
@@ -101,15 +94,9 @@ async fn reservations_validate_and_round_trip() {
         "up1\"\ncapacity_mbps = 100\naddress = \"10.0.0.2\"\n",
         1,
     );
-    let mut config = Config::parse(&toml).unwrap();
-    let of = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    config.controller.openflow_listen = of.local_addr().unwrap();
-    let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/v1/reservations", api.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = solive::server::start(config, of, api, async {
-        let _ = stopped.await;
-    });
+    let config = Config::parse(&toml).unwrap();
+    let solive = Solive::start_with(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+    let base = format!("{}/v1/reservations", solive.api);
     let http = reqwest::Client::new();
     let good = serde_json::json!({"source": "h1", "destination": "h2", "urgency": 75});
 
@@ -222,6 +209,5 @@ async fn reservations_validate_and_round_trip() {
         "{v}"
     );
 
-    let _ = stop.send(());
-    running.task.await.unwrap();
+    solive.stop().await;
 }

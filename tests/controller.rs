@@ -13,62 +13,8 @@ use solive::controller::reconcile::COOKIE_TAG;
 use solive::controller::{Applied, FlowSpec, MeterSpec};
 use solive::openflow::{port, Action, Instruction, Match};
 use solive::ovsdb::vswitch::QueueConfig;
-use support::{config_toml, eventually, Sandbox};
+use support::{config_toml, eventually, Sandbox, Solive};
 use tokio::net::TcpListener;
-
-struct Solive {
-    running: solive::server::Running,
-    api: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Solive {
-    async fn start(toml: &str) -> Solive {
-        let mut config = Config::parse(toml).unwrap();
-        let of = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        config.controller.openflow_listen = of.local_addr().unwrap();
-        let api_url = format!("http://{}", api.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let running = solive::server::start(config, of, api, async {
-            let _ = rx.await;
-        });
-        Solive {
-            running,
-            api: api_url,
-            stop: Some(tx),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        reqwest::get(format!("{}{path}", self.api))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn host_when(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        eventually(20, what, || async {
-            let h = self.get(&format!("/v1/hosts/{name}")).await;
-            if pred(&h) {
-                Ok(h)
-            } else {
-                Err(h.to_string())
-            }
-        })
-        .await
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(20), self.running.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
 
 fn metered_flow(cookie_low: u64, in_port: u32, meter: u32) -> FlowSpec {
     FlowSpec {
@@ -279,6 +225,14 @@ async fn controller_configures_installs_heals_and_cleans_up() {
     // Unknown host and bad ids are errors, not panics.
     assert!(c.put_meter("nope", m).await.is_err());
     assert!(c.put_meter("h1", MeterSpec { id: 0, ..m }).await.is_err());
+    let reserved = MeterSpec {
+        id: solive::controller::enforce::APP_OUT_METER,
+        ..m
+    };
+    assert!(
+        c.put_meter("h1", reserved).await.is_err(),
+        "enforcement meter ids are not for callers"
+    );
 
     // QoS through OVSDB, tagged as ours.
     let q = QueueConfig {
@@ -388,12 +342,8 @@ async fn switches_in_side_by_side_sandboxes() {
         Some(format!("tcp:{}:{port}", a.controller_ip.as_ref().unwrap()));
     config.hosts[1].controller_target =
         Some(format!("tcp:{}:{port}", b.controller_ip.as_ref().unwrap()));
-    let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1/hosts", api.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let running = solive::server::start(config, of, api, async {
-        let _ = rx.await;
-    });
+    let solive = Solive::start_with(config, of).await;
+    let url = format!("{}/v1/hosts", solive.api);
     let hosts: Value = eventually(20, "both hosts connected", || async {
         let v: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
         let all = v.as_array().unwrap().iter().all(|h| h["connected"] == true);
@@ -411,6 +361,5 @@ async fn switches_in_side_by_side_sandboxes() {
         .map(|h| h["dpid"].as_str().unwrap())
         .collect();
     assert_ne!(dpids[0], dpids[1]);
-    let _ = tx.send(());
-    running.task.await.unwrap();
+    solive.stop().await;
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use solive::config::Config;
 use solive::ovsdb::vswitch::QueueConfig;
-use support::{config_toml, eventually, KillOnDrop, NsHost, Sandbox};
+use support::{config_toml, eventually, KillOnDrop, NsHost, Sandbox, Solive};
 use tokio::net::TcpListener;
 
 const SHAPED_BPS: u64 = 50_000_000;
@@ -24,16 +24,9 @@ async fn reported_port_rate_matches_htb_shaped_iperf3() {
     let h1 = NsHost::new(&sb, "br0", "slv-h1", "slv-p1", "10.199.0.1/24");
     let h2 = NsHost::new(&sb, "br0", "slv-h2", "slv-p2", "10.199.0.2/24");
 
-    let mut config =
-        Config::parse(&config_toml(&[("h", &sb.db, "br0", "slv-p1", 100)], 1000)).unwrap();
-    let of = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    config.controller.openflow_listen = of.local_addr().unwrap();
-    let url = format!("http://{}/v1/hosts/h", api.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = solive::server::start(config, of, api, async {
-        let _ = stopped.await;
-    });
+    let config = Config::parse(&config_toml(&[("h", &sb.db, "br0", "slv-p1", 100)], 1000)).unwrap();
+    let solive = Solive::start_with(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+    let url = format!("{}/v1/hosts/h", solive.api);
     let get = || async {
         reqwest::get(&url)
             .await
@@ -58,7 +51,8 @@ async fn reported_port_rate_matches_htb_shaped_iperf3() {
         max_rate: Some(SHAPED_BPS),
         priority: None,
     };
-    running
+    solive
+        .running
         .controller
         .set_port_qos("h", "slv-p2", SHAPED_BPS, &[(0, q)])
         .await
@@ -117,8 +111,7 @@ async fn reported_port_rate_matches_htb_shaped_iperf3() {
         "{iperf_bps}"
     );
 
-    let _ = stop.send(());
-    running.task.await.unwrap();
+    solive.stop().await;
     drop(h1);
     drop(h2);
 }

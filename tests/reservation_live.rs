@@ -305,7 +305,10 @@ async fn reservation_holds_on_the_fabric_and_lapses_when_the_controller_dies() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let flows = sb.ofctl(&["dump-flows", "brs"]);
     assert!(
-        flows.contains("meter:1") && flows.contains("hard_timeout=3"),
+        flows.contains(&format!(
+            "meter:{}",
+            solive::controller::enforce::APP_OUT_METER
+        )) && flows.contains("hard_timeout=3"),
         "{flows}"
     );
     let killed_at = app.started.elapsed().as_secs_f64();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use solive::config::Config;
 use solive::controller::reservation::ReservationRequest;
-use support::{config_toml, eventually, Sandbox};
+use support::{config_toml, eventually, Sandbox, Solive};
 use tokio::net::TcpListener;
 
 fn add_internal(sb: &Sandbox, br: &str, name: &str, ids: &[&str]) {
@@ -66,16 +66,10 @@ async fn queue_mode_writes_and_removes_qos_policing_and_set_queue_flows() {
         "qd-up\"\ncapacity_mbps = 100\naddress = \"10.196.0.2\"\nenforcement = \"queue\"\n",
         1,
     );
-    let mut config = Config::parse(&toml).unwrap();
-    let of = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    config.controller.openflow_listen = of.local_addr().unwrap();
-    let url = format!("http://{}", api.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = solive::server::start(config, of, api, async {
-        let _ = stopped.await;
-    });
-    let c = running.controller.clone();
+    let config = Config::parse(&toml).unwrap();
+    let solive = Solive::start_with(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+    let url = solive.api.clone();
+    let c = solive.running.controller.clone();
 
     let hosts: serde_json::Value = eventually(20, "hosts in queue mode", || async {
         let v: serde_json::Value = reqwest::get(format!("{url}/v1/hosts"))
@@ -229,8 +223,7 @@ async fn queue_mode_writes_and_removes_qos_policing_and_set_queue_flows() {
         }
     })
     .await;
-    let _ = stop.send(());
-    running.task.await.unwrap();
+    solive.stop().await;
     gone().await.unwrap();
     assert_eq!(sb.vsctl(&["list", "queue"]).trim(), "");
 }

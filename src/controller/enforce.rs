@@ -36,10 +36,16 @@ use crate::openflow::{port, Action, Instruction, Match};
 use crate::ovsdb::vswitch::QueueConfig;
 
 /// The meter all application traffic leaving a source host's VMs passes through.
-pub const APP_OUT_METER: u32 = 1;
+/// Enforcement meters live in their own id range (0x5011_xxxx, like the
+/// cookie tag) so they never collide with meters put through the API; Open
+/// vSwitch maps OpenFlow meter ids itself, so high ids cost nothing.
+pub const APP_OUT_METER: u32 = 0x5011_0001;
 /// The meter all application traffic arriving at a destination or
 /// intermediary passes through.
-pub const APP_IN_METER: u32 = 2;
+pub const APP_IN_METER: u32 = 0x5011_0002;
+/// Meter ids in `ENFORCEMENT_METERS..=ENFORCEMENT_METERS_END` are enforcement's.
+pub const ENFORCEMENT_METERS: u32 = 0x5011_0000;
+pub const ENFORCEMENT_METERS_END: u32 = 0x5011_ffff;
 /// Throttling flows lapse after this many periods without a refresh.
 pub const TIMEOUT_PERIODS: u32 = 3;
 /// libvirt's default migration port range, 49152–49215, is exactly the
@@ -87,7 +93,7 @@ pub fn is_enforcement_cookie(c: u64) -> bool {
 
 /// The meters enforcement uses.
 pub fn is_enforcement_meter(id: u32) -> bool {
-    id == APP_OUT_METER || id == APP_IN_METER
+    (ENFORCEMENT_METERS..=ENFORCEMENT_METERS_END).contains(&id)
 }
 
 /// The mode a host uses.
@@ -510,6 +516,7 @@ mod tests {
                 burst_kb: 2_500
             }]
         );
+        assert!(is_enforcement_meter(APP_OUT_METER) && !is_enforcement_meter(1));
         assert_eq!(p.app_out_limit_bps, Some(25e6));
         let app: Vec<_> = p
             .flows

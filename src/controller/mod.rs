@@ -414,6 +414,12 @@ impl Controller {
                         m.id
                     )));
                 }
+                if enforce::is_enforcement_meter(m.id) {
+                    return Err(ControllerError::Invalid(format!(
+                        "meter id {:#x} is in the range reservations use",
+                        m.id
+                    )));
+                }
                 d.meters.insert(m.id, m);
                 Ok(())
             }),

@@ -231,3 +231,73 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// solive running in-process on listeners bound to port 0, stopped by
+/// [`Solive::stop`] through its shutdown future (a clean stop).
+pub struct Solive {
+    pub running: solive::server::Running,
+    pub api: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Solive {
+    pub async fn start(toml: &str) -> Solive {
+        let config = solive::config::Config::parse(toml).unwrap();
+        let of = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_with(config, of).await
+    }
+
+    /// Starts with an OpenFlow listener the test bound itself; the config's
+    /// `openflow_listen` is set to its address.
+    pub async fn start_with(
+        mut config: solive::config::Config,
+        of: tokio::net::TcpListener,
+    ) -> Solive {
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        config.controller.openflow_listen = of.local_addr().unwrap();
+        let api_url = format!("http://{}", api.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let running = solive::server::start(config, of, api, async {
+            let _ = rx.await;
+        });
+        Solive {
+            running,
+            api: api_url,
+            stop: Some(tx),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        reqwest::get(format!("{}{path}", self.api))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn host_when(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        eventually(20, what, || async {
+            let h = self.get(&format!("/v1/hosts/{name}")).await;
+            if pred(&h) {
+                Ok(h)
+            } else {
+                Err(h.to_string())
+            }
+        })
+        .await
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(std::time::Duration::from_secs(20), self.running.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -11,6 +11,7 @@
 //! - [`rate`]: pure counter-to-rate estimation (resets and wrap handled).
 //! - [`reserve`]: Algorithm 1 (urgency-driven bandwidth reservation) as a pure
 //!   step, and its replay over recorded traces.
+//! - [`order`]: the migration order (paper section IV) as a pure function.
 //! - [`config`]: the TOML configuration of `solive serve`.
 //! - [`controller`]: the single owner of controller state; host tasks, polling,
 //!   reconcile of desired switch state.
@@ -21,6 +22,7 @@ pub mod api;
 pub mod config;
 pub mod controller;
 pub mod openflow;
+pub mod order;
 pub mod ovsdb;
 pub mod rate;
 pub mod reserve;

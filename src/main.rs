@@ -42,6 +42,17 @@ enum Cmd {
         #[arg(long, default_value_t = solive::reserve::DEFAULT_MAX_RESERVE)]
         max_reserve: f64,
     },
+    /// Order VMs for migration: JSON on stdin
+    /// ({"capacity_bps": C, "vms": [{"name", "non_zero_pages",
+    /// "dirty_pages_per_sec", "tx_bps", "rx_bps"}, ...]}), the order and its
+    /// reasons as JSON on stdout.
+    Plan {
+        #[arg(long, value_enum)]
+        mode: PlanMode,
+        /// Margin, percent of capacity, within which a VM counts as balanced.
+        #[arg(long, default_value_t = solive::order::DEFAULT_BALANCE_PCT)]
+        balance_pct: f64,
+    },
     /// Decode one OpenFlow 1.3 message given as hex (spaces allowed; "-" reads stdin).
     OfpPrint {
         /// The message as hex, possibly split over several arguments.
@@ -51,6 +62,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PlanMode {
+    Precopy,
+    Postcopy,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +120,21 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 .read_to_string(&mut input)
                 .context("reading stdin")?;
             print!("{}", solive::reserve::replay::replay(params, &input)?);
+            Ok(())
+        }
+        Cmd::Plan { mode, balance_pct } => {
+            let mut input = String::new();
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .context("reading stdin")?;
+            let input: solive::order::PlanInput =
+                serde_json::from_str(&input).context("invalid plan input")?;
+            let mode = match mode {
+                PlanMode::Precopy => solive::order::Mode::Precopy,
+                PlanMode::Postcopy => solive::order::Mode::Postcopy,
+            };
+            let plan = solive::order::plan(&input, mode, balance_pct)?;
+            println!("{}", serde_json::to_string_pretty(&plan)?);
             Ok(())
         }
         Cmd::Serve { config } => {

@@ -7,6 +7,7 @@
 //! | GET | `/v1/health` | `{"status": "ok", "version": ...}` |
 //! | GET | `/v1/hosts` | every host with connection state, dpid, ports and rates |
 //! | GET | `/v1/hosts/{name}` | one host, 404 if unknown |
+//! | POST | `/v1/plan` | the migration order for measured VMs, with reasons |
 //! | POST | `/v1/reservations` | make a reservation (201 with its view) |
 //! | GET | `/v1/reservations` | every reservation |
 //! | GET | `/v1/reservations/{id}` | one, with per-host enforcement and history |
@@ -15,6 +16,7 @@
 mod error;
 mod health;
 mod hosts;
+mod plan;
 mod reservations;
 
 pub use error::ApiError;
@@ -35,6 +37,7 @@ pub fn router(controller: ControllerHandle) -> Router {
         .route("/v1/health", get(health::get))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/{name}", get(hosts::get))
+        .route("/v1/plan", post(plan::create))
         .route(
             "/v1/reservations",
             post(reservations::create).get(reservations::list),

@@ -27,7 +27,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use solive::controller::enforce::{
-    self, HostFacts, Leg, MigrationMatch, MigrationPorts, Mode, Role, VmPort,
+    self, HostFacts, Leg, MigrationMatch, MigrationPorts, Mode, Role, VmPort, APP_OUT_METER,
 };
 use solive::controller::reconcile::{self, Observed, ObservedFlow, ObservedMeter};
 use solive::controller::reservation::{legs_for_host, HostInfo, Reservation, ReservationRequest};
@@ -212,8 +212,9 @@ async fn switch_periods() -> (Vec<Duration>, usize) {
         ((capacity - reserves[(SWITCH_WARMUP + SWITCH_PERIODS - 1) % 2]) / 1000.0).round() as u64;
     let meters = sb.ofctl(&["dump-meters", "br0"]);
     assert!(
-        meters.contains("meter=1") && meters.contains(&format!("rate={last_rate_kbps}")),
-        "meter 1 at {last_rate_kbps} kbit/s missing:\n{meters}"
+        meters.contains(&format!("meter={APP_OUT_METER} "))
+            && meters.contains(&format!("rate={last_rate_kbps}")),
+        "meter {APP_OUT_METER} at {last_rate_kbps} kbit/s missing:\n{meters}"
     );
     let flows = sb.ofctl(&["dump-flows", "br0"]);
     for (port, name) in [(vm1, "vm1"), (vm2, "vm2")] {
@@ -223,8 +224,10 @@ async fn switch_periods() -> (Vec<Duration>, usize) {
                 .any(|t| t == format!("in_port={port}") || t == format!("in_port={name}"))
         };
         assert!(
-            flows.lines().any(|l| here(l) && l.contains("meter:1")),
-            "no meter:1 flow for in_port={port}:\n{flows}"
+            flows
+                .lines()
+                .any(|l| here(l) && l.contains(&format!("meter:{APP_OUT_METER},"))),
+            "no meter:{APP_OUT_METER} flow for in_port={port}:\n{flows}"
         );
     }
     assert!(

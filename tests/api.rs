@@ -142,6 +142,30 @@ async fn reservations_validate_and_round_trip() {
         assert_eq!(v["error"]["code"], "bad_request", "{v}");
         assert!(msg.contains(needle), "{body}: {msg}");
     }
+    // The order is stateless and needs no host.
+    let plan_url = base.replace("/v1/reservations", "/v1/plan");
+    let body = serde_json::json!({"capacity_bps": 100, "mode": "postcopy", "vms": [
+        {"name": "in", "non_zero_pages": 5, "dirty_pages_per_sec": 0, "tx_bps": 0, "rx_bps": 50},
+        {"name": "out", "non_zero_pages": 5, "dirty_pages_per_sec": 0, "tx_bps": 50, "rx_bps": 0}]});
+    let v: serde_json::Value = http
+        .post(&plan_url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["order"], serde_json::json!(["out", "in"]), "{v}");
+    for bad in [
+        serde_json::json!({"capacity_bps": 100, "vms": []}),
+        serde_json::json!({"capacity_bps": 100, "vms": [], "extra": 1}),
+        serde_json::json!({"capacity_bps": 100, "vms": [], "mode": "sideways"}),
+    ] {
+        let r = http.post(&plan_url).json(&bad).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+
     let r = http
         .post(&base)
         .body("{not json")

@@ -210,3 +210,73 @@ fn replay_rejects_bad_parameters_and_rows() {
     assert!(err.contains("line 2") && err.contains("capacity"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+fn plan_cmd(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_solive"))
+        .arg("plan")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn plan_orders_the_papers_four_vms() {
+    // Table I's NO, M, C, NI with their network shares on a 1 Gbit/s link;
+    // extra fields such as cpu_pct are accepted.
+    let input = r#"{"capacity_bps": 1e9, "vms": [
+        {"name": "NI", "non_zero_pages": 276913, "dirty_pages_per_sec": 1118, "tx_bps": 1.8e6, "rx_bps": 1.452e8},
+        {"name": "C", "non_zero_pages": 334725, "dirty_pages_per_sec": 3146, "tx_bps": 0, "rx_bps": 0, "cpu_pct": 99},
+        {"name": "M", "non_zero_pages": 518280, "dirty_pages_per_sec": 21062, "tx_bps": 0, "rx_bps": 0},
+        {"name": "NO", "non_zero_pages": 268694, "dirty_pages_per_sec": 103, "tx_bps": 6.74e8, "rx_bps": 2.8e6}]}"#;
+    for mode in ["precopy", "postcopy"] {
+        let out = plan_cmd(&["--mode", mode], input);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v["order"],
+            serde_json::json!(["NO", "M", "C", "NI"]),
+            "{mode}: {v}"
+        );
+        assert_eq!(v["vms"][0]["group"], "outgoing");
+        assert!(v["vms"][3]["reason"].as_str().unwrap().contains("receives"));
+    }
+}
+
+#[test]
+fn plan_rejects_bad_input() {
+    for (input, needle) in [
+        (
+            r#"{"capacity_bps": 0, "vms": [{"name": "a", "non_zero_pages": 1, "dirty_pages_per_sec": 0, "tx_bps": 0, "rx_bps": 0}]}"#,
+            "capacity_bps",
+        ),
+        (
+            r#"{"capacity_bps": 1, "vms": [{"name": "a", "dirty_pages_per_sec": 0, "tx_bps": 0, "rx_bps": 0}]}"#,
+            "non_zero_pages",
+        ),
+        (
+            r#"{"capacity_bps": 1, "vms": [{"name": "a", "non_zero_pages": 1, "dirty_pages_per_sec": 0, "tx_bps": 0, "rx_bps": 0}, {"name": "a", "non_zero_pages": 1, "dirty_pages_per_sec": 0, "tx_bps": 0, "rx_bps": 0}]}"#,
+            "twice",
+        ),
+        ("not json", "invalid plan input"),
+    ] {
+        let out = plan_cmd(&["--mode", "precopy"], input);
+        assert!(!out.status.success(), "{input}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{input}: {err}");
+    }
+}

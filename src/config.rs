@@ -79,12 +79,18 @@ pub struct ControllerConfig {
 pub struct ApiConfig {
     #[serde(default = "default_api_listen")]
     pub listen: SocketAddr,
+    /// Bearer tokens, one `NAME:TOKEN` or `NAME:TOKEN:ro` per line (see
+    /// [`crate::api::auth`]). Without it the API is open, so it may only
+    /// listen on a loopback address.
+    #[serde(default)]
+    pub tokens_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: default_api_listen(),
+            tokens_file: None,
         }
     }
 }
@@ -166,6 +172,12 @@ impl Config {
             return bad(
                 "controller.echo_interval_ms and request_timeout_ms must be positive".into(),
             );
+        }
+        if self.api.tokens_file.is_none() && !self.api.listen.ip().is_loopback() {
+            return bad(format!(
+                "api.listen is {}, but without api.tokens_file the API has no authentication and may only listen on a loopback address",
+                self.api.listen
+            ));
         }
         let mut names = BTreeSet::new();
         for h in &self.hosts {

@@ -18,13 +18,23 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Starts everything in the background and returns at once.
+/// Starts everything in the background and returns at once; fails only if
+/// the API's tokens file cannot be used.
 pub fn start(
     config: Config,
     openflow: TcpListener,
     api: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Running {
+) -> Result<Running, crate::api::auth::TokensError> {
+    let tokens = match &config.api.tokens_file {
+        Some(path) => Some(std::sync::Arc::new(crate::api::auth::Tokens::load(path)?)),
+        None => {
+            tracing::warn!(
+                "no [api] tokens_file: the REST API runs without authentication (loopback only)"
+            );
+            None
+        }
+    };
     let session = SessionConfig {
         echo_interval: Duration::from_millis(config.controller.echo_interval_ms),
         request_timeout: Duration::from_millis(config.controller.request_timeout_ms),
@@ -44,7 +54,7 @@ pub fn start(
         events_tx,
         stopped(stop_rx.clone()),
     ));
-    let app = crate::api::router(handle.clone());
+    let app = crate::api::router(handle.clone(), crate::api::auth::Auth(tokens));
     let api_stop = stopped(stop_rx.clone());
     let api_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(api, app).with_graceful_shutdown(api_stop).await {
@@ -62,10 +72,10 @@ pub fn start(
         let _ = listener.await;
         let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
     });
-    Running {
+    Ok(Running {
         controller: handle,
         task,
-    }
+    })
 }
 
 /// Runs until `shutdown` resolves, then cleans up and returns.
@@ -74,7 +84,8 @@ pub async fn run(
     openflow: TcpListener,
     api: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let running = start(config, openflow, api, shutdown);
+) -> Result<(), crate::api::auth::TokensError> {
+    let running = start(config, openflow, api, shutdown)?;
     let _ = running.task.await;
+    Ok(())
 }

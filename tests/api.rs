@@ -235,3 +235,101 @@ async fn reservations_validate_and_round_trip() {
 
     solive.stop().await;
 }
+
+#[tokio::test]
+async fn bearer_tokens_guard_everything_but_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        "# clients\nmanager:m-0123456789abcdef\nviewer:v-0123456789abcdef:ro\n",
+    )
+    .unwrap();
+    let mut config = Config::parse(&config_toml(
+        &[("h1", "unix:/nonexistent/a.sock", "br0", "up0", 100)],
+        100,
+    ))
+    .unwrap();
+    config.api.tokens_file = Some(tokens);
+    let solive = Solive::start_with(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", solive.api);
+
+    // Health is open.
+    assert_eq!(
+        http.get(url("/v1/health")).send().await.unwrap().status(),
+        200
+    );
+    // Missing, malformed and wrong tokens: 401 with a JSON error and a challenge.
+    for auth in [
+        None,
+        Some("m-0123456789abcdef"),
+        Some("Bearer nope"),
+        Some("Bearer m-0123456789abcdeX"),
+    ] {
+        let mut req = http.get(url("/v1/hosts"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{auth:?}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "unauthorized");
+    }
+    // Both tokens may read.
+    for t in ["m-0123456789abcdef", "v-0123456789abcdef"] {
+        let r = http
+            .get(url("/v1/hosts"))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{t}");
+    }
+    // Only the full token may write; the read-only one gets 403 and changes nothing.
+    let body = serde_json::json!({"capacity_bps": 100, "vms": [
+        {"name": "a", "non_zero_pages": 1, "dirty_pages_per_sec": 0, "tx_bps": 0, "rx_bps": 0}]});
+    let r = http
+        .post(url("/v1/plan"))
+        .bearer_auth("v-0123456789abcdef")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("viewer"),
+        "{v}"
+    );
+    let r = http
+        .delete(url("/v1/reservations/1"))
+        .bearer_auth("v-0123456789abcdef")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .post(url("/v1/plan"))
+        .bearer_auth("m-0123456789abcdef")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    solive.stop().await;
+}
+
+#[test]
+fn open_api_must_stay_on_loopback_and_tokens_must_load() {
+    let toml = config_toml(&[("h1", "unix:/x", "br0", "up0", 100)], 100);
+    let public = toml.replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:8080\"");
+    let e = Config::parse(&public).unwrap_err().to_string();
+    assert!(e.contains("tokens_file") && e.contains("loopback"), "{e}");
+    let with_tokens = public.replace("[api]\n", "[api]\ntokens_file = \"/etc/solive/tokens\"\n");
+    assert!(Config::parse(&with_tokens).is_ok());
+    let e =
+        solive::api::auth::Tokens::load(std::path::Path::new("/nonexistent/tokens")).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/tokens"), "{e}");
+}

@@ -13,6 +13,7 @@
 //! | GET | `/v1/reservations/{id}` | one, with per-host enforcement and history |
 //! | DELETE | `/v1/reservations/{id}` | release it (204) |
 
+pub mod auth;
 mod error;
 mod health;
 mod hosts;
@@ -32,7 +33,9 @@ pub struct AppState {
     pub controller: ControllerHandle,
 }
 
-pub fn router(controller: ControllerHandle) -> Router {
+/// The API's routes, behind bearer-token authentication when `auth` holds
+/// tokens.
+pub fn router(controller: ControllerHandle, auth: auth::Auth) -> Router {
     Router::new()
         .route("/v1/health", get(health::get))
         .route("/v1/hosts", get(hosts::list))
@@ -47,5 +50,6 @@ pub fn router(controller: ControllerHandle) -> Router {
             get(reservations::get).delete(reservations::delete),
         )
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(auth, auth::require))
         .with_state(AppState { controller })
 }

@@ -259,7 +259,8 @@ impl Solive {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let running = solive::server::start(config, of, api, async {
             let _ = rx.await;
-        });
+        })
+        .unwrap();
         Solive {
             running,
             api: api_url,

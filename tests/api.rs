@@ -60,6 +60,22 @@ async fn health_hosts_and_errors() {
     }
     assert_eq!(hosts[1]["capacity_mbps"], 40);
 
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert!(metrics.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("openmetrics"));
+    let text = metrics.text().await.unwrap();
+    for needle in [
+        "solive_host_connected{host=\"h1\"} 0",
+        "solive_host_reserved_percent{host=\"h2\"} 0",
+        "solive_switches_connected 0",
+        "solive_reservations 0",
+        "# EOF",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+
     for path in ["/v1/hosts/nope", "/v1/nothing", "/"] {
         let r = reqwest::get(format!("{base}{path}")).await.unwrap();
         assert_eq!(r.status(), 404, "{path}");

@@ -272,6 +272,19 @@ async fn reservation_holds_on_the_fabric_and_lapses_when_the_controller_dies() {
         mig1 >= 0.9 * 75.0,
         "migration got {mig1:.1} Mbit/s, less than 90% of 75"
     );
+    // What a monitoring system scrapes shows the reservation too.
+    let metrics = reqwest::get(format!("{API}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let reserved: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("solive_host_reserved_percent{host=\"src\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no reserved percent for src in\n{metrics}"));
+    assert!(reserved > 50.0, "src reserved {reserved}%");
 
     // 3. The application stops: the migration alone leaves room, so the
     // reservation climbs to max_reserve (95) within three periods.

@@ -7,6 +7,7 @@
 //! | GET | `/v1/health` | `{"status": "ok", "version": ...}` |
 //! | GET | `/v1/hosts` | every host with connection state, dpid, ports and rates |
 //! | GET | `/v1/hosts/{name}` | one host, 404 if unknown |
+//! | GET | `/metrics` | Prometheus (OpenMetrics) figures per host and for the controller |
 //! | POST | `/v1/plan` | the migration order for measured VMs, with reasons |
 //! | POST | `/v1/reservations` | make a reservation (201 with its view) |
 //! | GET | `/v1/reservations` | every reservation |
@@ -17,6 +18,7 @@ pub mod auth;
 mod error;
 mod health;
 mod hosts;
+mod metrics;
 mod plan;
 mod reservations;
 
@@ -38,6 +40,7 @@ pub struct AppState {
 pub fn router(controller: ControllerHandle, auth: auth::Auth) -> Router {
     Router::new()
         .route("/v1/health", get(health::get))
+        .route("/metrics", get(metrics::get))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/{name}", get(hosts::get))
         .route("/v1/plan", post(plan::create))

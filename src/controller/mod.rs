@@ -22,7 +22,9 @@ mod reserving;
 mod view;
 
 pub use reconcile::{Desired, FlowSpec, MeterSpec};
-pub use view::{EnforcementView, HostView, PortView, ReservationView, VmInterface};
+pub use view::{
+    EnforcementView, HostMetrics, HostView, MetricsSnapshot, PortView, ReservationView, VmInterface,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -113,6 +115,7 @@ pub enum Command {
         Reply<Result<ReservationView, ControllerError>>,
     ),
     Reservations(Reply<Vec<ReservationView>>),
+    Metrics(Reply<view::MetricsSnapshot>),
     Reservation(u64, Reply<Option<ReservationView>>),
     DeleteReservation(u64, Reply<Result<(), ControllerError>>),
     /// The switch's meter support is known: decide the host's enforcement mode.
@@ -168,6 +171,11 @@ impl ControllerHandle {
     /// Releases a reservation: its flows, meters, queues and policing go.
     pub async fn delete_reservation(&self, id: u64) -> Result<(), ControllerError> {
         self.ask(|r| Command::DeleteReservation(id, r)).await?
+    }
+
+    /// The figures `/metrics` exports.
+    pub async fn metrics(&self) -> Result<view::MetricsSnapshot, ControllerError> {
+        self.ask(Command::Metrics).await
     }
 
     pub async fn hosts(&self) -> Result<Vec<HostView>, ControllerError> {
@@ -298,6 +306,8 @@ pub struct Controller {
     started: Instant,
     periods: u64,
     reservations: BTreeMap<u64, reservation::Reservation>,
+    /// How long the owner's own work of the last period took (seconds).
+    last_period_secs: f64,
     /// When each reservation was made, ms since the controller started.
     reservation_created: HashMap<u64, u64>,
     next_reservation: u64,
@@ -347,6 +357,7 @@ impl Controller {
             started: Instant::now(),
             periods: 0,
             reservations: BTreeMap::new(),
+            last_period_secs: 0.0,
             reservation_created: HashMap::new(),
             next_reservation: 1,
         };
@@ -386,7 +397,11 @@ impl Controller {
                     Some(cmd) => self.handle_command(cmd),
                     None => break,
                 },
-                _ = timer.tick() => self.on_period(),
+                _ = timer.tick() => {
+                    let t = std::time::Instant::now();
+                    self.on_period();
+                    self.last_period_secs = t.elapsed().as_secs_f64();
+                }
             }
         }
         for a in agents {
@@ -457,6 +472,9 @@ impl Controller {
             Command::OvsdbEvent(name, ev) => self.on_ovsdb_event(&name, ev),
             Command::CreateReservation(req, r) => {
                 let _ = r.send(self.create_reservation(req));
+            }
+            Command::Metrics(r) => {
+                let _ = r.send(self.metrics());
             }
             Command::Reservations(r) => {
                 let _ = r.send(

@@ -291,6 +291,47 @@ impl Controller {
         self.enforce_all();
     }
 
+    pub(super) fn metrics(&self) -> super::view::MetricsSnapshot {
+        let hosts = self
+            .hosts
+            .iter()
+            .map(|(name, h)| {
+                let c = h.config.capacity_bps() as f64;
+                let sent = h
+                    .ports
+                    .values()
+                    .find(|p| p.name == h.config.uplink)
+                    .and_then(|p| p.tx.rate())
+                    .unwrap_or(0.0);
+                let migration: f64 = h
+                    .flow_rates
+                    .iter()
+                    .filter(|(c, _)| enforce::is_migration_cookie(**c))
+                    .filter_map(|(_, e)| e.rate())
+                    .sum();
+                let reserved = h
+                    .plan
+                    .app_out_limit_bps
+                    .or(h.plan.app_in_limit_bps)
+                    .map_or(0.0, |l| c - l);
+                super::view::HostMetrics {
+                    host: name.clone(),
+                    connected: h.ovsdb.is_some() && h.switch.is_some(),
+                    reserved_pct: reserved / c * 100.0,
+                    used_pct: sent / c * 100.0,
+                    migration_bps: migration,
+                    application_bps: (sent - migration).max(0.0),
+                }
+            })
+            .collect();
+        super::view::MetricsSnapshot {
+            hosts,
+            switches_connected: self.hosts.values().filter(|h| h.switch.is_some()).count(),
+            reservations: self.reservations.len(),
+            period_seconds: self.last_period_secs,
+        }
+    }
+
     pub(super) fn reservation_view(&self, id: u64) -> ReservationView {
         let r = &self.reservations[&id];
         let infos = self.host_infos();

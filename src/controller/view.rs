@@ -185,3 +185,25 @@ pub(super) fn host_view(
         enforcement: None,
     }
 }
+
+/// What `/metrics` exports, taken by the owner in one go.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MetricsSnapshot {
+    pub hosts: Vec<HostMetrics>,
+    pub switches_connected: usize,
+    pub reservations: usize,
+    /// The owner's own work in the last period (stepping, planning), seconds.
+    pub period_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HostMetrics {
+    pub host: String,
+    pub connected: bool,
+    /// Reserved for migrations, percent of the host's capacity.
+    pub reserved_pct: f64,
+    /// What leaves the uplink, percent of capacity.
+    pub used_pct: f64,
+    pub migration_bps: f64,
+    pub application_bps: f64,
+}

@@ -38,20 +38,7 @@ fn ofp_print_decodes_hex_with_spaces_and_as_json() {
 
 #[test]
 fn ofp_print_reads_stdin() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_solive"))
-        .args(["ofp-print", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"04 14 00 08 00 00 00 07\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(&["ofp-print", "-"], "04 14 00 08 00 00 00 07\n");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("BARRIER_REQUEST"));
 }
@@ -162,10 +149,10 @@ fn wait_timeout(child: &mut std::process::Child, t: Duration) -> Option<std::pro
     None
 }
 
-fn replay(args: &[&str], input: &str) -> std::process::Output {
+/// Runs `solive ARGS` with `input` on stdin.
+fn with_stdin(args: &[&str], input: &str) -> std::process::Output {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_solive"))
-        .arg("replay")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -179,6 +166,10 @@ fn replay(args: &[&str], input: &str) -> std::process::Output {
         .write_all(input.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
+}
+
+fn replay(args: &[&str], input: &str) -> std::process::Output {
+    with_stdin(&[&["replay"], args].concat(), input)
 }
 
 #[test]
@@ -212,22 +203,7 @@ fn replay_rejects_bad_parameters_and_rows() {
 }
 
 fn plan_cmd(args: &[&str], input: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_solive"))
-        .arg("plan")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    with_stdin(&[&["plan"], args].concat(), input)
 }
 
 #[test]

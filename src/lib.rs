@@ -16,9 +16,11 @@
 //! - [`controller`]: the single owner of controller state; host tasks, polling,
 //!   reconcile of desired switch state.
 //! - [`api`]: the REST API (axum), a thin layer over controller commands.
+//! - [`client`]: the operator commands that talk to a running solive.
 //! - [`server`]: wiring of `solive serve` (listeners, controller, API, shutdown).
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod controller;
 pub mod openflow;

@@ -28,6 +28,22 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Show the hosts of a running solive: connection, datapath, enforcement
+    /// mode, and each port's rates.
+    Hosts {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show the reservations of a running solive.
+    Reservations {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Is solive up? Its version, hosts connected and reservations.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Algorithm 1 over a recorded trace: CSV on stdin with header
     /// total_outgoing_bps,outgoing_bps,migration_bps (row 0 before the
     /// migration); prints step,avail_pct,mig_pct,reserve_pct.
@@ -62,6 +78,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The REST API of the solive to ask.
+    #[arg(long, env = "SOLIVE_API", default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// Bearer token, when the API has a tokens_file.
+    #[arg(long, env = "SOLIVE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -137,12 +163,51 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&plan)?);
             Ok(())
         }
+        Cmd::Hosts { api } => ask(api, |c| async move {
+            Ok(solive::client::hosts_table(&c.get("/v1/hosts").await?))
+        }),
+        Cmd::Reservations { api } => ask(api, |c| async move {
+            Ok(solive::client::reservations_table(
+                &c.get("/v1/reservations").await?,
+            ))
+        }),
+        Cmd::Status { api } => ask(api, |c| async move {
+            let health = c.get("/v1/health").await?;
+            let hosts = c.get("/v1/hosts").await?;
+            let rs = c.get("/v1/reservations").await?;
+            let all = hosts.as_array().map_or(0, Vec::len);
+            let up = hosts
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|h| h["connected"] == true)
+                .count();
+            Ok(format!(
+                "solive {} is up: {up}/{all} hosts connected, {} reservations\n",
+                health["version"].as_str().unwrap_or("?"),
+                rs.as_array().map_or(0, Vec::len)
+            ))
+        }),
         Cmd::Serve { config } => {
             let config = solive::config::Config::load(&config)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serve(config))
         }
     }
+}
+
+/// Runs one client request and prints its text.
+fn ask<F, Fut>(api: ApiArgs, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(solive::client::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<String, solive::client::ClientError>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let text = rt.block_on(f(solive::client::Client::new(&api.api, api.token)))?;
+    print!("{text}");
+    Ok(())
 }
 
 async fn serve(config: solive::config::Config) -> anyhow::Result<()> {

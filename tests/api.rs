@@ -252,7 +252,9 @@ async fn reservations_validate_and_round_trip() {
     solive.stop().await;
 }
 
-#[tokio::test]
+// Multi-threaded: the test blocks on the CLI process while the server, in the
+// same runtime, answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_tokens_guard_everything_but_health() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
@@ -326,6 +328,33 @@ async fn bearer_tokens_guard_everything_but_health() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // The operator CLI against the same server: with a token it prints the
+    // table; without, the server's message, not a stack.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_solive"))
+            .args(args)
+            .args(["--api", &solive.api])
+            .env_remove("SOLIVE_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["hosts", "--token", "v-0123456789abcdef"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HOST") && text.contains("h1"), "{text}");
+    let out = cli(&["status"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("solive answered 401") && err.contains("Bearer"),
+        "{err}"
+    );
+    let out = cli(&["reservations", "--token", "m-0123456789abcdef"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ID"));
     let r = http
         .post(url("/v1/plan"))
         .bearer_auth("m-0123456789abcdef")
@@ -348,4 +377,18 @@ fn open_api_must_stay_on_loopback_and_tokens_must_load() {
     let e =
         solive::api::auth::Tokens::load(std::path::Path::new("/nonexistent/tokens")).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/tokens"), "{e}");
+}
+
+#[test]
+fn cli_reports_an_unreachable_api() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_solive"))
+        .args(["status", "--api", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach solive at http://127.0.0.1:1"),
+        "{err}"
+    );
 }

@@ -392,3 +392,61 @@ fn cli_reports_an_unreachable_api() {
         "{err}"
     );
 }
+
+/// The OpenAPI document and the router agree: the same paths; every
+/// documented operation is routed (not 404/405); every undocumented method of
+/// a documented path is 405.
+#[tokio::test]
+async fn openapi_document_matches_the_routes() {
+    let doc: serde_json::Value = serde_json::from_str(solive::api::OPENAPI).unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
+    let mut routed = solive::api::paths();
+    documented.sort();
+    routed.sort();
+    assert_eq!(
+        documented, routed,
+        "documented paths differ from routed ones"
+    );
+
+    let config = Config::parse(&config_toml(
+        &[("h1", "unix:/nonexistent/a.sock", "br0", "up0", 100)],
+        100,
+    ))
+    .unwrap();
+    let solive = Solive::start_with(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+    let served: serde_json::Value = reqwest::get(format!("{}/v1/openapi.json", solive.api))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served, doc);
+    let http = reqwest::Client::new();
+    for (path, item) in paths {
+        let concrete = path.replace("{name}", "h1").replace("{id}", "1");
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let r = http
+                .request(m, format!("{}{concrete}", solive.api))
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            if item.get(method).is_some() {
+                assert_ne!(status, 405, "{method} {path} is documented but not routed");
+                if !path.contains('{') {
+                    assert_ne!(status, 404, "{method} {path} is documented but not routed");
+                }
+                for code in item[method]["responses"].as_object().unwrap().keys() {
+                    assert!(code.len() == 3, "{method} {path}: response {code}");
+                }
+            } else {
+                assert_eq!(status, 405, "{method} {path} answers but is not documented");
+            }
+        }
+    }
+    solive.stop().await;
+}

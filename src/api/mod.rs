@@ -4,6 +4,7 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
+//! | GET | `/v1/openapi.json` | the OpenAPI 3 document ([`OPENAPI`]) |
 //! | GET | `/v1/health` | `{"status": "ok", "version": ...}` |
 //! | GET | `/v1/hosts` | every host with connection state, dpid, ports and rates |
 //! | GET | `/v1/hosts/{name}` | one host, 404 if unknown |
@@ -24,7 +25,7 @@ mod reservations;
 
 pub use error::ApiError;
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
 use crate::controller::ControllerHandle;
@@ -35,24 +36,52 @@ pub struct AppState {
     pub controller: ControllerHandle,
 }
 
+/// The OpenAPI 3 document of this API, written by hand and held to the
+/// routes by `tests/api.rs` (every documented operation answers, every other
+/// method of a documented path is 405, and the documented paths are exactly
+/// [`paths`]).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every route: the one table both the router and the OpenAPI test use.
+fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/v1/health", get(health::get)),
+        ("/v1/openapi.json", get(openapi)),
+        ("/metrics", get(metrics::get)),
+        ("/v1/hosts", get(hosts::list)),
+        ("/v1/hosts/{name}", get(hosts::get)),
+        ("/v1/plan", post(plan::create)),
+        (
+            "/v1/reservations",
+            post(reservations::create).get(reservations::list),
+        ),
+        (
+            "/v1/reservations/{id}",
+            get(reservations::get).delete(reservations::delete),
+        ),
+    ]
+}
+
+/// The paths the router serves, in OpenAPI's `{param}` form.
+pub fn paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(p, _)| p).collect()
+}
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+}
+
 /// The API's routes, behind bearer-token authentication when `auth` holds
 /// tokens.
 pub fn router(controller: ControllerHandle, auth: auth::Auth) -> Router {
-    Router::new()
-        .route("/v1/health", get(health::get))
-        .route("/metrics", get(metrics::get))
-        .route("/v1/hosts", get(hosts::list))
-        .route("/v1/hosts/{name}", get(hosts::get))
-        .route("/v1/plan", post(plan::create))
-        .route(
-            "/v1/reservations",
-            post(reservations::create).get(reservations::list),
-        )
-        .route(
-            "/v1/reservations/{id}",
-            get(reservations::get).delete(reservations::delete),
-        )
-        .fallback(error::not_found)
+    let mut r = Router::new();
+    for (path, methods) in routes() {
+        r = r.route(path, methods);
+    }
+    r.fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))
         .with_state(AppState { controller })
 }

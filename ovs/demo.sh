@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# The demo (the README's "run the main job" command): builds a small testbed of
-# two hosts in network namespaces on a real Open vSwitch bridge (userspace
-# datapath), starts `solive serve` on it, drives real iperf3 traffic and prints
-# what solive measured per port, then stops solive cleanly and tears the
-# testbed down. Needs root; installs what it needs.
+# The demo (the README's "run the main job" command). Builds a small testbed:
+# a source host and a destination host, each an Open vSwitch bridge (userspace
+# datapath), joined by a 100 Mbit/s HTB-shaped uplink; on the source a VM's
+# interface (a namespace whose port carries libvirt's external_ids) and the
+# hypervisor's own address; on the destination a receiver. It starts
+# `solive serve`, runs an application flow from the VM and a migration-like
+# flow from the hypervisor into libvirt's migration port range, first without
+# and then with a reservation at urgency 75, and prints what each got and what
+# solive measured and reserved. Then it stops solive (SIGTERM: reservations
+# removed) and tears everything down. Needs root; installs what it needs.
 #
-# Evacuating VMs (ordering, reservations, libvirt migrations) arrives with the
-# testbed and evacuation work; this demo shows the controller core that all of
-# it stands on: OVSDB configuration, OpenFlow 1.3 session, port rates, REST.
+# Evacuating real VMs through libvirt arrives with the evacuation work; this
+# shows the parts it stands on: measurement, reservation, enforcement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 state=${SOLIVE_DEMO_DIR:-/tmp/solive-demo}
+api=http://127.0.0.1:18080
 
 bash ovs/install.sh
 cargo build --release --quiet
@@ -20,30 +25,44 @@ bin=$root/target/release/solive
 cleanup() {
   set +e
   [[ -n ${solive_pid:-} ]] && kill "$solive_pid" 2>/dev/null && wait "$solive_pid" 2>/dev/null
-  ip netns del demo-h1 2>/dev/null; ip netns del demo-h2 2>/dev/null
+  for f in "$state"/srv-*.pid; do [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null; done
+  for n in demo-vm demo-hs demo-hd; do ip netns del $n 2>/dev/null; done
+  ip link del demo-ups 2>/dev/null
   bash ovs/sandbox.sh stop "$state/ovs" >/dev/null 2>&1
 }
 trap cleanup EXIT
+# The demo's sandbox runs in the root namespace, as the tests' do: wait for them.
+exec 9>/tmp/solive-root-ovs.lock
+flock 9
 cleanup; unset solive_pid
 rm -rf "$state"; mkdir -p "$state"
 
-echo "== starting Open vSwitch sandbox in $state/ovs"
+echo "== testbed: Open vSwitch sandbox in $state/ovs, two hosts, a 100 Mbit/s uplink"
 db=$(bash ovs/sandbox.sh start "$state/ovs" 2>/dev/null | head -1)
 vsctl() { ovs-vsctl --db="$db" "$@"; }
-vsctl add-br br0 -- set bridge br0 datapath_type=netdev
-for i in 1 2; do
-  ip netns add demo-h$i
-  ip link add demo-p$i type veth peer name eth0 netns demo-h$i
-  ip link set demo-p$i up
-  ip -n demo-h$i addr add 10.198.0.$i/24 dev eth0
-  ip -n demo-h$i link set eth0 up
-  ip -n demo-h$i link set lo up
-  ip netns exec demo-h$i ethtool -K eth0 tx off >/dev/null
-done
-# demo-p1 plays a VM's port (external_ids as libvirt writes them); demo-p2 the uplink.
-vsctl add-port br0 demo-p1 -- set interface demo-p1 external_ids:vm-id=vm1 \
-  external_ids:iface-id=vm1-eth0 external_ids:attached-mac=52:54:00:00:00:01
-vsctl add-port br0 demo-p2
+vsctl add-br brs -- set bridge brs datapath_type=netdev
+vsctl add-br brd -- set bridge brd datapath_type=netdev
+ip link add demo-ups type veth peer name demo-upd
+ip link set demo-ups up; ip link set demo-upd up
+vsctl add-port brs demo-ups -- add-port brd demo-upd
+vsctl -- set port demo-ups qos=@q -- --id=@q create qos type=linux-htb \
+  other_config:max-rate=100000000 queues:0=@q0 -- --id=@q0 create queue other_config:max-rate=100000000 >/dev/null
+host() { # name bridge ip
+  ip netns add "$1"
+  ip link add "$1-p" type veth peer name eth0 netns "$1"
+  ip link set "$1-p" up
+  ip -n "$1" addr add "$3/24" dev eth0
+  ip -n "$1" link set eth0 up
+  ip -n "$1" link set lo up
+  ip netns exec "$1" ethtool -K eth0 tx off >/dev/null
+  vsctl add-port "$2" "$1-p"
+}
+host demo-vm brs 10.195.0.11   # a VM's interface on the source
+host demo-hs brs 10.195.0.1    # the source hypervisor's own address
+host demo-hd brd 10.195.0.2    # the destination
+vsctl set interface demo-vm-p external_ids:vm-id=vm1 external_ids:iface-id=vm1-eth0 \
+  external_ids:attached-mac=52:54:00:00:00:01
+ip netns exec demo-vm ping -c1 -W3 10.195.0.2 >/dev/null
 
 cat > "$state/solive.toml" <<TOML
 [controller]
@@ -52,47 +71,72 @@ period_ms = 1000
 [api]
 listen = "127.0.0.1:18080"
 [[hosts]]
-name = "h1"
+name = "src"
 ovsdb = "$db"
-bridge = "br0"
-uplink = "demo-p2"
+bridge = "brs"
+uplink = "demo-ups"
 capacity_mbps = 100
+address = "10.195.0.1"
+[[hosts]]
+name = "dst"
+ovsdb = "$db"
+bridge = "brd"
+uplink = "demo-upd"
+capacity_mbps = 100
+address = "10.195.0.2"
 TOML
 
 echo "== starting solive serve (log: $state/solive.log)"
 "$bin" serve --config "$state/solive.toml" >"$state/solive.log" 2>&1 &
 solive_pid=$!
-api=http://127.0.0.1:18080
-for _ in $(seq 100); do
-  curl -sf $api/v1/hosts/h1 2>/dev/null | grep -q '"connected":true' && break
+for _ in $(seq 150); do
+  [[ $("$bin" hosts --api $api 2>/dev/null | grep -c ' yes ') == 2 ]] && break
   sleep 0.2
 done
-curl -sf $api/v1/hosts/h1 | grep -q '"connected":true' || { echo "solive did not connect"; cat "$state/solive.log"; exit 1; }
-echo "   connected; bridge now: fail_mode=$(vsctl get bridge br0 fail_mode) controller=$(vsctl get-controller br0)"
+"$bin" hosts --api $api
 
-echo "== 8 s of iperf3 from the VM (h1) to the far side (h2)"
-ip netns exec demo-h2 iperf3 -s -1 -B 10.198.0.2 >/dev/null &
+ip netns exec demo-hd iperf3 -s -p 5201 --logfile "$state/srv-app.log" -D -I "$state/srv-app.pid"
+ip netns exec demo-hd iperf3 -s -p 49152 --logfile "$state/srv-mig.log" -D -I "$state/srv-mig.pid"
 sleep 0.5
-ip netns exec demo-h1 iperf3 -c 10.198.0.2 -t 8 -b 80M >"$state/iperf3.txt" &
-iperf=$!
-sleep 5
-echo "== what solive measures (GET /v1/hosts/h1, mid-transfer)"
-curl -sf $api/v1/hosts/h1 > "$state/h1.json"
-/usr/bin/python3 - "$state/h1.json" <<'PY'
+flows() { # seconds label
+  ip netns exec demo-vm iperf3 -c 10.195.0.2 -p 5201 -t "$1" -J >"$state/app-$2.json" &
+  local a=$!
+  ip netns exec demo-hs iperf3 -c 10.195.0.2 -p 49152 -t "$1" -b 80M -J >"$state/mig-$2.json" &
+  local m=$!
+  wait $a $m
+  /usr/bin/python3 - "$state/app-$2.json" "$state/mig-$2.json" <<'PY'
 import json, sys
-h = json.load(open(sys.argv[1]))
-print("host %s: connected=%s dpid=%s datapath=%s" % (h["name"], h["connected"], h["dpid"], h["datapath_type"]))
-print("%5s %-10s %-6s %-5s %10s %10s" % ("port", "name", "uplink", "vm", "rx Mbit/s", "tx Mbit/s"))
-for p in h["ports"]:
-    r = lambda v: "-" if v is None else "%.1f" % (v / 1e6)
-    vm = (p["vm"] or {}).get("vm_id") or ""
-    print("%5s %-10s %-6s %-5s %10s %10s" % (p["port_no"], p["name"], p["uplink"], vm, r(p["rx_bps"]), r(p["tx_bps"])))
+def mbps(f):
+    return json.load(open(f))["end"]["sum_received"]["bits_per_second"] / 1e6
+print("   application (VM -> destination): %5.1f Mbit/s" % mbps(sys.argv[1]))
+print("   migration   (host -> 49152):     %5.1f Mbit/s" % mbps(sys.argv[2]))
 PY
-wait $iperf
-echo "== iperf3 says:"; grep -E "sender|receiver" "$state/iperf3.txt"
+}
 
-echo "== stopping solive (SIGTERM): reservations removed, bridge keeps forwarding"
+echo "== 8 s without a reservation: both flows on the 100 Mbit/s uplink"
+flows 8 before
+
+echo "== POST /v1/reservations {source: src, destination: dst, urgency: 75}"
+curl -sf -X POST $api/v1/reservations -H 'content-type: application/json' \
+  -d '{"source": "src", "destination": "dst", "urgency": 75, "threshold": 10}' >"$state/reservation.json"
+sleep 1
+echo "== 10 s with the reservation"
+flows 10 during
+"$bin" reservations --api $api
+curl -sf $api/v1/reservations/1 | /usr/bin/python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+for h in r["hosts"]:
+    lim = h["app_limit_bps"]
+    print("   %-4s %-12s mode=%-5s reserves %5.1f Mbit/s, applications limited to %s" % (
+        h["host"], h["role"], h["mode"], h["reserve_bps"] / 1e6, "-" if lim is None else "%.1f Mbit/s" % (lim / 1e6)))
+print("   history (avail%/mig%/reserve%):", " ".join("%.0f/%.0f/%.0f" % (p["avail_pct"], p["mig_pct"], p["reserve_pct"]) for p in r["history"][-8:]))
+'
+echo "== what Prometheus would scrape"
+curl -sf $api/metrics | grep -E '^solive_host_(reserved|used)_percent|^solive_reservations'
+
+echo "== stopping solive (SIGTERM): reservations removed, bridges keep forwarding"
 kill "$solive_pid"; wait "$solive_pid" || true; unset solive_pid
-OVS_RUNDIR=$state/ovs ovs-ofctl -O OpenFlow13 dump-flows br0
-ip netns exec demo-h1 ping -c 1 -W 2 10.198.0.2 | tail -2
+OVS_RUNDIR=$state/ovs ovs-ofctl -O OpenFlow13 dump-flows brs | sed 's/^/   /'
+ip netns exec demo-vm ping -c 1 -W 2 10.195.0.2 | tail -1 | sed 's/^/   /'
 echo "== demo done"

@@ -102,7 +102,7 @@ pub fn hosts_table(hosts: &Value) -> String {
             let _ = writeln!(
                 out,
                 "    port {:>10} {:<12} tx {:>7} rx {:>7} Mb/s{}{}",
-                p["port_no"],
+                p["port_no"].to_string(),
                 p["name"].as_str().unwrap_or(""),
                 mbps(&p["tx_bps"]),
                 mbps(&p["rx_bps"]),
@@ -126,10 +126,11 @@ pub fn reservations_table(rs: &Value) -> String {
         let _ = writeln!(
             out,
             "{:<4} {:<10} {:<10} {:>7} {:>9} {:<8} {:>13}",
-            r["id"],
+            // serde_json's Display ignores widths: format as strings first.
+            r["id"].to_string(),
             r["source"].as_str().unwrap_or("?"),
             r["destination"].as_str().unwrap_or("?"),
-            r["urgency"],
+            r["urgency"].to_string(),
             r["reserve_pct"]
                 .as_f64()
                 .map_or("-".into(), |v| format!("{v:.1}")),

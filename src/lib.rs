@@ -13,6 +13,7 @@
 //!   step, and its replay over recorded traces.
 //! - [`order`]: the migration order (paper section IV) as a pure function.
 //! - [`config`]: the TOML configuration of `solive serve`.
+//! - [`topology`]: the topology files shared with the testbed.
 //! - [`controller`]: the single owner of controller state; host tasks, polling,
 //!   reconcile of desired switch state.
 //! - [`api`]: the REST API (axum), a thin layer over controller commands.
@@ -30,3 +31,4 @@ pub mod rate;
 pub mod reserve;
 pub mod server;
 pub mod switch;
+pub mod topology;

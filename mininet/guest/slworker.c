@@ -37,12 +37,13 @@ int main(int argc, char **argv) {
   const char *peer = argv[5];
   int port = atoi(argv[6]);
 
-  if (fill) {
-    unsigned char *f = malloc(fill);
-    if (!f) { perror("fill"); fill = 0; }
-    for (size_t i = 0; i < fill; i++) f[i] = (unsigned char)(i * 2654435761u >> 13) | 1;
+  size_t filled = 0;
+  for (; filled < fill; filled += 1 << 20) { /* in 1 MiB chunks: as much as fits */
+    unsigned char *f = malloc(1 << 20);
+    if (!f) break;
+    for (size_t i = 0; i < 1 << 20; i++) f[i] = (unsigned char)((filled + i) * 2654435761u >> 13) | 1;
   }
-  printf("slworker: %s filled %zu MiB, ready\n", kind, fill >> 20);
+  printf("slworker: %s filled %zu MiB, ready\n", kind, filled >> 20);
   fflush(stdout);
 
   if (!strcmp(kind, "memory")) {

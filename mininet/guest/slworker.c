@@ -37,13 +37,27 @@ int main(int argc, char **argv) {
   const char *peer = argv[5];
   int port = atoi(argv[6]);
 
+  /* Never more than what the guest has free, less a margin: an OOM kill of
+   * this process (the guest's PID 1) would panic the guest. */
+  FILE *mi = fopen("/proc/meminfo", "r");
+  char line[128];
+  long avail_kib = -1;
+  while (mi && fgets(line, sizeof line, mi))
+    if (sscanf(line, "MemAvailable: %ld kB", &avail_kib) == 1) break;
+  if (mi) fclose(mi);
+  size_t margin = ws + (24 << 20);
+  if (avail_kib >= 0) {
+    size_t avail = (size_t)avail_kib << 10;
+    size_t cap = avail > margin ? avail - margin : 0;
+    if (fill > cap) fill = cap;
+  }
   size_t filled = 0;
   for (; filled < fill; filled += 1 << 20) { /* in 1 MiB chunks: as much as fits */
     unsigned char *f = malloc(1 << 20);
     if (!f) break;
     for (size_t i = 0; i < 1 << 20; i++) f[i] = (unsigned char)((filled + i) * 2654435761u >> 13) | 1;
   }
-  printf("slworker: %s filled %zu MiB, ready\n", kind, filled >> 20);
+  printf("slworker: %s filled %zu MiB (available was %ld MiB), ready\n", kind, filled >> 20, avail_kib >> 10);
   fflush(stdout);
 
   if (!strcmp(kind, "memory")) {

@@ -196,7 +196,10 @@ fn two_hosts_live_migration_crosses_the_uplink_and_down_leaves_nothing() {
     for daemon in ["ovsdb-server", "ovs-vswitchd"] {
         pids.push(pid_file(&tb.state.join(format!("ovs/{daemon}.pid"))).unwrap());
     }
-    assert!(pids.len() >= 6, "libvirtd, virtlogd per host, QEMU: {pids:?}");
+    assert!(
+        pids.len() >= 6,
+        "libvirtd, virtlogd per host, QEMU: {pids:?}"
+    );
 
     tb.wait_ready("h1", "vm1", 90);
     let mem_mib = tb.info["vms"][0]["memory_mib"].as_u64().unwrap();

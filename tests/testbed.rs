@@ -329,3 +329,122 @@ workload = "cpu"
     assert!(m >= 4 * c.max(1), "memory {m} MiB/s, cpu {c} MiB/s");
     tb.down();
 }
+
+/// Rate in Mbit/s of a port counter over `secs` seconds.
+fn mbps(tb: &Testbed, bridge: &str, port: &str, dir: &str, secs: f64) -> f64 {
+    let read = || -> u64 {
+        let out = run(Command::new("ovs-ofctl")
+            .env("OVS_RUNDIR", tb.info["ovs_rundir"].as_str().unwrap())
+            .args(["-O", "OpenFlow13", "dump-ports", bridge, port]));
+        let l = out
+            .lines()
+            .find(|l| {
+                l.trim_start().starts_with(&format!("{dir} pkts="))
+                    || l.contains(&format!(": {dir} pkts="))
+            })
+            .unwrap_or_else(|| panic!("no {dir} line in {out}"));
+        let b = l.split("bytes=").nth(1).unwrap();
+        b[..b.find(',').unwrap()].parse().unwrap()
+    };
+    let a = read();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    (read() - a) as f64 * 8.0 / secs / 1e6
+}
+
+fn vm_id_of(tb: &Testbed, iface: &str) -> String {
+    run(Command::new("ovs-vsctl")
+        .arg(format!("--db={}", tb.info["ovsdb"].as_str().unwrap()))
+        .args([
+            "--if-exists",
+            "get",
+            "interface",
+            iface,
+            "external_ids:vm-id",
+        ]))
+    .trim()
+    .trim_matches('"')
+    .to_string()
+}
+
+#[test]
+fn network_workloads_cross_the_vm_port_and_uplink_and_follow_the_vm() {
+    let _lock = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let topo = dir.path().join("net.toml");
+    std::fs::write(
+        &topo,
+        r#"name = "net"
+[[hosts]]
+name = "h1"
+address = "10.0.0.1"
+capacity_mbps = 100
+[[hosts.vms]]
+name = "no"
+memory_mib = 128
+workload = "net-out"
+rate_mbps = 20
+address = "10.0.0.11"
+[[hosts.vms]]
+name = "ni"
+memory_mib = 128
+workload = "net-in"
+rate_mbps = 20
+address = "10.0.0.12"
+[[hosts]]
+name = "h2"
+address = "10.0.0.2"
+capacity_mbps = 100
+"#,
+    )
+    .unwrap();
+    let tb = Testbed::up(topo.to_str().unwrap(), "/tmp/solive-testbed-net");
+    tb.wait_ready("h1", "no", 90);
+    tb.wait_ready("h1", "ni", 90);
+    // The VMs' ports carry libvirt's external_ids on the host they run on.
+    assert_eq!(vm_id_of(&tb, "h1-no"), "no");
+    assert_eq!(vm_id_of(&tb, "h1-ni"), "ni");
+    assert_eq!(vm_id_of(&tb, "h2-no"), "");
+    // What the VM sends enters the bridge on its port (rx) and leaves on the
+    // uplink; what it receives comes in on the uplink and leaves on its port.
+    std::thread::sleep(Duration::from_secs(2));
+    let out = mbps(&tb, "br-h1", "h1-no", "rx", 2.0);
+    let into = mbps(&tb, "br-h1", "h1-ni", "tx", 2.0);
+    let up_tx = mbps(&tb, "br-h1", "h1-up", "tx", 2.0);
+    let up_rx = mbps(&tb, "br-h1", "h1-up", "rx", 2.0);
+    eprintln!("net-out VM sends {out:.1} Mbit/s, net-in VM receives {into:.1} Mbit/s; uplink tx {up_tx:.1} rx {up_rx:.1}");
+    for (what, v) in [
+        ("net-out", out),
+        ("net-in", into),
+        ("uplink tx", up_tx),
+        ("uplink rx", up_rx),
+    ] {
+        assert!(
+            (14.0..26.0).contains(&v),
+            "{what}: {v:.1} Mbit/s, want about 20"
+        );
+    }
+
+    // After a live migration the VM's traffic and its port marks are on h2.
+    let h2 = tb.uri("h2");
+    tb.virsh(
+        "h1",
+        &[
+            "migrate",
+            "--live",
+            "--p2p",
+            "no",
+            &h2,
+            "tcp://10.0.0.2",
+            "--bandwidth",
+            "12",
+        ],
+    );
+    assert_eq!(vm_id_of(&tb, "h2-no"), "no");
+    assert_eq!(vm_id_of(&tb, "h1-no"), "");
+    std::thread::sleep(Duration::from_secs(1));
+    let on_h2 = mbps(&tb, "br-h2", "h2-no", "rx", 2.0);
+    let on_h1 = mbps(&tb, "br-h1", "h1-no", "rx", 2.0);
+    eprintln!("after migration: h2-no rx {on_h2:.1} Mbit/s, h1-no rx {on_h1:.1} Mbit/s");
+    assert!(on_h2 > 14.0 && on_h1 < 1.0, "h2 {on_h2:.1}, h1 {on_h1:.1}");
+    tb.down();
+}

@@ -1,0 +1,97 @@
+/* The guests' workload generator: one static binary, run by the guest's /init.
+ *
+ *   slworker KIND FILL_MIB WS_MIB RATE_MBPS PEER_IP PORT
+ *
+ * Every kind first fills FILL_MIB of memory with non-zero data once (so a
+ * migration has real pages to send: QEMU sends zero pages as a flag only), then:
+ *   memory   rewrites a working set of WS_MIB in a loop (one word per 64 bytes)
+ *   cpu      spins on arithmetic, touching no memory
+ *   net-out  sends UDP datagrams of 1400 bytes to PEER_IP:PORT at RATE_MBPS
+ *   net-in   receives UDP on PORT (a sender outside sends at RATE_MBPS)
+ *   idle     sleeps
+ * It never exits: it runs as the guest's workload until the VM is destroyed. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 7) {
+    fprintf(stderr, "usage: slworker KIND FILL_MIB WS_MIB RATE_MBPS PEER_IP PORT\n");
+    return 2;
+  }
+  const char *kind = argv[1];
+  size_t fill = (size_t)atol(argv[2]) << 20, ws = (size_t)atol(argv[3]) << 20;
+  double rate = atof(argv[4]);
+  const char *peer = argv[5];
+  int port = atoi(argv[6]);
+
+  /* Never more than what the guest has free, less a margin: an OOM kill of
+   * this process (the guest's PID 1) would panic the guest. */
+  FILE *mi = fopen("/proc/meminfo", "r");
+  char line[128];
+  long avail_kib = -1;
+  while (mi && fgets(line, sizeof line, mi))
+    if (sscanf(line, "MemAvailable: %ld kB", &avail_kib) == 1) break;
+  if (mi) fclose(mi);
+  size_t margin = ws + (24 << 20);
+  if (avail_kib >= 0) {
+    size_t avail = (size_t)avail_kib << 10;
+    size_t cap = avail > margin ? avail - margin : 0;
+    if (fill > cap) fill = cap;
+  }
+  size_t filled = 0;
+  for (; filled < fill; filled += 1 << 20) { /* in 1 MiB chunks: as much as fits */
+    unsigned char *f = malloc(1 << 20);
+    if (!f) break;
+    for (size_t i = 0; i < 1 << 20; i++) f[i] = (unsigned char)((filled + i) * 2654435761u >> 13) | 1;
+  }
+  printf("slworker: %s filled %zu MiB (available was %ld MiB), ready\n", kind, filled >> 20, avail_kib >> 10);
+  fflush(stdout);
+
+  if (!strcmp(kind, "memory")) {
+    if (!ws) ws = 1 << 20;
+    volatile uint64_t *b = malloc(ws);
+    if (!b) { perror("ws"); return 1; }
+    for (uint64_t pass = 1;; pass++)
+      for (size_t i = 0; i < ws / 8; i += 8) b[i] = pass ^ i;
+  } else if (!strcmp(kind, "cpu")) {
+    volatile uint64_t x = 1;
+    for (;;) x = x * 6364136223846793005ull + 1442695040888963407ull;
+  } else if (!strcmp(kind, "net-out") || !strcmp(kind, "net-in")) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    static char buf[65536];
+    if (!strcmp(kind, "net-in")) {
+      a.sin_addr.s_addr = INADDR_ANY;
+      if (bind(s, (struct sockaddr *)&a, sizeof a)) { perror("bind"); return 1; }
+      for (;;) recv(s, buf, sizeof buf, 0);
+    }
+    inet_pton(AF_INET, peer, &a.sin_addr);
+    memset(buf, 0x5a, 1400);
+    double per = rate > 0 ? 1400 * 8 / (rate * 1e6) : 0.01, t = now();
+    for (;;) {
+      sendto(s, buf, 1400, 0, (struct sockaddr *)&a, sizeof a);
+      t += per;
+      double d = t - now();
+      if (d > 0) {
+        struct timespec ts = {(time_t)d, (long)((d - (time_t)d) * 1e9)};
+        nanosleep(&ts, 0);
+      } else if (d < -1) {
+        t = now(); /* fell far behind (e.g. paused by a migration): no burst */
+      }
+    }
+  }
+  for (;;) pause();
+}

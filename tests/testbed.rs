@@ -1,0 +1,450 @@
+//! End to end on the QEMU + libvirt testbed (`mininet/testbed`): emulated
+//! hypervisor hosts in network namespaces, each with its own libvirtd, joined by
+//! a real Open vSwitch.
+//!
+//! Needs root and `mininet/install.sh`. Missing tools are a failure, not a
+//! skip. Each test holds [`support::lock`] from before `up` until after `down`:
+//! the testbed's ovs-vswitchd runs in the root network namespace, where only
+//! one can run.
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use support::{lock, repo_root, run};
+
+fn testbed(args: &[&str]) -> Output {
+    Command::new("/usr/bin/python3")
+        .arg(repo_root().join("mininet/testbed"))
+        .args(args)
+        .output()
+        .expect("cannot run mininet/testbed")
+}
+
+fn require_tools() {
+    for tool in [
+        "virsh",
+        "libvirtd",
+        "virtlogd",
+        "qemu-system-x86_64",
+        "ovs-vswitchd",
+        "ovs-ofctl",
+        "gcc",
+        "cpio",
+    ] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(found, "{tool} is missing: run `sudo mininet/install.sh`");
+    }
+    assert!(
+        Path::new("/usr/bin/python3").exists(),
+        "/usr/bin/python3 is missing"
+    );
+}
+
+/// A testbed brought up in its own state directory and taken down on drop, so a
+/// failed assertion does not leave it running.
+struct Testbed {
+    state: PathBuf,
+    info: serde_json::Value,
+    down: bool,
+}
+
+impl Testbed {
+    fn up(topology: &str, state: &str) -> Testbed {
+        require_tools();
+        // Leftovers of a killed run.
+        let _ = testbed(&["down", "--state", state]);
+        let out = testbed(&["up", topology, "--state", state]);
+        let mut tb = Testbed {
+            state: PathBuf::from(state),
+            info: serde_json::Value::Null,
+            down: false,
+        };
+        assert!(
+            out.status.success(),
+            "testbed up {topology} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info = std::fs::read_to_string(tb.state.join("testbed.json")).unwrap();
+        tb.info = serde_json::from_str(&info).unwrap();
+        tb
+    }
+
+    fn host(&self, name: &str) -> &serde_json::Value {
+        self.info["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == name)
+            .unwrap_or_else(|| panic!("no host {name} in testbed.json"))
+    }
+
+    fn uri(&self, host: &str) -> String {
+        self.host(host)["libvirt_uri"].as_str().unwrap().to_string()
+    }
+
+    fn virsh(&self, host: &str, args: &[&str]) -> String {
+        run(Command::new("timeout")
+            .args(["180", "virsh", "-q", "-c", &self.uri(host)])
+            .args(args))
+    }
+
+    /// Waits until the guest's console log shows its workload started.
+    fn wait_ready(&self, host: &str, vm: &str, secs: u64) {
+        let log = self
+            .state
+            .join(format!("hosts/{host}/log/qemu/{vm}-console.log"));
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("slworker:") && text.contains("ready") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "guest {vm} not ready after {secs} s; console:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Bytes the bridge has transmitted on `port` (OpenFlow port statistics,
+    /// read from the switch now, not OVSDB's 5-second statistics column).
+    fn tx_bytes(&self, bridge: &str, port: &str) -> u64 {
+        let out = run(Command::new("ovs-ofctl")
+            .env("OVS_RUNDIR", self.info["ovs_rundir"].as_str().unwrap())
+            .args(["-O", "OpenFlow13", "dump-ports", bridge, port]));
+        let tx = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("tx pkts="))
+            .unwrap_or_else(|| panic!("no tx line in {out}"));
+        let bytes = tx.split("bytes=").nth(1).unwrap();
+        bytes[..bytes.find(',').unwrap()].parse().unwrap()
+    }
+
+    fn down(mut self) {
+        self.down = true;
+        let state = self.state.to_str().unwrap();
+        let out = testbed(&["down", "--state", state]);
+        assert!(
+            out.status.success(),
+            "testbed down failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        if !self.down {
+            let _ = testbed(&["down", "--state", self.state.to_str().unwrap()]);
+        }
+    }
+}
+
+fn netns_pids(ns: &str) -> Vec<u32> {
+    let out = Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+fn pid_file(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[test]
+fn two_hosts_live_migration_crosses_the_uplink_and_down_leaves_nothing() {
+    let _lock = lock();
+    let state = "/tmp/solive-testbed-test";
+    let started = Instant::now();
+    let tb = Testbed::up("two-hosts", state);
+    eprintln!("up two-hosts: {:.1} s", started.elapsed().as_secs_f64());
+
+    // A second `up` on a running testbed is a clear error that changes nothing.
+    let again = testbed(&["up", "two-hosts", "--state", state]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already up"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // The controller's configuration is ready for `solive serve`.
+    let config = solive::config::Config::load(&tb.state.join("solive.toml")).unwrap();
+    assert_eq!(config.hosts.len(), 2);
+    assert_eq!(config.hosts[0].uplink, "h1-up");
+    assert_eq!(config.hosts[1].address, Some("10.0.0.2".parse().unwrap()));
+
+    // Everything that must be gone after `down`.
+    let mut pids: Vec<u32> = ["tb-h1", "tb-h2", "tb-sink"]
+        .iter()
+        .flat_map(|ns| netns_pids(ns))
+        .collect();
+    for daemon in ["ovsdb-server", "ovs-vswitchd"] {
+        pids.push(pid_file(&tb.state.join(format!("ovs/{daemon}.pid"))).unwrap());
+    }
+    assert!(
+        pids.len() >= 6,
+        "libvirtd, virtlogd per host, QEMU: {pids:?}"
+    );
+
+    tb.wait_ready("h1", "vm1", 90);
+    let mem_mib = tb.info["vms"][0]["memory_mib"].as_u64().unwrap();
+    assert_eq!(tb.virsh("h1", &["domstate", "vm1"]).trim(), "running");
+
+    let before = tb.tx_bytes("br-h1", "h1-up");
+    let t = Instant::now();
+    let h2 = tb.uri("h2");
+    tb.virsh(
+        "h1",
+        &[
+            "migrate",
+            "--live",
+            "--p2p",
+            "vm1",
+            &h2,
+            "tcp://10.0.0.2",
+            "--bandwidth",
+            "12",
+        ],
+    );
+    let took = t.elapsed().as_secs_f64();
+    let sent = tb.tx_bytes("br-h1", "h1-up") - before;
+    eprintln!(
+        "migration of a {mem_mib} MiB guest: {took:.1} s, {:.1} MiB across h1's uplink",
+        sent as f64 / 1048576.0
+    );
+    // Most of the guest's memory crossed host 1's uplink (the guest filled
+    // 96 of its 160 MiB with non-zero data; zero pages travel as flags).
+    assert!(
+        sent >= mem_mib * 1048576 / 2,
+        "only {sent} bytes left h1 through h1-up"
+    );
+
+    // The guest runs on host 2 now, and no longer on host 1.
+    assert_eq!(tb.virsh("h2", &["domstate", "vm1"]).trim(), "running");
+    assert!(!tb.virsh("h1", &["list", "--name"]).contains("vm1"));
+    let cpu = |tb: &Testbed| -> u64 {
+        let s = tb.virsh("h2", &["domstats", "--cpu-total", "vm1"]);
+        let l = s.lines().find(|l| l.contains("cpu.time=")).unwrap();
+        l.trim().trim_start_matches("cpu.time=").parse().unwrap()
+    };
+    let c0 = cpu(&tb);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(cpu(&tb) > c0, "the guest does not run on h2");
+
+    let t = Instant::now();
+    tb.down();
+    eprintln!("down: {:.1} s", t.elapsed().as_secs_f64());
+
+    // Nothing is left: namespaces, links and bridges, processes, mounts, files.
+    let netns = run(Command::new("ip").args(["netns", "list"]));
+    for ns in ["tb-h1", "tb-h2", "tb-sink"] {
+        assert!(
+            !netns.split_whitespace().any(|w| w == ns),
+            "{ns} left: {netns}"
+        );
+    }
+    let links = run(Command::new("ip").args(["-o", "link", "show"]));
+    for dev in [
+        "br-h1", "br-h2", "br-core", "h1-up", "h2-up", "c-h1", "c-h2", "h1-host", "h2-host",
+        "sink-p",
+    ] {
+        assert!(
+            !links.contains(&format!(": {dev}:")) && !links.contains(&format!(": {dev}@")),
+            "link {dev} left"
+        );
+    }
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} left: {:?}",
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(state), "mounts left: {mounts}");
+    assert!(!Path::new(state).exists(), "{state} left");
+}
+
+#[test]
+fn memory_guest_dirties_faster_than_cpu_guest_as_libvirt_measures() {
+    let _lock = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let topo = dir.path().join("dirty.toml");
+    std::fs::write(
+        &topo,
+        r#"name = "dirty-rate"
+[[hosts]]
+name = "h1"
+address = "10.0.0.1"
+capacity_mbps = 100
+[[hosts.vms]]
+name = "m"
+memory_mib = 128
+workload = "memory"
+working_set_mib = 32
+[[hosts.vms]]
+name = "c"
+memory_mib = 128
+workload = "cpu"
+"#,
+    )
+    .unwrap();
+    let tb = Testbed::up(topo.to_str().unwrap(), "/tmp/solive-testbed-dirty");
+    tb.wait_ready("h1", "m", 90);
+    tb.wait_ready("h1", "c", 90);
+    let rate = |vm: &str| -> u64 {
+        tb.virsh("h1", &["domdirtyrate-calc", vm, "--seconds", "1"]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = tb.virsh("h1", &["domstats", "--dirtyrate", vm]);
+            if s.contains("dirtyrate.calc_status=2") {
+                let l = s
+                    .lines()
+                    .find(|l| l.contains("dirtyrate.megabytes_per_second="))
+                    .unwrap();
+                return l.split('=').nth(1).unwrap().trim().parse().unwrap();
+            }
+            assert!(Instant::now() < deadline, "no dirty rate for {vm}: {s}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let m = rate("m");
+    let c = rate("c");
+    eprintln!("dirty rate: memory guest {m} MiB/s, cpu guest {c} MiB/s");
+    assert!(m >= 4 * c.max(1), "memory {m} MiB/s, cpu {c} MiB/s");
+    tb.down();
+}
+
+/// Rate in Mbit/s of a port counter over `secs` seconds.
+fn mbps(tb: &Testbed, bridge: &str, port: &str, dir: &str, secs: f64) -> f64 {
+    let read = || -> u64 {
+        let out = run(Command::new("ovs-ofctl")
+            .env("OVS_RUNDIR", tb.info["ovs_rundir"].as_str().unwrap())
+            .args(["-O", "OpenFlow13", "dump-ports", bridge, port]));
+        let l = out
+            .lines()
+            .find(|l| {
+                l.trim_start().starts_with(&format!("{dir} pkts="))
+                    || l.contains(&format!(": {dir} pkts="))
+            })
+            .unwrap_or_else(|| panic!("no {dir} line in {out}"));
+        let b = l.split("bytes=").nth(1).unwrap();
+        b[..b.find(',').unwrap()].parse().unwrap()
+    };
+    let a = read();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    (read() - a) as f64 * 8.0 / secs / 1e6
+}
+
+fn vm_id_of(tb: &Testbed, iface: &str) -> String {
+    run(Command::new("ovs-vsctl")
+        .arg(format!("--db={}", tb.info["ovsdb"].as_str().unwrap()))
+        .args([
+            "--if-exists",
+            "get",
+            "interface",
+            iface,
+            "external_ids:vm-id",
+        ]))
+    .trim()
+    .trim_matches('"')
+    .to_string()
+}
+
+#[test]
+fn network_workloads_cross_the_vm_port_and_uplink_and_follow_the_vm() {
+    let _lock = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let topo = dir.path().join("net.toml");
+    std::fs::write(
+        &topo,
+        r#"name = "net"
+[[hosts]]
+name = "h1"
+address = "10.0.0.1"
+capacity_mbps = 100
+[[hosts.vms]]
+name = "no"
+memory_mib = 128
+workload = "net-out"
+rate_mbps = 20
+address = "10.0.0.11"
+[[hosts.vms]]
+name = "ni"
+memory_mib = 128
+workload = "net-in"
+rate_mbps = 20
+address = "10.0.0.12"
+[[hosts]]
+name = "h2"
+address = "10.0.0.2"
+capacity_mbps = 100
+"#,
+    )
+    .unwrap();
+    let tb = Testbed::up(topo.to_str().unwrap(), "/tmp/solive-testbed-net");
+    tb.wait_ready("h1", "no", 90);
+    tb.wait_ready("h1", "ni", 90);
+    // The VMs' ports carry libvirt's external_ids on the host they run on.
+    assert_eq!(vm_id_of(&tb, "h1-no"), "no");
+    assert_eq!(vm_id_of(&tb, "h1-ni"), "ni");
+    assert_eq!(vm_id_of(&tb, "h2-no"), "");
+    // What the VM sends enters the bridge on its port (rx) and leaves on the
+    // uplink; what it receives comes in on the uplink and leaves on its port.
+    std::thread::sleep(Duration::from_secs(2));
+    let out = mbps(&tb, "br-h1", "h1-no", "rx", 2.0);
+    let into = mbps(&tb, "br-h1", "h1-ni", "tx", 2.0);
+    let up_tx = mbps(&tb, "br-h1", "h1-up", "tx", 2.0);
+    let up_rx = mbps(&tb, "br-h1", "h1-up", "rx", 2.0);
+    eprintln!("net-out VM sends {out:.1} Mbit/s, net-in VM receives {into:.1} Mbit/s; uplink tx {up_tx:.1} rx {up_rx:.1}");
+    for (what, v) in [
+        ("net-out", out),
+        ("net-in", into),
+        ("uplink tx", up_tx),
+        ("uplink rx", up_rx),
+    ] {
+        assert!(
+            (14.0..26.0).contains(&v),
+            "{what}: {v:.1} Mbit/s, want about 20"
+        );
+    }
+
+    // After a live migration the VM's traffic and its port marks are on h2.
+    let h2 = tb.uri("h2");
+    tb.virsh(
+        "h1",
+        &[
+            "migrate",
+            "--live",
+            "--p2p",
+            "no",
+            &h2,
+            "tcp://10.0.0.2",
+            "--bandwidth",
+            "12",
+        ],
+    );
+    assert_eq!(vm_id_of(&tb, "h2-no"), "no");
+    assert_eq!(vm_id_of(&tb, "h1-no"), "");
+    std::thread::sleep(Duration::from_secs(1));
+    let on_h2 = mbps(&tb, "br-h2", "h2-no", "rx", 2.0);
+    let on_h1 = mbps(&tb, "br-h1", "h1-no", "rx", 2.0);
+    eprintln!("after migration: h2-no rx {on_h2:.1} Mbit/s, h1-no rx {on_h1:.1} Mbit/s");
+    assert!(on_h2 > 14.0 && on_h1 < 1.0, "h2 {on_h2:.1}, h1 {on_h1:.1}");
+    tb.down();
+}

@@ -43,6 +43,8 @@ pub enum ConfigError {
     Parse(#[from] toml::de::Error),
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error("the topology named by [topology] file")]
+    Topology(#[from] crate::topology::TopologyError),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +55,21 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub hosts: Vec<HostConfig>,
+    /// Hosts taken from a topology file (the testbed's format), added to
+    /// `[[hosts]]`.
+    #[serde(default)]
+    pub topology: Option<TopologyRef>,
+}
+
+/// `[topology] file = "...", ovsdb = "unix:..."`: every host of the topology
+/// file becomes a `[[hosts]]` entry (name, bridge, uplink, capacity,
+/// address) reached through `ovsdb`. A relative `file` is relative to the
+/// configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyRef {
+    pub file: std::path::PathBuf,
+    pub ovsdb: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,11 +168,35 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text)
+        Config::parse_at(&text, path.parent())
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text)?;
+        Config::parse_at(text, None)
+    }
+
+    /// Parses a configuration whose relative paths are relative to `dir`.
+    pub fn parse_at(text: &str, dir: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text)?;
+        if let Some(t) = &config.topology {
+            let file = match dir {
+                Some(d) if t.file.is_relative() => d.join(&t.file),
+                _ => t.file.clone(),
+            };
+            let topo = crate::topology::Topology::load(&file)?;
+            for h in &topo.hosts {
+                config.hosts.push(HostConfig {
+                    name: h.name.clone(),
+                    ovsdb: t.ovsdb.clone(),
+                    bridge: h.bridge(),
+                    uplink: h.uplink(),
+                    capacity_mbps: h.capacity_mbps,
+                    controller_target: None,
+                    address: Some(h.address),
+                    enforcement: EnforcementMode::Auto,
+                });
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -287,6 +328,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("period_ms"));
+    }
+}
+
+#[cfg(test)]
+mod topology_tests {
+    #[test]
+    fn hosts_come_from_a_topology_file() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ovs");
+        let text = "[controller]\nopenflow_listen = \"127.0.0.1:6653\"\n\
+                    [topology]\nfile = \"../topologies/scatter-2i.toml\"\novsdb = \"unix:/tmp/db.sock\"\n";
+        let c = super::Config::parse_at(text, Some(&dir)).unwrap();
+        let names: Vec<&str> = c.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["src", "dst", "i1", "i2"]);
+        assert_eq!(c.hosts[1].capacity_mbps, 30);
+        assert_eq!(c.hosts[0].bridge, "br-src");
+        assert_eq!(c.hosts[2].address, Some("10.0.0.3".parse().unwrap()));
+        let missing = text.replace("scatter-2i", "nope");
+        assert!(super::Config::parse_at(&missing, Some(&dir)).is_err());
     }
 }
 

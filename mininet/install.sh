@@ -7,7 +7,6 @@
 # scripts from starting system-wide daemons during the install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash ovs/install.sh
 
 PACKAGES=(
   qemu-system-x86          # QEMU 7.2 (guests run under -accel tcg)
@@ -25,22 +24,8 @@ PACKAGES=(
   python3
 )
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-
-if ((${#missing[@]})); then
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "mininet/install.sh: need root to install: ${missing[*]}" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# The same idempotent installer as Open vSwitch's, with these on top.
+bash ovs/install.sh "${PACKAGES[@]}"
 
 # Linux-image postinst may not have run update-initramfs usefully without an
 # init; the testbed only needs the kernel image itself.

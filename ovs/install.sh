@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what solive's tests, benchmarks and demo need on a Debian 12 machine.
-# Idempotent: packages already present are not touched, and apt-get update runs
-# only when something is missing. Needs root.
+# Installs what solive's tests, benchmarks and demo need on a Debian 12 machine,
+# plus any packages named as arguments (mininet/install.sh passes the
+# testbed's). Idempotent: packages already present are not touched, and
+# apt-get update runs only when something is missing. Needs root.
 set -euo pipefail
 
 PACKAGES=(
@@ -11,6 +12,7 @@ PACKAGES=(
   iperf3               # real traffic for the rate tests
   iputils-ping
   procps               # pkill/pgrep used by the sandbox script
+  "$@"
 )
 
 missing=()
@@ -28,8 +30,8 @@ if ((${#missing[@]})); then
   # --no-install-recommends keeps the install small; policy-rc.d stops the
   # package's init scripts from starting a system-wide OVS we do not use.
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  rm -f /usr/sbin/policy-rc.d
 fi
 
 # The Debian package may have started a system ovsdb-server/ovs-vswitchd through

@@ -11,8 +11,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use solive::openflow::{Body, MeterBand, MeterFlags, MeterMod};
-use solive::switch::{self, SessionConfig, SwitchEvent};
-use tokio::net::TcpListener;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -28,23 +26,7 @@ async fn main() {
     let _lock = support::lock();
     let sb = support::Sandbox::start();
     sb.add_bridge("br0");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(switch::listen(
-        listener,
-        SessionConfig::default(),
-        tx,
-        std::future::pending(),
-    ));
-    sb.vsctl(&["set", "bridge", "br0", "protocols=OpenFlow13"]);
-    sb.vsctl(&["set-controller", "br0", &format!("tcp:{addr}")]);
-    let sw = loop {
-        match events.recv().await.expect("session events") {
-            SwitchEvent::Connected(h) => break h,
-            _ => continue,
-        }
-    };
+    let sw = sb.connect_switch("br0").await;
     let flags = MeterFlags::KBPS | MeterFlags::BURST | MeterFlags::STATS;
     let meter = |rate| MeterMod::add(1, flags, vec![MeterBand::drop(rate, 10_000)]);
     sw.send_all("add", vec![Body::MeterMod(meter(50_000))])

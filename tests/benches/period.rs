@@ -34,8 +34,6 @@ use solive::controller::reservation::{legs_for_host, HostInfo, Reservation, Rese
 use solive::controller::{poll_switch, reconcile_switch, Desired};
 use solive::openflow::{Body, MeterBand};
 use solive::reserve::Measurement;
-use solive::switch::{self, SessionConfig, SwitchEvent};
-use tokio::net::TcpListener;
 
 const SWITCH_PERIODS: usize = 500;
 const SWITCH_WARMUP: usize = 20;
@@ -138,23 +136,7 @@ async fn switch_periods() -> (Vec<Duration>, usize) {
     add_internal(&sb, "vm2", Some("vm2"));
     let (up, vm1, vm2) = (ofport(&sb, "up0"), ofport(&sb, "vm1"), ofport(&sb, "vm2"));
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(switch::listen(
-        listener,
-        SessionConfig::default(),
-        tx,
-        std::future::pending(),
-    ));
-    sb.vsctl(&["set", "bridge", "br0", "protocols=OpenFlow13"]);
-    sb.vsctl(&["set-controller", "br0", &format!("tcp:{addr}")]);
-    let sw = loop {
-        match events.recv().await.expect("session events") {
-            SwitchEvent::Connected(h) => break h,
-            _ => continue,
-        }
-    };
+    let sw = sb.connect_switch("br0").await;
 
     let capacity = 100e6;
     let facts = HostFacts {

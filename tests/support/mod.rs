@@ -302,3 +302,31 @@ impl Solive {
             .unwrap();
     }
 }
+
+impl Sandbox {
+    /// Points bridge `br` at a switch listener of the test's own and returns
+    /// the solive session to it (for benchmarks that talk to the switch
+    /// directly, without a controller).
+    pub async fn connect_switch(&self, br: &str) -> solive::switch::SwitchHandle {
+        use solive::switch::{self, SessionConfig, SwitchEvent};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(switch::listen(
+            listener,
+            SessionConfig::default(),
+            tx,
+            std::future::pending(),
+        ));
+        self.vsctl(&["set", "bridge", br, "protocols=OpenFlow13"]);
+        self.vsctl(&["set-controller", br, &format!("tcp:{addr}")]);
+        let sw = loop {
+            if let SwitchEvent::Connected(h) = events.recv().await.expect("session events") {
+                break h;
+            }
+        };
+        // The session ends when nobody takes its events: drain them.
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        sw
+    }
+}

@@ -364,11 +364,15 @@ async fn reservation_holds_on_the_fabric_and_lapses_when_the_controller_dies() {
             "{br}: flows lapsed only {t:?} after the kill"
         );
     }
-    // The datapath follows within a revalidation pass (~0.5 s), and iperf3
-    // reports in 0.5 s intervals; TCP ramps up within one.
+    // What solive controls ends above: the throttling flows are gone. The
+    // datapath follows within a revalidation pass (~0.5 s), iperf3 reports in
+    // 0.5 s intervals, and then it is TCP's turn: after a long stretch of
+    // policer drops a flow can sit in retransmission backoff for seconds
+    // (measured: back above 80 Mbit/s 3.5 to 6 s after the kill). Allow that,
+    // but no more: a throttle that outlived the controller would fail this.
     let back = back.expect("application never got back above 80 Mbit/s");
     assert!(
-        back <= 3.0 + 2.0,
+        back <= 3.0 + 5.0,
         "application back above 80 Mbit/s only {back:.1} s after the kill"
     );
 }

@@ -12,6 +12,7 @@ PACKAGES=(
   iperf3               # real traffic for the rate tests
   iputils-ping
   procps               # pkill/pgrep used by the sandbox script
+  libvirt-dev pkg-config  # building solive: the virt crate links libvirt
   "$@"
 )
 

@@ -24,6 +24,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod controller;
+pub mod hypervisor;
 pub mod openflow;
 pub mod order;
 pub mod ovsdb;

@@ -448,3 +448,72 @@ capacity_mbps = 100
     assert!(on_h2 > 14.0 && on_h1 < 1.0, "h2 {on_h2:.1}, h1 {on_h1:.1}");
     tb.down();
 }
+
+/// solive's own libvirt driver (`solive::hypervisor::libvirt`): it lists the
+/// guest, migrates it peer to peer with a speed cap, reads the job's progress
+/// while it runs, and raises the cap mid-migration (as the controller does
+/// when a reservation grows): the transfer speeds up.
+#[test]
+fn solive_migrates_through_libvirt_and_changes_the_speed_cap_mid_flight() {
+    use solive::hypervisor::libvirt::Libvirt;
+    use solive::hypervisor::MigrateOptions;
+    let _lock = lock();
+    require_tools();
+    let tb = Testbed::up("two-hosts", "/tmp/solive-testbed-hv");
+    tb.wait_ready("h1", "vm1", 90);
+    let (h1, h2) = (Libvirt::new(&tb.uri("h1")), Libvirt::new(&tb.uri("h2")));
+    let vms = h1.list_blocking().unwrap();
+    assert!(
+        vms.iter().any(|v| v.name == "vm1" && v.state == "running"),
+        "{vms:?}"
+    );
+    assert!(h1.list_blocking().unwrap()[0].memory_kib >= 128 * 1024);
+    // An unknown VM is an error naming it, not a panic.
+    let e = h1.progress_blocking("nope").unwrap_err().to_string();
+    assert!(e.contains("nope"), "{e}");
+
+    let opts = MigrateOptions {
+        dest_uri: tb.uri("h2"),
+        migrate_uri: Some("tcp://10.0.0.2".into()),
+        bandwidth_mibs: 2,
+        postcopy: false,
+    };
+    let migrating = {
+        let h1 = h1.clone();
+        std::thread::spawn(move || h1.migrate_blocking("vm1", &opts))
+    };
+    // Progress at 2 MiB/s for 3 s, then the cap goes to 50 MiB/s.
+    let sample = |secs: f64| -> f64 {
+        let p0 = h1
+            .progress_blocking("vm1")
+            .unwrap()
+            .map_or(0, |p| p.data_processed);
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        let p1 = h1
+            .progress_blocking("vm1")
+            .unwrap()
+            .map_or(p0, |p| p.data_processed);
+        (p1.saturating_sub(p0)) as f64 / secs / 1_048_576.0
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let slow = sample(2.0);
+    h1.set_max_speed_blocking("vm1", 50).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let fast = sample(1.0);
+    eprintln!("migration speed capped at 2 MiB/s: {slow:.2} MiB/s; raised to 50: {fast:.2} MiB/s");
+    assert!(slow > 0.5 && slow < 3.0, "capped speed {slow:.2} MiB/s");
+    assert!(
+        fast > 2.0 * slow,
+        "raising the cap did not speed it up: {slow:.2} -> {fast:.2}"
+    );
+    migrating.join().unwrap().unwrap();
+    assert!(h1.list_blocking().unwrap().iter().all(|v| v.name != "vm1"));
+    let on_h2 = h2.list_blocking().unwrap();
+    assert!(
+        on_h2
+            .iter()
+            .any(|v| v.name == "vm1" && v.state == "running"),
+        "{on_h2:?}"
+    );
+    tb.down();
+}

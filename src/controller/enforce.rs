@@ -254,6 +254,22 @@ pub struct HostPlan {
     pub app_in_limit_bps: Option<f64>,
 }
 
+impl HostPlan {
+    /// Puts this plan's flows and meters into `desired` in place of the
+    /// enforcement flows and meters it held; the baseline flow and flows or
+    /// meters put through the API stay.
+    pub fn apply_to(&self, desired: &mut super::reconcile::Desired) {
+        desired.flows.retain(|c, _| !is_enforcement_cookie(*c));
+        desired.meters.retain(|id, _| !is_enforcement_meter(*id));
+        for f in &self.flows {
+            desired.flows.insert(f.cookie, f.clone());
+        }
+        for m in &self.meters {
+            desired.meters.insert(m.id, *m);
+        }
+    }
+}
+
 /// A policer or meter burst large enough for TCP: a tenth of a second of the
 /// rate, at least 1 Mbit (TESTBED.md: TCP under a policer needs a large burst).
 pub fn burst_kb(rate_kbps: u64) -> u64 {

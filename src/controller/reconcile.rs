@@ -109,6 +109,36 @@ pub struct Observed {
     pub meters: Vec<ObservedMeter>,
 }
 
+impl Observed {
+    /// What a switch that applied `desired` reports back (for simulations and
+    /// benchmarks of the reconcile step).
+    pub fn from_desired(desired: &Desired) -> Observed {
+        Observed {
+            flows: desired
+                .flows
+                .values()
+                .map(|f| ObservedFlow {
+                    cookie: f.cookie,
+                    table_id: f.table_id,
+                    priority: f.priority,
+                    hard_timeout: f.hard_timeout,
+                    matches: f.matches.clone(),
+                    instructions: f.instructions.clone(),
+                })
+                .collect(),
+            meters: desired
+                .meters
+                .values()
+                .map(|m| ObservedMeter {
+                    id: m.id,
+                    flags: meter_flags(),
+                    bands: vec![MeterBand::drop(m.rate_kbps, m.burst_kb)],
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The flags of every solive meter: kbit/s, explicit burst, statistics on (the
 /// reservation loop reads band statistics to see the applications' dropped load).
 pub fn meter_flags() -> MeterFlags {
@@ -231,32 +261,15 @@ mod tests {
     use super::*;
     use crate::openflow::FlowModCommand;
 
+    /// A converged switch that lists match fields and instructions in its
+    /// own order (the reverse of ours).
     fn observed_of(desired: &Desired) -> Observed {
-        Observed {
-            flows: desired
-                .flows
-                .values()
-                .map(|f| ObservedFlow {
-                    cookie: f.cookie,
-                    table_id: f.table_id,
-                    priority: f.priority,
-                    hard_timeout: f.hard_timeout,
-                    matches: Match {
-                        fields: f.matches.fields.iter().rev().cloned().collect(),
-                    },
-                    instructions: f.instructions.iter().rev().cloned().collect(),
-                })
-                .collect(),
-            meters: desired
-                .meters
-                .values()
-                .map(|m| ObservedMeter {
-                    id: m.id,
-                    flags: meter_flags(),
-                    bands: vec![MeterBand::drop(m.rate_kbps, m.burst_kb)],
-                })
-                .collect(),
+        let mut o = Observed::from_desired(desired);
+        for f in &mut o.flows {
+            f.matches.fields.reverse();
+            f.instructions.reverse();
         }
+        o
     }
 
     fn metered_flow(cookie: u64, meter: u32) -> FlowSpec {

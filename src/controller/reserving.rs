@@ -164,18 +164,7 @@ impl Controller {
             let facts = host_facts(h, period, if min_app.is_nan() { 5.0 } else { min_app });
             let plan = enforce::plan_host(mode, &facts, &legs);
             let before = h.desired.clone();
-            h.desired
-                .flows
-                .retain(|c, _| !enforce::is_enforcement_cookie(*c));
-            h.desired
-                .meters
-                .retain(|id, _| !enforce::is_enforcement_meter(*id));
-            for f in &plan.flows {
-                h.desired.flows.insert(f.cookie, f.clone());
-            }
-            for m in &plan.meters {
-                h.desired.meters.insert(m.id, *m);
-            }
+            plan.apply_to(&mut h.desired);
             let changed = h.desired != before;
             if changed {
                 h.generation += 1;

@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 use solive::controller::enforce::{
     self, HostFacts, Leg, MigrationMatch, MigrationPorts, Mode, Role, VmPort, APP_OUT_METER,
 };
-use solive::controller::reconcile::{self, Observed, ObservedFlow, ObservedMeter};
+use solive::controller::reconcile::{self, Observed};
 use solive::controller::reservation::{legs_for_host, HostInfo, Reservation, ReservationRequest};
 use solive::controller::{poll_switch, reconcile_switch, Desired};
-use solive::openflow::{Body, MeterBand};
+use solive::openflow::Body;
 use solive::reserve::Measurement;
 
 const SWITCH_PERIODS: usize = 500;
@@ -54,44 +54,12 @@ fn fmt(d: Duration) -> String {
     }
 }
 
-/// The desired state of a host: the baseline plus a plan's flows and meters
-/// (what the controller keeps in `HostState::desired`).
+/// The desired state of a host: the baseline plus a plan's flows and meters,
+/// put in as the controller does.
 fn desired_from(plan: &enforce::HostPlan) -> Desired {
     let mut d = Desired::baseline();
-    for f in &plan.flows {
-        d.flows.insert(f.cookie, f.clone());
-    }
-    for m in &plan.meters {
-        d.meters.insert(m.id, *m);
-    }
+    plan.apply_to(&mut d);
     d
-}
-
-/// What a switch that applied `d` reports back.
-fn observed_from(d: &Desired) -> Observed {
-    Observed {
-        flows: d
-            .flows
-            .values()
-            .map(|f| ObservedFlow {
-                cookie: f.cookie,
-                table_id: f.table_id,
-                priority: f.priority,
-                hard_timeout: f.hard_timeout,
-                matches: f.matches.clone(),
-                instructions: f.instructions.clone(),
-            })
-            .collect(),
-        meters: d
-            .meters
-            .values()
-            .map(|m| ObservedMeter {
-                id: m.id,
-                flags: reconcile::meter_flags(),
-                bands: vec![MeterBand::drop(m.rate_kbps, m.burst_kb)],
-            })
-            .collect(),
-    }
 }
 
 // ---------------------------------------------------------------- part A
@@ -357,7 +325,7 @@ fn pure_periods() -> (Vec<Duration>, usize, usize) {
 
         // The switch applied it: next period it reports this (not timed, it
         // stands for the switch's replies).
-        observed = desired.iter().map(observed_from).collect();
+        observed = desired.iter().map(Observed::from_desired).collect();
         if period >= PURE_WARMUP {
             times.push(dt);
             messages += n;

@@ -282,6 +282,26 @@ fn unknown_message_type_is_kept() {
     );
 }
 
+/// Found by `valid_header_random_body_never_panics`: a PORT_STATUS whose
+/// 16-byte name has no terminator, or holds invalid UTF-8, must decode to a
+/// name that survives a round trip (OVS also keeps at most 15 bytes).
+#[test]
+fn unterminated_and_invalid_port_names_round_trip() {
+    for name in [[1u8; 16], [0xff; 16]] {
+        let mut b = vec![OFP_VERSION, 12, 0, 80, 0, 0, 0, 0];
+        b.extend_from_slice(&[0; 8]); // reason + pad
+        b.extend_from_slice(&[0; 16]); // port_no, pad, hw_addr, pad
+        b.extend_from_slice(&name);
+        b.extend_from_slice(&[0; 32]);
+        let m = decode(&b).unwrap();
+        let Body::PortStatus(ps) = &m.body else {
+            panic!("{m:?}")
+        };
+        assert!(ps.desc.name.len() <= 15, "{:?}", ps.desc.name);
+        assert_eq!(decode(&m.to_bytes()), Ok(m));
+    }
+}
+
 #[test]
 fn decode_errors_name_the_place() {
     // FLOW_MOD whose match length is 3.

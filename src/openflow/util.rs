@@ -90,20 +90,37 @@ impl From<[u8; 6]> for MacAddr {
     }
 }
 
-/// Writes `s` into a NUL-padded fixed-size field of `n` bytes (truncating so
-/// that at least one NUL remains).
+/// Writes `s` into a NUL-padded fixed-size field of `n` bytes, truncating at
+/// a character boundary so that at least one NUL remains (the spec's fields
+/// are NUL-terminated C strings).
 pub(crate) fn put_fixed_str(dst: &mut bytes::BytesMut, s: &str, n: usize) {
     use bytes::BufMut;
-    let b = s.as_bytes();
-    let k = b.len().min(n.saturating_sub(1));
-    dst.put_slice(&b[..k]);
-    dst.put_bytes(0, n - k);
+    let b = fit(s, n.saturating_sub(1)).as_bytes();
+    dst.put_slice(b);
+    dst.put_bytes(0, n - b.len());
 }
 
-/// Reads a NUL-padded fixed-size string field.
+/// Reads a NUL-padded fixed-size string field of `b.len()` bytes.
+///
+/// Like Open vSwitch, it keeps at most `len - 1` bytes even when a peer
+/// fills the whole field without a terminator, and the lossy UTF-8 result is
+/// cut to the same limit. What decodes therefore re-encodes to the same
+/// string, which the codec's round-trip property relies on.
 pub(crate) fn get_fixed_str(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
+    let max = b.len().saturating_sub(1);
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len()).min(max);
+    let s = String::from_utf8_lossy(&b[..end]);
+    fit(&s, max).to_owned()
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character
+/// boundary.
+fn fit(s: &str, max: usize) -> &str {
+    let mut k = s.len().min(max);
+    while !s.is_char_boundary(k) {
+        k -= 1;
+    }
+    &s[..k]
 }
 
 /// Declares a bit-flags newtype: named constants, `|`, `contains`, and the

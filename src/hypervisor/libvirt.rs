@@ -7,7 +7,14 @@ use virt::domain::{Domain, DomainState, DomainStateEnum, MigrateParameters};
 use virt::enumutil::Enum;
 use virt::sys;
 
-use super::{HypervisorError, MigrateOptions, MigrationProgress, VmInfo};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::{
+    Hypervisor, HypervisorError, MigrateOptions, MigrationProgress, MigrationStats, VmInfo,
+    VmMeasurement,
+};
 
 /// One host's libvirt daemon, by URI (e.g. `qemu+unix:///system?socket=...`).
 #[derive(Debug, Clone)]
@@ -114,25 +121,53 @@ impl Libvirt {
             mem_iteration: s.mem_iteration.unwrap_or(0),
         }))
     }
+}
 
-    pub async fn list(&self) -> Result<Vec<VmInfo>, HypervisorError> {
+impl Hypervisor for Libvirt {
+    fn list(&self) -> BoxFuture<'static, Result<Vec<VmInfo>, HypervisorError>> {
         let me = self.clone();
-        blocking(move || me.list_blocking()).await
+        Box::pin(blocking(move || me.list_blocking()))
     }
 
-    pub async fn migrate(&self, vm: &str, opts: MigrateOptions) -> Result<(), HypervisorError> {
-        let (me, vm) = (self.clone(), vm.to_string());
-        blocking(move || me.migrate_blocking(&vm, &opts)).await
+    fn measure(
+        &self,
+        _vm: &str,
+        _window: Duration,
+    ) -> BoxFuture<'static, Result<VmMeasurement, HypervisorError>> {
+        Box::pin(async { Err(HypervisorError::Unsupported("measuring")) })
     }
 
-    pub async fn set_max_speed(&self, vm: &str, mibs: u64) -> Result<(), HypervisorError> {
+    fn migrate(
+        &self,
+        vm: &str,
+        opts: MigrateOptions,
+    ) -> BoxFuture<'static, Result<MigrationStats, HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
-        blocking(move || me.set_max_speed_blocking(&vm, mibs)).await
+        Box::pin(blocking(move || {
+            me.migrate_blocking(&vm, &opts)?;
+            Ok(MigrationStats::default())
+        }))
     }
 
-    pub async fn progress(&self, vm: &str) -> Result<Option<MigrationProgress>, HypervisorError> {
+    fn set_max_speed(&self, vm: &str, mibs: u64) -> BoxFuture<'static, Result<(), HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
-        blocking(move || me.progress_blocking(&vm)).await
+        Box::pin(blocking(move || me.set_max_speed_blocking(&vm, mibs)))
+    }
+
+    fn progress(
+        &self,
+        vm: &str,
+    ) -> BoxFuture<'static, Result<Option<MigrationProgress>, HypervisorError>> {
+        let (me, vm) = (self.clone(), vm.to_string());
+        Box::pin(blocking(move || me.progress_blocking(&vm)))
+    }
+
+    fn start_postcopy(&self, _vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        Box::pin(async { Err(HypervisorError::Unsupported("post-copy switch")) })
+    }
+
+    fn abort(&self, _vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        Box::pin(async { Err(HypervisorError::Unsupported("abort")) })
     }
 }
 

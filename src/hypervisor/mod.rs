@@ -1,12 +1,77 @@
-//! The hypervisor side: what solive asks of the hosts' VMM. One real
-//! implementation here, libvirt ([`libvirt::Libvirt`], through the `virt`
-//! crate); the evacuation work drives migrations through it.
+//! The hypervisor side: what solive asks of the hosts' VMM, as one trait,
+//! [`Hypervisor`], that the evacuation work drives. Implementations: libvirt
+//! ([`libvirt::Libvirt`], through the `virt` crate) and an in-memory
+//! [`fake::FakeCloud`] for unit tests of the orchestration logic.
 //!
 //! libvirt's API is blocking, so every call runs on tokio's blocking pool
 //! (`spawn_blocking`): a slow or hung libvirtd never stalls the controller's
 //! event loop.
 
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+pub mod fake;
 pub mod libvirt;
+
+/// What an evacuation needs from a host's hypervisor. Futures are `'static`
+/// (implementations are cheap handles that clone themselves into the future),
+/// so callers can spawn them.
+pub trait Hypervisor: Send + Sync + std::fmt::Debug {
+    /// The VMs that run here now.
+    fn list(&self) -> BoxFuture<'static, Result<Vec<VmInfo>, HypervisorError>>;
+    /// Measures one VM over `window` (dirty-page rate, CPU share, non-zero
+    /// page estimate).
+    fn measure(
+        &self,
+        vm: &str,
+        window: Duration,
+    ) -> BoxFuture<'static, Result<VmMeasurement, HypervisorError>>;
+    /// Live-migrates `vm` and resolves when it has finished (or failed: then
+    /// the VM still runs here).
+    fn migrate(
+        &self,
+        vm: &str,
+        opts: MigrateOptions,
+    ) -> BoxFuture<'static, Result<MigrationStats, HypervisorError>>;
+    /// Changes a running migration's speed cap, MiB/s.
+    fn set_max_speed(&self, vm: &str, mibs: u64) -> BoxFuture<'static, Result<(), HypervisorError>>;
+    /// The running migration's progress, or None when no job runs.
+    fn progress(
+        &self,
+        vm: &str,
+    ) -> BoxFuture<'static, Result<Option<MigrationProgress>, HypervisorError>>;
+    /// Switches a migration started with `postcopy: true` to post-copy.
+    fn start_postcopy(&self, vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>>;
+    /// Cancels a running (pre-copy) migration; the VM keeps running here.
+    fn abort(&self, vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>>;
+}
+
+/// One VM measured before its migration is planned (see `order`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VmMeasurement {
+    pub name: String,
+    pub memory_kib: u64,
+    /// Estimated non-zero 4 KiB pages (how is the implementation's to say,
+    /// in `non_zero_source`).
+    pub non_zero_pages: u64,
+    pub non_zero_source: String,
+    /// Pages dirtied per second.
+    pub dirty_pages_per_sec: f64,
+    /// CPU use over the window, percent of one CPU.
+    pub cpu_pct: f64,
+}
+
+/// What a finished migration reports.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct MigrationStats {
+    /// Time the VM was paused, ms.
+    pub downtime_ms: Option<u64>,
+    /// Bytes sent.
+    pub bytes: Option<u64>,
+    /// The hypervisor's own measure of the migration's duration, ms.
+    pub time_ms: Option<u64>,
+}
 
 /// Errors of hypervisor calls, with the host and the VM they were about.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -21,6 +86,8 @@ pub enum HypervisorError {
     },
     #[error("the hypervisor call did not finish: {0}")]
     Join(String),
+    #[error("{0} is not supported by this hypervisor")]
+    Unsupported(&'static str),
 }
 
 /// A VM as the hypervisor reports it.
@@ -37,7 +104,7 @@ pub struct VmInfo {
 }
 
 /// How a migration is going (libvirt job statistics).
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct MigrationProgress {
     /// Bytes of memory (and device state) sent so far.
     pub data_processed: u64,
@@ -64,6 +131,17 @@ pub struct MigrateOptions {
     pub bandwidth_mibs: u64,
     /// Start in pre-copy and allow switching to post-copy.
     pub postcopy: bool,
+}
+
+impl MigrateOptions {
+    pub fn new(dest_uri: &str, bandwidth_mibs: u64) -> MigrateOptions {
+        MigrateOptions {
+            dest_uri: dest_uri.to_string(),
+            migrate_uri: None,
+            bandwidth_mibs,
+            postcopy: false,
+        }
+    }
 }
 
 /// Converts a reservation in bit/s to libvirt's MiB/s, rounding up so the

@@ -1,3 +1,436 @@
 //! An in-memory cloud of hosts whose VMs migrate in simulated time, for unit
 //! tests of the orchestration logic (the evacuation runner, the API). It is
 //! not a stand-in for the integration tests: those run real libvirt.
+//!
+//! A migration sends `cap` MiB/s in 100 ms steps of tokio time (so paused-time
+//! tests run instantly): first every non-zero page, then in pre-copy what was
+//! dirtied meanwhile, until what is left fits in 300 ms of downtime. After
+//! `start_postcopy` nothing is dirtied any more and it drains.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::{
+    Hypervisor, HypervisorError, MigrateOptions, MigrationProgress, MigrationStats, VmInfo,
+    VmMeasurement,
+};
+
+const PAGE: f64 = 4096.0;
+const STEP: Duration = Duration::from_millis(100);
+const MAX_DOWNTIME_S: f64 = 0.3;
+
+/// One fake VM's load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeVm {
+    pub memory_kib: u64,
+    pub non_zero_pages: u64,
+    pub dirty_pages_per_sec: f64,
+    pub cpu_pct: f64,
+}
+
+#[derive(Debug, Default)]
+struct Job {
+    cap_mibs: u64,
+    sent: f64,
+    remaining: f64,
+    pass: f64,
+    iteration: u64,
+    postcopy_allowed: bool,
+    postcopy: bool,
+    cancel: bool,
+}
+
+#[derive(Debug, Default)]
+struct Cloud {
+    hosts: BTreeMap<String, BTreeMap<String, FakeVm>>,
+    jobs: BTreeMap<String, Job>,
+    /// VM -> the error its next migration fails with, half-way.
+    failures: BTreeMap<String, String>,
+    /// Hosts whose hypervisor does not answer.
+    down: Vec<String>,
+}
+
+/// The shared cloud; [`FakeCloud::host`] gives one host's hypervisor.
+#[derive(Debug, Clone, Default)]
+pub struct FakeCloud {
+    inner: Arc<Mutex<Cloud>>,
+}
+
+impl FakeCloud {
+    pub fn new() -> FakeCloud {
+        FakeCloud::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cloud> {
+        // A test that panicked while holding the lock has failed already.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add_host(&self, host: &str) {
+        self.lock().hosts.entry(host.to_string()).or_default();
+    }
+
+    pub fn add_vm(&self, host: &str, name: &str, vm: FakeVm) {
+        self.lock()
+            .hosts
+            .entry(host.to_string())
+            .or_default()
+            .insert(name.to_string(), vm);
+    }
+
+    /// The names of the VMs on `host`.
+    pub fn vms_on(&self, host: &str) -> Vec<String> {
+        self.lock()
+            .hosts
+            .get(host)
+            .map(|v| v.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The next migration of `vm` fails half-way with `message`.
+    pub fn fail_next_migration(&self, vm: &str, message: &str) {
+        self.lock()
+            .failures
+            .insert(vm.to_string(), message.to_string());
+    }
+
+    /// Makes `host`'s hypervisor unreachable (or reachable again).
+    pub fn set_down(&self, host: &str, down: bool) {
+        let mut c = self.lock();
+        c.down.retain(|h| h != host);
+        if down {
+            c.down.push(host.to_string());
+        }
+    }
+
+    /// The URI other hosts migrate to.
+    pub fn uri(host: &str) -> String {
+        format!("fake://{host}")
+    }
+
+    pub fn host(&self, host: &str) -> FakeHypervisor {
+        self.add_host(host);
+        FakeHypervisor {
+            cloud: self.clone(),
+            host: host.to_string(),
+        }
+    }
+}
+
+/// One host of a [`FakeCloud`].
+#[derive(Debug, Clone)]
+pub struct FakeHypervisor {
+    cloud: FakeCloud,
+    host: String,
+}
+
+impl FakeHypervisor {
+    fn uri(&self) -> String {
+        FakeCloud::uri(&self.host)
+    }
+
+    fn err(&self, vm: &str, message: impl Into<String>) -> HypervisorError {
+        HypervisorError::Vm {
+            uri: self.uri(),
+            vm: vm.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The VM's load, if it is here and the host answers.
+    fn vm(&self, vm: &str) -> Result<FakeVm, HypervisorError> {
+        let c = self.cloud.lock();
+        if c.down.contains(&self.host) {
+            return Err(HypervisorError::Connect {
+                uri: self.uri(),
+                message: "connection refused".into(),
+            });
+        }
+        c.hosts
+            .get(&self.host)
+            .and_then(|h| h.get(vm))
+            .cloned()
+            .ok_or_else(|| self.err(vm, "Domain not found"))
+    }
+
+    /// One step of a running migration; Some(result) once it has ended.
+    fn step(
+        &self,
+        vm: &str,
+        dest: &str,
+        load: &FakeVm,
+    ) -> Option<Result<MigrationStats, HypervisorError>> {
+        let mut c = self.cloud.lock();
+        if c.down.iter().any(|h| h == dest) {
+            c.jobs.remove(vm);
+            return Some(Err(self.err(vm, format!("cannot reach {dest}"))));
+        }
+        let failure = c.failures.get(vm).cloned();
+        let job = c.jobs.get_mut(vm)?;
+        if job.cancel {
+            c.jobs.remove(vm);
+            return Some(Err(self.err(vm, "operation aborted: migration job canceled by client")));
+        }
+        let rate = job.cap_mibs as f64 * 1_048_576.0;
+        let dt = STEP.as_secs_f64();
+        let sent = (rate * dt).min(job.remaining);
+        job.sent += sent;
+        job.remaining -= sent;
+        job.pass -= sent;
+        if let Some(message) = failure.filter(|_| job.sent * 2.0 >= job.sent + job.remaining) {
+            c.jobs.remove(vm);
+            c.failures.remove(vm);
+            return Some(Err(self.err(vm, message)));
+        }
+        if !job.postcopy {
+            let dirtied = load.dirty_pages_per_sec * PAGE * dt;
+            job.remaining = (job.remaining + dirtied).min(load.memory_kib as f64 * 1024.0);
+            if job.pass <= 0.0 {
+                job.iteration += 1;
+                job.pass = job.remaining;
+            }
+        }
+        let done = if job.postcopy {
+            job.remaining <= 0.0
+        } else {
+            job.iteration > 0 && job.remaining <= rate * MAX_DOWNTIME_S
+        };
+        if !done {
+            return None;
+        }
+        let downtime_ms = if job.postcopy {
+            5
+        } else {
+            (job.remaining / rate.max(1.0) * 1000.0) as u64
+        };
+        let bytes = (job.sent + job.remaining) as u64;
+        c.jobs.remove(vm);
+        let moved = c.hosts.get_mut(&self.host).and_then(|h| h.remove(vm))?;
+        c.hosts
+            .entry(dest.to_string())
+            .or_default()
+            .insert(vm.to_string(), moved);
+        Some(Ok(MigrationStats {
+            downtime_ms: Some(downtime_ms),
+            bytes: Some(bytes),
+            time_ms: None,
+        }))
+    }
+}
+
+fn ready<T: Send + 'static>(r: Result<T, HypervisorError>) -> BoxFuture<'static, Result<T, HypervisorError>> {
+    Box::pin(async move { r })
+}
+
+impl Hypervisor for FakeHypervisor {
+    fn list(&self) -> BoxFuture<'static, Result<Vec<VmInfo>, HypervisorError>> {
+        let c = self.cloud.lock();
+        if c.down.contains(&self.host) {
+            return ready(Err(HypervisorError::Connect {
+                uri: self.uri(),
+                message: "connection refused".into(),
+            }));
+        }
+        let vms = c
+            .hosts
+            .get(&self.host)
+            .map(|h| {
+                h.iter()
+                    .map(|(name, vm)| VmInfo {
+                        name: name.clone(),
+                        state: "running".into(),
+                        memory_kib: vm.memory_kib,
+                        vcpus: 1,
+                        cpu_time_ns: 0,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ready(Ok(vms))
+    }
+
+    fn measure(
+        &self,
+        vm: &str,
+        window: Duration,
+    ) -> BoxFuture<'static, Result<VmMeasurement, HypervisorError>> {
+        let (me, name) = (self.clone(), vm.to_string());
+        Box::pin(async move {
+            me.vm(&name)?;
+            tokio::time::sleep(window).await;
+            let v = me.vm(&name)?;
+            Ok(VmMeasurement {
+                name,
+                memory_kib: v.memory_kib,
+                non_zero_pages: v.non_zero_pages,
+                non_zero_source: "fake".into(),
+                dirty_pages_per_sec: v.dirty_pages_per_sec,
+                cpu_pct: v.cpu_pct,
+            })
+        })
+    }
+
+    fn migrate(
+        &self,
+        vm: &str,
+        opts: MigrateOptions,
+    ) -> BoxFuture<'static, Result<MigrationStats, HypervisorError>> {
+        let (me, vm) = (self.clone(), vm.to_string());
+        Box::pin(async move {
+            let load = me.vm(&vm)?;
+            let Some(dest) = opts.dest_uri.strip_prefix("fake://").map(str::to_string) else {
+                return Err(me.err(&vm, format!("bad destination URI {:?}", opts.dest_uri)));
+            };
+            {
+                let mut c = me.cloud.lock();
+                if c.jobs.contains_key(&vm) {
+                    return Err(me.err(&vm, "a migration job is already running"));
+                }
+                let first = load.non_zero_pages as f64 * PAGE;
+                c.jobs.insert(
+                    vm.clone(),
+                    Job {
+                        cap_mibs: opts.bandwidth_mibs.max(1),
+                        remaining: first,
+                        pass: first,
+                        postcopy_allowed: opts.postcopy,
+                        ..Job::default()
+                    },
+                );
+            }
+            loop {
+                tokio::time::sleep(STEP).await;
+                if let Some(r) = me.step(&vm, &dest, &load) {
+                    return r;
+                }
+            }
+        })
+    }
+
+    fn set_max_speed(&self, vm: &str, mibs: u64) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        let mut c = self.cloud.lock();
+        let r = match c.jobs.get_mut(vm) {
+            Some(j) => {
+                j.cap_mibs = mibs.max(1);
+                Ok(())
+            }
+            None => Err(self.err(vm, "no migration job is running")),
+        };
+        ready(r)
+    }
+
+    fn progress(
+        &self,
+        vm: &str,
+    ) -> BoxFuture<'static, Result<Option<MigrationProgress>, HypervisorError>> {
+        let c = self.cloud.lock();
+        let p = c.jobs.get(vm).map(|j| MigrationProgress {
+            data_processed: j.sent as u64,
+            data_remaining: j.remaining as u64,
+            data_total: (j.sent + j.remaining) as u64,
+            mem_bps: j.cap_mibs * 1_048_576,
+            mem_dirty_rate: 0,
+            mem_iteration: j.iteration,
+        });
+        ready(Ok(p))
+    }
+
+    fn start_postcopy(&self, vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        let mut c = self.cloud.lock();
+        let r = match c.jobs.get_mut(vm) {
+            Some(j) if j.postcopy_allowed => {
+                j.postcopy = true;
+                Ok(())
+            }
+            Some(_) => Err(self.err(vm, "the migration was not started with post-copy allowed")),
+            None => Err(self.err(vm, "no migration job is running")),
+        };
+        ready(r)
+    }
+
+    fn abort(&self, vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        let mut c = self.cloud.lock();
+        let r = match c.jobs.get_mut(vm) {
+            Some(j) if j.postcopy => Err(self.err(vm, "a post-copy migration cannot be aborted")),
+            Some(j) => {
+                j.cancel = true;
+                Ok(())
+            }
+            None => Err(self.err(vm, "no migration job is running")),
+        };
+        ready(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(dirty: f64) -> FakeVm {
+        FakeVm {
+            memory_kib: 128 * 1024,
+            non_zero_pages: 16 * 256, // 16 MiB
+            dirty_pages_per_sec: dirty,
+            cpu_pct: 10.0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn migration_moves_the_vm_at_the_cap() {
+        let cloud = FakeCloud::new();
+        cloud.add_vm("h1", "a", vm(0.0));
+        let h1 = cloud.host("h1");
+        let t0 = tokio::time::Instant::now();
+        let s = h1
+            .migrate("a", MigrateOptions::new(&FakeCloud::uri("h2"), 8))
+            .await
+            .unwrap();
+        // 16 MiB at 8 MiB/s, the last 2.4 MiB moved in the downtime.
+        let secs = t0.elapsed().as_secs_f64();
+        assert!((1.6..=2.1).contains(&secs), "{secs}");
+        assert!(s.bytes.unwrap() >= 16 << 20);
+        assert_eq!(cloud.vms_on("h1"), Vec::<String>::new());
+        assert_eq!(cloud.vms_on("h2"), vec!["a".to_string()]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn abort_and_failure_leave_the_vm_on_the_source() {
+        let cloud = FakeCloud::new();
+        cloud.add_vm("h1", "a", vm(0.0));
+        let h1 = cloud.host("h1");
+        let m = tokio::spawn(h1.migrate("a", MigrateOptions::new("fake://h2", 1)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(h1.progress("a").await.unwrap().unwrap().data_processed > 0);
+        h1.abort("a").await.unwrap();
+        let e = m.await.unwrap().unwrap_err().to_string();
+        assert!(e.contains("canceled"), "{e}");
+        cloud.fail_next_migration("a", "destination went away");
+        let e = h1
+            .migrate("a", MigrateOptions::new("fake://h2", 8))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("destination went away") && e.contains("\"a\""), "{e}");
+        assert_eq!(cloud.vms_on("h1"), vec!["a".to_string()]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heavy_dirtier_needs_postcopy() {
+        let cloud = FakeCloud::new();
+        // Dirties 4 MiB/s with a 2 MiB/s cap: pre-copy never converges.
+        cloud.add_vm("h1", "m", vm(1024.0));
+        let h1 = cloud.host("h1");
+        let mut opts = MigrateOptions::new("fake://h2", 2);
+        opts.postcopy = true;
+        let m = tokio::spawn(h1.migrate("m", opts));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(!m.is_finished());
+        h1.start_postcopy("m").await.unwrap();
+        assert!(h1.abort("m").await.is_err(), "post-copy cannot be aborted");
+        m.await.unwrap().unwrap();
+        assert_eq!(cloud.vms_on("h2"), vec!["m".to_string()]);
+    }
+}

@@ -129,6 +129,10 @@ pub struct HostConfig {
     /// How reservations are enforced on this host's bridge.
     #[serde(default)]
     pub enforcement: EnforcementMode,
+    /// The host's libvirt URI (e.g. `qemu+tcp://h1/system`): evacuations
+    /// list, measure and migrate its VMs through it, and migrate to it.
+    #[serde(default)]
+    pub libvirt: Option<String>,
 }
 
 /// How a host enforces reservations (see `controller::enforce`).
@@ -194,6 +198,7 @@ impl Config {
                     controller_target: None,
                     address: Some(h.address),
                     enforcement: EnforcementMode::Auto,
+                    libvirt: None,
                 });
             }
         }

@@ -118,6 +118,8 @@ pub enum Command {
     Metrics(Reply<view::MetricsSnapshot>),
     Reservation(u64, Reply<Option<ReservationView>>),
     DeleteReservation(u64, Reply<Result<(), ControllerError>>),
+    /// The hypervisor's own measure of a reservation's migration rate.
+    ReportMigrationRate(u64, f64),
     /// The switch's meter support is known: decide the host's enforcement mode.
     MeterSupport {
         host: String,
@@ -171,6 +173,14 @@ impl ControllerHandle {
     /// Releases a reservation: its flows, meters, queues and policing go.
     pub async fn delete_reservation(&self, id: u64) -> Result<(), ControllerError> {
         self.ask(|r| Command::DeleteReservation(id, r)).await?
+    }
+
+    /// Reports the migration rate the hypervisor measured (libvirt job stats)
+    /// for a reservation: Algorithm 1 uses it as `mig` while it is fresh,
+    /// since the switch's flow counters lag behind (OVS updates them in
+    /// revalidator batches) and miss migrations on unexpected ports.
+    pub fn report_migration_rate(&self, id: u64, bps: f64) {
+        let _ = self.tx.send(Command::ReportMigrationRate(id, bps));
     }
 
     /// The figures `/metrics` exports.
@@ -493,6 +503,12 @@ impl Controller {
             }
             Command::DeleteReservation(id, r) => {
                 let _ = r.send(self.delete_reservation(id));
+            }
+            Command::ReportMigrationRate(id, bps) => {
+                let now = self.now_ms();
+                if let Some(r) = self.reservations.get_mut(&id) {
+                    r.reported_migration = Some((now, bps));
+                }
             }
             Command::MeterSupport {
                 host,

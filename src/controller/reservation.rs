@@ -139,6 +139,8 @@ pub struct Reservation {
     /// The migration has been seen moving (or was declared started).
     pub started: bool,
     pub history: Vec<HistoryPoint>,
+    /// The last migration rate the hypervisor reported: (controller ms, bit/s).
+    pub reported_migration: Option<(u64, f64)>,
 }
 
 /// A migration is taken as started once its flows carry more than this share
@@ -153,6 +155,7 @@ impl Reservation {
             reserver: Reserver::new(params),
             started: false,
             history: Vec::new(),
+            reported_migration: None,
         }
     }
 
@@ -202,6 +205,15 @@ impl Reservation {
                 i += 1;
                 i > half || i % 2 == 1
             });
+        }
+    }
+
+    /// The migration rate Algorithm 1 sees: the hypervisor's report while it
+    /// is at most two periods old, else what the switch's flow counters show.
+    pub fn migration_bps(&self, on_switch: f64, now_ms: u64, period_ms: u64) -> f64 {
+        match self.reported_migration {
+            Some((t, bps)) if now_ms.saturating_sub(t) <= 2 * period_ms => bps,
+            _ => on_switch,
         }
     }
 
@@ -340,6 +352,15 @@ mod tests {
             max_reserve: None,
             migration_port: None,
         }
+    }
+
+    #[test]
+    fn a_fresh_hypervisor_report_wins_over_the_switch() {
+        let mut r = Reservation::new(1, req(), Params::new(75.0, 10.0, 95.0).unwrap());
+        assert_eq!(r.migration_bps(5e6, 1000, 1000), 5e6);
+        r.reported_migration = Some((1000, 70e6));
+        assert_eq!(r.migration_bps(5e6, 2500, 1000), 70e6);
+        assert_eq!(r.migration_bps(5e6, 3001, 1000), 5e6, "stale report");
     }
 
     fn m(out: f64, mig: f64) -> Measurement {

@@ -32,7 +32,7 @@ impl Controller {
             .collect()
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(super) fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
 
@@ -105,12 +105,14 @@ impl Controller {
             Some(Mode::Queue) => h.ports.values().filter_map(|p| p.rx_drop.rate()).sum(),
             None => 0.0,
         };
-        let migration: f64 = h
+        let on_switch: f64 = h
             .flow_rates
             .iter()
             .filter(|(c, _)| enforce::migration_cookie_reservation(**c) == Some(r.id))
             .filter_map(|(_, e)| e.rate())
             .sum();
+        let period = self.config.controller.period_ms;
+        let migration = r.migration_bps(on_switch, self.now_ms(), period);
         Some(Measurement {
             capacity,
             outgoing: sent + dropped,

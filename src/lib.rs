@@ -24,6 +24,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod controller;
+pub mod evacuation;
 pub mod hypervisor;
 pub mod openflow;
 pub mod order;

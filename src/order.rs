@@ -81,7 +81,7 @@ impl PlanRequest {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Group {
     Outgoing,
@@ -90,17 +90,17 @@ pub enum Group {
 }
 
 /// Where one VM was placed and by which key.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Placement {
     pub name: String,
     pub group: Group,
     /// The key that placed it within its group, and what that key is.
     pub key: f64,
-    pub key_name: &'static str,
+    pub key_name: String,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub mode: Mode,
     pub order: Vec<String>,
@@ -168,7 +168,7 @@ pub fn plan(input: &PlanInput, mode: Mode, balance_pct: f64) -> Result<Plan, Pla
                     name: vm.name.clone(),
                     group: Group::Outgoing,
                     key,
-                    key_name: "non_zero_pages / (tx - rx)",
+                    key_name: "non_zero_pages / (tx - rx)".into(),
                     reason: format!("sends {:.1}% of C more than it receives: migrating it early frees bandwidth", net / c * 100.0),
                 }
             } else if -net > margin {
@@ -177,7 +177,7 @@ pub fn plan(input: &PlanInput, mode: Mode, balance_pct: f64) -> Result<Plan, Pla
                     name: vm.name.clone(),
                     group: Group::Incoming,
                     key,
-                    key_name: "non_zero_pages / (rx - tx)",
+                    key_name: "non_zero_pages / (rx - tx)".into(),
                     reason: format!("receives {:.1}% of C more than it sends: its new placement takes bandwidth, so it goes last", -net / c * 100.0),
                 }
             } else {
@@ -189,7 +189,7 @@ pub fn plan(input: &PlanInput, mode: Mode, balance_pct: f64) -> Result<Plan, Pla
                     name: vm.name.clone(),
                     group: Group::Balanced,
                     key,
-                    key_name,
+                    key_name: key_name.into(),
                     reason: format!("sends and receives about the same (within {balance_pct}% of C)"),
                 }
             };

@@ -116,7 +116,7 @@ impl ReservationRequest {
 }
 
 /// One point of a reservation's history.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HistoryPoint {
     /// Milliseconds since the reservation was made.
     pub t_ms: u64,

@@ -1,0 +1,228 @@
+//! Evacuations: empty a host onto another, VM after VM, in the order of the
+//! paper's section IV, each migration with its own Algorithm 1 reservation
+//! and its hypervisor speed cap kept in step with it.
+//!
+//! Layering (mini-redis style): [`Evacuations`] is the service the API calls;
+//! it validates a request ([`request`]), creates its [`record`] and spawns one
+//! runner task ([`runner`]) per evacuation. The runner is the only writer of
+//! its record; readers get copies. Controller state (reservations, switches)
+//! stays with the controller task and is reached through its handle.
+
+pub mod record;
+pub mod request;
+mod runner;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::ControllerHandle;
+use crate::hypervisor::{Hypervisor, HypervisorError};
+pub use record::{EvacuationRecord, EvacuationState, VmRecord, VmState};
+pub use request::{EvacuationRequest, OrderSpec, RequestError};
+
+/// A host's hypervisor and how other hosts reach it.
+#[derive(Debug, Clone)]
+pub struct HostHypervisor {
+    pub hv: Arc<dyn Hypervisor>,
+    /// What a source passes as the destination (libvirt: the URI).
+    pub uri: String,
+    /// Where migration data goes, e.g. `tcp://10.0.0.2` (the fabric).
+    pub migrate_uri: Option<String>,
+}
+
+/// Timing of the runners.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How often a running migration's cap, progress and record are updated.
+    pub period: Duration,
+    /// How long each VM's dirty rate and CPU are measured before planning.
+    pub measure_window: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            period: Duration::from_secs(1),
+            measure_window: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvacuationError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("source: {host} is being evacuated already (evacuation {id})")]
+    Busy { host: String, id: u64 },
+    #[error("no evacuation {0}")]
+    NotFound(u64),
+    #[error("evacuation {0} has finished already")]
+    Finished(u64),
+    #[error("source: cannot list its VMs: {0}")]
+    Hypervisor(#[from] HypervisorError),
+}
+
+struct Inner {
+    controller: ControllerHandle,
+    hosts: BTreeMap<String, HostHypervisor>,
+    settings: Settings,
+    records: Mutex<BTreeMap<u64, EvacuationRecord>>,
+    running: Mutex<BTreeMap<u64, (CancellationToken, tokio::task::JoinHandle<()>)>>,
+    /// Cancelled by `shutdown`: runners record "interrupted", not "cancelled".
+    stopping: CancellationToken,
+}
+
+/// The evacuation service (cheap to clone).
+#[derive(Clone)]
+pub struct Evacuations {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Evacuations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evacuations")
+            .field("hosts", &self.inner.hosts.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Evacuations {
+    pub fn new(
+        controller: ControllerHandle,
+        hosts: BTreeMap<String, HostHypervisor>,
+        settings: Settings,
+    ) -> Evacuations {
+        Evacuations {
+            inner: Arc::new(Inner {
+                controller,
+                hosts,
+                settings,
+                records: Mutex::new(BTreeMap::new()),
+                running: Mutex::new(BTreeMap::new()),
+                stopping: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The hosts with a hypervisor (the ones an evacuation can use).
+    pub fn hosts(&self) -> BTreeSet<String> {
+        self.inner.hosts.keys().cloned().collect()
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, EvacuationRecord>> {
+        // Writers only assign fields; a panic mid-update cannot leave a
+        // record half-built in a way that matters more than losing it.
+        self.inner.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn running(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<u64, (CancellationToken, tokio::task::JoinHandle<()>)>>
+    {
+        self.inner.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Validates `req`, records it and starts it; returns the new record.
+    pub async fn start(&self, req: EvacuationRequest) -> Result<EvacuationRecord, EvacuationError> {
+        let hosts = self.hosts();
+        // Hosts first, so an unknown source is named as such and not as a
+        // hypervisor failure.
+        req.check(&hosts)?;
+        let source = &self.inner.hosts[&req.source];
+        let on_source: Vec<String> = source
+            .hv
+            .list()
+            .await?
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        let valid = req.validate(&hosts, &on_source)?;
+        let mut records = self.records();
+        if let Some(busy) = records
+            .values()
+            .find(|r| r.request.source == req.source && !r.state.finished())
+        {
+            return Err(EvacuationError::Busy {
+                host: req.source.clone(),
+                id: busy.id,
+            });
+        }
+        let id = records.keys().next_back().map_or(1, |k| k + 1);
+        let mut rec = EvacuationRecord::new(id, req, unix_ms());
+        rec.vms = valid.vms.iter().map(|n| VmRecord::pending(n)).collect();
+        records.insert(id, rec.clone());
+        drop(records);
+        tracing::info!(id, source = %rec.request.source, destination = %rec.request.destination, vms = ?valid.vms, "evacuation started");
+        let cancel = self.inner.stopping.child_token();
+        let task = tokio::spawn(runner::run(self.clone(), id, valid, cancel.clone()));
+        self.running().insert(id, (cancel, task));
+        Ok(rec)
+    }
+
+    pub fn get(&self, id: u64) -> Option<EvacuationRecord> {
+        self.records().get(&id).cloned()
+    }
+
+    /// Every record, oldest first.
+    pub fn list(&self) -> Vec<EvacuationRecord> {
+        self.records().values().cloned().collect()
+    }
+
+    /// Asks a running evacuation to stop: pending VMs stay, running pre-copy
+    /// migrations are aborted (their VMs keep running on the source), a VM
+    /// already in post-copy finishes.
+    pub fn cancel(&self, id: u64) -> Result<EvacuationRecord, EvacuationError> {
+        let rec = self.get(id).ok_or(EvacuationError::NotFound(id))?;
+        if rec.state.finished() {
+            return Err(EvacuationError::Finished(id));
+        }
+        if let Some((token, _)) = self.running().get(&id) {
+            token.cancel();
+        }
+        self.update(id, |r| {
+            if !r.state.finished() {
+                r.state = EvacuationState::Cancelling;
+            }
+        });
+        Ok(self.get(id).unwrap_or(rec))
+    }
+
+    /// Stops every runner (their migrations aborted, reservations released)
+    /// and waits for them, at most `grace`.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.stopping.cancel();
+        let tasks: Vec<_> = std::mem::take(&mut *self.running())
+            .into_values()
+            .map(|(_, t)| t)
+            .collect();
+        let _ = tokio::time::timeout(grace, futures::future::join_all(tasks)).await;
+    }
+
+    /// Waits until evacuation `id` has finished; returns its record.
+    pub async fn wait(&self, id: u64) -> Option<EvacuationRecord> {
+        let task = self.running().remove(&id).map(|(_, t)| t);
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+        self.get(id)
+    }
+
+    pub(crate) fn update(&self, id: u64, f: impl FnOnce(&mut EvacuationRecord)) {
+        if let Some(r) = self.records().get_mut(&id) {
+            f(r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

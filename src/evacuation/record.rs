@@ -1,0 +1,232 @@
+//! What `GET /v1/evacuations/{id}` shows: the plan with its reasons, every
+//! VM's course, and the evacuation's totals. The runner is the only writer
+//! of a record; the derived figures are pure functions of it.
+
+use serde::{Deserialize, Serialize};
+
+use super::request::EvacuationRequest;
+use crate::controller::reservation::HistoryPoint;
+use crate::hypervisor::{MigrationProgress, VmMeasurement};
+use crate::order::Plan;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvacuationState {
+    /// Measuring the VMs and planning the order.
+    Planning,
+    Migrating,
+    /// Asked to stop: running pre-copy migrations are being aborted.
+    Cancelling,
+    /// Every VM migrated.
+    Done,
+    /// Finished, but some VMs did not migrate (see their errors).
+    Failed,
+    Cancelled,
+    /// The controller stopped while it ran.
+    Interrupted,
+}
+
+impl EvacuationState {
+    pub fn finished(self) -> bool {
+        matches!(
+            self,
+            EvacuationState::Done
+                | EvacuationState::Failed
+                | EvacuationState::Cancelled
+                | EvacuationState::Interrupted
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmState {
+    Pending,
+    Migrating,
+    /// Switched to post-copy: it runs on the destination already and can no
+    /// longer be aborted.
+    Postcopy,
+    Done,
+    Failed,
+    /// Not migrated: the evacuation was cancelled before or during it. The VM
+    /// runs on the source.
+    Cancelled,
+}
+
+/// One VM's measurements, as the plan used them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmLoadRecord {
+    #[serde(flatten)]
+    pub hypervisor: VmMeasurement,
+    /// What the VM sends and receives on its port, bit/s (None: no port of it
+    /// was found on the source's bridge, counted as 0).
+    pub tx_bps: Option<f64>,
+    pub rx_bps: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmRecord {
+    pub name: String,
+    pub state: VmState,
+    /// Milliseconds since the evacuation was created.
+    pub started_ms: Option<u64>,
+    pub ended_ms: Option<u64>,
+    pub duration_ms: Option<u64>,
+    pub downtime_ms: Option<u64>,
+    pub bytes: Option<u64>,
+    /// bytes * 8 / duration.
+    pub avg_bps: Option<f64>,
+    pub reservation_id: Option<u64>,
+    /// The speed cap given to the hypervisor now (or last), MiB/s.
+    pub cap_mibs: Option<u64>,
+    /// The latest job statistics while it runs.
+    pub progress: Option<MigrationProgress>,
+    /// When it was switched to post-copy, ms since the evacuation was created.
+    pub postcopy_ms: Option<u64>,
+    pub reservation_history: Vec<HistoryPoint>,
+    pub error: Option<String>,
+}
+
+impl VmRecord {
+    pub fn pending(name: &str) -> VmRecord {
+        VmRecord {
+            name: name.to_string(),
+            state: VmState::Pending,
+            started_ms: None,
+            ended_ms: None,
+            duration_ms: None,
+            downtime_ms: None,
+            bytes: None,
+            avg_bps: None,
+            reservation_id: None,
+            cap_mibs: None,
+            progress: None,
+            postcopy_ms: None,
+            reservation_history: Vec::new(),
+            error: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvacuationRecord {
+    pub id: u64,
+    pub request: EvacuationRequest,
+    pub state: EvacuationState,
+    /// Unix time of creation, ms.
+    pub created_unix_ms: u64,
+    pub measurements: Vec<VmLoadRecord>,
+    /// solive's plan (absent when the request gave the order).
+    pub plan: Option<Plan>,
+    pub order: Vec<String>,
+    /// In migration order.
+    pub vms: Vec<VmRecord>,
+    /// First start to last end, ms.
+    pub total_migration_ms: Option<u64>,
+    /// First start until the source held none of the VMs, ms (absent while a
+    /// VM remains there).
+    pub eviction_ms: Option<u64>,
+    /// The VMs the source's hypervisor still listed when it finished.
+    pub left_on_source: Vec<String>,
+    pub ended_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl EvacuationRecord {
+    pub fn new(id: u64, request: EvacuationRequest, created_unix_ms: u64) -> EvacuationRecord {
+        EvacuationRecord {
+            id,
+            request,
+            state: EvacuationState::Planning,
+            created_unix_ms,
+            measurements: Vec::new(),
+            plan: None,
+            order: Vec::new(),
+            vms: Vec::new(),
+            total_migration_ms: None,
+            eviction_ms: None,
+            left_on_source: Vec::new(),
+            ended_ms: None,
+            error: None,
+        }
+    }
+
+    pub fn vm_mut(&mut self, name: &str) -> Option<&mut VmRecord> {
+        self.vms.iter_mut().find(|v| v.name == name)
+    }
+
+    /// How many VMs have finished migrating.
+    pub fn done(&self) -> usize {
+        self.vms.iter().filter(|v| v.state == VmState::Done).count()
+    }
+
+    /// Fills in the totals once every VM has finished; `left_on_source` is
+    /// what the source's hypervisor still lists of the evacuated VMs.
+    pub fn finish(&mut self, now_ms: u64, left_on_source: Vec<String>, cancelled: bool) {
+        let first = self.vms.iter().filter_map(|v| v.started_ms).min();
+        let last = self
+            .vms
+            .iter()
+            .filter(|v| v.state == VmState::Done)
+            .filter_map(|v| v.ended_ms)
+            .max();
+        self.total_migration_ms = first.zip(last).map(|(a, b)| b.saturating_sub(a));
+        let all_done = self.vms.iter().all(|v| v.state == VmState::Done);
+        self.eviction_ms = (all_done && left_on_source.is_empty())
+            .then_some(self.total_migration_ms)
+            .flatten();
+        self.left_on_source = left_on_source;
+        self.ended_ms = Some(now_ms);
+        self.state = if cancelled {
+            EvacuationState::Cancelled
+        } else if all_done {
+            EvacuationState::Done
+        } else {
+            EvacuationState::Failed
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec() -> EvacuationRecord {
+        let req = serde_json::from_str(r#"{"source":"h1","destination":"h2"}"#).unwrap();
+        let mut r = EvacuationRecord::new(1, req, 0);
+        for (name, start, end, state) in [
+            ("a", 100, 900, VmState::Done),
+            ("b", 900, 2500, VmState::Done),
+        ] {
+            let mut v = VmRecord::pending(name);
+            v.started_ms = Some(start);
+            v.ended_ms = Some(end);
+            v.state = state;
+            r.vms.push(v);
+        }
+        r
+    }
+
+    #[test]
+    fn totals_run_from_first_start_to_last_end() {
+        let mut r = rec();
+        r.finish(3000, vec![], false);
+        assert_eq!(r.total_migration_ms, Some(2400));
+        assert_eq!(r.eviction_ms, Some(2400));
+        assert_eq!(r.state, EvacuationState::Done);
+        assert!(r.state.finished());
+    }
+
+    #[test]
+    fn a_failed_vm_means_no_eviction() {
+        let mut r = rec();
+        r.vms[1].state = VmState::Failed;
+        r.finish(3000, vec!["b".into()], false);
+        assert_eq!(r.total_migration_ms, Some(800));
+        assert_eq!(r.eviction_ms, None);
+        assert_eq!(r.state, EvacuationState::Failed);
+        let mut r = rec();
+        r.finish(3000, vec![], true);
+        assert_eq!(r.state, EvacuationState::Cancelled);
+    }
+}

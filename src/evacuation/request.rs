@@ -1,0 +1,252 @@
+//! `POST /v1/evacuations`: what a cloud manager asks for, and its checks.
+//! Pure: the caller supplies what it knows of the hosts and the source's VMs.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::order::Mode;
+use crate::reserve::{Params, DEFAULT_MAX_RESERVE};
+
+/// Empty `source` onto `destination`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvacuationRequest {
+    pub source: String,
+    pub destination: String,
+    /// The VMs to move; every VM on the source when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vms: Option<Vec<String>>,
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    /// Algorithm 1's urgency, percent.
+    #[serde(default = "default_urgency")]
+    pub urgency: f64,
+    /// Algorithm 1's threshold, percent.
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    /// `"auto"` (solive's order, paper section IV) or the VMs' names in the
+    /// order to migrate them.
+    #[serde(default)]
+    pub order: OrderSpec,
+    /// How many migrations may run at once.
+    #[serde(default = "default_parallel")]
+    pub max_parallel: u32,
+    /// B of the ordering rules, percent of C.
+    #[serde(default = "default_balance")]
+    pub balance_pct: f64,
+}
+
+/// `"auto"` or an explicit list. Untagged so both JSON forms are accepted;
+/// [`EvacuationRequest::validate`] checks the string is `auto`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OrderSpec {
+    Named(String),
+    Explicit(Vec<String>),
+}
+
+impl Default for OrderSpec {
+    fn default() -> Self {
+        OrderSpec::Named("auto".into())
+    }
+}
+
+fn default_mode() -> Mode {
+    Mode::Precopy
+}
+fn default_urgency() -> f64 {
+    50.0
+}
+fn default_threshold() -> f64 {
+    10.0
+}
+fn default_parallel() -> u32 {
+    1
+}
+fn default_balance() -> f64 {
+    crate::order::DEFAULT_BALANCE_PCT
+}
+
+/// More at once would only split the same uplink further.
+pub const MAX_PARALLEL: u32 = 16;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RequestError {
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{field}: unknown host {name:?}")]
+    UnknownHost { field: &'static str, name: String },
+    #[error("vms: {name:?} is not a VM on {host}")]
+    UnknownVm { host: String, name: String },
+    #[error("source: {0} has no VMs to evacuate")]
+    NoVms(String),
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> RequestError {
+    RequestError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// What validation settles: the parameters and the VMs to move.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    pub params: Params,
+    pub vms: Vec<String>,
+    /// The explicit order, if one was given.
+    pub order: Option<Vec<String>>,
+}
+
+impl EvacuationRequest {
+    /// The checks that need no hypervisor: parameters, hosts (`hosts` are
+    /// the hosts an evacuation can use), limits.
+    pub fn check(&self, hosts: &BTreeSet<String>) -> Result<Params, RequestError> {
+        let params = Params::new(self.urgency, self.threshold, DEFAULT_MAX_RESERVE).map_err(|e| {
+            let crate::reserve::algorithm::ParamError::OutOfRange { name, .. } = &e;
+            invalid(name, e.to_string())
+        })?;
+        for (field, name) in [("source", &self.source), ("destination", &self.destination)] {
+            if !hosts.contains(name) {
+                return Err(RequestError::UnknownHost {
+                    field,
+                    name: name.clone(),
+                });
+            }
+        }
+        if self.source == self.destination {
+            return Err(invalid("destination", "the destination is the source"));
+        }
+        if self.max_parallel == 0 || self.max_parallel > MAX_PARALLEL {
+            return Err(invalid(
+                "max_parallel",
+                format!("must be from 1 to {MAX_PARALLEL}, not {}", self.max_parallel),
+            ));
+        }
+        if !(0.0..=100.0).contains(&self.balance_pct) {
+            return Err(invalid(
+                "balance_pct",
+                format!("must be from 0 to 100, not {}", self.balance_pct),
+            ));
+        }
+        Ok(params)
+    }
+
+    /// Every check: [`Self::check`], then the VMs against `on_source`, the
+    /// VMs running on the source now.
+    pub fn validate(
+        &self,
+        hosts: &BTreeSet<String>,
+        on_source: &[String],
+    ) -> Result<Validated, RequestError> {
+        let params = self.check(hosts)?;
+        let vms = match &self.vms {
+            None => on_source.to_vec(),
+            Some(list) => {
+                let mut seen = BTreeSet::new();
+                for name in list {
+                    if !seen.insert(name) {
+                        return Err(invalid("vms", format!("{name:?} is listed twice")));
+                    }
+                    if !on_source.contains(name) {
+                        return Err(RequestError::UnknownVm {
+                            host: self.source.clone(),
+                            name: name.clone(),
+                        });
+                    }
+                }
+                list.clone()
+            }
+        };
+        if vms.is_empty() {
+            return Err(match &self.vms {
+                Some(_) => invalid("vms", "the list is empty"),
+                None => RequestError::NoVms(self.source.clone()),
+            });
+        }
+        let order = match &self.order {
+            OrderSpec::Named(s) if s == "auto" => None,
+            OrderSpec::Named(s) => {
+                return Err(invalid(
+                    "order",
+                    format!("must be \"auto\" or a list of VM names, not {s:?}"),
+                ))
+            }
+            OrderSpec::Explicit(list) => {
+                let a: BTreeSet<&String> = list.iter().collect();
+                let b: BTreeSet<&String> = vms.iter().collect();
+                if a != b || list.len() != vms.len() {
+                    return Err(invalid(
+                        "order",
+                        format!("must name each VM to move exactly once: {vms:?}"),
+                    ));
+                }
+                Some(list.clone())
+            }
+        };
+        Ok(Validated { params, vms, order })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts() -> BTreeSet<String> {
+        ["h1", "h2"].iter().map(|s| s.to_string()).collect()
+    }
+
+    fn on_source() -> Vec<String> {
+        vec!["a".into(), "b".into()]
+    }
+
+    fn req(json: &str) -> Result<EvacuationRequest, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    fn check(json: &str) -> Result<Validated, RequestError> {
+        req(json).unwrap().validate(&hosts(), &on_source())
+    }
+
+    #[test]
+    fn defaults_take_every_vm_in_auto_order() {
+        let v = check(r#"{"source":"h1","destination":"h2"}"#).unwrap();
+        assert_eq!(v.vms, on_source());
+        assert_eq!(v.order, None);
+        assert_eq!(v.params.urgency, 50.0);
+        let v = check(r#"{"source":"h1","destination":"h2","vms":["b"],"order":["b"],"urgency":95}"#)
+            .unwrap();
+        assert_eq!(v.order, Some(vec!["b".to_string()]));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (r#"{"source":"h9","destination":"h2"}"#, "source: unknown host \"h9\""),
+            (r#"{"source":"h1","destination":"h1"}"#, "destination: the destination is the source"),
+            (r#"{"source":"h1","destination":"h2","vms":["zz"]}"#, "vms: \"zz\" is not a VM on h1"),
+            (r#"{"source":"h1","destination":"h2","vms":["a","a"]}"#, "vms: \"a\" is listed twice"),
+            (r#"{"source":"h1","destination":"h2","vms":[]}"#, "vms: the list is empty"),
+            (r#"{"source":"h1","destination":"h2","urgency":101}"#, "urgency"),
+            (r#"{"source":"h1","destination":"h2","max_parallel":0}"#, "max_parallel: must be from 1"),
+            (r#"{"source":"h1","destination":"h2","order":"fast"}"#, "order: must be \"auto\""),
+            (r#"{"source":"h1","destination":"h2","order":["a"]}"#, "order: must name each VM"),
+            (r#"{"source":"h1","destination":"h2","balance_pct":-1}"#, "balance_pct"),
+        ];
+        for (json, want) in cases {
+            let e = check(json).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{json}: {e}");
+        }
+        let none = req(r#"{"source":"h1","destination":"h2"}"#)
+            .unwrap()
+            .validate(&hosts(), &[])
+            .unwrap_err();
+        assert_eq!(none, RequestError::NoVms("h1".into()));
+        assert!(req(r#"{"source":"h1","destination":"h2","extra":1}"#).is_err());
+        assert!(req(r#"{"source":"h1","destination":"h2","mode":"fast"}"#).is_err());
+    }
+}

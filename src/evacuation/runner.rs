@@ -1,0 +1,393 @@
+//! One evacuation's task: measure, plan, then migrate each VM with its own
+//! reservation, keeping the hypervisor's speed cap in step with it.
+//!
+//! Whatever happens to one VM (its reservation refused, libvirt failing, the
+//! destination dying), the runner records it, releases the VM's reservation
+//! and goes on with the next: a failed or aborted pre-copy migration leaves
+//! the VM running on the source, which is the safe place for it.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::record::{EvacuationState, VmLoadRecord, VmState};
+use super::request::Validated;
+use super::{Evacuations, HostHypervisor};
+use crate::controller::reservation::ReservationRequest;
+use crate::controller::{HostView, ReservationView};
+use crate::controller::enforce::Role;
+use crate::hypervisor::{bps_to_mibs, MigrateOptions, MigrationStats};
+use crate::order::{self, Mode, PlanInput, VmLoad};
+
+/// Everything one VM's migration needs, cloned into its task.
+#[derive(Clone)]
+struct Job {
+    evac: Evacuations,
+    id: u64,
+    t0: Instant,
+    source: HostHypervisor,
+    dest: HostHypervisor,
+    reservation: ReservationRequest,
+    mode: Mode,
+    /// The cap before the reservation is first measured: urgency% of C.
+    fallback_bps: f64,
+}
+
+impl Job {
+    fn ms(&self) -> u64 {
+        self.t0.elapsed().as_millis() as u64
+    }
+
+    fn update_vm(&self, vm: &str, f: impl FnOnce(&mut super::VmRecord)) {
+        self.evac.update(self.id, |r| {
+            if let Some(v) = r.vm_mut(vm) {
+                f(v)
+            }
+        });
+    }
+}
+
+pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: CancellationToken) {
+    let t0 = Instant::now();
+    let Some(rec) = evac.get(id) else { return };
+    let req = rec.request.clone();
+    let inner = &evac.inner;
+    let (source, dest) = (
+        inner.hosts[&req.source].clone(),
+        inner.hosts[&req.destination].clone(),
+    );
+    let source_view = inner.controller.host(&req.source).await.ok().flatten();
+    let capacity_bps = source_view
+        .as_ref()
+        .map_or(0.0, |h| h.capacity_mbps as f64 * 1e6);
+
+    // Measure and plan (unless the request gave the order).
+    let measured = measure(&evac, &source, source_view.as_ref(), &valid.vms).await;
+    let order = match (valid.order.clone(), measured) {
+        (_, Err(e)) => {
+            evac.update(id, |r| {
+                r.error = Some(e);
+                r.finish(t0.elapsed().as_millis() as u64, valid.vms.clone(), false);
+                for v in &mut r.vms {
+                    v.state = VmState::Cancelled;
+                }
+                r.state = EvacuationState::Failed;
+            });
+            release(&evac, id);
+            return;
+        }
+        (Some(order), Ok(loads)) => {
+            evac.update(id, |r| r.measurements = loads);
+            order
+        }
+        (None, Ok(loads)) => {
+            let input = PlanInput {
+                capacity_bps,
+                vms: loads.iter().map(vm_load).collect(),
+            };
+            match order::plan(&input, req.mode, req.balance_pct) {
+                Ok(plan) => {
+                    let order = plan.order.clone();
+                    evac.update(id, |r| {
+                        r.measurements = loads;
+                        r.plan = Some(plan);
+                    });
+                    order
+                }
+                Err(e) => {
+                    // Only a host without a capacity gets here; keep the
+                    // request's order rather than refuse to evacuate.
+                    tracing::warn!(id, error = %e, "cannot plan; migrating in the given order");
+                    evac.update(id, |r| {
+                        r.measurements = loads;
+                        r.error = Some(format!("no plan: {e}; migrated in the listed order"));
+                    });
+                    valid.vms.clone()
+                }
+            }
+        }
+    };
+    evac.update(id, |r| {
+        r.order = order.clone();
+        r.vms.sort_by_key(|v| order.iter().position(|o| *o == v.name));
+        if r.state == EvacuationState::Planning {
+            r.state = EvacuationState::Migrating;
+        }
+    });
+
+    let job = Job {
+        evac: evac.clone(),
+        id,
+        t0,
+        source: source.clone(),
+        dest,
+        reservation: ReservationRequest {
+            source: req.source.clone(),
+            destination: req.destination.clone(),
+            intermediaries: vec![],
+            urgency: req.urgency,
+            threshold: req.threshold,
+            max_reserve: None,
+            migration_port: None,
+        },
+        mode: req.mode,
+        fallback_bps: capacity_bps * valid.params.urgency / 100.0,
+    };
+    // Start in order, at most max_parallel at once.
+    let slots = Arc::new(Semaphore::new(req.max_parallel as usize));
+    let mut tasks = JoinSet::new();
+    for vm in order {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p,
+            _ = cancel.cancelled() => break,
+        };
+        let Ok(permit) = permit else { break };
+        if cancel.is_cancelled() {
+            break;
+        }
+        let (job, cancel) = (job.clone(), cancel.clone());
+        tasks.spawn(async move {
+            migrate_one(&job, &vm, &cancel).await;
+            drop(permit);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+
+    // Those never started stay where they are.
+    let stopping = inner.stopping.is_cancelled();
+    evac.update(id, |r| {
+        for v in &mut r.vms {
+            if v.state == VmState::Pending {
+                v.state = VmState::Cancelled;
+            }
+        }
+    });
+    let names: Vec<String> = valid.vms.clone();
+    let left = match source.hv.list().await {
+        Ok(list) => list
+            .into_iter()
+            .map(|v| v.name)
+            .filter(|n| names.contains(n))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(id, error = %e, "cannot list the source's VMs at the end");
+            names
+        }
+    };
+    let now = t0.elapsed().as_millis() as u64;
+    evac.update(id, |r| {
+        r.finish(now, left, cancel.is_cancelled());
+        if stopping {
+            r.state = EvacuationState::Interrupted;
+        }
+    });
+    if let Some(r) = evac.get(id) {
+        tracing::info!(id, state = ?r.state, done = r.done(), total_ms = ?r.total_migration_ms, eviction_ms = ?r.eviction_ms, "evacuation finished");
+    }
+    release(&evac, id);
+}
+
+fn release(evac: &Evacuations, id: u64) {
+    // The task handle is no longer needed once the record is final (and
+    // `wait` may have taken it already).
+    evac.running().remove(&id);
+}
+
+fn vm_load(l: &VmLoadRecord) -> VmLoad {
+    VmLoad {
+        name: l.hypervisor.name.clone(),
+        non_zero_pages: l.hypervisor.non_zero_pages,
+        dirty_pages_per_sec: l.hypervisor.dirty_pages_per_sec,
+        tx_bps: l.tx_bps.unwrap_or(0.0),
+        rx_bps: l.rx_bps.unwrap_or(0.0),
+    }
+}
+
+/// The VM's port on the source's bridge: the interface whose external_ids
+/// name it (libvirt's `vm-id`, or `iface-id`).
+fn port_rates(view: Option<&HostView>, vm: &str) -> (Option<f64>, Option<f64>) {
+    let Some(p) = view.and_then(|h| {
+        h.ports.iter().find(|p| {
+            p.vm.as_ref().is_some_and(|i| {
+                i.vm_id.as_deref() == Some(vm) || i.iface_id.as_deref() == Some(vm)
+            })
+        })
+    }) else {
+        return (None, None);
+    };
+    // The switch receives what the VM sends.
+    (p.rx_bps, p.tx_bps)
+}
+
+async fn measure(
+    evac: &Evacuations,
+    source: &HostHypervisor,
+    view: Option<&HostView>,
+    vms: &[String],
+) -> Result<Vec<VmLoadRecord>, String> {
+    let window = evac.inner.settings.measure_window;
+    let results = join_all(vms.iter().map(|vm| source.hv.measure(vm, window))).await;
+    let mut out = Vec::new();
+    for (vm, r) in vms.iter().zip(results) {
+        let m = r.map_err(|e| format!("measuring {vm}: {e}"))?;
+        let (tx_bps, rx_bps) = port_rates(view, vm);
+        out.push(VmLoadRecord {
+            hypervisor: m,
+            tx_bps,
+            rx_bps,
+        });
+    }
+    Ok(out)
+}
+
+/// The source's reservation in bit/s, once measured.
+fn source_reserve_bps(v: &ReservationView) -> Option<f64> {
+    v.reserve_pct?;
+    v.hosts
+        .iter()
+        .find(|h| h.role == Role::Source)
+        .map(|h| h.reserve_bps)
+}
+
+async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
+    if cancel.is_cancelled() {
+        return;
+    }
+    let controller = &job.evac.inner.controller;
+    let started = job.ms();
+    job.update_vm(vm, |v| {
+        v.state = VmState::Migrating;
+        v.started_ms = Some(started);
+    });
+    let reservation = match controller.create_reservation(job.reservation.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            let ended = job.ms();
+            job.update_vm(vm, |v| {
+                v.state = VmState::Failed;
+                v.ended_ms = Some(ended);
+                v.error = Some(format!("reservation refused: {e}"));
+            });
+            return;
+        }
+    };
+    let rid = reservation.id;
+    let mut cap = bps_to_mibs(source_reserve_bps(&reservation).unwrap_or(job.fallback_bps));
+    job.update_vm(vm, |v| {
+        v.reservation_id = Some(rid);
+        v.cap_mibs = Some(cap);
+    });
+    let opts = MigrateOptions {
+        dest_uri: job.dest.uri.clone(),
+        migrate_uri: job.dest.migrate_uri.clone(),
+        bandwidth_mibs: cap,
+        postcopy: job.mode == Mode::Postcopy,
+    };
+    tracing::info!(evacuation = job.id, vm, reservation = rid, cap_mibs = cap, "migration starting");
+    let hv = job.source.hv.clone();
+    let mut migration = hv.migrate(vm, opts);
+    let mut tick = tokio::time::interval(job.evac.inner.settings.period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut postcopy = false;
+    let mut aborting = false;
+    let result: Result<MigrationStats, String> = loop {
+        tokio::select! {
+            r = &mut migration => break r.map_err(|e| e.to_string()),
+            _ = cancel.cancelled(), if !aborting => {
+                aborting = true;
+                if postcopy {
+                    // The VM runs on the destination already; finishing is
+                    // the only safe way.
+                    tracing::info!(evacuation = job.id, vm, "cancel: in post-copy, letting it finish");
+                } else if let Err(e) = hv.abort(vm).await {
+                    tracing::warn!(evacuation = job.id, vm, error = %e, "cannot abort the migration");
+                }
+            }
+            _ = tick.tick() => {
+                let progress = hv.progress(vm).await.ok().flatten();
+                if let Some(p) = progress {
+                    if p.mem_bps > 0 {
+                        controller.report_migration_rate(rid, p.mem_bps as f64 * 8.0);
+                    }
+                    // QEMU's sync count reaches 2 when the first pass is over.
+                    if job.mode == Mode::Postcopy && !postcopy && !aborting && p.mem_iteration >= 2 {
+                        match hv.start_postcopy(vm).await {
+                            Ok(()) => {
+                                postcopy = true;
+                                let t = job.ms();
+                                job.update_vm(vm, |v| {
+                                    v.state = VmState::Postcopy;
+                                    v.postcopy_ms = Some(t);
+                                });
+                                tracing::info!(evacuation = job.id, vm, "switched to post-copy");
+                            }
+                            Err(e) => tracing::warn!(evacuation = job.id, vm, error = %e, "cannot switch to post-copy"),
+                        }
+                    }
+                }
+                let view = controller.reservation(rid).await.ok().flatten();
+                if let Some(bps) = view.as_ref().and_then(source_reserve_bps) {
+                    let want = bps_to_mibs(bps);
+                    if want != cap && hv.set_max_speed(vm, want).await.is_ok() {
+                        cap = want;
+                    }
+                }
+                job.update_vm(vm, |v| {
+                    v.progress = progress;
+                    v.cap_mibs = Some(cap);
+                    if let Some(view) = view {
+                        v.reservation_history = view.history;
+                    }
+                });
+            }
+        }
+    };
+    // The reservation goes whatever happened; keep its history first.
+    let history = controller
+        .reservation(rid)
+        .await
+        .ok()
+        .flatten()
+        .map(|v| v.history);
+    if let Err(e) = controller.delete_reservation(rid).await {
+        tracing::warn!(evacuation = job.id, vm, reservation = rid, error = %e, "cannot release the reservation");
+    }
+    let ended = job.ms();
+    let duration = ended - started;
+    match &result {
+        Ok(_) => tracing::info!(evacuation = job.id, vm, duration_ms = duration, "migration done"),
+        Err(e) => tracing::warn!(evacuation = job.id, vm, error = %e, "migration failed"),
+    }
+    job.update_vm(vm, |v| {
+        v.ended_ms = Some(ended);
+        v.duration_ms = Some(duration);
+        if let Some(h) = history {
+            v.reservation_history = h;
+        }
+        match result {
+            Ok(stats) => {
+                v.state = VmState::Done;
+                v.downtime_ms = stats.downtime_ms;
+                v.bytes = stats
+                    .bytes
+                    .or(v.progress.map(|p| p.data_processed).filter(|b| *b > 0));
+                v.avg_bps = v
+                    .bytes
+                    .filter(|_| duration > 0)
+                    .map(|b| b as f64 * 8.0 / (duration as f64 / 1000.0));
+            }
+            Err(e) => {
+                v.state = if aborting {
+                    VmState::Cancelled
+                } else {
+                    VmState::Failed
+                };
+                v.error = Some(e);
+            }
+        }
+    });
+}

@@ -1,0 +1,243 @@
+//! The runner's logic against a fake cloud and a real controller task (no
+//! switches: reservations keep their initial value, caps fall back to
+//! urgency% of C). Paused tokio time, so the simulated migrations are instant.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::config::Config;
+use crate::controller::Controller;
+use crate::hypervisor::fake::{FakeCloud, FakeVm};
+
+fn vm(non_zero_mib: u64, dirty_pages_per_sec: f64) -> FakeVm {
+    FakeVm {
+        memory_kib: 256 * 1024,
+        non_zero_pages: non_zero_mib * 256,
+        dirty_pages_per_sec,
+        cpu_pct: 5.0,
+    }
+}
+
+fn setup(cloud: &FakeCloud) -> Evacuations {
+    let config = Config::parse(
+        r#"
+[controller]
+openflow_listen = "127.0.0.1:0"
+
+[api]
+listen = "127.0.0.1:0"
+
+[[hosts]]
+name = "h1"
+ovsdb = "unix:/nonexistent/h1.sock"
+bridge = "br1"
+uplink = "up1"
+capacity_mbps = 100
+address = "10.0.0.1"
+
+[[hosts]]
+name = "h2"
+ovsdb = "unix:/nonexistent/h2.sock"
+bridge = "br2"
+uplink = "up2"
+capacity_mbps = 100
+address = "10.0.0.2"
+"#,
+    )
+    .unwrap();
+    let (controller, handle) = Controller::new(config);
+    tokio::spawn(controller.run());
+    let hosts: BTreeMap<String, HostHypervisor> = ["h1", "h2"]
+        .iter()
+        .map(|h| {
+            let hv: Arc<dyn Hypervisor> = Arc::new(cloud.host(h));
+            (
+                h.to_string(),
+                HostHypervisor {
+                    hv,
+                    uri: FakeCloud::uri(h),
+                    migrate_uri: None,
+                },
+            )
+        })
+        .collect();
+    Evacuations::new(handle, hosts, Settings::default())
+}
+
+fn req(json: &str) -> EvacuationRequest {
+    serde_json::from_str(json).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn evacuates_every_vm_and_releases_the_reservations() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "small", vm(8, 0.0));
+    cloud.add_vm("h1", "busy", vm(16, 500.0));
+    let evac = setup(&cloud);
+    let rec = evac
+        .start(req(r#"{"source":"h1","destination":"h2","urgency":80}"#))
+        .await
+        .unwrap();
+    assert_eq!(rec.state, EvacuationState::Planning);
+    let rec = evac.wait(rec.id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Done, "{rec:#?}");
+    assert_eq!(cloud.vms_on("h1"), Vec::<String>::new());
+    assert_eq!(cloud.vms_on("h2"), vec!["busy", "small"]);
+    // Pre-copy, balanced VMs: the higher dirty rate first.
+    assert_eq!(rec.order, vec!["busy", "small"]);
+    assert_eq!(rec.plan.as_ref().unwrap().order, rec.order);
+    assert_eq!(rec.measurements.len(), 2);
+    for v in &rec.vms {
+        assert_eq!(v.state, VmState::Done);
+        // 80% of 100 Mbit/s.
+        assert_eq!(v.cap_mibs, Some(10));
+        assert!(v.bytes.unwrap() >= 8 << 20);
+        assert!(v.avg_bps.unwrap() > 0.0 && v.downtime_ms.is_some());
+        assert!(v.reservation_id.is_some());
+    }
+    // One after the other.
+    assert!(rec.vms[1].started_ms >= rec.vms[0].ended_ms);
+    let total = rec.total_migration_ms.unwrap();
+    assert_eq!(rec.eviction_ms, Some(total));
+    assert!(total >= rec.vms[0].duration_ms.unwrap() + rec.vms[1].duration_ms.unwrap());
+    assert!(evac.inner.controller.reservations().await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_migration_is_recorded_and_the_rest_go_on() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "a", vm(8, 0.0));
+    cloud.add_vm("h1", "b", vm(8, 0.0));
+    cloud.fail_next_migration("a", "Unable to connect to h2: Connection refused");
+    let evac = setup(&cloud);
+    let id = evac
+        .start(req(
+            r#"{"source":"h1","destination":"h2","order":["a","b"]}"#,
+        ))
+        .await
+        .unwrap()
+        .id;
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Failed);
+    assert!(rec.plan.is_none(), "the request gave the order");
+    let a = &rec.vms[0];
+    assert_eq!((a.name.as_str(), a.state), ("a", VmState::Failed));
+    assert!(a.error.as_ref().unwrap().contains("Connection refused"));
+    assert_eq!(rec.vms[1].state, VmState::Done);
+    assert_eq!(rec.left_on_source, vec!["a"]);
+    assert_eq!(rec.eviction_ms, None);
+    assert_eq!(cloud.vms_on("h1"), vec!["a"]);
+    assert!(evac.inner.controller.reservations().await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_aborts_the_running_migration_and_keeps_the_rest() {
+    let cloud = FakeCloud::new();
+    // 200 MiB at 10 MiB/s: 20 s each.
+    cloud.add_vm("h1", "a", vm(200, 0.0));
+    cloud.add_vm("h1", "b", vm(200, 0.0));
+    let evac = setup(&cloud);
+    let id = evac
+        .start(req(r#"{"source":"h1","destination":"h2","urgency":80,"order":["a","b"]}"#))
+        .await
+        .unwrap()
+        .id;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rec = evac.get(id).unwrap();
+    assert_eq!(rec.vms[0].state, VmState::Migrating);
+    assert!(rec.vms[0].progress.unwrap().data_processed > 0);
+    assert_eq!(evac.cancel(id).unwrap().state, EvacuationState::Cancelling);
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Cancelled);
+    assert_eq!(rec.vms[0].state, VmState::Cancelled);
+    assert!(rec.vms[0].error.as_ref().unwrap().contains("canceled"));
+    assert_eq!(rec.vms[1].state, VmState::Cancelled);
+    assert_eq!(rec.vms[1].started_ms, None);
+    assert_eq!(cloud.vms_on("h1"), vec!["a", "b"]);
+    assert!(evac.inner.controller.reservations().await.unwrap().is_empty());
+    assert!(matches!(evac.cancel(id), Err(EvacuationError::Finished(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn postcopy_switches_after_the_first_pass() {
+    let cloud = FakeCloud::new();
+    // Dirties 8 MiB/s against a 5 MiB/s cap: pre-copy alone never ends.
+    cloud.add_vm("h1", "m", vm(32, 2048.0));
+    let evac = setup(&cloud);
+    let id = evac
+        .start(req(r#"{"source":"h1","destination":"h2","urgency":40,"mode":"postcopy"}"#))
+        .await
+        .unwrap()
+        .id;
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Done, "{rec:#?}");
+    let m = &rec.vms[0];
+    assert!(m.postcopy_ms.unwrap() > m.started_ms.unwrap());
+    assert_eq!(cloud.vms_on("h2"), vec!["m"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn parallel_migrations_overlap() {
+    let cloud = FakeCloud::new();
+    for n in ["a", "b", "c"] {
+        cloud.add_vm("h1", n, vm(20, 0.0));
+    }
+    let evac = setup(&cloud);
+    let id = evac
+        .start(req(r#"{"source":"h1","destination":"h2","max_parallel":3}"#))
+        .await
+        .unwrap()
+        .id;
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Done);
+    let first_end = rec.vms.iter().filter_map(|v| v.ended_ms).min().unwrap();
+    assert!(rec.vms.iter().all(|v| v.started_ms.unwrap() < first_end));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_requests_change_nothing() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "a", vm(200, 0.0));
+    let evac = setup(&cloud);
+    let e = evac
+        .start(req(r#"{"source":"h2","destination":"h1"}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "source: h2 has no VMs to evacuate");
+    let e = evac
+        .start(req(r#"{"source":"h1","destination":"h2","vms":["nope"]}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "vms: \"nope\" is not a VM on h1");
+    let e = evac
+        .start(req(r#"{"source":"h3","destination":"h2"}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "source: unknown host \"h3\"");
+    cloud.set_down("h1", true);
+    let e = evac
+        .start(req(r#"{"source":"h1","destination":"h2"}"#))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("connection refused"), "{e}");
+    cloud.set_down("h1", false);
+    assert!(evac.list().is_empty());
+    let first = evac
+        .start(req(r#"{"source":"h1","destination":"h2"}"#))
+        .await
+        .unwrap();
+    let e = evac
+        .start(req(r#"{"source":"h1","destination":"h2"}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("source: h1 is being evacuated already (evacuation {})", first.id)
+    );
+    evac.shutdown(Duration::from_secs(30)).await;
+    let rec = evac.get(first.id).unwrap();
+    assert_eq!(rec.state, EvacuationState::Interrupted);
+    assert_eq!(cloud.vms_on("h1"), vec!["a"]);
+}

@@ -2,7 +2,9 @@
 //! REST API, all stopped by one shutdown future (mini-redis `server::run`
 //! shape: the caller binds the listeners, so tests can use port 0).
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -10,18 +12,55 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::controller::{Controller, ControllerHandle};
+use crate::evacuation::{self, Evacuations, HostHypervisor};
+use crate::hypervisor::libvirt::Libvirt;
+use crate::hypervisor::Hypervisor;
 use crate::switch::{self, SessionConfig};
 
 /// A running solive: its controller handle and the task that ends when it stops.
 pub struct Running {
     pub controller: ControllerHandle,
+    pub evacuations: Evacuations,
     pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Each configured host's hypervisor: libvirt where the host names a URI.
+/// Migration data goes to the destination's fabric address.
+pub fn hypervisors(config: &Config) -> BTreeMap<String, HostHypervisor> {
+    config
+        .hosts
+        .iter()
+        .filter_map(|h| {
+            let uri = h.libvirt.clone()?;
+            let hv: Arc<dyn Hypervisor> = Arc::new(Libvirt::new(&uri));
+            Some((
+                h.name.clone(),
+                HostHypervisor {
+                    hv,
+                    uri,
+                    migrate_uri: h.address.map(|a| format!("tcp://{a}")),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Starts everything in the background and returns at once; fails only if
 /// the API's tokens file cannot be used.
 pub fn start(
     config: Config,
+    openflow: TcpListener,
+    api: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, crate::api::auth::TokensError> {
+    let hvs = hypervisors(&config);
+    start_with(config, hvs, openflow, api, shutdown)
+}
+
+/// [`start`] with the hosts' hypervisors given (tests pass fakes).
+pub fn start_with(
+    config: Config,
+    hypervisors: BTreeMap<String, HostHypervisor>,
     openflow: TcpListener,
     api: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -40,7 +79,12 @@ pub fn start(
         request_timeout: Duration::from_millis(config.controller.request_timeout_ms),
         ..SessionConfig::default()
     };
+    let settings = evacuation::Settings {
+        period: Duration::from_millis(config.controller.period_ms),
+        ..evacuation::Settings::default()
+    };
     let (controller, handle) = Controller::new(config);
+    let evacuations = Evacuations::new(handle.clone(), hypervisors, settings);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     controller.forward_switch_events(events_rx);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -54,7 +98,11 @@ pub fn start(
         events_tx,
         stopped(stop_rx.clone()),
     ));
-    let app = crate::api::router(handle.clone(), crate::api::auth::Auth(tokens));
+    let app = crate::api::router(
+        handle.clone(),
+        evacuations.clone(),
+        crate::api::auth::Auth(tokens),
+    );
     let api_stop = stopped(stop_rx.clone());
     let api_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(api, app).with_graceful_shutdown(api_stop).await {
@@ -63,8 +111,13 @@ pub fn start(
     });
     let ctl = tokio::spawn(controller.run());
     let h = handle.clone();
+    let evac = evacuations.clone();
     let task = tokio::spawn(async move {
         shutdown.await;
+        // Running pre-copy migrations are aborted (their VMs stay on the
+        // source) before the reservations go.
+        tracing::info!("shutting down: stopping evacuations");
+        evac.shutdown(Duration::from_secs(30)).await;
         tracing::info!("shutting down: removing reservations");
         h.shutdown().await;
         let _ = stop_tx.send(true);
@@ -74,6 +127,7 @@ pub fn start(
     });
     Ok(Running {
         controller: handle,
+        evacuations,
         task,
     })
 }

@@ -3,8 +3,13 @@
 
 mod support;
 
+use std::sync::Arc;
+
 use proptest::prelude::*;
 use solive::config::Config;
+use solive::evacuation::HostHypervisor;
+use solive::hypervisor::fake::{FakeCloud, FakeVm};
+use solive::hypervisor::Hypervisor;
 use support::{config_toml, Solive};
 use tokio::net::TcpListener;
 
@@ -21,6 +26,8 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
             Just("h1".to_string()),
             Just("h2".to_string()),
             Just("precopy".to_string()),
+            Just("auto".to_string()),
+            Just("a".to_string()),
             ".{0,8}"
         ]
         .prop_map(serde_json::Value::from),
@@ -42,6 +49,9 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
             Just("tx_bps".to_string()),
             Just("rx_bps".to_string()),
             Just("mode".to_string()),
+            Just("order".to_string()),
+            Just("max_parallel".to_string()),
+            Just("balance_pct".to_string()),
             "[a-z]{1,6}",
         ];
         prop_oneof![
@@ -67,8 +77,35 @@ fn random_json_gets_2xx_or_4xx() {
         "capacity_mbps = 100\naddress = \"10.0.0.9\"\n",
     );
     let config = Config::parse(&toml).unwrap();
+    // Evacuations run against a fake cloud (h1 holds VMs a and b).
+    let cloud = FakeCloud::new();
+    for vm in ["a", "b"] {
+        cloud.add_vm(
+            "h1",
+            vm,
+            FakeVm {
+                memory_kib: 65536,
+                non_zero_pages: 1024,
+                dirty_pages_per_sec: 0.0,
+                cpu_pct: 1.0,
+            },
+        );
+    }
+    let hvs = ["h1", "h2"]
+        .iter()
+        .map(|h| {
+            let hv: Arc<dyn Hypervisor> = Arc::new(cloud.host(h));
+            let hh = HostHypervisor {
+                hv,
+                uri: FakeCloud::uri(h),
+                migrate_uri: None,
+            };
+            (h.to_string(), hh)
+        })
+        .collect();
     let solive = rt.block_on(async {
-        Solive::start_with(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await
+        Solive::start_with_hypervisors(config, TcpListener::bind("127.0.0.1:0").await.unwrap(), hvs)
+            .await
     });
     let http = reqwest::Client::new();
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
@@ -76,8 +113,8 @@ fn random_json_gets_2xx_or_4xx() {
         ..ProptestConfig::default()
     });
     runner
-        .run(&(json_value(), 0usize..2), |(body, which)| {
-            let path = ["/v1/plan", "/v1/reservations"][which];
+        .run(&(json_value(), 0usize..3), |(body, which)| {
+            let path = ["/v1/plan", "/v1/reservations", "/v1/evacuations"][which];
             let (status, text) = rt.block_on(async {
                 let r = http
                     .post(format!("{}{path}", solive.api))

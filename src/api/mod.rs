@@ -17,6 +17,7 @@
 
 pub mod auth;
 mod error;
+mod evacuations;
 mod health;
 mod hosts;
 mod metrics;
@@ -34,6 +35,7 @@ use crate::controller::ControllerHandle;
 #[derive(Clone)]
 pub struct AppState {
     pub controller: ControllerHandle,
+    pub evacuations: crate::evacuation::Evacuations,
 }
 
 /// The OpenAPI 3 document of this API, written by hand and held to the
@@ -59,6 +61,14 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
             "/v1/reservations/{id}",
             get(reservations::get).delete(reservations::delete),
         ),
+        (
+            "/v1/evacuations",
+            post(evacuations::create).get(evacuations::list),
+        ),
+        (
+            "/v1/evacuations/{id}",
+            get(evacuations::get).delete(evacuations::delete),
+        ),
     ]
 }
 
@@ -76,12 +86,19 @@ async fn openapi() -> impl axum::response::IntoResponse {
 
 /// The API's routes, behind bearer-token authentication when `auth` holds
 /// tokens.
-pub fn router(controller: ControllerHandle, auth: auth::Auth) -> Router {
+pub fn router(
+    controller: ControllerHandle,
+    evacuations: crate::evacuation::Evacuations,
+    auth: auth::Auth,
+) -> Router {
     let mut r = Router::new();
     for (path, methods) in routes() {
         r = r.route(path, methods);
     }
     r.fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))
-        .with_state(AppState { controller })
+        .with_state(AppState {
+            controller,
+            evacuations,
+        })
 }

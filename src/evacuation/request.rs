@@ -106,10 +106,11 @@ impl EvacuationRequest {
     /// The checks that need no hypervisor: parameters, hosts (`hosts` are
     /// the hosts an evacuation can use), limits.
     pub fn check(&self, hosts: &BTreeSet<String>) -> Result<Params, RequestError> {
-        let params = Params::new(self.urgency, self.threshold, DEFAULT_MAX_RESERVE).map_err(|e| {
-            let crate::reserve::algorithm::ParamError::OutOfRange { name, .. } = &e;
-            invalid(name, e.to_string())
-        })?;
+        let params =
+            Params::new(self.urgency, self.threshold, DEFAULT_MAX_RESERVE).map_err(|e| {
+                let crate::reserve::algorithm::ParamError::OutOfRange { name, .. } = &e;
+                invalid(name, e.to_string())
+            })?;
         for (field, name) in [("source", &self.source), ("destination", &self.destination)] {
             if !hosts.contains(name) {
                 return Err(RequestError::UnknownHost {
@@ -124,7 +125,10 @@ impl EvacuationRequest {
         if self.max_parallel == 0 || self.max_parallel > MAX_PARALLEL {
             return Err(invalid(
                 "max_parallel",
-                format!("must be from 1 to {MAX_PARALLEL}, not {}", self.max_parallel),
+                format!(
+                    "must be from 1 to {MAX_PARALLEL}, not {}",
+                    self.max_parallel
+                ),
             ));
         }
         if !(0.0..=100.0).contains(&self.balance_pct) {
@@ -218,24 +222,55 @@ mod tests {
         assert_eq!(v.vms, on_source());
         assert_eq!(v.order, None);
         assert_eq!(v.params.urgency, 50.0);
-        let v = check(r#"{"source":"h1","destination":"h2","vms":["b"],"order":["b"],"urgency":95}"#)
-            .unwrap();
+        let v =
+            check(r#"{"source":"h1","destination":"h2","vms":["b"],"order":["b"],"urgency":95}"#)
+                .unwrap();
         assert_eq!(v.order, Some(vec!["b".to_string()]));
     }
 
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (r#"{"source":"h9","destination":"h2"}"#, "source: unknown host \"h9\""),
-            (r#"{"source":"h1","destination":"h1"}"#, "destination: the destination is the source"),
-            (r#"{"source":"h1","destination":"h2","vms":["zz"]}"#, "vms: \"zz\" is not a VM on h1"),
-            (r#"{"source":"h1","destination":"h2","vms":["a","a"]}"#, "vms: \"a\" is listed twice"),
-            (r#"{"source":"h1","destination":"h2","vms":[]}"#, "vms: the list is empty"),
-            (r#"{"source":"h1","destination":"h2","urgency":101}"#, "urgency"),
-            (r#"{"source":"h1","destination":"h2","max_parallel":0}"#, "max_parallel: must be from 1"),
-            (r#"{"source":"h1","destination":"h2","order":"fast"}"#, "order: must be \"auto\""),
-            (r#"{"source":"h1","destination":"h2","order":["a"]}"#, "order: must name each VM"),
-            (r#"{"source":"h1","destination":"h2","balance_pct":-1}"#, "balance_pct"),
+            (
+                r#"{"source":"h9","destination":"h2"}"#,
+                "source: unknown host \"h9\"",
+            ),
+            (
+                r#"{"source":"h1","destination":"h1"}"#,
+                "destination: the destination is the source",
+            ),
+            (
+                r#"{"source":"h1","destination":"h2","vms":["zz"]}"#,
+                "vms: \"zz\" is not a VM on h1",
+            ),
+            (
+                r#"{"source":"h1","destination":"h2","vms":["a","a"]}"#,
+                "vms: \"a\" is listed twice",
+            ),
+            (
+                r#"{"source":"h1","destination":"h2","vms":[]}"#,
+                "vms: the list is empty",
+            ),
+            (
+                r#"{"source":"h1","destination":"h2","urgency":101}"#,
+                "urgency",
+            ),
+            (
+                r#"{"source":"h1","destination":"h2","max_parallel":0}"#,
+                "max_parallel: must be from 1",
+            ),
+            (
+                r#"{"source":"h1","destination":"h2","order":"fast"}"#,
+                "order: must be \"auto\"",
+            ),
+            (
+                r#"{"source":"h1","destination":"h2","order":["a"]}"#,
+                "order: must name each VM",
+            ),
+            (
+                r#"{"source":"h1","destination":"h2","balance_pct":-1}"#,
+                "balance_pct",
+            ),
         ];
         for (json, want) in cases {
             let e = check(json).unwrap_err().to_string();

@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use super::record::{EvacuationState, VmLoadRecord, VmState};
 use super::request::Validated;
 use super::{Evacuations, HostHypervisor};
+use crate::controller::enforce::Role;
 use crate::controller::reservation::ReservationRequest;
 use crate::controller::{HostView, ReservationView};
-use crate::controller::enforce::Role;
 use crate::hypervisor::{bps_to_mibs, MigrateOptions, MigrationStats};
 use crate::order::{self, Mode, PlanInput, VmLoad};
 
@@ -113,7 +113,8 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
     };
     evac.update(id, |r| {
         r.order = order.clone();
-        r.vms.sort_by_key(|v| order.iter().position(|o| *o == v.name));
+        r.vms
+            .sort_by_key(|v| order.iter().position(|o| *o == v.name));
         if r.state == EvacuationState::Planning {
             r.state = EvacuationState::Migrating;
         }
@@ -287,7 +288,13 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
         bandwidth_mibs: cap,
         postcopy: job.mode == Mode::Postcopy,
     };
-    tracing::info!(evacuation = job.id, vm, reservation = rid, cap_mibs = cap, "migration starting");
+    tracing::info!(
+        evacuation = job.id,
+        vm,
+        reservation = rid,
+        cap_mibs = cap,
+        "migration starting"
+    );
     let hv = job.source.hv.clone();
     let mut migration = hv.migrate(vm, opts);
     let mut tick = tokio::time::interval(job.evac.inner.settings.period);
@@ -359,7 +366,12 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
     let ended = job.ms();
     let duration = ended - started;
     match &result {
-        Ok(_) => tracing::info!(evacuation = job.id, vm, duration_ms = duration, "migration done"),
+        Ok(_) => tracing::info!(
+            evacuation = job.id,
+            vm,
+            duration_ms = duration,
+            "migration done"
+        ),
         Err(e) => tracing::warn!(evacuation = job.id, vm, error = %e, "migration failed"),
     }
     job.update_vm(vm, |v| {

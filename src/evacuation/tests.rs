@@ -102,7 +102,13 @@ async fn evacuates_every_vm_and_releases_the_reservations() {
     let total = rec.total_migration_ms.unwrap();
     assert_eq!(rec.eviction_ms, Some(total));
     assert!(total >= rec.vms[0].duration_ms.unwrap() + rec.vms[1].duration_ms.unwrap());
-    assert!(evac.inner.controller.reservations().await.unwrap().is_empty());
+    assert!(evac
+        .inner
+        .controller
+        .reservations()
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -129,7 +135,13 @@ async fn a_failed_migration_is_recorded_and_the_rest_go_on() {
     assert_eq!(rec.left_on_source, vec!["a"]);
     assert_eq!(rec.eviction_ms, None);
     assert_eq!(cloud.vms_on("h1"), vec!["a"]);
-    assert!(evac.inner.controller.reservations().await.unwrap().is_empty());
+    assert!(evac
+        .inner
+        .controller
+        .reservations()
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -140,7 +152,9 @@ async fn cancel_aborts_the_running_migration_and_keeps_the_rest() {
     cloud.add_vm("h1", "b", vm(200, 0.0));
     let evac = setup(&cloud);
     let id = evac
-        .start(req(r#"{"source":"h1","destination":"h2","urgency":80,"order":["a","b"]}"#))
+        .start(req(
+            r#"{"source":"h1","destination":"h2","urgency":80,"order":["a","b"]}"#,
+        ))
         .await
         .unwrap()
         .id;
@@ -156,7 +170,13 @@ async fn cancel_aborts_the_running_migration_and_keeps_the_rest() {
     assert_eq!(rec.vms[1].state, VmState::Cancelled);
     assert_eq!(rec.vms[1].started_ms, None);
     assert_eq!(cloud.vms_on("h1"), vec!["a", "b"]);
-    assert!(evac.inner.controller.reservations().await.unwrap().is_empty());
+    assert!(evac
+        .inner
+        .controller
+        .reservations()
+        .await
+        .unwrap()
+        .is_empty());
     assert!(matches!(evac.cancel(id), Err(EvacuationError::Finished(_))));
 }
 
@@ -167,7 +187,9 @@ async fn postcopy_switches_after_the_first_pass() {
     cloud.add_vm("h1", "m", vm(32, 2048.0));
     let evac = setup(&cloud);
     let id = evac
-        .start(req(r#"{"source":"h1","destination":"h2","urgency":40,"mode":"postcopy"}"#))
+        .start(req(
+            r#"{"source":"h1","destination":"h2","urgency":40,"mode":"postcopy"}"#,
+        ))
         .await
         .unwrap()
         .id;
@@ -186,7 +208,9 @@ async fn parallel_migrations_overlap() {
     }
     let evac = setup(&cloud);
     let id = evac
-        .start(req(r#"{"source":"h1","destination":"h2","max_parallel":3}"#))
+        .start(req(
+            r#"{"source":"h1","destination":"h2","max_parallel":3}"#,
+        ))
         .await
         .unwrap()
         .id;
@@ -234,7 +258,10 @@ async fn bad_requests_change_nothing() {
         .unwrap_err();
     assert_eq!(
         e.to_string(),
-        format!("source: h1 is being evacuated already (evacuation {})", first.id)
+        format!(
+            "source: h1 is being evacuated already (evacuation {})",
+            first.id
+        )
     );
     evac.shutdown(Duration::from_secs(30)).await;
     let rec = evac.get(first.id).unwrap();

@@ -172,7 +172,9 @@ impl FakeHypervisor {
         let job = c.jobs.get_mut(vm)?;
         if job.cancel {
             c.jobs.remove(vm);
-            return Some(Err(self.err(vm, "operation aborted: migration job canceled by client")));
+            return Some(Err(
+                self.err(vm, "operation aborted: migration job canceled by client")
+            ));
         }
         let rate = job.cap_mibs as f64 * 1_048_576.0;
         let dt = STEP.as_secs_f64();
@@ -221,7 +223,9 @@ impl FakeHypervisor {
     }
 }
 
-fn ready<T: Send + 'static>(r: Result<T, HypervisorError>) -> BoxFuture<'static, Result<T, HypervisorError>> {
+fn ready<T: Send + 'static>(
+    r: Result<T, HypervisorError>,
+) -> BoxFuture<'static, Result<T, HypervisorError>> {
     Box::pin(async move { r })
 }
 
@@ -310,7 +314,11 @@ impl Hypervisor for FakeHypervisor {
         })
     }
 
-    fn set_max_speed(&self, vm: &str, mibs: u64) -> BoxFuture<'static, Result<(), HypervisorError>> {
+    fn set_max_speed(
+        &self,
+        vm: &str,
+        mibs: u64,
+    ) -> BoxFuture<'static, Result<(), HypervisorError>> {
         let mut c = self.cloud.lock();
         let r = match c.jobs.get_mut(vm) {
             Some(j) => {
@@ -413,7 +421,10 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(e.contains("destination went away") && e.contains("\"a\""), "{e}");
+        assert!(
+            e.contains("destination went away") && e.contains("\"a\""),
+            "{e}"
+        );
         assert_eq!(cloud.vms_on("h1"), vec!["a".to_string()]);
     }
 

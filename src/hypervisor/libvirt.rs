@@ -149,7 +149,11 @@ impl Hypervisor for Libvirt {
         }))
     }
 
-    fn set_max_speed(&self, vm: &str, mibs: u64) -> BoxFuture<'static, Result<(), HypervisorError>> {
+    fn set_max_speed(
+        &self,
+        vm: &str,
+        mibs: u64,
+    ) -> BoxFuture<'static, Result<(), HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
         Box::pin(blocking(move || me.set_max_speed_blocking(&vm, mibs)))
     }

@@ -249,15 +249,23 @@ impl Solive {
 
     /// Starts with an OpenFlow listener the test bound itself; the config's
     /// `openflow_listen` is set to its address.
-    pub async fn start_with(
+    pub async fn start_with(config: solive::config::Config, of: tokio::net::TcpListener) -> Solive {
+        let hvs = solive::server::hypervisors(&config);
+        Self::start_with_hypervisors(config, of, hvs).await
+    }
+
+    /// [`Solive::start_with`] with the hosts' hypervisors given (fakes).
+    #[allow(dead_code)]
+    pub async fn start_with_hypervisors(
         mut config: solive::config::Config,
         of: tokio::net::TcpListener,
+        hypervisors: std::collections::BTreeMap<String, solive::evacuation::HostHypervisor>,
     ) -> Solive {
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         config.controller.openflow_listen = of.local_addr().unwrap();
         let api_url = format!("http://{}", api.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let running = solive::server::start(config, of, api, async {
+        let running = solive::server::start_with(config, hypervisors, of, api, async {
             let _ = rx.await;
         })
         .unwrap();

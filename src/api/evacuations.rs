@@ -1,0 +1,128 @@
+//! `/v1/evacuations`: empty a host onto another (see `crate::evacuation`).
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState};
+use crate::evacuation::{EvacuationError, EvacuationRecord, EvacuationRequest, EvacuationState};
+
+impl From<EvacuationError> for ApiError {
+    fn from(e: EvacuationError) -> Self {
+        match e {
+            EvacuationError::Request(_) => ApiError::BadRequest(e.to_string()),
+            EvacuationError::Busy { .. } | EvacuationError::Finished(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            EvacuationError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            EvacuationError::Hypervisor(_) => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    body: Result<Json<EvacuationRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<EvacuationRecord>), ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let rec = s.evacuations.start(req).await?;
+    Ok((StatusCode::CREATED, Json(rec)))
+}
+
+/// `?limit=N&after=ID`: pages of at most `limit` records, by id.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    #[serde(default = "default_limit")]
+    limit: usize,
+    #[serde(default)]
+    after: u64,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+/// One line of the list: what a dashboard shows without the details.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    id: u64,
+    source: String,
+    destination: String,
+    state: EvacuationState,
+    created_unix_ms: u64,
+    vms_total: usize,
+    vms_done: usize,
+    total_migration_ms: Option<u64>,
+    eviction_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct List {
+    evacuations: Vec<Summary>,
+    /// Pass as `after` for the next page; absent on the last.
+    next_after: Option<u64>,
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    q: Result<Query<Page>, QueryRejection>,
+) -> Result<Json<List>, ApiError> {
+    let Query(page) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if page.limit == 0 || page.limit > 1000 {
+        return Err(ApiError::BadRequest(format!(
+            "limit: must be from 1 to 1000, not {}",
+            page.limit
+        )));
+    }
+    let all = s.evacuations.list();
+    let rest: Vec<&EvacuationRecord> = all.iter().filter(|r| r.id > page.after).collect();
+    let more = rest.len() > page.limit;
+    let evacuations: Vec<Summary> = rest
+        .into_iter()
+        .take(page.limit)
+        .map(|r| Summary {
+            id: r.id,
+            source: r.request.source.clone(),
+            destination: r.request.destination.clone(),
+            state: r.state,
+            created_unix_ms: r.created_unix_ms,
+            vms_total: r.vms.len(),
+            vms_done: r.done(),
+            total_migration_ms: r.total_migration_ms,
+            eviction_ms: r.eviction_ms,
+        })
+        .collect();
+    let next_after = more.then(|| evacuations.last().map(|s| s.id)).flatten();
+    Ok(Json(List {
+        evacuations,
+        next_after,
+    }))
+}
+
+fn id(p: Result<Path<u64>, PathRejection>) -> Result<u64, ApiError> {
+    p.map(|Path(id)| id)
+        .map_err(|e| ApiError::BadRequest(format!("evacuation id: {}", e.body_text())))
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    p: Result<Path<u64>, PathRejection>,
+) -> Result<Json<EvacuationRecord>, ApiError> {
+    let id = id(p)?;
+    s.evacuations
+        .get(id)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no evacuation {id}")))
+}
+
+/// Cancels: 202, the record in state `cancelling`.
+pub async fn delete(
+    State(s): State<AppState>,
+    p: Result<Path<u64>, PathRejection>,
+) -> Result<(StatusCode, Json<EvacuationRecord>), ApiError> {
+    let id = id(p)?;
+    Ok((StatusCode::ACCEPTED, Json(s.evacuations.cancel(id)?)))
+}

@@ -1,5 +1,6 @@
 //! The operator's side of the REST API: the `solive hosts`, `solive
-//! reservations` and `solive status` commands. Errors from the server are
+//! reservations`, `solive status`, `solive evacuate` and `solive
+//! evacuations` commands. Errors from the server are
 //! shown as their message (`{"error": {"message": ...}}`), not as a stack.
 
 use std::fmt::Write as _;
@@ -16,8 +17,10 @@ pub enum ClientError {
     },
     #[error("solive answered {status}: {message}")]
     Server { status: u16, message: String },
-    #[error("solive sent something that is not JSON")]
+    #[error("solive's answer was cut off")]
     Body(#[source] reqwest::Error),
+    #[error("solive sent something that is not JSON")]
+    NotJson,
 }
 
 /// A client of one solive API.
@@ -37,8 +40,28 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.http.get(&url);
+        let mut req = self.http.request(method, &url);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -47,7 +70,13 @@ impl Client {
             .await
             .map_err(|source| ClientError::Connect { url, source })?;
         let status = r.status();
-        let v: Value = r.json().await.map_err(ClientError::Body)?;
+        // 204 has no body.
+        let text = r.text().await.map_err(ClientError::Body)?;
+        let v: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).map_err(|_| ClientError::NotJson)?
+        };
         if !status.is_success() {
             let message = v["error"]["message"]
                 .as_str()
@@ -141,6 +170,145 @@ pub fn reservations_table(rs: &Value) -> String {
     out
 }
 
+fn ms(v: &Value) -> String {
+    v.as_u64()
+        .map_or("-".into(), |ms| format!("{:.1}", ms as f64 / 1000.0))
+}
+
+/// `solive evacuations`: one line per evacuation.
+pub fn evacuations_table(list: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<4} {:<10} {:<10} {:<12} {:>7} {:>9} {:>10}",
+        "ID", "SOURCE", "DEST", "STATE", "VMS", "TOTAL s", "EVICTION s"
+    );
+    for r in list["evacuations"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<4} {:<10} {:<10} {:<12} {:>7} {:>9} {:>10}",
+            r["id"].to_string(),
+            r["source"].as_str().unwrap_or("?"),
+            r["destination"].as_str().unwrap_or("?"),
+            r["state"].as_str().unwrap_or("?"),
+            format!("{}/{}", r["vms_done"], r["vms_total"]),
+            ms(&r["total_migration_ms"]),
+            ms(&r["eviction_ms"]),
+        );
+    }
+    out
+}
+
+/// Progress of one VM as a bar of `width` cells.
+fn bar(v: &Value, width: usize) -> String {
+    let fraction = match v["state"].as_str() {
+        Some("done") => 1.0,
+        Some("migrating") | Some("postcopy") => {
+            let p = &v["progress"];
+            let (done, total) = (
+                p["data_processed"].as_f64().unwrap_or(0.0),
+                p["data_total"].as_f64().unwrap_or(0.0),
+            );
+            if total > 0.0 {
+                (done / total).min(1.0)
+            } else {
+                0.0
+            }
+        }
+        _ => 0.0,
+    };
+    let full = (fraction * width as f64).round() as usize;
+    format!(
+        "[{}{}] {:>3.0}%",
+        "#".repeat(full),
+        ".".repeat(width - full),
+        fraction * 100.0
+    )
+}
+
+/// `solive evacuate --watch`: one line per VM with its bar; also the shape of
+/// `solive evacuations ID`.
+pub fn evacuation_progress(r: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "evacuation {} {} -> {}: {}",
+        r["id"],
+        r["request"]["source"].as_str().unwrap_or("?"),
+        r["request"]["destination"].as_str().unwrap_or("?"),
+        r["state"].as_str().unwrap_or("?"),
+    );
+    for v in r["vms"].as_array().into_iter().flatten() {
+        let cap = v["cap_mibs"]
+            .as_u64()
+            .map(|c| format!(" cap {c} MiB/s"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<9} {}{}",
+            v["name"].as_str().unwrap_or("?"),
+            v["state"].as_str().unwrap_or("?"),
+            bar(v, 30),
+            cap
+        );
+    }
+    out
+}
+
+/// The table an evacuation ends with.
+pub fn evacuation_summary(r: &Value) -> String {
+    let mut out = String::new();
+    if let Some(plan) = r["plan"]["vms"].as_array() {
+        let _ = writeln!(out, "order (solive's plan):");
+        for p in plan {
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<9} {}",
+                p["name"].as_str().unwrap_or("?"),
+                p["group"].as_str().unwrap_or("?"),
+                p["reason"].as_str().unwrap_or("")
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{:<12} {:<9} {:>8} {:>8} {:>11} {:>10} {:>9}",
+        "VM", "STATE", "START s", "TIME s", "DOWNTIME ms", "MiB", "AVG Mb/s"
+    );
+    for v in r["vms"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<12} {:<9} {:>8} {:>8} {:>11} {:>10} {:>9}",
+            v["name"].as_str().unwrap_or("?"),
+            v["state"].as_str().unwrap_or("?"),
+            ms(&v["started_ms"]),
+            ms(&v["duration_ms"]),
+            v["downtime_ms"]
+                .as_u64()
+                .map_or("-".into(), |d| d.to_string()),
+            v["bytes"]
+                .as_f64()
+                .map_or("-".into(), |b| format!("{:.1}", b / 1_048_576.0)),
+            mbps(&v["avg_bps"]),
+        );
+        if let Some(e) = v["error"].as_str() {
+            let _ = writeln!(out, "    error: {e}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "state {}; total migration time {} s; eviction time {} s",
+        r["state"].as_str().unwrap_or("?"),
+        ms(&r["total_migration_ms"]),
+        ms(&r["eviction_ms"]),
+    );
+    if let Some(left) = r["left_on_source"].as_array().filter(|l| !l.is_empty()) {
+        let names: Vec<&str> = left.iter().filter_map(Value::as_str).collect();
+        let _ = writeln!(out, "still on the source: {}", names.join(", "));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +329,34 @@ mod tests {
             "started": false, "destination_shortfall_bps": 0.0}]);
         let t = reservations_table(&rs);
         assert!(t.contains("80.5") && t.contains("75"), "{t}");
+    }
+
+    #[test]
+    fn evacuation_views() {
+        let r = serde_json::json!({"id": 2, "state": "migrating", "request": {"source": "h1", "destination": "h2"},
+            "plan": {"vms": [{"name": "a", "group": "outgoing", "reason": "sends more"}]},
+            "vms": [{"name": "a", "state": "migrating", "cap_mibs": 9,
+                     "progress": {"data_processed": 50, "data_total": 100}, "started_ms": 1500},
+                    {"name": "b", "state": "failed", "error": "libvirt: boom", "downtime_ms": null}],
+            "total_migration_ms": null, "eviction_ms": null, "left_on_source": ["b"]});
+        let p = evacuation_progress(&r);
+        assert!(p.contains("h1 -> h2: migrating"), "{p}");
+        assert!(
+            p.contains("###############...............]  50%") && p.contains("cap 9 MiB/s"),
+            "{p}"
+        );
+        let s = evacuation_summary(&r);
+        assert!(
+            s.contains("sends more") && s.contains("error: libvirt: boom"),
+            "{s}"
+        );
+        assert!(
+            s.contains("still on the source: b") && s.contains("1.5"),
+            "{s}"
+        );
+        let l = serde_json::json!({"evacuations": [{"id": 1, "source": "h1", "destination": "h2", "state": "done",
+            "vms_done": 2, "vms_total": 2, "total_migration_ms": 12345, "eviction_ms": 12345}]});
+        let t = evacuations_table(&l);
+        assert!(t.contains("2/2") && t.contains("12.3"), "{t}");
     }
 }

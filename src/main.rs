@@ -39,6 +39,47 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Empty a host: solive measures its VMs, orders them and migrates them
+    /// one after another, each with a bandwidth reservation.
+    Evacuate {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long = "from")]
+        source: String,
+        #[arg(long = "to")]
+        destination: String,
+        /// Algorithm 1's urgency, percent of the uplink.
+        #[arg(long, default_value_t = 50.0)]
+        urgency: f64,
+        #[arg(long, default_value_t = 10.0)]
+        threshold: f64,
+        #[arg(long, value_enum, default_value = "precopy")]
+        mode: PlanMode,
+        /// Only these VMs (repeat the option); default every VM on the source.
+        #[arg(long = "vm")]
+        vms: Vec<String>,
+        /// The order to use instead of solive's (comma-separated names).
+        #[arg(long, value_delimiter = ',')]
+        order: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        max_parallel: u32,
+        /// Show each VM's progress until it ends, then a summary table; exit
+        /// non-zero unless every VM migrated.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// List the evacuations, or show one.
+    Evacuations {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: Option<u64>,
+    },
+    /// Cancel a running evacuation (running pre-copy migrations are aborted).
+    Cancel {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: u64,
+    },
     /// Is solive up? Its version, hosts connected and reservations.
     Status {
         #[command(flatten)]
@@ -188,6 +229,51 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 rs.as_array().map_or(0, Vec::len)
             ))
         }),
+        Cmd::Evacuate {
+            api,
+            source,
+            destination,
+            urgency,
+            threshold,
+            mode,
+            vms,
+            order,
+            max_parallel,
+            watch,
+        } => {
+            let mut body = serde_json::json!({
+                "source": source, "destination": destination, "urgency": urgency,
+                "threshold": threshold, "max_parallel": max_parallel,
+                "mode": match mode { PlanMode::Precopy => "precopy", PlanMode::Postcopy => "postcopy" },
+            });
+            if !vms.is_empty() {
+                body["vms"] = serde_json::json!(vms);
+            }
+            if !order.is_empty() {
+                body["order"] = serde_json::json!(order);
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(evacuate(api, body, watch))
+        }
+        Cmd::Evacuations { api, id } => ask(api, |c| async move {
+            Ok(match id {
+                Some(id) => {
+                    let r = c.get(&format!("/v1/evacuations/{id}")).await?;
+                    solive::client::evacuation_progress(&r)
+                        + &solive::client::evacuation_summary(&r)
+                }
+                None => solive::client::evacuations_table(&c.get("/v1/evacuations").await?),
+            })
+        }),
+        Cmd::Cancel { api, id } => ask(api, |c| async move {
+            let r = c.delete(&format!("/v1/evacuations/{id}")).await?;
+            Ok(format!(
+                "evacuation {id}: {}\n",
+                r["state"].as_str().unwrap_or("?")
+            ))
+        }),
         Cmd::Serve { config } => {
             let config = solive::config::Config::load(&config)?;
             let rt = tokio::runtime::Runtime::new()?;
@@ -207,6 +293,43 @@ where
         .build()?;
     let text = rt.block_on(f(solive::client::Client::new(&api.api, api.token)))?;
     print!("{text}");
+    Ok(())
+}
+
+/// `solive evacuate`: starts it, then with `watch` redraws the VMs' progress
+/// every second until it ends.
+async fn evacuate(api: ApiArgs, body: serde_json::Value, watch: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let c = solive::client::Client::new(&api.api, api.token);
+    let r = c.post("/v1/evacuations", &body).await?;
+    let id = r["id"].as_u64().context("the server's answer has no id")?;
+    if !watch {
+        println!("evacuation {id} started: solive evacuations {id}");
+        return Ok(());
+    }
+    let tty = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    let r = loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let r = c.get(&format!("/v1/evacuations/{id}")).await?;
+        let text = solive::client::evacuation_progress(&r);
+        if tty && !last.is_empty() {
+            // Back over the previous drawing.
+            print!("\x1b[{}A\x1b[J", last.lines().count());
+        }
+        if tty || text != last {
+            print!("{text}");
+        }
+        last = text;
+        let state = r["state"].as_str().unwrap_or("");
+        if ["done", "failed", "cancelled", "interrupted"].contains(&state) {
+            break r;
+        }
+    };
+    print!("{}", solive::client::evacuation_summary(&r));
+    if r["state"] != "done" {
+        anyhow::bail!("evacuation {id} ended {}", r["state"]);
+    }
     Ok(())
 }
 

@@ -63,6 +63,9 @@ enum Cmd {
         order: Vec<String>,
         #[arg(long, default_value_t = 1)]
         max_parallel: u32,
+        /// Migrate without reserving bandwidth (the baseline).
+        #[arg(long)]
+        no_reserve: bool,
         /// Show each VM's progress until it ends, then a summary table; exit
         /// non-zero unless every VM migrated.
         #[arg(long)]
@@ -239,11 +242,12 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             vms,
             order,
             max_parallel,
+            no_reserve,
             watch,
         } => {
             let mut body = serde_json::json!({
                 "source": source, "destination": destination, "urgency": urgency,
-                "threshold": threshold, "max_parallel": max_parallel,
+                "threshold": threshold, "max_parallel": max_parallel, "reserve": !no_reserve,
                 "mode": match mode { PlanMode::Precopy => "precopy", PlanMode::Postcopy => "postcopy" },
             });
             if !vms.is_empty() {

@@ -517,3 +517,160 @@ fn solive_migrates_through_libvirt_and_changes_the_speed_cap_mid_flight() {
     );
     tb.down();
 }
+
+async fn post_json(base: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Issue 5's end-to-end check: solive, running against the testbed's real
+/// OVS and two libvirt daemons, evacuates h1's two guests onto h2 in its own
+/// order (the guest sending 20 Mbit/s first), each migration with a
+/// reservation and the libvirt cap following it; libvirt then shows both on
+/// h2, and the record has every figure. Then the failures: an unknown VM, a
+/// source with no VMs, and the destination's libvirtd killed mid-migration
+/// (the VM stays running where it was, the reservation is released).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evacuation_in_solive_order_with_reservations() {
+    use serde_json::json;
+    use support::Solive;
+    let _lock = lock();
+    require_tools();
+    let tb = Testbed::up("evac-2vm", "/tmp/solive-testbed-evac");
+    tb.wait_ready("h1", "quiet", 90);
+    tb.wait_ready("h1", "sender", 90);
+    let config = solive::config::Config::load(&tb.state.join("solive.toml")).unwrap();
+    let solive = Solive::start_with(
+        config,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await;
+    let base = solive.api.clone();
+    // The sender's traffic is seen on its port (the order depends on it).
+    solive
+        .host_when("h1", "the sender's 20 Mbit/s on its port", |h| {
+            h["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["vm"]["vm_id"] == "sender" && p["rx_bps"].as_f64().unwrap_or(0.0) > 10e6)
+        })
+        .await;
+
+    // Bad requests change nothing.
+    let (s, v) = post_json(
+        &base,
+        "/v1/evacuations",
+        json!({"source": "h1", "destination": "h2", "vms": ["ghost"]}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"ghost\" is not a VM on h1"),
+        "{v}"
+    );
+    let (s, v) = post_json(
+        &base,
+        "/v1/evacuations",
+        json!({"source": "h2", "destination": "h1"}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("h2 has no VMs"),
+        "{v}"
+    );
+
+    let (s, v) = post_json(
+        &base,
+        "/v1/evacuations",
+        json!({"source": "h1", "destination": "h2", "urgency": 80}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_u64().unwrap();
+    let rec = support::eventually(300, "evacuation finished", || async {
+        let r = solive.get(&format!("/v1/evacuations/{id}")).await;
+        if ["done", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or("")) {
+            Ok(r)
+        } else {
+            Err(r["state"].to_string())
+        }
+    })
+    .await;
+    eprintln!("{}", solive::client::evacuation_summary(&rec));
+    assert_eq!(rec["state"], "done", "{rec:#}");
+    assert_eq!(rec["order"], json!(["sender", "quiet"]), "{rec:#}");
+    assert_eq!(rec["plan"]["vms"][0]["group"], "outgoing");
+    for v in rec["vms"].as_array().unwrap() {
+        assert_eq!(v["state"], "done", "{v:#}");
+        assert!(v["bytes"].as_u64().unwrap() > 10 << 20, "{v:#}");
+        assert!(v["duration_ms"].as_u64().unwrap() > 0);
+        assert!(v["reservation_id"].is_u64());
+        assert!(
+            !v["reservation_history"].as_array().unwrap().is_empty(),
+            "{v:#}"
+        );
+    }
+    let total = rec["total_migration_ms"].as_u64().unwrap();
+    assert!(total > 0 && rec["eviction_ms"].as_u64() == Some(total));
+    // libvirt agrees: both run on h2, none on h1.
+    let on_h2 = tb.virsh("h2", &["list", "--name"]);
+    assert!(
+        on_h2.contains("sender") && on_h2.contains("quiet"),
+        "{on_h2}"
+    );
+    assert!(tb.virsh("h1", &["list", "--name"]).trim().is_empty());
+    assert_eq!(solive.get("/v1/reservations").await, json!([]));
+
+    // The destination's libvirtd dies mid-migration: the VM stays running
+    // on h2 and the record says why.
+    let (s, v) = post_json(
+        &base,
+        "/v1/evacuations",
+        json!({"source": "h2", "destination": "h1", "vms": ["quiet"], "urgency": 5}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_u64().unwrap();
+    support::eventually(120, "migration moving", || async {
+        let r = solive.get(&format!("/v1/evacuations/{id}")).await;
+        match r["vms"][0]["progress"]["data_processed"].as_u64() {
+            Some(b) if b > 1 << 20 => Ok(()),
+            _ => Err(r["vms"][0].to_string()),
+        }
+    })
+    .await;
+    let pid = std::fs::read_to_string(tb.state.join("hosts/h1/run/libvirtd.pid")).unwrap();
+    run(Command::new("kill").args(["-9", pid.trim()]));
+    let rec = support::eventually(120, "evacuation finished", || async {
+        let r = solive.get(&format!("/v1/evacuations/{id}")).await;
+        if r["state"] == "failed" {
+            Ok(r)
+        } else {
+            Err(r.to_string())
+        }
+    })
+    .await;
+    eprintln!("{}", solive::client::evacuation_summary(&rec));
+    let vm = &rec["vms"][0];
+    assert_eq!(vm["state"], "failed");
+    assert!(vm["error"].as_str().unwrap().contains("quiet"), "{vm:#}");
+    assert_eq!(rec["left_on_source"], json!(["quiet"]));
+    let state = tb.virsh("h2", &["domstate", "quiet"]);
+    assert_eq!(state.trim(), "running");
+    assert_eq!(solive.get("/v1/reservations").await, json!([]));
+    solive.stop().await;
+    tb.down();
+}

@@ -35,6 +35,15 @@ pub struct EvacuationRequest {
     /// B of the ordering rules, percent of C.
     #[serde(default = "default_balance")]
     pub balance_pct: f64,
+    /// Reserve bandwidth for each migration (Algorithm 1). Without, the
+    /// migrations run capped only at the source's capacity and compete with
+    /// the VMs' traffic: the baseline of the paper's comparison.
+    #[serde(default = "default_reserve")]
+    pub reserve: bool,
+}
+
+fn default_reserve() -> bool {
+    true
 }
 
 /// `"auto"` or an explicit list. Untagged so both JSON forms are accepted;

@@ -33,8 +33,12 @@ struct Job {
     dest: HostHypervisor,
     reservation: ReservationRequest,
     mode: Mode,
+    /// Whether to reserve at all.
+    reserve: bool,
     /// The cap before the reservation is first measured: urgency% of C.
     fallback_bps: f64,
+    /// The cap without a reservation: C.
+    capacity_bps: f64,
 }
 
 impl Job {
@@ -136,7 +140,9 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
             migration_port: None,
         },
         mode: req.mode,
+        reserve: req.reserve,
         fallback_bps: capacity_bps * valid.params.urgency / 100.0,
+        capacity_bps,
     };
     // Start in order, at most max_parallel at once.
     let slots = Arc::new(Semaphore::new(req.max_parallel as usize));
@@ -264,22 +270,29 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
         v.state = VmState::Migrating;
         v.started_ms = Some(started);
     });
-    let reservation = match controller.create_reservation(job.reservation.clone()).await {
-        Ok(r) => r,
-        Err(e) => {
-            let ended = job.ms();
-            job.update_vm(vm, |v| {
-                v.state = VmState::Failed;
-                v.ended_ms = Some(ended);
-                v.error = Some(format!("reservation refused: {e}"));
-            });
-            return;
+    let reservation = if !job.reserve {
+        None
+    } else {
+        match controller.create_reservation(job.reservation.clone()).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let ended = job.ms();
+                job.update_vm(vm, |v| {
+                    v.state = VmState::Failed;
+                    v.ended_ms = Some(ended);
+                    v.error = Some(format!("reservation refused: {e}"));
+                });
+                return;
+            }
         }
     };
-    let rid = reservation.id;
-    let mut cap = bps_to_mibs(source_reserve_bps(&reservation).unwrap_or(job.fallback_bps));
+    let rid = reservation.as_ref().map(|r| r.id);
+    let mut cap = bps_to_mibs(match &reservation {
+        Some(r) => source_reserve_bps(r).unwrap_or(job.fallback_bps),
+        None => job.capacity_bps,
+    });
     job.update_vm(vm, |v| {
-        v.reservation_id = Some(rid);
+        v.reservation_id = rid;
         v.cap_mibs = Some(cap);
     });
     let opts = MigrateOptions {
@@ -317,7 +330,7 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
             _ = tick.tick() => {
                 let progress = hv.progress(vm).await.ok().flatten();
                 if let Some(p) = progress {
-                    if p.mem_bps > 0 {
+                    if let Some(rid) = rid.filter(|_| p.mem_bps > 0) {
                         controller.report_migration_rate(rid, p.mem_bps as f64 * 8.0);
                     }
                     // QEMU's sync count reaches 2 when the first pass is over.
@@ -336,7 +349,10 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
                         }
                     }
                 }
-                let view = controller.reservation(rid).await.ok().flatten();
+                let view = match rid {
+                    Some(rid) => controller.reservation(rid).await.ok().flatten(),
+                    None => None,
+                };
                 if let Some(bps) = view.as_ref().and_then(source_reserve_bps) {
                     let want = bps_to_mibs(bps);
                     if want != cap && hv.set_max_speed(vm, want).await.is_ok() {
@@ -354,14 +370,17 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
         }
     };
     // The reservation goes whatever happened; keep its history first.
-    let history = controller
-        .reservation(rid)
-        .await
-        .ok()
-        .flatten()
-        .map(|v| v.history);
-    if let Err(e) = controller.delete_reservation(rid).await {
-        tracing::warn!(evacuation = job.id, vm, reservation = rid, error = %e, "cannot release the reservation");
+    let mut history = None;
+    if let Some(rid) = rid {
+        history = controller
+            .reservation(rid)
+            .await
+            .ok()
+            .flatten()
+            .map(|v| v.history);
+        if let Err(e) = controller.delete_reservation(rid).await {
+            tracing::warn!(evacuation = job.id, vm, reservation = rid, error = %e, "cannot release the reservation");
+        }
     }
     let ended = job.ms();
     let duration = ended - started;

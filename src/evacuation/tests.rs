@@ -268,3 +268,19 @@ async fn bad_requests_change_nothing() {
     assert_eq!(rec.state, EvacuationState::Interrupted);
     assert_eq!(cloud.vms_on("h1"), vec!["a"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn without_reservation_the_cap_is_the_link() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "a", vm(8, 0.0));
+    let evac = setup(&cloud);
+    let id = evac
+        .start(req(r#"{"source":"h1","destination":"h2","reserve":false}"#))
+        .await
+        .unwrap()
+        .id;
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Done);
+    assert_eq!(rec.vms[0].reservation_id, None);
+    assert_eq!(rec.vms[0].cap_mibs, Some(12));
+}

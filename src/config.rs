@@ -26,7 +26,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -59,6 +59,16 @@ pub struct Config {
     /// `[[hosts]]`.
     #[serde(default)]
     pub topology: Option<TopologyRef>,
+    /// `[state] dir = "..."`: where reservations and evacuations are kept
+    /// across restarts. Without it, history lives only in memory.
+    #[serde(default)]
+    pub state: Option<StateConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    pub dir: PathBuf,
 }
 
 /// `[topology] file = "...", ovsdb = "unix:..."`: every host of the topology
@@ -200,6 +210,11 @@ impl Config {
                     enforcement: EnforcementMode::Auto,
                     libvirt: None,
                 });
+            }
+        }
+        if let (Some(st), Some(d)) = (&mut config.state, dir) {
+            if st.dir.is_relative() {
+                st.dir = d.join(&st.dir);
             }
         }
         config.validate()?;

@@ -32,5 +32,6 @@ pub mod ovsdb;
 pub mod rate;
 pub mod reserve;
 pub mod server;
+pub mod store;
 pub mod switch;
 pub mod topology;

@@ -10,11 +10,22 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::api::idempotency::Idempotency;
 use crate::config::Config;
 use crate::controller::{Controller, ControllerHandle};
 use crate::evacuation::{self, Evacuations, HostHypervisor};
 use crate::hypervisor::libvirt::Libvirt;
 use crate::hypervisor::Hypervisor;
+use crate::store::{Loaded, Store, StoreError};
+
+/// Why solive could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tokens(#[from] crate::api::auth::TokensError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 use crate::switch::{self, SessionConfig};
 
 /// A running solive: its controller handle and the task that ends when it stops.
@@ -52,7 +63,7 @@ pub fn start(
     openflow: TcpListener,
     api: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<Running, crate::api::auth::TokensError> {
+) -> Result<Running, StartError> {
     let hvs = hypervisors(&config);
     start_with(config, hvs, openflow, api, shutdown)
 }
@@ -64,7 +75,7 @@ pub fn start_with(
     openflow: TcpListener,
     api: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<Running, crate::api::auth::TokensError> {
+) -> Result<Running, StartError> {
     let tokens = match &config.api.tokens_file {
         Some(path) => Some(std::sync::Arc::new(crate::api::auth::Tokens::load(path)?)),
         None => {
@@ -83,8 +94,20 @@ pub fn start_with(
         period: Duration::from_millis(config.controller.period_ms),
         ..evacuation::Settings::default()
     };
-    let (controller, handle) = Controller::new(config);
-    let evacuations = Evacuations::new(handle.clone(), hypervisors, settings);
+    let (store, loaded) = match &config.state {
+        Some(st) => {
+            let (store, loaded) = Store::open(&st.dir)?;
+            tracing::info!(path = %store.path().display(), reservations = loaded.reservations.len(),
+                evacuations = loaded.evacuations.len(), "state database opened");
+            (Some(store), loaded)
+        }
+        None => (None, Loaded::default()),
+    };
+    let (mut controller, handle) = Controller::new(config);
+    if let Some(s) = &store {
+        controller = controller.with_store(s.clone(), loaded.reservations);
+    }
+    let evacuations = Evacuations::new(handle.clone(), hypervisors, settings, store.clone());
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     controller.forward_switch_events(events_rx);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -102,9 +125,14 @@ pub fn start_with(
         handle.clone(),
         evacuations.clone(),
         crate::api::auth::Auth(tokens),
+        Idempotency::new(store.clone(), loaded.idempotent),
     );
     let api_stop = stopped(stop_rx.clone());
+    let restoring = evacuations.clone();
+    let stored_evacuations = loaded.evacuations;
     let api_task = tokio::spawn(async move {
+        // The history is back before the first request is answered.
+        restoring.restore(stored_evacuations).await;
         if let Err(e) = axum::serve(api, app).with_graceful_shutdown(api_stop).await {
             tracing::error!(error = %e, "REST API server failed");
         }
@@ -138,7 +166,7 @@ pub async fn run(
     openflow: TcpListener,
     api: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), crate::api::auth::TokensError> {
+) -> Result<(), StartError> {
     let running = start(config, openflow, api, shutdown)?;
     let _ = running.task.await;
     Ok(())

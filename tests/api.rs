@@ -230,14 +230,25 @@ async fn reservations_validate_and_round_trip() {
             .status(),
         404
     );
-    assert_eq!(
-        http.get(format!("{base}/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    // A released reservation is no longer listed, but its record stays.
+    let released: serde_json::Value = http
+        .get(format!("{base}/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(released["state"], "released", "{released}");
+    let listed: serde_json::Value = http
+        .get(base.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.as_array().unwrap().iter().all(|r| r["id"] != id));
     let r = http.get(format!("{base}/abc")).send().await.unwrap();
     assert_eq!(r.status(), 400);
     let v: serde_json::Value = r.json().await.unwrap();

@@ -20,6 +20,7 @@ mod error;
 mod evacuations;
 mod health;
 mod hosts;
+pub mod idempotency;
 mod metrics;
 mod plan;
 mod reservations;
@@ -90,12 +91,19 @@ pub fn router(
     controller: ControllerHandle,
     evacuations: crate::evacuation::Evacuations,
     auth: auth::Auth,
+    idempotency: idempotency::Idempotency,
 ) -> Router {
     let mut r = Router::new();
     for (path, methods) in routes() {
         r = r.route(path, methods);
     }
+    // Layers run outermost last-added: authentication before idempotency,
+    // so an unauthenticated retry learns nothing.
     r.fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            idempotency,
+            idempotency::layer,
+        ))
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))
         .with_state(AppState {
             controller,

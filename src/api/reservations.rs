@@ -27,13 +27,15 @@ fn id(p: Result<Path<u64>, PathRejection>) -> Result<u64, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("reservation id: {}", e.body_text())))
 }
 
+/// A live reservation, or one that ended (`state`: `active`, `released` or
+/// `interrupted`).
 pub async fn get(
     State(s): State<AppState>,
     p: Result<Path<u64>, PathRejection>,
-) -> Result<Json<ReservationView>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let id = id(p)?;
     s.controller
-        .reservation(id)
+        .reservation_record(id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no reservation {id}")))

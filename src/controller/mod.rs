@@ -118,6 +118,8 @@ pub enum Command {
     Metrics(Reply<view::MetricsSnapshot>),
     Reservation(u64, Reply<Option<ReservationView>>),
     DeleteReservation(u64, Reply<Result<(), ControllerError>>),
+    /// A reservation, live or ended, with its `state`.
+    ReservationRecord(u64, Reply<Option<serde_json::Value>>),
     /// The hypervisor's own measure of a reservation's migration rate.
     ReportMigrationRate(u64, f64),
     /// The switch's meter support is known: decide the host's enforcement mode.
@@ -168,6 +170,16 @@ impl ControllerHandle {
 
     pub async fn reservation(&self, id: u64) -> Result<Option<ReservationView>, ControllerError> {
         self.ask(|r| Command::Reservation(id, r)).await
+    }
+
+    /// A reservation with its `state` (`active`, `released`, or
+    /// `interrupted` when the controller stopped while it was active),
+    /// including those of earlier runs when a state directory is configured.
+    pub async fn reservation_record(
+        &self,
+        id: u64,
+    ) -> Result<Option<serde_json::Value>, ControllerError> {
+        self.ask(|r| Command::ReservationRecord(id, r)).await
     }
 
     /// Releases a reservation: its flows, meters, queues and policing go.
@@ -321,6 +333,11 @@ pub struct Controller {
     /// When each reservation was made, ms since the controller started.
     reservation_created: HashMap<u64, u64>,
     next_reservation: u64,
+    /// Where reservations are kept across restarts, if anywhere.
+    store: Option<crate::store::Store>,
+    /// Reservations that ended (released, or interrupted by a restart), as
+    /// `GET /v1/reservations/{id}` shows them.
+    finished: BTreeMap<u64, serde_json::Value>,
 }
 
 impl Controller {
@@ -370,6 +387,8 @@ impl Controller {
             last_period_secs: 0.0,
             reservation_created: HashMap::new(),
             next_reservation: 1,
+            store: None,
+            finished: BTreeMap::new(),
         };
         (c, handle)
     }
@@ -399,6 +418,12 @@ impl Controller {
                     Some(Command::Shutdown(reply)) => {
                         for a in &agents {
                             a.abort();
+                        }
+                        for id in self.reservations.keys().copied().collect::<Vec<_>>() {
+                            self.persist_reservation(id, "released");
+                        }
+                        if let Some(s) = &self.store {
+                            s.flush().await;
                         }
                         self.cleanup().await;
                         let _ = reply.send(());
@@ -503,6 +528,14 @@ impl Controller {
             }
             Command::DeleteReservation(id, r) => {
                 let _ = r.send(self.delete_reservation(id));
+            }
+            Command::ReservationRecord(id, r) => {
+                let rec = if self.reservations.contains_key(&id) {
+                    Some(self.reservation_record(id, "active"))
+                } else {
+                    self.finished.get(&id).cloned()
+                };
+                let _ = r.send(rec);
             }
             Command::ReportMigrationRate(id, bps) => {
                 let now = self.now_ms();

@@ -66,13 +66,64 @@ impl Controller {
         // the initial reservation at once; otherwise at the next period.
         self.step_one(id);
         self.enforce_all();
+        self.persist_reservation(id, "active");
         Ok(self.reservation_view(id))
     }
 
+    /// Keeps the reservations of an earlier run (from the state database):
+    /// those that were active when it stopped are marked interrupted (their
+    /// switch state is removed as the hosts reconnect), and new ids continue
+    /// after theirs.
+    pub fn with_store(
+        mut self,
+        store: crate::store::Store,
+        stored: Vec<serde_json::Value>,
+    ) -> Self {
+        for mut v in stored {
+            let Some(id) = v["id"].as_u64() else { continue };
+            if v["state"] == "active" {
+                v["state"] = "interrupted".into();
+                store.put(crate::store::RESERVATION, id, &v);
+            }
+            self.next_reservation = self.next_reservation.max(id + 1);
+            self.finished.insert(id, v);
+        }
+        self.store = Some(store);
+        self
+    }
+
+    /// The reservation's view with its `state`.
+    pub(super) fn reservation_record(&self, id: u64, state: &str) -> serde_json::Value {
+        let mut v = serde_json::to_value(self.reservation_view(id)).unwrap_or_default();
+        v["state"] = state.into();
+        v
+    }
+
+    pub(super) fn persist_reservation(&mut self, id: u64, state: &str) {
+        if self.store.is_none() || !self.reservations.contains_key(&id) {
+            return;
+        }
+        let v = self.reservation_record(id, state);
+        if let Some(s) = &self.store {
+            s.put(crate::store::RESERVATION, id, &v);
+        }
+        if state != "active" {
+            self.finished.insert(id, v);
+        }
+    }
+
     pub(super) fn delete_reservation(&mut self, id: u64) -> Result<(), ControllerError> {
-        if self.reservations.remove(&id).is_none() {
+        if !self.reservations.contains_key(&id) {
             return Err(ControllerError::NotFound(format!("no reservation {id}")));
         }
+        // Without a store the ended reservation is still shown until the
+        // controller stops.
+        let v = self.reservation_record(id, "released");
+        if let Some(s) = &self.store {
+            s.put(crate::store::RESERVATION, id, &v);
+        }
+        self.finished.insert(id, v);
+        self.reservations.remove(&id);
         self.reservation_created.remove(&id);
         tracing::info!(id, "reservation released");
         self.enforce_all();
@@ -134,8 +185,14 @@ impl Controller {
     /// One period of Algorithm 1 for every reservation.
     pub(super) fn step_reservations(&mut self) {
         let ids: Vec<u64> = self.reservations.keys().copied().collect();
+        // Histories reach the disk every 10 periods: a crash loses at most
+        // that much of them.
+        let persist = self.periods.is_multiple_of(10);
         for id in ids {
             self.step_one(id);
+            if persist {
+                self.persist_reservation(id, "active");
+            }
         }
     }
 

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controller::ControllerHandle;
 use crate::hypervisor::{Hypervisor, HypervisorError};
+use crate::store::Store;
 pub use record::{EvacuationRecord, EvacuationState, VmRecord, VmState};
 pub use request::{EvacuationRequest, OrderSpec, RequestError};
 
@@ -73,6 +74,7 @@ struct Inner {
     running: Mutex<BTreeMap<u64, (CancellationToken, tokio::task::JoinHandle<()>)>>,
     /// Cancelled by `shutdown`: runners record "interrupted", not "cancelled".
     stopping: CancellationToken,
+    store: Option<Store>,
 }
 
 /// The evacuation service (cheap to clone).
@@ -101,12 +103,14 @@ impl Evacuations {
         controller: ControllerHandle,
         hosts: BTreeMap<String, HostHypervisor>,
         settings: Settings,
+        store: Option<Store>,
     ) -> Evacuations {
         Evacuations {
             inner: Arc::new(Inner {
                 controller,
                 hosts,
                 settings,
+                store,
                 records: Mutex::new(BTreeMap::new()),
                 running: Mutex::new(BTreeMap::new()),
                 stopping: CancellationToken::new(),
@@ -162,6 +166,7 @@ impl Evacuations {
         rec.vms = valid.vms.iter().map(|n| VmRecord::pending(n)).collect();
         records.insert(id, rec.clone());
         drop(records);
+        self.persist(&rec);
         tracing::info!(id, source = %rec.request.source, destination = %rec.request.destination, vms = ?valid.vms, "evacuation started");
         let cancel = self.inner.stopping.child_token();
         let task = tokio::spawn(runner::run(self.clone(), id, valid, cancel.clone()));
@@ -218,9 +223,101 @@ impl Evacuations {
     }
 
     pub(crate) fn update(&self, id: u64, f: impl FnOnce(&mut EvacuationRecord)) {
-        if let Some(r) = self.records().get_mut(&id) {
+        let mut records = self.records();
+        if let Some(r) = records.get_mut(&id) {
             f(r);
+            let copy = self.inner.store.is_some().then(|| r.clone());
+            drop(records);
+            if let Some(r) = copy {
+                self.persist(&r);
+            }
         }
+    }
+
+    fn persist(&self, r: &EvacuationRecord) {
+        if let Some(s) = &self.inner.store {
+            s.put(crate::store::EVACUATION, r.id, r);
+        }
+    }
+
+    /// Takes back the records of an earlier run. Those that were running when
+    /// it stopped are marked interrupted, and where each of their unfinished
+    /// VMs runs now is read back from the hypervisors.
+    pub async fn restore(&self, stored: Vec<serde_json::Value>) {
+        for v in stored {
+            let mut rec: EvacuationRecord = match serde_json::from_value(v) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping a stored evacuation that cannot be read");
+                    continue;
+                }
+            };
+            if !rec.state.finished() {
+                self.interrupted(&mut rec).await;
+                self.persist(&rec);
+            }
+            self.records().insert(rec.id, rec);
+        }
+    }
+
+    async fn interrupted(&self, rec: &mut EvacuationRecord) {
+        let list = |host: &str| {
+            let hv = self.inner.hosts.get(host).map(|h| h.hv.clone());
+            let host = host.to_string();
+            async move {
+                match hv {
+                    Some(hv) => hv.list().await.map_err(|e| e.to_string()),
+                    None => Err(format!("{host} has no hypervisor configured now")),
+                }
+            }
+        };
+        let on_source = list(&rec.request.source).await;
+        let on_dest = list(&rec.request.destination).await;
+        let find = |l: &Result<Vec<crate::hypervisor::VmInfo>, String>, vm: &str| match l {
+            Ok(l) => Ok(l.iter().find(|v| v.name == vm).map(|v| v.state.clone())),
+            Err(e) => Err(e.clone()),
+        };
+        for v in &mut rec.vms {
+            match v.state {
+                VmState::Pending => v.state = VmState::Cancelled,
+                VmState::Migrating | VmState::Postcopy => {
+                    v.state = VmState::Interrupted;
+                    let src = find(&on_source, &v.name);
+                    let dst = find(&on_dest, &v.name);
+                    v.error = Some(match (src, dst) {
+                        (_, Ok(Some(s))) => format!(
+                            "the controller stopped during the migration; the VM is on {} ({s})",
+                            rec.request.destination
+                        ),
+                        (Ok(Some(s)), _) => format!(
+                            "the controller stopped during the migration; the VM is on {} ({s})",
+                            rec.request.source
+                        ),
+                        (Ok(None), Ok(None)) => {
+                            "the controller stopped during the migration; neither host lists the VM now".into()
+                        }
+                        (Err(e), _) | (_, Err(e)) => {
+                            format!("the controller stopped during the migration; cannot tell where the VM is: {e}")
+                        }
+                    });
+                }
+                _ => {}
+            }
+        }
+        let left = match &on_source {
+            Ok(l) => rec
+                .vms
+                .iter()
+                .filter(|v| l.iter().any(|x| x.name == v.name))
+                .map(|v| v.name.clone())
+                .collect(),
+            Err(_) => rec.vms.iter().map(|v| v.name.clone()).collect(),
+        };
+        let ended = rec.ended_ms;
+        rec.finish(ended.unwrap_or(0), left, false);
+        rec.state = EvacuationState::Interrupted;
+        rec.error
+            .get_or_insert_with(|| "the controller stopped while it ran".into());
     }
 }
 

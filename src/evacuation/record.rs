@@ -51,6 +51,9 @@ pub enum VmState {
     /// Not migrated: the evacuation was cancelled before or during it. The VM
     /// runs on the source.
     Cancelled,
+    /// The controller stopped while it migrated; `error` says where the
+    /// hypervisors showed it after the restart.
+    Interrupted,
 }
 
 /// One VM's measurements, as the plan used them.

@@ -63,7 +63,7 @@ address = "10.0.0.2"
             )
         })
         .collect();
-    Evacuations::new(handle, hosts, Settings::default())
+    Evacuations::new(handle, hosts, Settings::default(), None)
 }
 
 fn req(json: &str) -> EvacuationRequest {
@@ -283,4 +283,61 @@ async fn without_reservation_the_cap_is_the_link() {
     assert_eq!(rec.state, EvacuationState::Done);
     assert_eq!(rec.vms[0].reservation_id, None);
     assert_eq!(rec.vms[0].cap_mibs, Some(12));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_marks_running_evacuations_interrupted_and_finds_the_vms() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "a", vm(8, 0.0));
+    cloud.add_vm("h2", "b", vm(8, 0.0));
+    let evac = setup(&cloud);
+    // As the store holds it after a crash: a migrating, b migrating (it
+    // reached h2 meanwhile), c pending; and an older finished one.
+    let mut crashed = EvacuationRecord::new(7, req(r#"{"source":"h1","destination":"h2"}"#), 1);
+    crashed.state = EvacuationState::Migrating;
+    for (n, s) in [
+        ("a", VmState::Migrating),
+        ("b", VmState::Migrating),
+        ("c", VmState::Pending),
+    ] {
+        let mut v = VmRecord::pending(n);
+        v.state = s;
+        v.started_ms = Some(10);
+        crashed.vms.push(v);
+    }
+    let mut old = EvacuationRecord::new(3, req(r#"{"source":"h1","destination":"h2"}"#), 0);
+    old.state = EvacuationState::Done;
+    evac.restore(vec![
+        serde_json::to_value(&old).unwrap(),
+        serde_json::to_value(&crashed).unwrap(),
+        serde_json::json!({"not": "a record"}),
+    ])
+    .await;
+    assert_eq!(evac.get(3).unwrap(), old);
+    let r = evac.get(7).unwrap();
+    assert_eq!(r.state, EvacuationState::Interrupted);
+    assert_eq!(r.vms[0].state, VmState::Interrupted);
+    assert!(
+        r.vms[0]
+            .error
+            .as_ref()
+            .unwrap()
+            .ends_with("the VM is on h1 (running)"),
+        "{r:#?}"
+    );
+    assert!(r.vms[1]
+        .error
+        .as_ref()
+        .unwrap()
+        .ends_with("the VM is on h2 (running)"));
+    assert_eq!(r.vms[2].state, VmState::Cancelled);
+    assert_eq!(r.left_on_source, vec!["a"]);
+    // New evacuations continue the numbering.
+    cloud.add_vm("h1", "d", vm(8, 0.0));
+    let id = evac
+        .start(req(r#"{"source":"h1","destination":"h2","vms":["d"]}"#))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(id, 8);
 }

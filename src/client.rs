@@ -21,6 +21,8 @@ pub enum ClientError {
     Body(#[source] reqwest::Error),
     #[error("solive sent something that is not JSON")]
     NotJson,
+    #[error("the CA certificate cannot be used: {0}")]
+    Ca(#[source] reqwest::Error),
 }
 
 /// A client of one solive API.
@@ -37,6 +39,25 @@ impl Client {
             token,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// A client of an HTTPS API whose certificate is signed by the CA in
+    /// `ca_pem` (e.g. a self-signed one), besides the public roots.
+    pub fn with_ca(
+        base: &str,
+        token: Option<String>,
+        ca_pem: &[u8],
+    ) -> Result<Client, ClientError> {
+        let ca = reqwest::Certificate::from_pem(ca_pem).map_err(ClientError::Ca)?;
+        let http = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .map_err(ClientError::Ca)?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {

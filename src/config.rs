@@ -111,6 +111,12 @@ pub struct ApiConfig {
     /// listen on a loopback address.
     #[serde(default)]
     pub tokens_file: Option<std::path::PathBuf>,
+    /// PEM certificate chain and private key: with both, the API speaks
+    /// HTTPS (rustls) instead of HTTP.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -118,6 +124,8 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: default_api_listen(),
             tokens_file: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -233,6 +241,9 @@ impl Config {
             return bad(
                 "controller.echo_interval_ms and request_timeout_ms must be positive".into(),
             );
+        }
+        if self.api.tls_cert.is_some() != self.api.tls_key.is_some() {
+            return bad("api.tls_cert and api.tls_key go together: give both or neither".into());
         }
         if self.api.tokens_file.is_none() && !self.api.listen.ip().is_loopback() {
             return bad(format!(

@@ -132,6 +132,23 @@ struct ApiArgs {
     /// Bearer token, when the API has a tokens_file.
     #[arg(long, env = "SOLIVE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM file of the CA that signed an HTTPS API's certificate (when it is
+    /// not a public one).
+    #[arg(long, env = "SOLIVE_CA")]
+    ca: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    fn client(self) -> anyhow::Result<solive::client::Client> {
+        Ok(match &self.ca {
+            Some(path) => {
+                let pem =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                solive::client::Client::with_ca(&self.api, self.token, &pem)?
+            }
+            None => solive::client::Client::new(&self.api, self.token),
+        })
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -295,7 +312,7 @@ where
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let text = rt.block_on(f(solive::client::Client::new(&api.api, api.token)))?;
+    let text = rt.block_on(f(api.client()?))?;
     print!("{text}");
     Ok(())
 }
@@ -304,7 +321,7 @@ where
 /// every second until it ends.
 async fn evacuate(api: ApiArgs, body: serde_json::Value, watch: bool) -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    let c = solive::client::Client::new(&api.api, api.token);
+    let c = api.client()?;
     let r = c.post("/v1/evacuations", &body).await?;
     let id = r["id"].as_u64().context("the server's answer has no id")?;
     if !watch {

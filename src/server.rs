@@ -25,6 +25,8 @@ pub enum StartError {
     Tokens(#[from] crate::api::auth::TokensError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] crate::api::tls::TlsError),
 }
 use crate::switch::{self, SessionConfig};
 
@@ -85,6 +87,10 @@ pub fn start_with(
             None
         }
     };
+    let tls = match (&config.api.tls_cert, &config.api.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::api::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let session = SessionConfig {
         echo_interval: Duration::from_millis(config.controller.echo_interval_ms),
         request_timeout: Duration::from_millis(config.controller.request_timeout_ms),
@@ -133,8 +139,13 @@ pub fn start_with(
     let api_task = tokio::spawn(async move {
         // The history is back before the first request is answered.
         restoring.restore(stored_evacuations).await;
-        if let Err(e) = axum::serve(api, app).with_graceful_shutdown(api_stop).await {
-            tracing::error!(error = %e, "REST API server failed");
+        match tls {
+            Some(tls) => crate::api::tls::serve(api, app, tls, api_stop).await,
+            None => {
+                if let Err(e) = axum::serve(api, app).with_graceful_shutdown(api_stop).await {
+                    tracing::error!(error = %e, "REST API server failed");
+                }
+            }
         }
     });
     let ctl = tokio::spawn(controller.run());

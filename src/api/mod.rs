@@ -24,6 +24,7 @@ pub mod idempotency;
 mod metrics;
 mod plan;
 mod reservations;
+pub mod tls;
 
 pub use error::ApiError;
 

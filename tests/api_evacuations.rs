@@ -192,6 +192,20 @@ async fn evacuation_over_rest() {
     assert_eq!(rec["eviction_ms"], rec["total_migration_ms"]);
     assert_eq!(cloud.vms_on("h2"), vec!["a", "b"]);
     assert_eq!(solive.get("/v1/reservations").await, json!([]));
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let labels = format!("{{id=\"{id}\",source=\"h1\",destination=\"h2\"}}");
+    for line in [
+        format!("solive_evacuation_vms{labels} 2"),
+        format!("solive_evacuation_vms_done{labels} 2"),
+        format!("solive_evacuation_running{labels} 0"),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
     // Finished: cancelling is a conflict.
     let (s, _) = call(
         reqwest::Method::DELETE,

@@ -18,6 +18,17 @@ struct HostLabel {
     host: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EvacuationLabel {
+    id: String,
+    source: String,
+    destination: String,
+}
+
+/// Finished evacuations exported besides the running ones: enough for a
+/// dashboard's recent history without growing the series without bound.
+const RECENT_FINISHED: usize = 10;
+
 type F64 = Gauge<f64, AtomicU64>;
 
 pub async fn get(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
@@ -89,6 +100,7 @@ pub async fn get(State(s): State<AppState>) -> Result<impl IntoResponse, ApiErro
         "The controller's own work in the last period",
         m.period_seconds,
     );
+    evacuations(&mut reg, &s.evacuations.list());
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, &reg)
         .map_err(|e| ApiError::Unavailable(format!("cannot encode metrics: {e}")))?;
@@ -99,4 +111,46 @@ pub async fn get(State(s): State<AppState>) -> Result<impl IntoResponse, ApiErro
         )],
         body,
     ))
+}
+
+fn evacuations(reg: &mut Registry, all: &[crate::evacuation::EvacuationRecord]) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let finished: Vec<_> = all.iter().filter(|r| r.state.finished()).collect();
+    let shown = all
+        .iter()
+        .filter(|r| !r.state.finished())
+        .chain(finished.iter().rev().take(RECENT_FINISHED).copied());
+    let (total, done, running, elapsed) = (
+        Family::<EvacuationLabel, F64>::default(),
+        Family::<EvacuationLabel, F64>::default(),
+        Family::<EvacuationLabel, F64>::default(),
+        Family::<EvacuationLabel, F64>::default(),
+    );
+    for r in shown {
+        let l = EvacuationLabel {
+            id: r.id.to_string(),
+            source: r.request.source.clone(),
+            destination: r.request.destination.clone(),
+        };
+        total.get_or_create(&l).set(r.vms.len() as f64);
+        done.get_or_create(&l).set(r.done() as f64);
+        running
+            .get_or_create(&l)
+            .set(f64::from(u8::from(!r.state.finished())));
+        let ms = r
+            .ended_ms
+            .unwrap_or_else(|| now_ms.saturating_sub(r.created_unix_ms));
+        elapsed.get_or_create(&l).set(ms as f64 / 1000.0);
+    }
+    reg.register("evacuation_vms", "VMs the evacuation moves", total);
+    reg.register("evacuation_vms_done", "VMs migrated so far", done);
+    reg.register("evacuation_running", "1 while the evacuation runs", running);
+    reg.register(
+        "evacuation_elapsed_seconds",
+        "Time since the evacuation started (to its end once finished)",
+        elapsed,
+    );
 }

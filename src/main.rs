@@ -330,16 +330,30 @@ async fn evacuate(api: ApiArgs, body: serde_json::Value, watch: bool) -> anyhow:
     }
     let tty = std::io::stdout().is_terminal();
     let mut last = String::new();
+    // Into a file or pipe: a drawing when a VM changes state, else every 10 s.
+    let (mut states, mut printed) = (String::new(), std::time::Instant::now());
     let r = loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let r = c.get(&format!("/v1/evacuations/{id}")).await?;
         let text = solive::client::evacuation_progress(&r);
-        if tty && !last.is_empty() {
-            // Back over the previous drawing.
-            print!("\x1b[{}A\x1b[J", last.lines().count());
-        }
-        if tty || text != last {
+        if tty {
+            if !last.is_empty() {
+                // Back over the previous drawing.
+                print!("\x1b[{}A\x1b[J", last.lines().count());
+            }
             print!("{text}");
+        } else {
+            let now: String = r["vms"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| v["state"].to_string())
+                .collect();
+            if now != states || printed.elapsed() >= std::time::Duration::from_secs(10) {
+                print!("{text}");
+                states = now;
+                printed = std::time::Instant::now();
+            }
         }
         last = text;
         let state = r["state"].as_str().unwrap_or("");

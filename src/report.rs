@@ -204,7 +204,7 @@ fn tick_step_ms(span_ms: u64) -> u64 {
 
 fn secs(ms: u64) -> String {
     let s = ms as f64 / 1000.0;
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{s:.0}")
     } else {
         format!("{s:.1}")

@@ -190,12 +190,14 @@ fn state_color(state: &str) -> &'static str {
 
 /// A tick step (ms) that gives at most about 10 ticks over `span_ms`.
 fn tick_step_ms(span_ms: u64) -> u64 {
-    const STEPS_S: [u64; 14] = [
-        1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200,
+    // Sub-second steps too: a fake-cloud or tiny-VM evacuation lasts ~1 s.
+    const STEPS_MS: [u64; 17] = [
+        100, 200, 500, 1_000, 2_000, 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000,
+        600_000, 900_000, 1_800_000, 3_600_000, 7_200_000,
     ];
-    for s in STEPS_S {
-        if span_ms / (s * 1000) <= 10 {
-            return s * 1000;
+    for s in STEPS_MS {
+        if span_ms / s <= 10 {
+            return s;
         }
     }
     // Longer than a day: steps of whole hours.
@@ -464,7 +466,7 @@ pub fn evacuation_svg(record: &Value) -> Result<String, ReportError> {
     if series.is_empty() {
         let _ = writeln!(
             s,
-            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#777777">no reservation history (migrated without a reservation, or not measured yet)</text>"##,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#777777">no reservation history (migrated without a reservation, or the source uplink was not measured)</text>"##,
             LEFT + plot_w / 2.0,
             chart_top + CHART / 2.0
         );
@@ -720,5 +722,8 @@ mod tests {
             let step = tick_step_ms(span);
             assert!(span / step <= 10, "{span}: {step}");
         }
+        // A short evacuation still gets several labelled ticks.
+        assert_eq!(tick_step_ms(1_800), 200);
+        assert_eq!(secs(1_400), "1.4");
     }
 }

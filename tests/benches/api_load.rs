@@ -31,6 +31,8 @@ const DEFAULT_SECS: u64 = 30;
 const VMS: usize = 4;
 /// Non-zero memory per VM, MiB: at the 1 MiB/s floor of the cap, ~48 s each.
 const VM_MIB: u64 = 48;
+/// Sequential requests per endpoint before the load.
+const QUIET_ROUNDS: usize = 200;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -210,6 +212,20 @@ async fn run(secs: u64) {
             .map(|p| format!("{base}{p}"))
             .collect::<Vec<_>>(),
     );
+
+    // Each endpoint's own cost first, one request at a time: under load the
+    // latency is mostly queueing behind the other clients, which hides it.
+    let mut quiet = Vec::new();
+    for url in urls.iter() {
+        let mut l = Vec::with_capacity(QUIET_ROUNDS);
+        for _ in 0..QUIET_ROUNDS {
+            let t0 = Instant::now();
+            let body = http.get(url).send().await.unwrap().bytes().await.unwrap();
+            l.push((t0.elapsed(), body.len()));
+        }
+        l.sort();
+        quiet.push(l);
+    }
     let start = Instant::now();
     let until = start + Duration::from_secs(secs);
     let tasks: Vec<_> = (0..CLIENTS)
@@ -268,8 +284,11 @@ async fn run(secs: u64) {
     for (e, path) in paths.iter().enumerate() {
         let l = &mut all.latencies[e];
         l.sort();
+        let q: Vec<Duration> = quiet[e].iter().map(|x| x.0).collect();
         println!(
-            "  {path:<22} {:>8} ok  p50 {:>9}  p99 {:>9}  max {:>9}  {} errors{}",
+            "  {path:<22} alone: p50 {:>9} ({} B)  under load: {:>8} ok  p50 {:>9}  p99 {:>9}  max {:>9}  {} errors{}",
+            fmt(percentile(&q, 0.50)),
+            quiet[e].last().map_or(0, |x| x.1),
             l.len(),
             fmt(percentile(l, 0.50)),
             fmt(percentile(l, 0.99)),

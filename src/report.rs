@@ -26,7 +26,11 @@ pub enum ReportError {
     NotAnObject,
     #[error("the evacuation record has no VMs")]
     NoVms,
-    #[error("VM {index} of the record: field {field} {problem}")]
+    #[error("field vms of the evacuation record is not an array")]
+    VmsNotAnArray,
+    #[error("VM {0} of the evacuation record is not an object")]
+    VmNotAnObject(usize),
+    #[error("VM {index} of the evacuation record: field {field} {problem}")]
     BadField {
         index: usize,
         field: &'static str,
@@ -95,7 +99,7 @@ fn opt_f64(v: &Value, index: usize, field: &'static str) -> Result<Option<f64>, 
 
 fn parse_vm(index: usize, v: &Value) -> Result<VmBar, ReportError> {
     if !v.is_object() {
-        return Err(bad(index, "vms", "is not an object"));
+        return Err(ReportError::VmNotAnObject(index));
     }
     let name = v["name"]
         .as_str()
@@ -277,7 +281,7 @@ pub fn evacuation_svg(record: &Value) -> Result<String, ReportError> {
     let vms = match &record["vms"] {
         Value::Array(a) if !a.is_empty() => a,
         Value::Array(_) | Value::Null => return Err(ReportError::NoVms),
-        _ => return Err(bad(0, "vms", "is not an array")),
+        _ => return Err(ReportError::VmsNotAnArray),
     };
     let vms: Vec<VmBar> = vms
         .iter()
@@ -689,10 +693,18 @@ mod tests {
         ));
         let mut r = fixture();
         r["vms"] = json!("abc");
-        assert!(matches!(
-            evacuation_svg(&r),
-            Err(ReportError::BadField { .. })
-        ));
+        assert_eq!(evacuation_svg(&r), Err(ReportError::VmsNotAnArray));
+        let mut r = fixture();
+        r["vms"][2] = json!(null);
+        assert_eq!(evacuation_svg(&r), Err(ReportError::VmNotAnObject(2)));
+        // The message names the field, for the CLI's stderr.
+        let mut r = fixture();
+        r["vms"][0]["downtime_ms"] = json!("short");
+        let e = evacuation_svg(&r).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "VM 0 of the evacuation record: field downtime_ms is not a whole number of ms"
+        );
         // Planning: no VM started yet.
         let mut r = fixture();
         for v in r["vms"].as_array_mut().unwrap() {

@@ -18,6 +18,7 @@
 //!   reconcile of desired switch state.
 //! - [`api`]: the REST API (axum), a thin layer over controller commands.
 //! - [`client`]: the operator commands that talk to a running solive.
+//! - [`report`]: an evacuation's timeline as a standalone SVG (`solive report`).
 //! - [`server`]: wiring of `solive serve` (listeners, controller, API, shutdown).
 
 pub mod api;
@@ -30,6 +31,7 @@ pub mod openflow;
 pub mod order;
 pub mod ovsdb;
 pub mod rate;
+pub mod report;
 pub mod reserve;
 pub mod server;
 pub mod store;

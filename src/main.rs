@@ -122,6 +122,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Draw an evacuation's timeline (each VM's migration, the source
+    /// uplink's reserved and used %) as a standalone SVG file.
+    Report {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: u64,
+        /// Where to write the SVG.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -299,6 +309,18 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             let config = solive::config::Config::load(&config)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serve(config))
+        }
+        Cmd::Report { api, id, out } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let client = solive::client::Client::new(&api.api, api.token);
+            let record = rt.block_on(client.get(&format!("/v1/evacuations/{id}")))?;
+            let svg = solive::report::evacuation_svg(&record)
+                .with_context(|| format!("evacuation {id}"))?;
+            std::fs::write(&out, svg).with_context(|| format!("writing {}", out.display()))?;
+            println!("evacuation {id}: wrote {}", out.display());
+            Ok(())
         }
     }
 }

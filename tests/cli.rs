@@ -256,3 +256,99 @@ fn plan_rejects_bad_input() {
         assert!(err.contains(needle), "{input}: {err}");
     }
 }
+
+/// `solive report`: an in-process solive on the fake cloud runs a post-copy
+/// evacuation of two VMs; the binary draws it to a file, and an unknown
+/// evacuation is an error on stderr with no file written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_draws_a_finished_evacuation_to_svg() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use solive::evacuation::HostHypervisor;
+    use solive::hypervisor::fake::{FakeCloud, FakeVm};
+    use solive::hypervisor::Hypervisor;
+
+    let cloud = FakeCloud::new();
+    for name in ["web", "db"] {
+        cloud.add_vm(
+            "h1",
+            name,
+            FakeVm {
+                memory_kib: 64 * 1024,
+                non_zero_pages: 4 * 256, // 4 MiB: well under a second each
+                dirty_pages_per_sec: 0.0,
+                cpu_pct: 1.0,
+            },
+        );
+    }
+    let mut toml = String::from(
+        "[controller]\nopenflow_listen = \"127.0.0.1:0\"\nperiod_ms = 200\n[api]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    for (i, h) in ["h1", "h2"].iter().enumerate() {
+        toml += &format!(
+            "[[hosts]]\nname = \"{h}\"\novsdb = \"unix:/nonexistent/{h}.sock\"\nbridge = \"br{i}\"\n\
+             uplink = \"up{i}\"\ncapacity_mbps = 100\naddress = \"10.0.0.{}\"\n",
+            i + 1
+        );
+    }
+    let hvs: BTreeMap<String, HostHypervisor> = ["h1", "h2"]
+        .iter()
+        .map(|h| {
+            let hv: Arc<dyn Hypervisor> = Arc::new(cloud.host(h));
+            let hh = HostHypervisor {
+                hv,
+                uri: FakeCloud::uri(h),
+                migrate_uri: None,
+            };
+            (h.to_string(), hh)
+        })
+        .collect();
+    let solive = support::Solive::start_with_hypervisors(
+        solive::config::Config::parse(&toml).unwrap(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        hvs,
+    )
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/evacuations", solive.api))
+        .json(&serde_json::json!({"source": "h1", "destination": "h2", "mode": "postcopy", "urgency": 80}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    eventually(30, "evacuation done", || async {
+        let r = solive.get(&format!("/v1/evacuations/{id}")).await;
+        if r["state"] == "done" {
+            Ok(())
+        } else {
+            Err(r.to_string())
+        }
+    })
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("evac.svg");
+    let report = |id: u64, out: &std::path::Path| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_solive"))
+            .args(["report", &id.to_string(), "--api", &solive.api, "--out"])
+            .arg(out)
+            .output()
+    };
+    let o = report(id, &out).await.unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let svg = std::fs::read_to_string(&out).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("</svg>"));
+    assert_eq!(svg.matches(r#"class="bar""#).count(), 2, "{svg}");
+    assert!(svg.contains(r#"data-vm="web""#) && svg.contains(r#"data-vm="db""#));
+
+    let missing = dir.path().join("none.svg");
+    let o = report(id + 100, &missing).await.unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("404"), "{err}");
+    assert!(!missing.exists());
+    solive.stop().await;
+}

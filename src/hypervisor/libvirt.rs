@@ -1,20 +1,45 @@
 //! libvirt through the `virt` crate. Each call opens its own connection:
 //! libvirt connections are cheap over a unix socket, and a per-call
 //! connection cannot be left half-broken by an earlier failure.
+//!
+//! `virt` 0.5 lacks virDomainStartDirtyRateCalc, a readable
+//! virConnectGetAllDomainStats record, virDomainMigrateStartPostCopy and
+//! virDomainAbortJob, and `unsafe_code` is forbidden here, so those go to
+//! QEMU through libvirt's monitor passthrough
+//! (`virDomainQemuMonitorCommand`, the crate's `qemu` feature): QMP
+//! `calc-dirty-rate`/`query-dirty-rate`, `migrate-start-postcopy` and
+//! `migrate_cancel`, parsed by [`super::qmp`]. libvirt watches QEMU's
+//! migration state itself, so it follows the switch to post-copy and the
+//! cancel (tested on the testbed). libvirt marks a domain driven this way
+//! as tainted (`custom-monitor`) in its log; nothing else changes.
 
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState, DomainStateEnum, MigrateParameters};
 use virt::enumutil::Enum;
 use virt::sys;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
+use super::qmp::{self, DirtyRate, MigrationInfo};
 use super::{
     Hypervisor, HypervisorError, MigrateOptions, MigrationProgress, MigrationStats, VmInfo,
     VmMeasurement,
 };
+
+/// A completed migration job as libvirt reports it
+/// (`VIR_DOMAIN_JOB_STATS_COMPLETED`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CompletedJob {
+    pub stats: MigrationStats,
+    /// Pages sent in full (re-sent pages count again).
+    pub mem_normal_pages: Option<u64>,
+    /// Zero pages, sent as a flag.
+    pub mem_zero_pages: Option<u64>,
+    pub mem_iterations: Option<u64>,
+    pub postcopy_requests: Option<u64>,
+}
 
 /// One host's libvirt daemon, by URI (e.g. `qemu+unix:///system?socket=...`).
 #[derive(Debug, Clone)]
@@ -82,8 +107,16 @@ impl Libvirt {
     }
 
     /// Live-migrates `vm` peer to peer and returns when it has finished
-    /// (blocking; run it on a blocking thread).
-    pub fn migrate_blocking(&self, vm: &str, opts: &MigrateOptions) -> Result<(), HypervisorError> {
+    /// (blocking; run it on a blocking thread), with the statistics of the
+    /// completed job as the destination's libvirtd keeps them (the source's
+    /// domain is gone by then; libvirt passes the statistics to the
+    /// destination in its migration cookie). If the destination cannot be
+    /// asked, the migration still succeeded: the statistics are empty.
+    pub fn migrate_blocking(
+        &self,
+        vm: &str,
+        opts: &MigrateOptions,
+    ) -> Result<MigrationStats, HypervisorError> {
         let mut flags = sys::VIR_MIGRATE_LIVE | sys::VIR_MIGRATE_PEER2PEER;
         if opts.postcopy {
             flags |= sys::VIR_MIGRATE_POSTCOPY;
@@ -95,7 +128,138 @@ impl Libvirt {
         };
         self.with_domain(vm, |d| {
             d.migrate_to_uri3(Some(&opts.dest_uri), params, flags)
+        })?;
+        match Libvirt::new(&opts.dest_uri).completed_job_blocking(vm) {
+            Ok(Some(job)) => Ok(job.stats),
+            Ok(None) | Err(_) => Ok(MigrationStats::default()),
+        }
+    }
+
+    /// The statistics of the last completed migration job of `vm` on this
+    /// host (on the destination after an incoming migration), or None.
+    pub fn completed_job_blocking(&self, vm: &str) -> Result<Option<CompletedJob>, HypervisorError> {
+        let s = self.with_domain(vm, |d| d.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED))?;
+        if s.r#type == sys::VIR_DOMAIN_JOB_NONE as i32 {
+            return Ok(None);
+        }
+        Ok(Some(CompletedJob {
+            stats: MigrationStats {
+                downtime_ms: s.downtime,
+                bytes: s.data_processed,
+                time_ms: s.time_elapsed,
+            },
+            mem_normal_pages: s.mem_normal,
+            mem_zero_pages: s.mem_constant,
+            mem_iterations: s.mem_iteration,
+            postcopy_requests: s.mem_postcopy_reqs,
+        }))
+    }
+
+    /// Sends one QMP command to the VM's QEMU through libvirt and returns
+    /// the `return` value.
+    fn qmp_blocking(
+        &self,
+        vm: &str,
+        command: &str,
+        args: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, HypervisorError> {
+        let text = qmp::command_text(command, args);
+        let out = self.with_domain(vm, |d| d.qemu_monitor_command(&text, 0))?;
+        qmp::reply(command, &out).map_err(|e| self.vm_err(vm, e))
+    }
+
+    /// Measures `vm` over `window` (blocking): QEMU's sampled dirty rate
+    /// (`calc-dirty-rate`, whole seconds), the CPU time libvirt reports over
+    /// the same time, and QEMU's resident set as the non-zero estimate.
+    pub fn measure_blocking(
+        &self,
+        vm: &str,
+        window: Duration,
+    ) -> Result<VmMeasurement, HypervisorError> {
+        let conn = self.connect()?;
+        let dom = conn
+            .lookup_domain_by_name(vm)
+            .map_err(|e| self.vm_err(vm, e))?;
+        let info0 = dom.info().map_err(|e| self.vm_err(vm, e))?;
+        let t0 = Instant::now();
+        self.qmp_blocking(vm, "calc-dirty-rate", Some(qmp::calc_dirty_rate_args(window)))?;
+        std::thread::sleep(Duration::from_secs(qmp::calc_secs(window)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let rate = loop {
+            let v = self.qmp_blocking(vm, "query-dirty-rate", None)?;
+            let r = DirtyRate::from_return(&v).map_err(|e| self.vm_err(vm, e))?;
+            if let Some(pages) = r.pages_per_sec() {
+                break pages;
+            }
+            if Instant::now() > deadline {
+                return Err(self.vm_err(vm, "the dirty-rate measurement did not finish"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let info1 = dom.info().map_err(|e| self.vm_err(vm, e))?;
+        let secs = t0.elapsed().as_secs_f64();
+        let rss_kib = dom
+            .memory_stats(0)
+            .map_err(|e| self.vm_err(vm, e))?
+            .iter()
+            .find(|s| s.tag == sys::VIR_DOMAIN_MEMORY_STAT_RSS as u32)
+            .map(|s| s.val);
+        let (non_zero_pages, non_zero_source) = match rss_kib {
+            // The guest's pages that were never written are not resident;
+            // QEMU's own memory (TCG's code buffer, device state) is, so this
+            // errs high (see README "Measurement sources").
+            Some(kib) => ((kib / 4).min(info1.memory / 4), "QEMU process RSS (libvirt memory stats)"),
+            None => (info1.memory / 4, "memory size (libvirt reports no RSS)"),
+        };
+        Ok(VmMeasurement {
+            name: vm.to_string(),
+            memory_kib: info1.memory,
+            non_zero_pages,
+            non_zero_source: non_zero_source.to_string(),
+            dirty_pages_per_sec: rate,
+            cpu_pct: info1.cpu_time.saturating_sub(info0.cpu_time) as f64 / 1e9 / secs * 100.0,
         })
+    }
+
+    /// Switches a running migration started with `postcopy` to post-copy
+    /// (QMP `migrate-start-postcopy`, what virDomainMigrateStartPostCopy
+    /// sends).
+    pub fn start_postcopy_blocking(&self, vm: &str) -> Result<(), HypervisorError> {
+        self.qmp_blocking(vm, "migrate-start-postcopy", None)?;
+        Ok(())
+    }
+
+    /// Cancels the running pre-copy migration of `vm` (QMP `migrate_cancel`)
+    /// and waits until QEMU has stopped it; the pending migrate call then
+    /// fails and the VM keeps running here. A post-copy migration is not
+    /// cancelled: the destination already runs the VM.
+    pub fn abort_blocking(&self, vm: &str) -> Result<(), HypervisorError> {
+        let query = || -> Result<MigrationInfo, HypervisorError> {
+            let v = self.qmp_blocking(vm, "query-migrate", None)?;
+            MigrationInfo::from_return(&v).map_err(|e| self.vm_err(vm, e))
+        };
+        let m = query()?;
+        if !m.is_running() {
+            return Err(self.vm_err(vm, "no migration runs"));
+        }
+        if m.status.starts_with("postcopy") {
+            return Err(self.vm_err(vm, "a post-copy migration cannot be cancelled"));
+        }
+        self.qmp_blocking(vm, "migrate_cancel", None)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = query()?;
+            match m.status.as_str() {
+                "cancelled" | "failed" => return Ok(()),
+                "completed" => {
+                    return Err(self.vm_err(vm, "the migration completed before the cancel"))
+                }
+                s if Instant::now() > deadline => {
+                    return Err(self.vm_err(vm, format!("still {s} after migrate_cancel")))
+                }
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     /// Changes the speed cap of a running migration, MiB/s.
@@ -131,10 +295,11 @@ impl Hypervisor for Libvirt {
 
     fn measure(
         &self,
-        _vm: &str,
-        _window: Duration,
+        vm: &str,
+        window: Duration,
     ) -> BoxFuture<'static, Result<VmMeasurement, HypervisorError>> {
-        Box::pin(async { Err(HypervisorError::Unsupported("measuring")) })
+        let (me, vm) = (self.clone(), vm.to_string());
+        Box::pin(blocking(move || me.measure_blocking(&vm, window)))
     }
 
     fn migrate(
@@ -143,10 +308,7 @@ impl Hypervisor for Libvirt {
         opts: MigrateOptions,
     ) -> BoxFuture<'static, Result<MigrationStats, HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
-        Box::pin(blocking(move || {
-            me.migrate_blocking(&vm, &opts)?;
-            Ok(MigrationStats::default())
-        }))
+        Box::pin(blocking(move || me.migrate_blocking(&vm, &opts)))
     }
 
     fn set_max_speed(
@@ -166,12 +328,14 @@ impl Hypervisor for Libvirt {
         Box::pin(blocking(move || me.progress_blocking(&vm)))
     }
 
-    fn start_postcopy(&self, _vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>> {
-        Box::pin(async { Err(HypervisorError::Unsupported("post-copy switch")) })
+    fn start_postcopy(&self, vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        let (me, vm) = (self.clone(), vm.to_string());
+        Box::pin(blocking(move || me.start_postcopy_blocking(&vm)))
     }
 
-    fn abort(&self, _vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>> {
-        Box::pin(async { Err(HypervisorError::Unsupported("abort")) })
+    fn abort(&self, vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        let (me, vm) = (self.clone(), vm.to_string());
+        Box::pin(blocking(move || me.abort_blocking(&vm)))
     }
 }
 

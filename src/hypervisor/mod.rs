@@ -13,6 +13,7 @@ use futures::future::BoxFuture;
 
 pub mod fake;
 pub mod libvirt;
+pub mod qmp;
 
 /// What an evacuation needs from a host's hypervisor. Futures are `'static`
 /// (implementations are cheap handles that clone themselves into the future),

@@ -543,7 +543,7 @@ async fn evacuation_in_solive_order_with_reservations() {
     require_tools();
     let tb = Testbed::up("evac-2vm", "/tmp/solive-testbed-evac");
     tb.wait_ready("h1", "quiet", 90);
-    tb.wait_ready("h1", "sender", 90);
+    tb.wait_ready("h1", "send", 90);
     let config = solive::config::Config::load(&tb.state.join("solive.toml")).unwrap();
     let solive = Solive::start_with(
         config,
@@ -553,12 +553,12 @@ async fn evacuation_in_solive_order_with_reservations() {
     let base = solive.api.clone();
     // The sender's traffic is seen on its port (the order depends on it).
     solive
-        .host_when("h1", "the sender's 20 Mbit/s on its port", |h| {
+        .host_when("h1", "the send guest's 20 Mbit/s on its port", |h| {
             h["ports"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|p| p["vm"]["vm_id"] == "sender" && p["rx_bps"].as_f64().unwrap_or(0.0) > 10e6)
+                .any(|p| p["vm"]["vm_id"] == "send" && p["rx_bps"].as_f64().unwrap_or(0.0) > 10e6)
         })
         .await;
 
@@ -611,7 +611,7 @@ async fn evacuation_in_solive_order_with_reservations() {
     .await;
     eprintln!("{}", solive::client::evacuation_summary(&rec));
     assert_eq!(rec["state"], "done", "{rec:#}");
-    assert_eq!(rec["order"], json!(["sender", "quiet"]), "{rec:#}");
+    assert_eq!(rec["order"], json!(["send", "quiet"]), "{rec:#}");
     assert_eq!(rec["plan"]["vms"][0]["group"], "outgoing");
     for v in rec["vms"].as_array().unwrap() {
         assert_eq!(v["state"], "done", "{v:#}");
@@ -628,7 +628,7 @@ async fn evacuation_in_solive_order_with_reservations() {
     // libvirt agrees: both run on h2, none on h1.
     let on_h2 = tb.virsh("h2", &["list", "--name"]);
     assert!(
-        on_h2.contains("sender") && on_h2.contains("quiet"),
+        on_h2.contains("send") && on_h2.contains("quiet"),
         "{on_h2}"
     );
     assert!(tb.virsh("h1", &["list", "--name"]).trim().is_empty());

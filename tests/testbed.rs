@@ -627,10 +627,7 @@ async fn evacuation_in_solive_order_with_reservations() {
     assert!(total > 0 && rec["eviction_ms"].as_u64() == Some(total));
     // libvirt agrees: both run on h2, none on h1.
     let on_h2 = tb.virsh("h2", &["list", "--name"]);
-    assert!(
-        on_h2.contains("send") && on_h2.contains("quiet"),
-        "{on_h2}"
-    );
+    assert!(on_h2.contains("send") && on_h2.contains("quiet"), "{on_h2}");
     assert!(tb.virsh("h1", &["list", "--name"]).trim().is_empty());
     assert_eq!(solive.get("/v1/reservations").await, json!([]));
 

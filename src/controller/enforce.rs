@@ -158,6 +158,9 @@ pub enum MigrationPorts {
     Exact(u16),
     /// libvirt's default range 49152–49215.
     LibvirtRange,
+    /// Data that flows back from a server's port: an intermediary's store
+    /// answering the destination's reads (scatter-gather).
+    FromPort(u16),
 }
 
 /// One TCP flow of a migration, from one host address to another.
@@ -178,6 +181,7 @@ impl MigrationMatch {
         match self.ports {
             MigrationPorts::Exact(p) => m.tcp_dst(p, None),
             MigrationPorts::LibvirtRange => m.tcp_dst(LIBVIRT_PORTS.0, Some(LIBVIRT_PORTS.1)),
+            MigrationPorts::FromPort(p) => m.tcp_src(p, None),
         }
     }
 }

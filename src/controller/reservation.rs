@@ -31,7 +31,15 @@ pub struct ReservationRequest {
     /// libvirt's default range 49152-49215.
     #[serde(default)]
     pub migration_port: Option<u16>,
+    /// With intermediaries: the port of their stores (Redis). The source's
+    /// writes go to it and the destination's reads come back from it, so
+    /// those legs are matched on it.
+    #[serde(default)]
+    pub store_port: Option<u16>,
 }
+
+/// Redis's port, where scatter-gather's stores listen by default.
+pub const DEFAULT_STORE_PORT: u16 = 6379;
 
 fn default_threshold() -> f64 {
     10.0
@@ -110,6 +118,9 @@ impl ReservationRequest {
         }
         if self.migration_port == Some(0) {
             return Err(invalid("migration_port", "port 0 is not a port"));
+        }
+        if self.store_port == Some(0) {
+            return Err(invalid("store_port", "port 0 is not a port"));
         }
         Ok(params)
     }
@@ -238,14 +249,19 @@ impl Reservation {
         let addr = |n: &str| hosts.get(n).and_then(|h| h.address);
         let ports = self.ports();
         let r = &self.request;
-        let mut pairs = vec![(r.source.clone(), r.destination.clone())];
+        let store = r.store_port.unwrap_or(DEFAULT_STORE_PORT);
+        let mut pairs = vec![(r.source.clone(), r.destination.clone(), ports)];
         for i in &r.intermediaries {
-            pairs.push((r.source.clone(), i.clone()));
-            pairs.push((i.clone(), r.destination.clone()));
+            pairs.push((r.source.clone(), i.clone(), MigrationPorts::Exact(store)));
+            pairs.push((
+                i.clone(),
+                r.destination.clone(),
+                MigrationPorts::FromPort(store),
+            ));
         }
         pairs
             .into_iter()
-            .filter_map(|(a, b)| {
+            .filter_map(|(a, b, ports)| {
                 let m = MigrationMatch {
                     src: addr(&a)?,
                     dst: addr(&b)?,
@@ -351,6 +367,7 @@ mod tests {
             threshold: 10.0,
             max_reserve: None,
             migration_port: None,
+            store_port: None,
         }
     }
 
@@ -523,5 +540,34 @@ mod tests {
             req().validate(&h).unwrap(),
         );
         assert_eq!(r.flows(&h)[0].2.ports, MigrationPorts::Exact(49200));
+    }
+
+    #[test]
+    fn store_legs_match_the_store_port_both_ways() {
+        let h = hosts();
+        let r = Reservation::new(
+            1,
+            ReservationRequest {
+                intermediaries: vec!["i1".into()],
+                store_port: Some(6380),
+                ..req()
+            },
+            req().validate(&h).unwrap(),
+        );
+        let f = r.flows(&h);
+        let ports: Vec<_> = f
+            .iter()
+            .map(|(a, b, m)| (a.as_str(), b.as_str(), m.ports))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                ("s", "d", MigrationPorts::LibvirtRange),
+                ("s", "i1", MigrationPorts::Exact(6380)),
+                ("i1", "d", MigrationPorts::FromPort(6380)),
+            ]
+        );
+        let m = f[2].2.to_match();
+        assert!(format!("{m:?}").contains("TcpSrc"), "{m:?}");
     }
 }

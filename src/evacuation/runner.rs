@@ -138,6 +138,7 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
             threshold: req.threshold,
             max_reserve: None,
             migration_port: None,
+            store_port: None,
         },
         mode: req.mode,
         reserve: req.reserve,

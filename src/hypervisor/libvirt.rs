@@ -137,7 +137,10 @@ impl Libvirt {
 
     /// The statistics of the last completed migration job of `vm` on this
     /// host (on the destination after an incoming migration), or None.
-    pub fn completed_job_blocking(&self, vm: &str) -> Result<Option<CompletedJob>, HypervisorError> {
+    pub fn completed_job_blocking(
+        &self,
+        vm: &str,
+    ) -> Result<Option<CompletedJob>, HypervisorError> {
         let s = self.with_domain(vm, |d| d.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED))?;
         if s.r#type == sys::VIR_DOMAIN_JOB_NONE as i32 {
             return Ok(None);
@@ -182,7 +185,11 @@ impl Libvirt {
             .map_err(|e| self.vm_err(vm, e))?;
         let info0 = dom.info().map_err(|e| self.vm_err(vm, e))?;
         let t0 = Instant::now();
-        self.qmp_blocking(vm, "calc-dirty-rate", Some(qmp::calc_dirty_rate_args(window)))?;
+        self.qmp_blocking(
+            vm,
+            "calc-dirty-rate",
+            Some(qmp::calc_dirty_rate_args(window)),
+        )?;
         std::thread::sleep(Duration::from_secs(qmp::calc_secs(window)));
         let deadline = Instant::now() + Duration::from_secs(10);
         let rate = loop {
@@ -208,7 +215,10 @@ impl Libvirt {
             // The guest's pages that were never written are not resident;
             // QEMU's own memory (TCG's code buffer, device state) is, so this
             // errs high (see README "Measurement sources").
-            Some(kib) => ((kib / 4).min(info1.memory / 4), "QEMU process RSS (libvirt memory stats)"),
+            Some(kib) => (
+                (kib / 4).min(info1.memory / 4),
+                "QEMU process RSS (libvirt memory stats)",
+            ),
             None => (info1.memory / 4, "memory size (libvirt reports no RSS)"),
         };
         Ok(VmMeasurement {

@@ -122,7 +122,9 @@ pub enum DirtyRate {
     Measuring,
     /// Dirtied memory, MiB/s (QEMU's unit, an integer: less than 1 MiB/s
     /// reads 0).
-    Measured { mib_per_sec: u64 },
+    Measured {
+        mib_per_sec: u64,
+    },
 }
 
 impl DirtyRate {
@@ -373,12 +375,13 @@ impl Qmp {
     }
 
     async fn vm_names(&self) -> Result<Vec<String>, HypervisorError> {
-        let mut rd = tokio::fs::read_dir(&self.dir)
-            .await
-            .map_err(|e| HypervisorError::Connect {
-                uri: self.dir.display().to_string(),
-                message: e.to_string(),
-            })?;
+        let mut rd =
+            tokio::fs::read_dir(&self.dir)
+                .await
+                .map_err(|e| HypervisorError::Connect {
+                    uri: self.dir.display().to_string(),
+                    message: e.to_string(),
+                })?;
         let mut names = Vec::new();
         while let Ok(Some(e)) = rd.next_entry().await {
             let p = e.path();
@@ -424,7 +427,11 @@ impl Qmp {
         })
     }
 
-    async fn measure_vm(&self, vm: &str, window: Duration) -> Result<VmMeasurement, HypervisorError> {
+    async fn measure_vm(
+        &self,
+        vm: &str,
+        window: Duration,
+    ) -> Result<VmMeasurement, HypervisorError> {
         let mut c = self.client(vm).await?;
         let e = |x| self.err(vm, x);
         let mem = c
@@ -445,7 +452,10 @@ impl Qmp {
         let secs = t0.elapsed().as_secs_f64();
         let (non_zero_pages, non_zero_source) = match threads.first().and_then(|t| tgid_of(*t)) {
             Some(pid) => guest_ram_rss_pages(pid, memory_bytes),
-            None => (memory_bytes / 4096, "memory size (QEMU's pid unknown)".into()),
+            None => (
+                memory_bytes / 4096,
+                "memory size (QEMU's pid unknown)".into(),
+            ),
         };
         Ok(VmMeasurement {
             name: vm.to_string(),
@@ -457,7 +467,11 @@ impl Qmp {
         })
     }
 
-    async fn wait_dirty_rate(&self, vm: &str, window: Duration) -> Result<DirtyRate, HypervisorError> {
+    async fn wait_dirty_rate(
+        &self,
+        vm: &str,
+        window: Duration,
+    ) -> Result<DirtyRate, HypervisorError> {
         tokio::time::sleep(Duration::from_secs(calc_secs(window))).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -482,7 +496,8 @@ impl Qmp {
             .migrate_uri
             .clone()
             .ok_or_else(|| self.err(vm, "QMP migration needs migrate_uri (tcp:IP:PORT)"))?;
-        let caps = json!({"capabilities": [{"capability": "postcopy-ram", "state": opts.postcopy}]});
+        let caps =
+            json!({"capabilities": [{"capability": "postcopy-ram", "state": opts.postcopy}]});
         match opts.dest_uri.strip_prefix("unix:") {
             Some(path) => {
                 let mut d = QmpClient::connect(Path::new(path))
@@ -559,7 +574,9 @@ impl Qmp {
             let m = self.query_migrate(vm).await?;
             match m.status.as_str() {
                 "cancelled" | "failed" => return Ok(()),
-                "completed" => return Err(self.err(vm, "the migration completed before the cancel")),
+                "completed" => {
+                    return Err(self.err(vm, "the migration completed before the cancel"))
+                }
                 _ if Instant::now() > deadline => {
                     return Err(self.err(vm, format!("still {} after migrate_cancel", m.status)))
                 }
@@ -599,7 +616,11 @@ impl Hypervisor for Qmp {
         Box::pin(async move { me.migrate_vm(&vm, opts).await })
     }
 
-    fn set_max_speed(&self, vm: &str, mibs: u64) -> BoxFuture<'static, Result<(), HypervisorError>> {
+    fn set_max_speed(
+        &self,
+        vm: &str,
+        mibs: u64,
+    ) -> BoxFuture<'static, Result<(), HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
         Box::pin(async move {
             let args = json!({"max-bandwidth": mibs.saturating_mul(1 << 20)});
@@ -691,7 +712,10 @@ fn guest_ram_rss_pages(pid: u32, memory_bytes: u64) -> (u64, String) {
         return (memory_bytes / 4096, "memory size (no smaps)".into());
     };
     if let Some(kib) = ram_mapping_rss_kib(&smaps, memory_bytes / 1024) {
-        return (kib / 4, "resident pages of QEMU's guest-RAM mapping (/proc/PID/smaps)".into());
+        return (
+            kib / 4,
+            "resident pages of QEMU's guest-RAM mapping (/proc/PID/smaps)".into(),
+        );
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss = status
@@ -753,7 +777,12 @@ mod tests {
         assert_eq!(r.pages_per_sec(), Some(14.0 * 256.0));
         assert_eq!(DirtyRate::Measuring.pages_per_sec(), None);
         // Bad input is an error, not a panic.
-        for bad in [json!({}), json!({"status": "measured"}), json!({"status": 3}), json!([1])] {
+        for bad in [
+            json!({}),
+            json!({"status": "measured"}),
+            json!({"status": 3}),
+            json!([1]),
+        ] {
             assert!(DirtyRate::from_return(&bad).is_err(), "{bad}");
         }
         assert!(DirtyRate::from_return(&json!({"status": "weird"})).is_err());
@@ -781,7 +810,10 @@ mod tests {
             }
         );
         let ram = c.ram.unwrap();
-        assert_eq!((ram.normal, ram.duplicate, ram.postcopy_requests), (30378, 10855, 161));
+        assert_eq!(
+            (ram.normal, ram.duplicate, ram.postcopy_requests),
+            (30378, 10855, 161)
+        );
 
         let f = MigrationInfo::from_return(&reply("query-migrate", FAILED).unwrap()).unwrap();
         assert_eq!(f.status, "failed");
@@ -810,14 +842,23 @@ mod tests {
             }
         );
         assert!(matches!(reply("x", "{"), Err(QmpError::Protocol(_))));
-        assert!(matches!(reply("x", r#"{"id": 1}"#), Err(QmpError::Protocol(_))));
+        assert!(matches!(
+            reply("x", r#"{"id": 1}"#),
+            Err(QmpError::Protocol(_))
+        ));
         assert!(matches!(reply("x", "[]"), Err(QmpError::Protocol(_))));
     }
 
     #[test]
     fn command_texts_and_windows() {
-        assert_eq!(command_text("query-migrate", None), r#"{"execute":"query-migrate"}"#);
-        let t = command_text("calc-dirty-rate", Some(calc_dirty_rate_args(Duration::from_millis(2400))));
+        assert_eq!(
+            command_text("query-migrate", None),
+            r#"{"execute":"query-migrate"}"#
+        );
+        let t = command_text(
+            "calc-dirty-rate",
+            Some(calc_dirty_rate_args(Duration::from_millis(2400))),
+        );
         let v: Value = serde_json::from_str(&t).unwrap();
         assert_eq!(v["arguments"]["calc-time"], 2);
         assert_eq!(v["arguments"]["sample-pages"], 4096);

@@ -63,6 +63,56 @@ pub struct Config {
     /// across restarts. Without it, history lives only in memory.
     #[serde(default)]
     pub state: Option<StateConfig>,
+    #[serde(default)]
+    pub scatter: ScatterConfig,
+}
+
+/// `[scatter]`: migrations through intermediaries (see `crate::scatter`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScatterConfig {
+    /// The solive binary on the hosts; default: this one (right when the
+    /// hosts share its filesystem, as the testbed's do).
+    #[serde(default)]
+    pub solive: Option<PathBuf>,
+    /// Chunks per store write or read.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    #[serde(default = "default_chunk_kib")]
+    pub chunk_kib: usize,
+    /// Go through every host with a store when the destination cannot take
+    /// more than this share of the source's reservation short of it, percent
+    /// (when the request does not name intermediaries).
+    #[serde(default = "default_shortfall_pct")]
+    pub shortfall_pct: f64,
+    /// First local port of the relays (one per concurrent migration).
+    #[serde(default = "default_relay_port")]
+    pub relay_port: u16,
+}
+
+fn default_batch() -> usize {
+    10
+}
+fn default_chunk_kib() -> usize {
+    256
+}
+fn default_shortfall_pct() -> f64 {
+    20.0
+}
+fn default_relay_port() -> u16 {
+    49300
+}
+
+impl Default for ScatterConfig {
+    fn default() -> Self {
+        ScatterConfig {
+            solive: None,
+            batch: default_batch(),
+            chunk_kib: default_chunk_kib(),
+            shortfall_pct: default_shortfall_pct(),
+            relay_port: default_relay_port(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,6 +201,15 @@ pub struct HostConfig {
     /// list, measure and migrate its VMs through it, and migrate to it.
     #[serde(default)]
     pub libvirt: Option<String>,
+    /// How solive runs a helper on this host (scatter-gather's relays), as a
+    /// command prefix: `["ssh", "root@h1"]` in a datacenter,
+    /// `["ip", "netns", "exec", "h1"]` on the testbed. Empty: here.
+    #[serde(default)]
+    pub exec: Vec<String>,
+    /// This host's intermediary store, `redis://IP:PORT`: a host with one can
+    /// be an intermediary of scatter-gather migrations.
+    #[serde(default)]
+    pub store: Option<String>,
 }
 
 /// How a host enforces reservations (see `controller::enforce`).
@@ -217,6 +276,8 @@ impl Config {
                     address: Some(h.address),
                     enforcement: EnforcementMode::Auto,
                     libvirt: None,
+                    exec: Vec::new(),
+                    store: None,
                 });
             }
         }

@@ -58,6 +58,33 @@ pub fn hypervisors(config: &Config) -> BTreeMap<String, HostHypervisor> {
         .collect()
 }
 
+/// `[scatter]` and each host's `exec` and `store`.
+fn scatter_settings(config: &Config) -> evacuation::scatter::ScatterSettings {
+    let c = &config.scatter;
+    evacuation::scatter::ScatterSettings {
+        hosts: config
+            .hosts
+            .iter()
+            .map(|h| {
+                let hs = evacuation::scatter::HostScatter {
+                    exec: h.exec.clone(),
+                    store: h.store.clone(),
+                };
+                (h.name.clone(), hs)
+            })
+            .collect(),
+        solive: c
+            .solive
+            .clone()
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| "solive".into()),
+        batch: c.batch,
+        chunk_kib: c.chunk_kib,
+        shortfall_pct: c.shortfall_pct,
+        relay_port: c.relay_port,
+    }
+}
+
 /// Starts everything in the background and returns at once; fails only if
 /// the API's tokens file cannot be used.
 pub fn start(
@@ -98,6 +125,7 @@ pub fn start_with(
     };
     let settings = evacuation::Settings {
         period: Duration::from_millis(config.controller.period_ms),
+        scatter: scatter_settings(&config),
         ..evacuation::Settings::default()
     };
     let (store, loaded) = match &config.state {

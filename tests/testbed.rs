@@ -477,6 +477,7 @@ fn solive_migrates_through_libvirt_and_changes_the_speed_cap_mid_flight() {
         migrate_uri: Some("tcp://10.0.0.2".into()),
         bandwidth_mibs: 2,
         postcopy: false,
+        listen_address: None,
     };
     let migrating = {
         let h1 = h1.clone();

@@ -11,6 +11,7 @@
 pub mod record;
 pub mod request;
 mod runner;
+pub mod scatter;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -34,13 +35,15 @@ pub struct HostHypervisor {
     pub migrate_uri: Option<String>,
 }
 
-/// Timing of the runners.
-#[derive(Debug, Clone, Copy)]
+/// How the runners work.
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// How often a running migration's cap, progress and record are updated.
     pub period: Duration,
     /// How long each VM's dirty rate and CPU are measured before planning.
     pub measure_window: Duration,
+    /// Migrations through intermediaries.
+    pub scatter: scatter::ScatterSettings,
 }
 
 impl Default for Settings {
@@ -48,6 +51,7 @@ impl Default for Settings {
         Settings {
             period: Duration::from_secs(1),
             measure_window: Duration::from_secs(1),
+            scatter: scatter::ScatterSettings::default(),
         }
     }
 }
@@ -151,6 +155,7 @@ impl Evacuations {
             .map(|v| v.name)
             .collect();
         let valid = req.validate(&hosts, &on_source)?;
+        self.check_intermediaries(&req)?;
         let mut records = self.records();
         if let Some(busy) = records
             .values()
@@ -172,6 +177,35 @@ impl Evacuations {
         let task = tokio::spawn(runner::run(self.clone(), id, valid, cancel.clone()));
         self.running().insert(id, (cancel, task));
         Ok(rec)
+    }
+
+    /// Each named intermediary must be another host with a store.
+    fn check_intermediaries(&self, req: &EvacuationRequest) -> Result<(), RequestError> {
+        let Some(list) = &req.intermediaries else {
+            return Ok(());
+        };
+        let can = self
+            .inner
+            .settings
+            .scatter
+            .candidates(&req.source, &req.destination);
+        for (i, name) in list.iter().enumerate() {
+            if list[..i].contains(name) {
+                return Err(RequestError::Invalid {
+                    field: "intermediaries",
+                    message: format!("{name:?} is listed twice"),
+                });
+            }
+            if !can.contains(name) {
+                return Err(RequestError::Invalid {
+                    field: "intermediaries",
+                    message: format!(
+                        "{name:?} cannot be an intermediary (it must be another host with a `store`; these can: {can:?})"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn get(&self, id: u64) -> Option<EvacuationRecord> {

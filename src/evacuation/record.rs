@@ -88,6 +88,17 @@ pub struct VmRecord {
     pub postcopy_ms: Option<u64>,
     pub reservation_history: Vec<HistoryPoint>,
     pub error: Option<String>,
+    /// The intermediaries it went through (scatter-gather), if any.
+    #[serde(default)]
+    pub intermediaries: Vec<String>,
+    /// When all of it was off the source, ms since the evacuation was
+    /// created: through intermediaries, the last chunk acknowledged by a
+    /// store; directly, the end of the migration.
+    #[serde(default)]
+    pub evicted_ms: Option<u64>,
+    /// The relays' reports (scatter-gather).
+    #[serde(default)]
+    pub scatter: Option<serde_json::Value>,
 }
 
 impl VmRecord {
@@ -107,6 +118,9 @@ impl VmRecord {
             postcopy_ms: None,
             reservation_history: Vec::new(),
             error: None,
+            intermediaries: Vec::new(),
+            evicted_ms: None,
+            scatter: None,
         }
     }
 }
@@ -175,8 +189,15 @@ impl EvacuationRecord {
             .max();
         self.total_migration_ms = first.zip(last).map(|(a, b)| b.saturating_sub(a));
         let all_done = self.vms.iter().all(|v| v.state == VmState::Done);
+        // Through intermediaries the source is empty before the migrations
+        // end (the destination still gathers).
+        let evicted = self
+            .vms
+            .iter()
+            .filter_map(|v| v.evicted_ms.or(v.ended_ms))
+            .max();
         self.eviction_ms = (all_done && left_on_source.is_empty())
-            .then_some(self.total_migration_ms)
+            .then(|| first.zip(evicted).map(|(a, b)| b.saturating_sub(a)))
             .flatten();
         self.left_on_source = left_on_source;
         self.ended_ms = Some(now_ms);
@@ -218,6 +239,15 @@ mod tests {
         assert_eq!(r.eviction_ms, Some(2400));
         assert_eq!(r.state, EvacuationState::Done);
         assert!(r.state.finished());
+    }
+
+    #[test]
+    fn eviction_ends_when_the_last_chunk_is_safe() {
+        let mut r = rec();
+        r.vms[1].evicted_ms = Some(1700);
+        r.finish(3000, vec![], false);
+        assert_eq!(r.total_migration_ms, Some(2400));
+        assert_eq!(r.eviction_ms, Some(1600));
     }
 
     #[test]

@@ -40,6 +40,11 @@ pub struct EvacuationRequest {
     /// the VMs' traffic: the baseline of the paper's comparison.
     #[serde(default = "default_reserve")]
     pub reserve: bool,
+    /// Migrate through these hosts' stores (scatter-gather); `[]`: never;
+    /// absent: through every host with a store when the destination cannot
+    /// take the source's reservation (see `[scatter] shortfall_pct`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intermediaries: Option<Vec<String>>,
 }
 
 fn default_reserve() -> bool {

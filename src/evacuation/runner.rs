@@ -39,6 +39,11 @@ struct Job {
     fallback_bps: f64,
     /// The cap without a reservation: C.
     capacity_bps: f64,
+    /// The request's intermediaries (None: choose by the shortfall).
+    intermediaries: Option<Vec<String>>,
+    /// When the evacuation was created (Unix ms): puts the relays' wall-clock
+    /// figures on the record's time line.
+    created_unix_ms: u64,
 }
 
 impl Job {
@@ -144,11 +149,13 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
         reserve: req.reserve,
         fallback_bps: capacity_bps * valid.params.urgency / 100.0,
         capacity_bps,
+        intermediaries: req.intermediaries.clone(),
+        created_unix_ms: rec.created_unix_ms,
     };
     // Start in order, at most max_parallel at once.
     let slots = Arc::new(Semaphore::new(req.max_parallel as usize));
     let mut tasks = JoinSet::new();
-    for vm in order {
+    for (index, vm) in order.into_iter().enumerate() {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p,
             _ = cancel.cancelled() => break,
@@ -159,7 +166,7 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
         }
         let (job, cancel) = (job.clone(), cancel.clone());
         tasks.spawn(async move {
-            migrate_one(&job, &vm, &cancel).await;
+            migrate_one(&job, &vm, index, &cancel).await;
             drop(permit);
         });
     }
@@ -261,32 +268,75 @@ fn source_reserve_bps(v: &ReservationView) -> Option<f64> {
         .map(|h| h.reserve_bps)
 }
 
-async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
+/// Makes the VM's reservation, through `via` when not empty.
+async fn reserve(job: &Job, via: &[String]) -> Result<ReservationView, String> {
+    let mut req = job.reservation.clone();
+    req.intermediaries = via.to_vec();
+    if !via.is_empty() {
+        let stores = job.evac.inner.settings.scatter.stores(via);
+        req.store_port = job.evac.inner.settings.scatter.store_port(&stores);
+    }
+    job.evac
+        .inner
+        .controller
+        .create_reservation(req)
+        .await
+        .map_err(|e| format!("reservation refused: {e}"))
+}
+
+/// Whether the destination falls short of the source's reservation by more
+/// than `pct` percent of it (pure).
+pub(super) fn falls_short(view: &ReservationView, pct: f64) -> bool {
+    match source_reserve_bps(view) {
+        Some(src) if src > 0.0 => view.destination_shortfall_bps > src * pct / 100.0,
+        _ => false,
+    }
+}
+
+async fn migrate_one(job: &Job, vm: &str, index: usize, cancel: &CancellationToken) {
     if cancel.is_cancelled() {
         return;
     }
     let controller = &job.evac.inner.controller;
+    let scatter = &job.evac.inner.settings.scatter;
     let started = job.ms();
     job.update_vm(vm, |v| {
         v.state = VmState::Migrating;
         v.started_ms = Some(started);
     });
-    let reservation = if !job.reserve {
-        None
-    } else {
-        match controller.create_reservation(job.reservation.clone()).await {
-            Ok(r) => Some(r),
-            Err(e) => {
-                let ended = job.ms();
-                job.update_vm(vm, |v| {
-                    v.state = VmState::Failed;
-                    v.ended_ms = Some(ended);
-                    v.error = Some(format!("reservation refused: {e}"));
-                });
-                return;
-            }
-        }
+    let fail = |error: String| {
+        let ended = job.ms();
+        job.update_vm(vm, |v| {
+            v.state = VmState::Failed;
+            v.ended_ms = Some(ended);
+            v.error = Some(error);
+        });
     };
+    // Through intermediaries when asked, or (when the request leaves it to
+    // solive) when the destination cannot take the source's reservation.
+    let mut via = job.intermediaries.clone().unwrap_or_default();
+    let mut reservation = None;
+    if job.reserve {
+        match reserve(job, &via).await {
+            Ok(r) => reservation = Some(r),
+            Err(e) => return fail(e),
+        }
+    }
+    let candidates = scatter.candidates(&job.reservation.source, &job.reservation.destination);
+    if let Some(r) = reservation.as_ref().filter(|r| {
+        job.intermediaries.is_none()
+            && !candidates.is_empty()
+            && falls_short(r, scatter.shortfall_pct)
+    }) {
+        tracing::info!(evacuation = job.id, vm, shortfall_bps = r.destination_shortfall_bps, via = ?candidates,
+            "the destination falls short: migrating through intermediaries");
+        let _ = controller.delete_reservation(r.id).await;
+        via = candidates;
+        match reserve(job, &via).await {
+            Ok(r) => reservation = Some(r),
+            Err(e) => return fail(e),
+        }
+    }
     let rid = reservation.as_ref().map(|r| r.id);
     let mut cap = bps_to_mibs(match &reservation {
         Some(r) => source_reserve_bps(r).unwrap_or(job.fallback_bps),
@@ -295,20 +345,42 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
     job.update_vm(vm, |v| {
         v.reservation_id = rid;
         v.cap_mibs = Some(cap);
+        v.intermediaries = via.clone();
     });
-    let opts = MigrateOptions {
+    let mut opts = MigrateOptions {
         dest_uri: job.dest.uri.clone(),
         migrate_uri: job.dest.migrate_uri.clone(),
         bandwidth_mibs: cap,
-        postcopy: job.mode == Mode::Postcopy,
+        // The stores carry a one-way stream: pre-copy only (see
+        // crate::scatter).
+        postcopy: job.mode == Mode::Postcopy && via.is_empty(),
+        listen_address: None,
     };
-    tracing::info!(
-        evacuation = job.id,
-        vm,
-        reservation = rid,
-        cap_mibs = cap,
-        "migration starting"
-    );
+    let mut relays = None;
+    if !via.is_empty() {
+        let stores = scatter.stores(&via);
+        let port = scatter.relay_port.wrapping_add((index % 64) as u16);
+        let plan = super::scatter::relay_plan(
+            scatter,
+            vm,
+            &job.reservation.source,
+            &job.reservation.destination,
+            &stores,
+            port,
+        );
+        match super::scatter::Relays::start(&plan) {
+            Ok(r) => relays = Some(r),
+            Err(e) => {
+                if let Some(rid) = rid {
+                    let _ = controller.delete_reservation(rid).await;
+                }
+                return fail(e);
+            }
+        }
+        opts.migrate_uri = Some(format!("tcp://127.0.0.1:{port}"));
+        opts.listen_address = Some("127.0.0.1".into());
+    }
+    tracing::info!(evacuation = job.id, vm, reservation = ?rid, cap_mibs = cap, via = ?via, "migration starting");
     let hv = job.source.hv.clone();
     let mut migration = hv.migrate(vm, opts);
     let mut tick = tokio::time::interval(job.evac.inner.settings.period);
@@ -370,6 +442,35 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
             }
         }
     };
+    // The relays end with the migration (or are killed): their reports say
+    // when the source was empty.
+    let mut result = result;
+    let mut scatter_report = None;
+    let mut evicted = None;
+    if let Some(r) = relays {
+        let grace = if result.is_ok() { 60 } else { 5 };
+        let (push, gather) = r.finish(std::time::Duration::from_secs(grace)).await;
+        if let Ok(p) = &push {
+            let at = p["first_byte_unix_ms"].as_f64().unwrap_or(0.0)
+                + p["eviction_ms"].as_f64().unwrap_or(0.0);
+            evicted = Some((at as u64).saturating_sub(job.created_unix_ms));
+        }
+        let errors: Vec<String> = [&push, &gather]
+            .iter()
+            .filter_map(|r| r.as_ref().err().cloned())
+            .collect();
+        if let Err(e) = &mut result {
+            if !errors.is_empty() {
+                *e = format!("{e} ({})", errors.join("; "));
+            }
+        } else if !errors.is_empty() {
+            tracing::warn!(evacuation = job.id, vm, errors = ?errors, "the migration finished but a relay reported a problem");
+        }
+        scatter_report = Some(serde_json::json!({
+            "push": push.unwrap_or_else(|e| serde_json::json!({"error": e})),
+            "gather": gather.unwrap_or_else(|e| serde_json::json!({"error": e})),
+        }));
+    }
     // The reservation goes whatever happened; keep its history first.
     let mut history = None;
     if let Some(rid) = rid {
@@ -397,6 +498,10 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
     job.update_vm(vm, |v| {
         v.ended_ms = Some(ended);
         v.duration_ms = Some(duration);
+        v.scatter = scatter_report;
+        if result.is_ok() {
+            v.evicted_ms = evicted.filter(|e| *e <= ended).or(Some(ended));
+        }
         if let Some(h) = history {
             v.reservation_history = h;
         }

@@ -21,6 +21,10 @@ fn vm(non_zero_mib: u64, dirty_pages_per_sec: f64) -> FakeVm {
 }
 
 fn setup(cloud: &FakeCloud) -> Evacuations {
+    setup_with(cloud, Settings::default())
+}
+
+fn setup_with(cloud: &FakeCloud, settings: Settings) -> Evacuations {
     let config = Config::parse(
         r#"
 [controller]
@@ -44,6 +48,14 @@ bridge = "br2"
 uplink = "up2"
 capacity_mbps = 100
 address = "10.0.0.2"
+
+[[hosts]]
+name = "i1"
+ovsdb = "unix:/nonexistent/i1.sock"
+bridge = "br3"
+uplink = "up3"
+capacity_mbps = 100
+address = "10.0.0.3"
 "#,
     )
     .unwrap();
@@ -63,7 +75,7 @@ address = "10.0.0.2"
             )
         })
         .collect();
-    Evacuations::new(handle, hosts, Settings::default(), None)
+    Evacuations::new(handle, hosts, settings, None)
 }
 
 fn req(json: &str) -> EvacuationRequest {
@@ -340,4 +352,89 @@ async fn a_restart_marks_running_evacuations_interrupted_and_finds_the_vms() {
         .unwrap()
         .id;
     assert_eq!(id, 8);
+}
+
+/// The relays are processes: here a script standing in for `solive scatter`
+/// prints the reports a real one would (the real relays are tested against
+/// redis-server and QEMU in tests/scatter_*.rs).
+#[tokio::test]
+async fn intermediaries_run_the_relays_and_record_the_eviction() {
+    use super::scatter::{HostScatter, ScatterSettings};
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fake-solive");
+    let log = dir.path().join("calls");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {log}\nnow=$(date +%s%3N)\n\
+             case \"$2\" in push) echo \"{{\\\"eviction_ms\\\": 50, \\\"first_byte_unix_ms\\\": $now}}\";;\n\
+             gather) echo '{{\"bytes\": 1}}';; esac\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", script.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let mut scatter = ScatterSettings {
+        solive: script.clone(),
+        ..ScatterSettings::default()
+    };
+    scatter.hosts.insert(
+        "i1".into(),
+        HostScatter {
+            exec: vec![],
+            store: Some("redis://10.0.0.3:6390".into()),
+        },
+    );
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "a", vm(8, 0.0));
+    let evac = setup_with(
+        &cloud,
+        Settings {
+            period: Duration::from_millis(100),
+            measure_window: Duration::from_millis(10),
+            scatter,
+        },
+    );
+    let e = evac
+        .start(req(
+            r#"{"source":"h1","destination":"h2","intermediaries":["h2"]}"#,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("intermediaries: \"h2\" cannot be an intermediary"),
+        "{e}"
+    );
+    let id = evac
+        .start(req(
+            r#"{"source":"h1","destination":"h2","intermediaries":["i1"],"urgency":80}"#,
+        ))
+        .await
+        .unwrap()
+        .id;
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Done, "{rec:#?}");
+    let v = &rec.vms[0];
+    assert_eq!(v.intermediaries, vec!["i1"]);
+    assert_eq!(v.scatter.as_ref().unwrap()["gather"]["bytes"], 1);
+    assert!(v.evicted_ms.unwrap() <= v.ended_ms.unwrap());
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        calls.contains(
+            "scatter push --vm a --store redis://10.0.0.3:6390 --batch 10 --listen 127.0.0.1:49300"
+        ),
+        "{calls}"
+    );
+    assert!(calls.contains("scatter gather --vm a --store redis://10.0.0.3:6390 --batch 10 --connect 127.0.0.1:49300"), "{calls}");
+    assert!(evac
+        .inner
+        .controller
+        .reservations()
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -124,6 +124,7 @@ impl Libvirt {
         let params = MigrateParameters {
             bandwidth: Some(opts.bandwidth_mibs),
             uri: opts.migrate_uri.clone(),
+            listen_address: opts.listen_address.clone(),
             ..MigrateParameters::default()
         };
         self.with_domain(vm, |d| {

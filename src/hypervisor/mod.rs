@@ -133,6 +133,9 @@ pub struct MigrateOptions {
     pub bandwidth_mibs: u64,
     /// Start in pre-copy and allow switching to post-copy.
     pub postcopy: bool,
+    /// Where the destination's QEMU listens for the data (libvirt's
+    /// `listen_address`); `127.0.0.1` when a relay feeds it (scatter-gather).
+    pub listen_address: Option<String>,
 }
 
 impl MigrateOptions {
@@ -142,6 +145,7 @@ impl MigrateOptions {
             migrate_uri: None,
             bandwidth_mibs,
             postcopy: false,
+            listen_address: None,
         }
     }
 }

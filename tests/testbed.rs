@@ -608,6 +608,7 @@ capacity_mbps = 100
     assert!(e.contains("nope"), "{e}");
 
     // 2. Abort mid-flight.
+    eprintln!("stage 2 abort");
     let migrating = rt.spawn(h1.migrate("idle", opts("h2", 1, false)));
     let t = Instant::now();
     loop {
@@ -633,6 +634,7 @@ capacity_mbps = 100
     assert!(rt.block_on(h1.abort("idle")).is_err());
 
     // 3. Pre-copy with statistics; the non-zero estimate against what was sent.
+    eprintln!("stage 3 pre-copy");
     let t = Instant::now();
     let stats = rt
         .block_on(h1.migrate("idle", opts("h2", 50, false)))
@@ -655,6 +657,7 @@ capacity_mbps = 100
     assert_eq!(state_of(&h2, "idle").as_deref(), Some("running"));
 
     // 4. Post-copy after the first pass.
+    eprintln!("stage 4 post-copy");
     let migrating = rt.spawn(h1.migrate("busy", opts("h2", 8, true)));
     let t = Instant::now();
     let first_pass = loop {
@@ -704,6 +707,7 @@ capacity_mbps = 100
     assert!(cpu("busy") > c0, "busy does not run on h2");
 
     // 5. The destination's libvirtd dies mid-migration.
+    eprintln!("stage 5 dead destination");
     let migrating = rt.spawn(h2.migrate("idle", opts("h1", 1, false)));
     let t = Instant::now();
     while rt

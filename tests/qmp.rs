@@ -29,7 +29,12 @@ impl Drop for Qemu {
 
 fn guest() -> PathBuf {
     let out = run(&mut Command::new(repo_root().join("mininet/build-guest")));
-    PathBuf::from(out.lines().last().expect("build-guest printed nothing").trim())
+    PathBuf::from(
+        out.lines()
+            .last()
+            .expect("build-guest printed nothing")
+            .trim(),
+    )
 }
 
 /// Starts QEMU with its QMP socket `dir/vm.qmp`; `incoming` makes it a
@@ -62,7 +67,11 @@ fn qemu(dir: &Path, guest: &Path, incoming: Option<u16>) -> Qemu {
     let q = Qemu { child, serial };
     let deadline = Instant::now() + Duration::from_secs(20);
     while !dir.join("vm.qmp").exists() {
-        assert!(Instant::now() < deadline, "no QMP socket in {}", dir.display());
+        assert!(
+            Instant::now() < deadline,
+            "no QMP socket in {}",
+            dir.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     q
@@ -108,7 +117,10 @@ fn qmp_driver_measures_migrates_with_a_cap_and_aborts() {
 
     let vms = rt.block_on(h1.list()).unwrap();
     assert_eq!(vms.len(), 1);
-    assert_eq!((vms[0].name.as_str(), vms[0].state.as_str()), ("vm", "running"));
+    assert_eq!(
+        (vms[0].name.as_str(), vms[0].state.as_str()),
+        ("vm", "running")
+    );
     assert_eq!((vms[0].memory_kib, vms[0].vcpus), (128 * 1024, 1));
     assert_eq!(state(&rt, &h2), "inmigrate");
     let e = rt.block_on(h1.progress("other")).unwrap_err().to_string();
@@ -123,7 +135,10 @@ fn qmp_driver_measures_migrates_with_a_cap_and_aborts() {
     assert!(m.dirty_pages_per_sec >= 2.0 * 256.0, "{m:?}");
     assert!(m.cpu_pct > 30.0, "{m:?}");
     assert!(m.non_zero_source.contains("/proc/PID/mem"), "{m:?}");
-    assert!(m.non_zero_pages >= 16 * 256 && m.non_zero_pages <= 128 * 256, "{m:?}");
+    assert!(
+        m.non_zero_pages >= 16 * 256 && m.non_zero_pages <= 128 * 256,
+        "{m:?}"
+    );
     assert_eq!(rt.block_on(h1.progress("vm")).unwrap(), None);
 
     // A migration capped at 2 MiB/s; the cap is raised mid-flight.
@@ -150,7 +165,10 @@ fn qmp_driver_measures_migrates_with_a_cap_and_aborts() {
         t.elapsed().as_secs_f64()
     );
     assert!(stats.bytes.unwrap() > 16 << 20, "{stats:?}");
-    assert!(stats.downtime_ms.is_some() && stats.time_ms.unwrap() >= 3000, "{stats:?}");
+    assert!(
+        stats.downtime_ms.is_some() && stats.time_ms.unwrap() >= 3000,
+        "{stats:?}"
+    );
     assert_eq!(state(&rt, &h2), "running");
     assert_eq!(state(&rt, &h1), "postmigrate");
     drop(src);

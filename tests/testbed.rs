@@ -579,7 +579,10 @@ capacity_mbps = 100
     };
     let opts = |dest: &str, mibs: u64, postcopy: bool| MigrateOptions {
         dest_uri: tb.uri(dest),
-        migrate_uri: Some(format!("tcp://{}", tb.host(dest)["address"].as_str().unwrap())),
+        migrate_uri: Some(format!(
+            "tcp://{}",
+            tb.host(dest)["address"].as_str().unwrap()
+        )),
         bandwidth_mibs: mibs,
         postcopy,
     };
@@ -599,7 +602,10 @@ capacity_mbps = 100
     // 32 MiB rewritten in a loop (under TCG, sharing two cores: one pass
     // takes about 2 s): at least 8 MiB/s of distinct pages.
     assert!(busy.dirty_pages_per_sec >= 8.0 * 256.0, "{busy:?}");
-    assert!(busy.cpu_pct > 30.0 && idle.cpu_pct < busy.cpu_pct / 2.0, "{busy:?} {idle:?}");
+    assert!(
+        busy.cpu_pct > 30.0 && idle.cpu_pct < busy.cpu_pct / 2.0,
+        "{busy:?} {idle:?}"
+    );
     assert!(idle.non_zero_pages > 0 && idle.non_zero_pages <= 128 * 256);
     let e = rt
         .block_on(h1.measure("nope", window))
@@ -644,7 +650,10 @@ capacity_mbps = 100
         "pre-copy of idle: {:.1} s, {stats:?}, {job:?}",
         t.elapsed().as_secs_f64()
     );
-    assert!(stats.downtime_ms.is_some() && stats.time_ms.is_some(), "{stats:?}");
+    assert!(
+        stats.downtime_ms.is_some() && stats.time_ms.is_some(),
+        "{stats:?}"
+    );
     assert!(stats.bytes.unwrap() > 32 << 20, "{stats:?}");
     let normal = job.mem_normal_pages.unwrap();
     eprintln!(
@@ -682,16 +691,11 @@ capacity_mbps = 100
     let t = Instant::now();
     rt.block_on(h1.start_postcopy("busy")).unwrap();
     let stats = rt.block_on(migrating).unwrap().unwrap();
-    let job = h2.completed_job_blocking("busy").unwrap().unwrap();
     eprintln!(
-        "post-copy of busy: first pass {pass_secs:.1} s ({first_pass:?}); switch to done {:.1} s; {stats:?} {job:?}",
+        "post-copy of busy: first pass {pass_secs:.1} s ({first_pass:?}); switch to done {:.1} s; {stats:?}",
         t.elapsed().as_secs_f64()
     );
-    eprintln!(
-        "busy non-zero estimate {} pages vs {} normal pages sent (re-sent pages included)",
-        busy.non_zero_pages,
-        job.mem_normal_pages.unwrap_or(0)
-    );
+    assert!(stats.bytes.unwrap_or(0) > 8 << 20, "{stats:?}");
     assert_eq!(state_of(&h1, "busy"), None);
     assert_eq!(state_of(&h2, "busy").as_deref(), Some("running"));
     let cpu = |vm: &str| {
@@ -715,7 +719,10 @@ capacity_mbps = 100
         .unwrap()
         .is_none_or(|p| p.data_processed < 1 << 20)
     {
-        assert!(t.elapsed() < Duration::from_secs(30), "no progress back to h1");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no progress back to h1"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let pid = pid_file(&tb.state.join("hosts/h1/run/libvirtd.pid")).unwrap();

@@ -126,13 +126,75 @@ impl Libvirt {
             uri: opts.migrate_uri.clone(),
             ..MigrateParameters::default()
         };
-        self.with_domain(vm, |d| {
+        // Post-copy: the destination's libvirtd may not hold the completed
+        // statistics yet when the call returns, and asking for absent ones
+        // trips `virt`'s NULL bug (see `progress_blocking`); so the source
+        // QEMU's own figures are watched while the migration runs.
+        let watch = opts.postcopy.then(|| self.watch_migration(vm));
+        let started = Instant::now();
+        let done = self.with_domain(vm, |d| {
             d.migrate_to_uri3(Some(&opts.dest_uri), params, flags)
-        })?;
+        });
+        let last = watch.and_then(|(stop, last, thread)| {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = thread.join();
+            last.lock().ok().and_then(|mut l| l.take())
+        });
+        done?;
+        if let Some(m) = last {
+            if m.status == "completed" {
+                return Ok(m.stats());
+            }
+            // Missed the last moment: what was sent until then.
+            return Ok(MigrationStats {
+                downtime_ms: None,
+                bytes: m.ram.map(|r| r.transferred),
+                time_ms: Some(started.elapsed().as_millis() as u64),
+            });
+        }
+        if opts.postcopy {
+            return Ok(MigrationStats::default());
+        }
         match Libvirt::new(&opts.dest_uri).completed_job_blocking(vm) {
             Ok(Some(job)) => Ok(job.stats),
             Ok(None) | Err(_) => Ok(MigrationStats::default()),
         }
+    }
+
+    /// Polls the source QEMU's `query-migrate` every 100 ms on a thread of
+    /// its own and keeps the last answer of this migration.
+    #[allow(clippy::type_complexity)]
+    fn watch_migration(
+        &self,
+        vm: &str,
+    ) -> (
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::sync::Arc<std::sync::Mutex<Option<MigrationInfo>>>,
+        std::thread::JoinHandle<()>,
+    ) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let stop = Arc::new(AtomicBool::new(false));
+        let last = Arc::new(Mutex::new(None));
+        let (me, vm) = (self.clone(), vm.to_string());
+        let (s, l) = (stop.clone(), last.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let m = me
+                    .qmp_blocking(&vm, "query-migrate", None)
+                    .ok()
+                    .and_then(|v| MigrationInfo::from_return(&v).ok());
+                // Before this migration starts QEMU may still report the
+                // previous one (e.g. "cancelled"): only running or completed.
+                if let Some(m) = m.filter(|m| m.is_running() || m.status == "completed") {
+                    if let Ok(mut g) = l.lock() {
+                        *g = Some(m);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        (stop, last, thread)
     }
 
     /// The statistics of the last completed migration job of `vm` on this
@@ -143,10 +205,15 @@ impl Libvirt {
     /// `job_stats` mishandles the empty answer (see `progress_blocking`).
     /// KEEP_COMPLETED: libvirt forgets completed statistics once read
     /// otherwise, and a second reader would hit that empty answer.
-    pub fn completed_job_blocking(&self, vm: &str) -> Result<Option<CompletedJob>, HypervisorError> {
-        let s = self.with_domain(vm, |d| d.job_stats(
+    pub fn completed_job_blocking(
+        &self,
+        vm: &str,
+    ) -> Result<Option<CompletedJob>, HypervisorError> {
+        let s = self.with_domain(vm, |d| {
+            d.job_stats(
                 sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED,
-            ))?;
+            )
+        })?;
         if s.r#type == sys::VIR_DOMAIN_JOB_NONE as i32 {
             return Ok(None);
         }
@@ -190,7 +257,11 @@ impl Libvirt {
             .map_err(|e| self.vm_err(vm, e))?;
         let info0 = dom.info().map_err(|e| self.vm_err(vm, e))?;
         let t0 = Instant::now();
-        self.qmp_blocking(vm, "calc-dirty-rate", Some(qmp::calc_dirty_rate_args(window)))?;
+        self.qmp_blocking(
+            vm,
+            "calc-dirty-rate",
+            Some(qmp::calc_dirty_rate_args(window)),
+        )?;
         std::thread::sleep(Duration::from_secs(qmp::calc_secs(window)));
         let deadline = Instant::now() + Duration::from_secs(10);
         let rate = loop {
@@ -221,7 +292,7 @@ impl Libvirt {
                     .memory_stats(0)
                     .map_err(|e| self.vm_err(vm, e))?
                     .iter()
-                    .find(|s| s.tag == sys::VIR_DOMAIN_MEMORY_STAT_RSS as u32)
+                    .find(|s| s.tag == sys::VIR_DOMAIN_MEMORY_STAT_RSS)
                     .map(|s| s.val);
                 match rss_kib {
                     Some(kib) => (
@@ -345,7 +416,11 @@ impl Hypervisor for Libvirt {
         Box::pin(blocking(move || me.migrate_blocking(&vm, &opts)))
     }
 
-    fn set_max_speed(&self, vm: &str, mibs: u64) -> BoxFuture<'static, Result<(), HypervisorError>> {
+    fn set_max_speed(
+        &self,
+        vm: &str,
+        mibs: u64,
+    ) -> BoxFuture<'static, Result<(), HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
         Box::pin(blocking(move || me.set_max_speed_blocking(&vm, mibs)))
     }

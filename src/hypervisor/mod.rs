@@ -36,7 +36,8 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
         opts: MigrateOptions,
     ) -> BoxFuture<'static, Result<MigrationStats, HypervisorError>>;
     /// Changes a running migration's speed cap, MiB/s.
-    fn set_max_speed(&self, vm: &str, mibs: u64) -> BoxFuture<'static, Result<(), HypervisorError>>;
+    fn set_max_speed(&self, vm: &str, mibs: u64)
+        -> BoxFuture<'static, Result<(), HypervisorError>>;
     /// The running migration's progress, or None when no job runs.
     fn progress(
         &self,

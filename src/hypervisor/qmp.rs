@@ -122,7 +122,9 @@ pub enum DirtyRate {
     Measuring,
     /// Dirtied memory, MiB/s (QEMU's unit, an integer: less than 1 MiB/s
     /// reads 0).
-    Measured { mib_per_sec: u64 },
+    Measured {
+        mib_per_sec: u64,
+    },
 }
 
 impl DirtyRate {
@@ -373,12 +375,13 @@ impl Qmp {
     }
 
     async fn vm_names(&self) -> Result<Vec<String>, HypervisorError> {
-        let mut rd = tokio::fs::read_dir(&self.dir)
-            .await
-            .map_err(|e| HypervisorError::Connect {
-                uri: self.dir.display().to_string(),
-                message: e.to_string(),
-            })?;
+        let mut rd =
+            tokio::fs::read_dir(&self.dir)
+                .await
+                .map_err(|e| HypervisorError::Connect {
+                    uri: self.dir.display().to_string(),
+                    message: e.to_string(),
+                })?;
         let mut names = Vec::new();
         while let Ok(Some(e)) = rd.next_entry().await {
             let p = e.path();
@@ -424,7 +427,11 @@ impl Qmp {
         })
     }
 
-    async fn measure_vm(&self, vm: &str, window: Duration) -> Result<VmMeasurement, HypervisorError> {
+    async fn measure_vm(
+        &self,
+        vm: &str,
+        window: Duration,
+    ) -> Result<VmMeasurement, HypervisorError> {
         let mut c = self.client(vm).await?;
         let e = |x| self.err(vm, x);
         let mem = c
@@ -445,7 +452,10 @@ impl Qmp {
         let secs = t0.elapsed().as_secs_f64();
         let (non_zero_pages, non_zero_source) = match threads.first().and_then(|t| tgid_of(*t)) {
             Some(pid) => non_zero_estimate(pid, memory_bytes),
-            None => (memory_bytes / 4096, "memory size (QEMU's pid unknown)".into()),
+            None => (
+                memory_bytes / 4096,
+                "memory size (QEMU's pid unknown)".into(),
+            ),
         };
         Ok(VmMeasurement {
             name: vm.to_string(),
@@ -457,7 +467,11 @@ impl Qmp {
         })
     }
 
-    async fn wait_dirty_rate(&self, vm: &str, window: Duration) -> Result<DirtyRate, HypervisorError> {
+    async fn wait_dirty_rate(
+        &self,
+        vm: &str,
+        window: Duration,
+    ) -> Result<DirtyRate, HypervisorError> {
         tokio::time::sleep(Duration::from_secs(calc_secs(window))).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -482,7 +496,8 @@ impl Qmp {
             .migrate_uri
             .clone()
             .ok_or_else(|| self.err(vm, "QMP migration needs migrate_uri (tcp:IP:PORT)"))?;
-        let caps = json!({"capabilities": [{"capability": "postcopy-ram", "state": opts.postcopy}]});
+        let caps =
+            json!({"capabilities": [{"capability": "postcopy-ram", "state": opts.postcopy}]});
         match opts.dest_uri.strip_prefix("unix:") {
             Some(path) => {
                 let mut d = QmpClient::connect(Path::new(path))
@@ -559,7 +574,9 @@ impl Qmp {
             let m = self.query_migrate(vm).await?;
             match m.status.as_str() {
                 "cancelled" | "failed" => return Ok(()),
-                "completed" => return Err(self.err(vm, "the migration completed before the cancel")),
+                "completed" => {
+                    return Err(self.err(vm, "the migration completed before the cancel"))
+                }
                 _ if Instant::now() > deadline => {
                     return Err(self.err(vm, format!("still {} after migrate_cancel", m.status)))
                 }
@@ -599,7 +616,11 @@ impl Hypervisor for Qmp {
         Box::pin(async move { me.migrate_vm(&vm, opts).await })
     }
 
-    fn set_max_speed(&self, vm: &str, mibs: u64) -> BoxFuture<'static, Result<(), HypervisorError>> {
+    fn set_max_speed(
+        &self,
+        vm: &str,
+        mibs: u64,
+    ) -> BoxFuture<'static, Result<(), HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
         Box::pin(async move {
             let args = json!({"max-bandwidth": mibs.saturating_mul(1 << 20)});
@@ -831,7 +852,12 @@ mod tests {
         assert_eq!(r.pages_per_sec(), Some(14.0 * 256.0));
         assert_eq!(DirtyRate::Measuring.pages_per_sec(), None);
         // Bad input is an error, not a panic.
-        for bad in [json!({}), json!({"status": "measured"}), json!({"status": 3}), json!([1])] {
+        for bad in [
+            json!({}),
+            json!({"status": "measured"}),
+            json!({"status": 3}),
+            json!([1]),
+        ] {
             assert!(DirtyRate::from_return(&bad).is_err(), "{bad}");
         }
         assert!(DirtyRate::from_return(&json!({"status": "weird"})).is_err());
@@ -859,7 +885,10 @@ mod tests {
             }
         );
         let ram = c.ram.unwrap();
-        assert_eq!((ram.normal, ram.duplicate, ram.postcopy_requests), (30378, 10855, 161));
+        assert_eq!(
+            (ram.normal, ram.duplicate, ram.postcopy_requests),
+            (30378, 10855, 161)
+        );
 
         let f = MigrationInfo::from_return(&reply("query-migrate", FAILED).unwrap()).unwrap();
         assert_eq!(f.status, "failed");
@@ -888,14 +917,23 @@ mod tests {
             }
         );
         assert!(matches!(reply("x", "{"), Err(QmpError::Protocol(_))));
-        assert!(matches!(reply("x", r#"{"id": 1}"#), Err(QmpError::Protocol(_))));
+        assert!(matches!(
+            reply("x", r#"{"id": 1}"#),
+            Err(QmpError::Protocol(_))
+        ));
         assert!(matches!(reply("x", "[]"), Err(QmpError::Protocol(_))));
     }
 
     #[test]
     fn command_texts_and_windows() {
-        assert_eq!(command_text("query-migrate", None), r#"{"execute":"query-migrate"}"#);
-        let t = command_text("calc-dirty-rate", Some(calc_dirty_rate_args(Duration::from_millis(2400))));
+        assert_eq!(
+            command_text("query-migrate", None),
+            r#"{"execute":"query-migrate"}"#
+        );
+        let t = command_text(
+            "calc-dirty-rate",
+            Some(calc_dirty_rate_args(Duration::from_millis(2400))),
+        );
         let v: Value = serde_json::from_str(&t).unwrap();
         assert_eq!(v["arguments"]["calc-time"], 2);
         assert_eq!(v["arguments"]["sample-pages"], 4096);
@@ -905,9 +943,13 @@ mod tests {
 
     #[test]
     fn proc_parsing() {
-        // A real /proc/TID/stat line of a QEMU vCPU thread; the name has a space.
-        let stat = "30410 (CPU 0/TCG) S 1 30405 30405 0 -1 4194624 137 0 0 0 917 12 0 0 20 0 4 0 941857 450097152 9300 18446744073709551615 1 1 0 0 0 0 0 4096 17635 0 0 0 -1 1 0 0 0 0 0 0 0 0 0 0 0 0 0";
-        assert_eq!(stat_cpu_ticks(stat), Some(929));
+        // A real /proc/TID/stat line of a QEMU 7.2 TCG vCPU thread (utime
+        // 180, stime 11 ticks).
+        let stat = "13210 (qemu-system-x86) R 13205 13205 20961 0 -1 138412224 4024 0 0 0 180 11 0 0 20 0 3 0 1234247 1402617856 25082 18446744073709551615 94071399145472 94071405005909 140726263550928 0 0 0 2147220087 4100 16451 0 0 0 -1 1 0 0 0 0 0 94071408118008 94071413322160 94071896096768 140726263552533 140726263552721 140726263552721 140726263554012 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(191));
+        // A name with spaces and parentheses (threads named by QEMU's
+        // debug-threads option look like this).
+        assert_eq!(stat_cpu_ticks("7 (CPU 0/TCG) (x) R 1 2 3 4 5 6 7 8 9 10 5 6 0"), Some(11));
         assert_eq!(stat_cpu_ticks("garbage"), None);
         assert_eq!(stat_cpu_ticks("1 (x) S 1"), None);
         // Lines of a real /proc/PID/maps of QEMU 7.2 running a 128 MiB guest

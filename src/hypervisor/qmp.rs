@@ -949,7 +949,10 @@ mod tests {
         assert_eq!(stat_cpu_ticks(stat), Some(191));
         // A name with spaces and parentheses (threads named by QEMU's
         // debug-threads option look like this).
-        assert_eq!(stat_cpu_ticks("7 (CPU 0/TCG) (x) R 1 2 3 4 5 6 7 8 9 10 5 6 0"), Some(11));
+        assert_eq!(
+            stat_cpu_ticks("7 (CPU 0/TCG) (x) R 1 2 3 4 5 6 7 8 9 10 5 6 0"),
+            Some(11)
+        );
         assert_eq!(stat_cpu_ticks("garbage"), None);
         assert_eq!(stat_cpu_ticks("1 (x) S 1"), None);
         // Lines of a real /proc/PID/maps of QEMU 7.2 running a 128 MiB guest

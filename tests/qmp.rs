@@ -2,7 +2,7 @@
 //! processes started by the test (TCG, the testbed's guest from
 //! `mininet/build-guest`): list, measure, a capped migration whose cap is
 //! raised mid-flight, the destination running afterwards, and an abort on a
-//! second migration. Needs root (the guest cache, reading QEMU's memory) and
+//! second migration, and post-copy switched by solive. Needs root (the guest cache, reading QEMU's memory) and
 //! QEMU; missing tools are failures.
 mod support;
 
@@ -212,4 +212,28 @@ fn qmp_driver_measures_migrates_with_a_cap_and_aborts() {
     if let Ok(vms) = rt.block_on(h3.list()) {
         assert!(vms.iter().all(|v| v.state != "running"), "{vms:?}");
     }
+
+    // Post-copy: started capped at 4 MiB/s, switched by solive a second in;
+    // the rest comes on demand and in the background, and the VM runs on
+    // the destination.
+    let (port3, dst3_dir) = (free_port(), tmp.path().join("dst3"));
+    let _dst3 = qemu(&dst3_dir, &guest, Some(port3));
+    let h4 = Qmp::new(&dst3_dir);
+    let mut pc = opts(port3, &dst3_dir);
+    pc.bandwidth_mibs = 4;
+    pc.postcopy = true;
+    let migrating = rt.spawn(h2.migrate("vm", pc));
+    std::thread::sleep(Duration::from_secs(1));
+    let before = rt.block_on(h2.progress("vm")).unwrap().unwrap();
+    rt.block_on(h2.start_postcopy("vm")).unwrap();
+    let t = Instant::now();
+    let stats = rt.block_on(migrating).unwrap().unwrap();
+    eprintln!(
+        "post-copy: switched after {} bytes, done {:.1} s later: {stats:?}",
+        before.data_processed,
+        t.elapsed().as_secs_f64()
+    );
+    assert!(stats.bytes.unwrap() > 16 << 20, "{stats:?}");
+    assert_eq!(state(&rt, &h4), "running");
+    assert_eq!(state(&rt, &h2), "postmigrate");
 }

@@ -1,9 +1,9 @@
 //! solive's QMP driver (`solive::hypervisor::qmp::Qmp`) against bare QEMU
 //! processes started by the test (TCG, the testbed's guest from
 //! `mininet/build-guest`): list, measure, a capped migration whose cap is
-//! raised mid-flight, the destination running afterwards, and an abort on a
-//! second migration, and post-copy switched by solive. Needs root (the guest cache, reading QEMU's memory) and
-//! QEMU; missing tools are failures.
+//! raised mid-flight, the destination running afterwards, an abort of a
+//! second migration, and post-copy switched by solive. Needs root (the guest
+//! cache, reading QEMU's memory) and QEMU; missing tools are failures.
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -672,3 +672,227 @@ async fn evacuation_in_solive_order_with_reservations() {
     solive.stop().await;
     tb.down();
 }
+
+/// solive's libvirt driver end to end, on one testbed bring-up (each check
+/// needs a fresh guest state, so they run in an order that leaves one):
+///
+/// 1. `measure`: a guest rewriting a 32 MiB working set measures a clearly
+///    higher dirty rate and CPU use than an idle one;
+/// 2. `abort`: a pre-copy migration capped at 1 MiB/s, aborted mid-flight,
+///    leaves the VM running (not paused) on the source, and `migrate` fails
+///    with an error naming it;
+/// 3. `migrate` (pre-copy) returns real statistics, and the idle guest's
+///    non-zero estimate is compared with the pages the migration really sent;
+/// 4. post-copy: the busy guest does not converge at 8 MiB/s; after the first
+///    pass solive switches to post-copy and it completes, running on h2;
+/// 5. a dead destination: migrating the idle guest back to h1 while h1's
+///    libvirtd is killed leaves it running on h2, with an error naming it.
+#[test]
+fn solive_libvirt_driver_measures_aborts_postcopies_and_survives_a_dead_destination() {
+    use solive::hypervisor::libvirt::Libvirt;
+    use solive::hypervisor::{Hypervisor, MigrateOptions};
+    let _lock = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let topo = dir.path().join("drv.toml");
+    std::fs::write(
+        &topo,
+        r#"name = "driver"
+[[hosts]]
+name = "h1"
+address = "10.0.0.1"
+capacity_mbps = 100
+[[hosts.vms]]
+name = "busy"
+memory_mib = 128
+workload = "memory"
+fill_mib = 8
+working_set_mib = 32
+[[hosts.vms]]
+name = "idle"
+memory_mib = 128
+workload = "idle"
+fill_mib = 32
+[[hosts]]
+name = "h2"
+address = "10.0.0.2"
+capacity_mbps = 100
+"#,
+    )
+    .unwrap();
+    let state = "/tmp/solive-testbed-drv";
+    let tb = Testbed::up(topo.to_str().unwrap(), state);
+    tb.wait_ready("h1", "busy", 90);
+    tb.wait_ready("h1", "idle", 90);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (h1, h2) = (Libvirt::new(&tb.uri("h1")), Libvirt::new(&tb.uri("h2")));
+    let state_of = |lv: &Libvirt, vm: &str| -> Option<String> {
+        lv.list_blocking()
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == vm)
+            .map(|v| v.state)
+    };
+    let opts = |dest: &str, mibs: u64, postcopy: bool| MigrateOptions {
+        dest_uri: tb.uri(dest),
+        migrate_uri: Some(format!(
+            "tcp://{}",
+            tb.host(dest)["address"].as_str().unwrap()
+        )),
+        bandwidth_mibs: mibs,
+        postcopy,
+        listen_address: None,
+    };
+
+    // 1. Measuring.
+    let window = Duration::from_secs(2);
+    let busy = rt.block_on(h1.measure("busy", window)).unwrap();
+    let idle = rt.block_on(h1.measure("idle", window)).unwrap();
+    eprintln!("measured: {busy:?}\n          {idle:?}");
+    assert_eq!(busy.memory_kib, 128 * 1024);
+    assert!(
+        busy.dirty_pages_per_sec >= 4.0 * idle.dirty_pages_per_sec.max(256.0),
+        "busy {} pages/s, idle {} pages/s",
+        busy.dirty_pages_per_sec,
+        idle.dirty_pages_per_sec
+    );
+    // 32 MiB rewritten in a loop (under TCG, sharing two cores: one pass
+    // takes about 2 s): at least 8 MiB/s of distinct pages.
+    assert!(busy.dirty_pages_per_sec >= 8.0 * 256.0, "{busy:?}");
+    assert!(
+        busy.cpu_pct > 30.0 && idle.cpu_pct < busy.cpu_pct / 2.0,
+        "{busy:?} {idle:?}"
+    );
+    assert!(idle.non_zero_pages > 0 && idle.non_zero_pages <= 128 * 256);
+    let e = rt
+        .block_on(h1.measure("nope", window))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope"), "{e}");
+
+    // 2. Abort mid-flight.
+    eprintln!("stage 2 abort");
+    let migrating = rt.spawn(h1.migrate("idle", opts("h2", 1, false)));
+    let t = Instant::now();
+    loop {
+        let p = rt.block_on(h1.progress("idle")).unwrap();
+        if p.is_some_and(|p| p.data_processed > 1 << 20) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no progress: {p:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let t = Instant::now();
+    rt.block_on(h1.abort("idle")).unwrap();
+    let err = rt.block_on(migrating).unwrap().unwrap_err().to_string();
+    eprintln!(
+        "abort: migrate returned {:.2} s after abort: {err}",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(err.contains("idle"), "{err}");
+    assert_eq!(state_of(&h1, "idle").as_deref(), Some("running"));
+    assert_eq!(state_of(&h2, "idle"), None);
+    assert_eq!(rt.block_on(h1.progress("idle")).unwrap(), None);
+    // Nothing to abort now: an error, not a hang.
+    assert!(rt.block_on(h1.abort("idle")).is_err());
+
+    // 3. Pre-copy with statistics; the non-zero estimate against what was sent.
+    eprintln!("stage 3 pre-copy");
+    let t = Instant::now();
+    let stats = rt
+        .block_on(h1.migrate("idle", opts("h2", 50, false)))
+        .unwrap();
+    let job = h2.completed_job_blocking("idle").unwrap().unwrap();
+    eprintln!(
+        "pre-copy of idle: {:.1} s, {stats:?}, {job:?}",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(
+        stats.downtime_ms.is_some() && stats.time_ms.is_some(),
+        "{stats:?}"
+    );
+    assert!(stats.bytes.unwrap() > 32 << 20, "{stats:?}");
+    let normal = job.mem_normal_pages.unwrap();
+    eprintln!(
+        "non-zero estimate ({}): {} pages; the migration sent {normal} normal and {} zero pages; estimate/sent = {:.2}",
+        idle.non_zero_source,
+        idle.non_zero_pages,
+        job.mem_zero_pages.unwrap_or(0),
+        idle.non_zero_pages as f64 / normal as f64
+    );
+    assert_eq!(state_of(&h2, "idle").as_deref(), Some("running"));
+
+    // 4. Post-copy after the first pass.
+    eprintln!("stage 4 post-copy");
+    let migrating = rt.spawn(h1.migrate("busy", opts("h2", 8, true)));
+    let t = Instant::now();
+    let first_pass = loop {
+        let p = rt.block_on(h1.progress("busy")).unwrap();
+        if let Some(p) = p.filter(|p| p.mem_iteration >= 2) {
+            break p;
+        }
+        if migrating.is_finished() {
+            panic!(
+                "the migration ended before its first pass was over: {:?}",
+                rt.block_on(migrating).unwrap()
+            );
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "first pass: {p:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let pass_secs = t.elapsed().as_secs_f64();
+    // It does not converge: a second later it still runs with data left.
+    std::thread::sleep(Duration::from_secs(1));
+    let p = rt.block_on(h1.progress("busy")).unwrap().unwrap();
+    assert!(p.data_remaining > 0 && !migrating.is_finished(), "{p:?}");
+    let t = Instant::now();
+    rt.block_on(h1.start_postcopy("busy")).unwrap();
+    let stats = rt.block_on(migrating).unwrap().unwrap();
+    eprintln!(
+        "post-copy of busy: first pass {pass_secs:.1} s ({first_pass:?}); switch to done {:.1} s; {stats:?}",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(stats.bytes.unwrap_or(0) > 8 << 20, "{stats:?}");
+    assert_eq!(state_of(&h1, "busy"), None);
+    assert_eq!(state_of(&h2, "busy").as_deref(), Some("running"));
+    let cpu = |vm: &str| {
+        h2.list_blocking()
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == vm)
+            .unwrap()
+            .cpu_time_ns
+    };
+    let c0 = cpu("busy");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(cpu("busy") > c0, "busy does not run on h2");
+
+    // 5. The destination's libvirtd dies mid-migration.
+    eprintln!("stage 5 dead destination");
+    let migrating = rt.spawn(h2.migrate("idle", opts("h1", 1, false)));
+    let t = Instant::now();
+    while rt
+        .block_on(h2.progress("idle"))
+        .unwrap()
+        .is_none_or(|p| p.data_processed < 1 << 20)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no progress back to h1"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = pid_file(&tb.state.join("hosts/h1/run/libvirtd.pid")).unwrap();
+    run(Command::new("kill").args(["-KILL", &pid.to_string()]));
+    let t = Instant::now();
+    let err = rt.block_on(migrating).unwrap().unwrap_err().to_string();
+    eprintln!(
+        "destination libvirtd killed: migrate failed after {:.1} s: {err}",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(err.contains("idle"), "{err}");
+    assert_eq!(state_of(&h2, "idle").as_deref(), Some("running"));
+    let c0 = cpu("idle");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(cpu("idle") > c0, "idle does not run on h2");
+    tb.down();
+}

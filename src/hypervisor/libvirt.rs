@@ -127,22 +127,94 @@ impl Libvirt {
             listen_address: opts.listen_address.clone(),
             ..MigrateParameters::default()
         };
-        self.with_domain(vm, |d| {
+        // Post-copy: the destination's libvirtd may not hold the completed
+        // statistics yet when the call returns, and asking for absent ones
+        // trips `virt`'s NULL bug (see `progress_blocking`); so the source
+        // QEMU's own figures are watched while the migration runs.
+        let watch = opts.postcopy.then(|| self.watch_migration(vm));
+        let started = Instant::now();
+        let done = self.with_domain(vm, |d| {
             d.migrate_to_uri3(Some(&opts.dest_uri), params, flags)
-        })?;
+        });
+        let last = watch.and_then(|(stop, last, thread)| {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = thread.join();
+            last.lock().ok().and_then(|mut l| l.take())
+        });
+        done?;
+        if let Some(m) = last {
+            if m.status == "completed" {
+                return Ok(m.stats());
+            }
+            // Missed the last moment: what was sent until then.
+            return Ok(MigrationStats {
+                downtime_ms: None,
+                bytes: m.ram.map(|r| r.transferred),
+                time_ms: Some(started.elapsed().as_millis() as u64),
+            });
+        }
+        if opts.postcopy {
+            return Ok(MigrationStats::default());
+        }
         match Libvirt::new(&opts.dest_uri).completed_job_blocking(vm) {
             Ok(Some(job)) => Ok(job.stats),
             Ok(None) | Err(_) => Ok(MigrationStats::default()),
         }
     }
 
+    /// Polls the source QEMU's `query-migrate` every 100 ms on a thread of
+    /// its own and keeps the last answer of this migration.
+    #[allow(clippy::type_complexity)]
+    fn watch_migration(
+        &self,
+        vm: &str,
+    ) -> (
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::sync::Arc<std::sync::Mutex<Option<MigrationInfo>>>,
+        std::thread::JoinHandle<()>,
+    ) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let stop = Arc::new(AtomicBool::new(false));
+        let last = Arc::new(Mutex::new(None));
+        let (me, vm) = (self.clone(), vm.to_string());
+        let (s, l) = (stop.clone(), last.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let m = me
+                    .qmp_blocking(&vm, "query-migrate", None)
+                    .ok()
+                    .and_then(|v| MigrationInfo::from_return(&v).ok());
+                // Before this migration starts QEMU may still report the
+                // previous one (e.g. "cancelled"): only running or completed.
+                if let Some(m) = m.filter(|m| m.is_running() || m.status == "completed") {
+                    if let Ok(mut g) = l.lock() {
+                        *g = Some(m);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        (stop, last, thread)
+    }
+
     /// The statistics of the last completed migration job of `vm` on this
     /// host (on the destination after an incoming migration), or None.
+    ///
+    /// Call it only where libvirt has such statistics (the destination right
+    /// after a migration, as `migrate_blocking` does): `virt` 0.5's
+    /// `job_stats` mishandles the empty answer (see `progress_blocking`).
+    /// KEEP_COMPLETED: libvirt forgets completed statistics once read
+    /// otherwise, and a second reader would hit that empty answer.
     pub fn completed_job_blocking(
         &self,
         vm: &str,
     ) -> Result<Option<CompletedJob>, HypervisorError> {
-        let s = self.with_domain(vm, |d| d.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED))?;
+        let s = self.with_domain(vm, |d| {
+            d.job_stats(
+                sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED,
+            )
+        })?;
         if s.r#type == sys::VIR_DOMAIN_JOB_NONE as i32 {
             return Ok(None);
         }
@@ -174,7 +246,7 @@ impl Libvirt {
 
     /// Measures `vm` over `window` (blocking): QEMU's sampled dirty rate
     /// (`calc-dirty-rate`, whole seconds), the CPU time libvirt reports over
-    /// the same time, and QEMU's resident set as the non-zero estimate.
+    /// the same time, and the non-zero estimate (see [`qmp::scan_guest_ram`]).
     pub fn measure_blocking(
         &self,
         vm: &str,
@@ -206,27 +278,37 @@ impl Libvirt {
         };
         let info1 = dom.info().map_err(|e| self.vm_err(vm, e))?;
         let secs = t0.elapsed().as_secs_f64();
-        let rss_kib = dom
-            .memory_stats(0)
-            .map_err(|e| self.vm_err(vm, e))?
-            .iter()
-            .find(|s| s.tag == sys::VIR_DOMAIN_MEMORY_STAT_RSS as u32)
-            .map(|s| s.val);
-        let (non_zero_pages, non_zero_source) = match rss_kib {
-            // The guest's pages that were never written are not resident;
-            // QEMU's own memory (TCG's code buffer, device state) is, so this
-            // errs high (see README "Measurement sources").
-            Some(kib) => (
-                (kib / 4).min(info1.memory / 4),
-                "QEMU process RSS (libvirt memory stats)",
-            ),
-            None => (info1.memory / 4, "memory size (libvirt reports no RSS)"),
+        let memory_bytes = info1.memory * 1024;
+        // Where libvirtd runs on this machine (the testbed; solive on the
+        // host itself), the guest's RAM is read and its non-zero pages
+        // counted; otherwise QEMU's resident set, which errs high.
+        let cpus = self.qmp_blocking(vm, "query-cpus-fast", None)?;
+        let scanned = qmp::local_qemu_pid(&cpus, Some(vm))
+            .ok_or_else(|| "QEMU is not on this machine".to_string())
+            .and_then(|pid| qmp::scan_guest_ram(pid, memory_bytes));
+        let (non_zero_pages, non_zero_source) = match scanned {
+            Ok(r) => r,
+            Err(why) => {
+                let rss_kib = dom
+                    .memory_stats(0)
+                    .map_err(|e| self.vm_err(vm, e))?
+                    .iter()
+                    .find(|s| s.tag == sys::VIR_DOMAIN_MEMORY_STAT_RSS)
+                    .map(|s| s.val);
+                match rss_kib {
+                    Some(kib) => (
+                        (kib / 4).min(info1.memory / 4),
+                        format!("QEMU process RSS, capped at the memory size (libvirt memory stats; {why})"),
+                    ),
+                    None => (info1.memory / 4, format!("memory size ({why}; no RSS)")),
+                }
+            }
         };
         Ok(VmMeasurement {
             name: vm.to_string(),
             memory_kib: info1.memory,
             non_zero_pages,
-            non_zero_source: non_zero_source.to_string(),
+            non_zero_source,
             dirty_pages_per_sec: rate,
             cpu_pct: info1.cpu_time.saturating_sub(info0.cpu_time) as f64 / 1e9 / secs * 100.0,
         })
@@ -279,21 +361,34 @@ impl Libvirt {
     }
 
     /// The migration's progress, or None when no job runs.
+    ///
+    /// Not through virDomainGetJobStats: `virt` 0.5's `job_stats` builds a
+    /// `Vec` from libvirt's parameter array without checking it for NULL,
+    /// which libvirt returns when no job runs (a debug build aborts on it,
+    /// "unsafe precondition(s) violated", seen on the testbed). So: libvirt's
+    /// fixed-size job info says whether a job runs, and QEMU's
+    /// `query-migrate` (monitor passthrough) gives the figures, including
+    /// the pass count that the post-copy switch waits for.
     pub fn progress_blocking(
         &self,
         vm: &str,
     ) -> Result<Option<MigrationProgress>, HypervisorError> {
-        let s = self.with_domain(vm, |d| d.job_stats(0))?;
-        if s.r#type == sys::VIR_DOMAIN_JOB_NONE as i32 {
+        let job = self.with_domain(vm, |d| d.job_info())?;
+        if job.r#type == sys::VIR_DOMAIN_JOB_NONE as i32 {
             return Ok(None);
         }
+        let v = self.qmp_blocking(vm, "query-migrate", None)?;
+        let m = MigrationInfo::from_return(&v).map_err(|e| self.vm_err(vm, e))?;
+        if m.is_running() {
+            return Ok(Some(m.progress()));
+        }
+        // libvirt's job runs but QEMU's migration has not started (libvirt
+        // is still preparing the destination) or has just ended.
         Ok(Some(MigrationProgress {
-            data_processed: s.data_processed.unwrap_or(0),
-            data_remaining: s.data_remaining.unwrap_or(0),
-            data_total: s.data_total.unwrap_or(0),
-            mem_bps: s.mem_bps.unwrap_or(0),
-            mem_dirty_rate: s.mem_dirty_rate.unwrap_or(0),
-            mem_iteration: s.mem_iteration.unwrap_or(0),
+            data_processed: job.data_processed.unwrap_or(0),
+            data_remaining: job.data_remaining.unwrap_or(0),
+            data_total: job.data_total.unwrap_or(0),
+            ..MigrationProgress::default()
         }))
     }
 }

@@ -1,7 +1,9 @@
 //! The hypervisor side: what solive asks of the hosts' VMM, as one trait,
 //! [`Hypervisor`], that the evacuation work drives. Implementations: libvirt
-//! ([`libvirt::Libvirt`], through the `virt` crate) and an in-memory
-//! [`fake::FakeCloud`] for unit tests of the orchestration logic.
+//! ([`libvirt::Libvirt`], through the `virt` crate), bare QEMU over QMP
+//! ([`qmp::Qmp`], for testbeds without libvirt) and an in-memory
+//! [`fake::FakeCloud`] for unit tests of the orchestration logic. The QMP
+//! reply parsers in [`qmp`] serve both real drivers.
 //!
 //! libvirt's API is blocking, so every call runs on tokio's blocking pool
 //! (`spawn_blocking`): a slow or hung libvirtd never stalls the controller's
@@ -116,7 +118,9 @@ pub struct MigrationProgress {
     pub mem_bps: u64,
     /// Pages dirtied per second during the migration.
     pub mem_dirty_rate: u64,
-    /// Pre-copy iterations so far.
+    /// Pre-copy iterations so far (QEMU's `dirty-sync-count`: 1 during the
+    /// first pass over memory, 2 once it is over: the moment to switch a
+    /// post-copy migration).
     pub mem_iteration: u64,
 }
 

@@ -451,7 +451,7 @@ impl Qmp {
         let cpu1 = threads_cpu_ns(&threads);
         let secs = t0.elapsed().as_secs_f64();
         let (non_zero_pages, non_zero_source) = match threads.first().and_then(|t| tgid_of(*t)) {
-            Some(pid) => guest_ram_rss_pages(pid, memory_bytes),
+            Some(pid) => non_zero_estimate(pid, memory_bytes),
             None => (
                 memory_bytes / 4096,
                 "memory size (QEMU's pid unknown)".into(),
@@ -702,55 +702,130 @@ fn tgid_of(tid: u32) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Resident pages of QEMU's guest-RAM mapping (`/proc/PID/smaps`: the
-/// anonymous mappings at least as large as the guest's memory and at most
-/// 4 MiB larger, the alignment QEMU adds), the non-zero estimate of the QMP
-/// driver. Pages the guest never touched are not resident. Falls back to
-/// the whole process's resident set.
-fn guest_ram_rss_pages(pid: u32, memory_bytes: u64) -> (u64, String) {
-    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
-        return (memory_bytes / 4096, "memory size (no smaps)".into());
-    };
-    if let Some(kib) = ram_mapping_rss_kib(&smaps, memory_bytes / 1024) {
-        return (
-            kib / 4,
-            "resident pages of QEMU's guest-RAM mapping (/proc/PID/smaps)".into(),
+/// The non-zero estimate when QEMU runs on this machine: the guest's RAM
+/// read from QEMU's address space (`/proc/PID/mem`, root) and its 4 KiB pages
+/// counted if any byte is set; `(pages, source)`. QEMU's resident set is a
+/// poor stand-in: the guest zeroes pages it frees or hands out (a 128 MiB idle
+/// guest had 122 MiB resident but sent 40 MiB of non-zero pages), and under
+/// TCG the code buffer alone can exceed the guest's memory. Guests above
+/// 256 MiB are sampled (evenly spaced 1 MiB chunks, 256 MiB read in all).
+pub fn scan_guest_ram(pid: u32, memory_bytes: u64) -> Result<(u64, String), String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|e| format!("/proc/{pid}/maps: {e}"))?;
+    let (start, len) = guest_ram_mapping(&maps, memory_bytes)
+        .ok_or_else(|| format!("no guest-RAM mapping of {memory_bytes} bytes in QEMU {pid}"))?;
+    let (pages, sampled) = count_non_zero_pages(&format!("/proc/{pid}/mem"), start, len)?;
+    let how = if sampled { "sampled" } else { "all" };
+    Ok((
+        pages,
+        format!("non-zero 4 KiB pages of the guest's RAM read from QEMU ({how}, /proc/PID/mem)"),
+    ))
+}
+
+/// The guest's RAM in a `/proc/PID/maps` text: the private anonymous
+/// read-write mapping (`rw-p`, no inode) as large as the guest's memory (QEMU
+/// maps it exactly; up to 4 MiB more is allowed for alignment). TCG's code
+/// buffer is `rwxp`, so it never matches. Returns (start address, length).
+pub fn guest_ram_mapping(maps: &str, memory_bytes: u64) -> Option<(u64, u64)> {
+    maps.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let range = f.next()?;
+        let perms = f.next()?;
+        let _offset = f.next()?;
+        let _dev = f.next()?;
+        let inode = f.next()?;
+        let (a, b) = range.split_once('-')?;
+        let (a, b) = (
+            u64::from_str_radix(a, 16).ok()?,
+            u64::from_str_radix(b, 16).ok()?,
         );
+        let len = b.checked_sub(a)?;
+        (perms == "rw-p"
+            && inode == "0"
+            && f.next().is_none()
+            && len >= memory_bytes
+            && len <= memory_bytes + (4 << 20)
+            && memory_bytes > 0)
+            .then_some((a, memory_bytes))
+    })
+}
+
+/// Non-zero pages in `len` bytes at `start` of the file `mem` (a
+/// `/proc/PID/mem`), scaled up when sampled; (pages, sampled).
+fn count_non_zero_pages(mem: &str, start: u64, len: u64) -> Result<(u64, bool), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const CHUNK: u64 = 1 << 20;
+    const MAX_READ: u64 = 256 << 20;
+    let mut f = std::fs::File::open(mem).map_err(|e| format!("{mem}: {e}"))?;
+    let chunks = len.div_ceil(CHUNK);
+    let stride = chunks.div_ceil(MAX_READ / CHUNK).max(1);
+    let mut buf = vec![0u8; CHUNK as usize];
+    let (mut non_zero, mut read_pages) = (0u64, 0u64);
+    for i in (0..chunks).step_by(stride as usize) {
+        let off = i * CHUNK;
+        let n = CHUNK.min(len - off) as usize;
+        f.seek(SeekFrom::Start(start + off))
+            .and_then(|_| f.read_exact(&mut buf[..n]))
+            .map_err(|e| format!("{mem} at {:#x}: {e}", start + off))?;
+        for page in buf[..n].chunks(4096) {
+            read_pages += 1;
+            // 16 bytes at a time: fast enough in a debug build too.
+            if page
+                .chunks(16)
+                .any(|w| w.iter().fold(0u8, |acc, b| acc | b) != 0)
+            {
+                non_zero += 1;
+            }
+        }
     }
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
-    match rss {
-        Some(kib) => (kib / 4, "QEMU process RSS (/proc/PID/status)".into()),
-        None => (memory_bytes / 4096, "memory size".into()),
+    let total_pages = len.div_ceil(4096);
+    if stride == 1 {
+        Ok((non_zero, false))
+    } else {
+        let scaled = (non_zero as f64 * total_pages as f64 / read_pages.max(1) as f64) as u64;
+        Ok((scaled, true))
     }
 }
 
-/// Sum of `Rss` over the mappings of `smaps` whose `Size` is in
-/// `[mem_kib, mem_kib + 4096]`.
-fn ram_mapping_rss_kib(smaps: &str, mem_kib: u64) -> Option<u64> {
-    let mut total = None;
-    let mut size_ok = false;
-    for l in smaps.lines() {
-        let kib = |rest: &str| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        };
-        if let Some(rest) = l.strip_prefix("Size:") {
-            size_ok = kib(rest).is_some_and(|s| s >= mem_kib && s <= mem_kib + 4096);
-        } else if let Some(rest) = l.strip_prefix("Rss:") {
-            if size_ok {
-                *total.get_or_insert(0) += kib(rest).unwrap_or(0);
+/// `scan_guest_ram`, or QEMU's resident set when the scan is impossible.
+fn non_zero_estimate(pid: u32, memory_bytes: u64) -> (u64, String) {
+    match scan_guest_ram(pid, memory_bytes) {
+        Ok(r) => r,
+        Err(why) => {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let rss = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+            match rss {
+                Some(kib) => (
+                    (kib / 4).min(memory_bytes / 4096),
+                    format!("QEMU process RSS, capped at the memory size ({why})"),
+                ),
+                None => (memory_bytes / 4096, format!("memory size ({why})")),
             }
-            size_ok = false;
         }
     }
-    total
+}
+
+/// QEMU's pid from its vCPU thread ids (`query-cpus-fast`), if that QEMU
+/// runs on this machine and, when `guest` is given, is the one libvirt
+/// started for that guest (`-name guest=NAME,...` on its command line): a
+/// thread id from a remote host's QEMU could name an unrelated local process.
+pub fn local_qemu_pid(cpus: &Value, guest: Option<&str>) -> Option<u32> {
+    let pid = tgid_of(*vcpu_threads(cpus).first()?)?;
+    if let Some(g) = guest {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let want = format!("guest={g},");
+        let args = cmdline.split(|b| *b == 0);
+        if !args
+            .map(String::from_utf8_lossy)
+            .any(|a| a.starts_with(&want) || a == format!("guest={g}"))
+        {
+            return None;
+        }
+    }
+    Some(pid)
 }
 
 #[cfg(test)]
@@ -868,16 +943,48 @@ mod tests {
 
     #[test]
     fn proc_parsing() {
-        // A real /proc/TID/stat line of a QEMU vCPU thread; the name has a space.
-        let stat = "30410 (CPU 0/TCG) S 1 30405 30405 0 -1 4194624 137 0 0 0 917 12 0 0 20 0 4 0 941857 450097152 9300 18446744073709551615 1 1 0 0 0 0 0 4096 17635 0 0 0 -1 1 0 0 0 0 0 0 0 0 0 0 0 0 0";
-        assert_eq!(stat_cpu_ticks(stat), Some(929));
+        // A real /proc/TID/stat line of a QEMU 7.2 TCG vCPU thread (utime
+        // 180, stime 11 ticks).
+        let stat = "13210 (qemu-system-x86) R 13205 13205 20961 0 -1 138412224 4024 0 0 0 180 11 0 0 20 0 3 0 1234247 1402617856 25082 18446744073709551615 94071399145472 94071405005909 140726263550928 0 0 0 2147220087 4100 16451 0 0 0 -1 1 0 0 0 0 0 94071408118008 94071413322160 94071896096768 140726263552533 140726263552721 140726263552721 140726263554012 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(191));
+        // A name with spaces and parentheses (threads named by QEMU's
+        // debug-threads option look like this).
+        assert_eq!(
+            stat_cpu_ticks("7 (CPU 0/TCG) (x) R 1 2 3 4 5 6 7 8 9 10 5 6 0"),
+            Some(11)
+        );
         assert_eq!(stat_cpu_ticks("garbage"), None);
         assert_eq!(stat_cpu_ticks("1 (x) S 1"), None);
-        let smaps = "7f0000000000-7f0008200000 rw-p 00000000 00:00 0\nSize:             133120 kB\nRss:               61440 kB\n\
-                     7f1000000000-7f1000001000 r--p 00000000 00:00 0\nSize:                  4 kB\nRss:                   4 kB\n";
-        assert_eq!(ram_mapping_rss_kib(smaps, 131072), Some(61440));
-        assert_eq!(ram_mapping_rss_kib(smaps, 262144), None);
-        assert_eq!(ram_mapping_rss_kib("", 1), None);
+        // Lines of a real /proc/PID/maps of QEMU 7.2 running a 128 MiB guest
+        // under TCG: the guest's RAM, then TCG's code buffer.
+        let maps = "7f8127e00000-7f812fe00000 rw-p 00000000 00:00 0 \n\
+                    7f8138000000-7f8177fff000 rwxp 00000000 00:00 0 \n\
+                    55d0c0a00000-55d0c0b00000 r--p 00000000 fe:01 1234   /usr/bin/qemu-system-x86_64\n";
+        assert_eq!(
+            guest_ram_mapping(maps, 128 << 20),
+            Some((0x7f8127e00000, 128 << 20))
+        );
+        // A 1 GiB guest does not take the (1 GiB - 4 KiB, rwx) code buffer.
+        assert_eq!(guest_ram_mapping(maps, 1 << 30), None);
+        assert_eq!(guest_ram_mapping("x", 1), None);
+        assert_eq!(guest_ram_mapping("zz-10 rw-p 0 00:00 0", 16), None);
+    }
+
+    #[test]
+    fn counting_non_zero_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("mem");
+        // 8 pages: 0 and 5 have one byte set (at the start, at the end).
+        let mut m = vec![0u8; 8 * 4096];
+        m[0] = 1;
+        m[5 * 4096 + 4095] = 0x80;
+        std::fs::write(&f, &m).unwrap();
+        let p = f.to_str().unwrap();
+        assert_eq!(count_non_zero_pages(p, 0, 8 * 4096), Ok((2, false)));
+        assert_eq!(count_non_zero_pages(p, 4096, 4 * 4096), Ok((0, false)));
+        // Past the end: an error, not a panic.
+        assert!(count_non_zero_pages(p, 0, 9 * 4096).is_err());
+        assert!(count_non_zero_pages("/nonexistent", 0, 4096).is_err());
     }
 
     #[test]

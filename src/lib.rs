@@ -18,6 +18,8 @@
 //!   reconcile of desired switch state.
 //! - [`api`]: the REST API (axum), a thin layer over controller commands.
 //! - [`client`]: the operator commands that talk to a running solive.
+//! - [`scatter`]: scatter-gather through intermediaries' Redis stores (the
+//!   data path: chunks, push, gather).
 //! - [`server`]: wiring of `solive serve` (listeners, controller, API, shutdown).
 
 pub mod api;
@@ -30,6 +32,7 @@ pub mod order;
 pub mod ovsdb;
 pub mod rate;
 pub mod reserve;
+pub mod scatter;
 pub mod server;
 pub mod switch;
 pub mod topology;

@@ -288,7 +288,9 @@ fn scatter(cmd: ScatterCmd) -> anyhow::Result<()> {
                             scatter::push_tcp(&cfg, l, Duration::from_secs(accept_secs)).await?,
                         )
                     }
-                    None => Ok(scatter::push(&cfg, tokio::io::stdin(), None::<tokio::io::Sink>).await?),
+                    None => Ok(
+                        scatter::push(&cfg, tokio::io::stdin(), None::<tokio::io::Sink>).await?,
+                    ),
                 }
             })?;
             (serde_json::to_string(&r)?, common.report, false)
@@ -307,14 +309,18 @@ fn scatter(cmd: ScatterCmd) -> anyhow::Result<()> {
             let r = rt.block_on(async {
                 match connect {
                     Some(addr) => scatter::gather_tcp(&cfg, addr).await,
-                    None => scatter::gather(&cfg, tokio::io::stdout(), None::<tokio::io::Empty>).await,
+                    None => {
+                        scatter::gather(&cfg, tokio::io::stdout(), None::<tokio::io::Empty>).await
+                    }
                 }
             })?;
             (serde_json::to_string(&r)?, common.report, connect.is_none())
         }
     };
     match path {
-        Some(p) => std::fs::write(&p, report + "\n").with_context(|| format!("writing {}", p.display()))?,
+        Some(p) => {
+            std::fs::write(&p, report + "\n").with_context(|| format!("writing {}", p.display()))?
+        }
         None if stdout_busy => eprintln!("{report}"),
         None => println!("{report}"),
     }

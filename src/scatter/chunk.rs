@@ -346,7 +346,10 @@ mod tests {
         let k = Keys::new("vm-1_a.b").unwrap();
         assert_eq!(k.chunk(3), "solive:sg:vm-1_a.b:c:3");
         assert!(k.chunk(3).starts_with(k.pattern().trim_end_matches('*')));
-        assert_ne!(Keys::new("vm1").unwrap().index(), Keys::new("vm10").unwrap().index());
+        assert_ne!(
+            Keys::new("vm1").unwrap().index(),
+            Keys::new("vm10").unwrap().index()
+        );
         // Keys of vm1 never match vm10's pattern and the other way round.
         assert!(!Keys::new("vm10")
             .unwrap()

@@ -56,8 +56,10 @@ where
     }
     // Whether it worked or not, the VM's memory has no business staying on
     // the intermediaries: on success it is on the destination; on failure
-    // the migration has failed and the source still has the VM.
-    for s in &mut stores {
+    // the migration has failed and the source still has the VM. After an
+    // abort the pusher has cleared already, and its marker stays for others.
+    let aborted = matches!(result, Err(ScatterError::Aborted(_)));
+    for s in stores.iter_mut().filter(|_| !aborted) {
         if let Err(e) = s.clear(&keys).await {
             tracing::warn!(store = %s.url, error = %e, "cannot clear the VM's keyspace");
         }
@@ -69,7 +71,11 @@ where
 }
 
 /// Waits until every store holds the same push's header.
-async fn wait_head(cfg: &GatherConfig, keys: &Keys, stores: &mut [Store]) -> Result<u64, ScatterError> {
+async fn wait_head(
+    cfg: &GatherConfig,
+    keys: &Keys,
+    stores: &mut [Store],
+) -> Result<u64, ScatterError> {
     let deadline = Instant::now() + cfg.wait;
     loop {
         check_abort(keys, stores).await?;
@@ -188,11 +194,11 @@ async fn run<W: AsyncWrite + Unpin>(
             }
             if last_progress.elapsed() > cfg.idle {
                 return Err(ScatterError::Incomplete(format!(
-                    "chunk {next} did not arrive within {:.1} s{}",
+                    "chunk {next} did not arrive within {:.1} s ({})",
                     cfg.idle.as_secs_f64(),
                     match manifest {
-                        Some(m) => format!(" (manifest: {} chunks)", m.chunks),
-                        None => String::new(),
+                        Some(m) => format!("the manifest says {} chunks", m.chunks),
+                        None => "and no manifest: the push has not finished".into(),
                     }
                 )));
             }
@@ -213,10 +219,12 @@ async fn run<W: AsyncWrite + Unpin>(
         let mut values: HashMap<u64, Vec<u8>> = HashMap::new();
         for (i, r) in fetched.into_iter().enumerate() {
             for (q, v) in groups[i].iter().zip(r?) {
-                let v = v.ok_or_else(|| ScatterError::Incomplete(format!(
-                    "chunk {q} is listed on {} but missing",
-                    cfg.stores[i]
-                )))?;
+                let v = v.ok_or_else(|| {
+                    ScatterError::Incomplete(format!(
+                        "chunk {q} is listed on {} but missing",
+                        cfg.stores[i]
+                    ))
+                })?;
                 values.insert(*q, v);
             }
         }

@@ -216,10 +216,19 @@ pub struct GatherReport {
 
 /// Accepts one connection on `listener` (the source QEMU's migration
 /// connection) and pushes it, relaying the return path back to it.
-pub async fn push_tcp(cfg: &PushConfig, listener: TcpListener, accept_timeout: Duration) -> Result<PushReport, ScatterError> {
+pub async fn push_tcp(
+    cfg: &PushConfig,
+    listener: TcpListener,
+    accept_timeout: Duration,
+) -> Result<PushReport, ScatterError> {
     let (sock, peer) = tokio::time::timeout(accept_timeout, listener.accept())
         .await
-        .map_err(|_| ScatterError::Input(format!("no connection within {:.0} s", accept_timeout.as_secs_f64())))?
+        .map_err(|_| {
+            ScatterError::Input(format!(
+                "no connection within {:.0} s",
+                accept_timeout.as_secs_f64()
+            ))
+        })?
         .map_err(|e| ScatterError::Input(e.to_string()))?;
     tracing::info!(%peer, vm = %cfg.vm, "scatter push: migration stream connected");
     let _ = sock.set_nodelay(true);
@@ -230,13 +239,18 @@ pub async fn push_tcp(cfg: &PushConfig, listener: TcpListener, accept_timeout: D
 /// Connects to the destination QEMU's migration listener at `addr`, retrying
 /// until `cfg.wait` has passed (libvirt starts it during the migration), and
 /// gathers into it.
-pub async fn gather_tcp(cfg: &GatherConfig, addr: SocketAddr) -> Result<GatherReport, ScatterError> {
+pub async fn gather_tcp(
+    cfg: &GatherConfig,
+    addr: SocketAddr,
+) -> Result<GatherReport, ScatterError> {
     let deadline = Instant::now() + cfg.wait;
     let sock = loop {
         match TcpStream::connect(addr).await {
             Ok(s) => break s,
             Err(e) if Instant::now() >= deadline => {
-                return Err(ScatterError::Output(format!("cannot connect to {addr}: {e}")))
+                return Err(ScatterError::Output(format!(
+                    "cannot connect to {addr}: {e}"
+                )))
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }

@@ -23,7 +23,11 @@ pub struct Store {
 }
 
 impl Store {
-    pub async fn connect(url: &str, index: usize, timeout: Duration) -> Result<Store, ScatterError> {
+    pub async fn connect(
+        url: &str,
+        index: usize,
+        timeout: Duration,
+    ) -> Result<Store, ScatterError> {
         let err = |e: redis::RedisError| ScatterError::Store {
             store: url.to_string(),
             message: e.to_string(),
@@ -53,7 +57,11 @@ impl Store {
     /// Writes a batch of encoded chunks and appends their sequence numbers to
     /// the store's index, as one pipeline (one round trip). Returns only when
     /// Redis has answered every command: that answer is the acknowledgement.
-    pub async fn write_batch(&mut self, keys: &Keys, batch: &[(u64, Vec<u8>)]) -> Result<(), ScatterError> {
+    pub async fn write_batch(
+        &mut self,
+        keys: &Keys,
+        batch: &[(u64, Vec<u8>)],
+    ) -> Result<(), ScatterError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -61,9 +69,15 @@ impl Store {
         for (seq, value) in batch {
             p.set(keys.chunk(*seq), value.as_slice());
         }
-        p.rpush(keys.index(), batch.iter().map(|(s, _)| *s).collect::<Vec<_>>());
+        p.rpush(
+            keys.index(),
+            batch.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        );
         // SETs answer "OK" (decoded as ()), RPUSH the list's length.
-        let replies: Vec<redis::Value> = p.query_async(&mut self.con).await.map_err(|e| self.err(e))?;
+        let replies: Vec<redis::Value> = p
+            .query_async(&mut self.con)
+            .await
+            .map_err(|e| self.err(e))?;
         let ok = replies.len() == batch.len() + 1
             && replies[..batch.len()]
                 .iter()
@@ -107,7 +121,11 @@ impl Store {
     }
 
     /// The byte strings of list `key` from position `from` on.
-    pub async fn list_bytes_from(&mut self, key: &str, from: usize) -> Result<Vec<Vec<u8>>, ScatterError> {
+    pub async fn list_bytes_from(
+        &mut self,
+        key: &str,
+        from: usize,
+    ) -> Result<Vec<Vec<u8>>, ScatterError> {
         redis::cmd("LRANGE")
             .arg(key)
             .arg(from)
@@ -128,7 +146,11 @@ impl Store {
     }
 
     /// Reads several chunks in one pipeline; a missing key is `None`.
-    pub async fn get_batch(&mut self, keys: &Keys, seqs: &[u64]) -> Result<Vec<Option<Vec<u8>>>, ScatterError> {
+    pub async fn get_batch(
+        &mut self,
+        keys: &Keys,
+        seqs: &[u64],
+    ) -> Result<Vec<Option<Vec<u8>>>, ScatterError> {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }

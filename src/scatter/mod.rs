@@ -191,6 +191,9 @@ pub struct PushReport {
     /// From the stream's first byte to the acknowledgement of its last chunk:
     /// from then on every byte the source sent is on an intermediary.
     pub eviction_ms: f64,
+    /// Wall-clock time of the stream's first byte (ms since the Unix
+    /// epoch), to put `eviction_ms` on the caller's time line.
+    pub first_byte_unix_ms: f64,
     /// From the first byte until the source closed the stream and the
     /// manifest was acknowledged. With libvirt this includes waiting for the
     /// destination (see the module documentation).

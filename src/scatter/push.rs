@@ -120,6 +120,7 @@ where
     let mut buf = vec![0u8; cfg.chunk_bytes];
     let mut fill = 0usize;
     let mut first_byte: Option<Instant> = None;
+    let mut first_byte_unix_ms = 0.0;
     let mut per_store = vec![StoreCount::default(); k];
     let mut acked_chunks = 0u64;
     let mut last_ack = None;
@@ -144,7 +145,12 @@ where
                 (fill > 0, true)
             }
             Ok(n) => {
-                first_byte.get_or_insert_with(Instant::now);
+                if first_byte.is_none() {
+                    first_byte = Some(Instant::now());
+                    first_byte_unix_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+                }
                 fill += n;
                 (fill == buf.len(), false)
             }
@@ -229,6 +235,7 @@ where
         chunks: seq,
         stream_crc: format!("{:08x}", sum.crc()),
         eviction_ms: last_ack.map_or(0.0, ms),
+        first_byte_unix_ms,
         input_closed_ms: ms(finished),
         per_store,
         batch: cfg.batch,

@@ -86,7 +86,8 @@ where
     let k = stores.len();
     let (tx, rx) = mpsc::channel::<Batch>(k.max(2));
     let rx = Arc::new(Mutex::new(rx));
-    let (acks_tx, mut acks) = mpsc::unbounded_channel::<(usize, u64, u64)>();
+    // (store, chunks, bytes, when Redis acknowledged them)
+    let (acks_tx, mut acks) = mpsc::unbounded_channel::<(usize, u64, u64, Instant)>();
     let mut writers = tokio::task::JoinSet::new();
     let urls: Vec<String> = stores.iter().map(|s| s.url.clone()).collect();
     for mut store in stores {
@@ -99,7 +100,7 @@ where
                 };
                 let bytes: u64 = batch.iter().map(|(_, v)| v.len() as u64).sum();
                 store.write_batch(&keys, &batch).await?;
-                let _ = acks_tx.send((store.index, batch.len() as u64, bytes));
+                let _ = acks_tx.send((store.index, batch.len() as u64, bytes, Instant::now()));
             }
         });
     }
@@ -181,11 +182,11 @@ where
                 break;
             }
         }
-        while let Ok((i, c, b)) = acks.try_recv() {
+        while let Ok((i, c, b, t)) = acks.try_recv() {
             per_store[i].chunks += c;
             per_store[i].bytes += b;
             acked_chunks += c;
-            last_ack = Some(Instant::now());
+            last_ack = last_ack.max(Some(t));
         }
         // A writer that failed ends the push now, not at the end of the
         // stream: the source must learn while its VM is still there.
@@ -198,11 +199,11 @@ where
     while let Some(res) = writers.join_next().await {
         done.push(check_writer(res)?);
     }
-    while let Ok((i, c, b)) = acks.try_recv() {
+    while let Ok((i, c, b, t)) = acks.try_recv() {
         per_store[i].chunks += c;
         per_store[i].bytes += b;
         acked_chunks += c;
-        last_ack = Some(Instant::now());
+        last_ack = last_ack.max(Some(t));
     }
     if acked_chunks != seq {
         return Err(ScatterError::Input(format!(

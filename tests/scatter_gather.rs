@@ -222,8 +222,11 @@ async fn a_store_killed_mid_transfer_fails_the_push_cleanly() {
         .expect("push hangs after its store died")
         .unwrap()
         .unwrap_err();
+    // The push sees the dead store itself, or the gatherer saw it first and
+    // aborted the push: either way the error names the store.
     assert!(
-        matches!(err, ScatterError::Store { ref store, .. } if store == &b.url()),
+        matches!(err, ScatterError::Store { ref store, .. } if store == &b.url())
+            || matches!(err, ScatterError::Aborted(ref why) if why.contains(&b.url())),
         "{err}"
     );
     let gerr = tokio::time::timeout(Duration::from_secs(15), gathering)
@@ -389,4 +392,46 @@ async fn gather_without_a_push_gives_up_after_its_wait() {
     .await
     .unwrap_err();
     assert!(matches!(e, ScatterError::Config(_)), "{e}");
+}
+
+/// The destination side failing (here: its QEMU's connection closes) stops
+/// the push too, through the abort marker: with libvirt the source QEMU would
+/// otherwise wait for ever for the destination's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_gather_stops_the_push() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let (p, g) = configs("vm1", &[&a, &b], 64 * 1024);
+    let (mut feed, input) = tokio::io::duplex(256 * 1024);
+    let pushing =
+        tokio::spawn(async move { scatter::push(&p, input, None::<tokio::io::Sink>).await });
+    let (qemu, dest) = tokio::io::duplex(64 * 1024);
+    drop(dest); // the destination QEMU is gone: every write fails
+    let gathering =
+        tokio::spawn(async move { scatter::gather(&g, qemu, None::<tokio::io::Empty>).await });
+    let block = data(64 * 1024, 8);
+    let feeder = tokio::spawn(async move {
+        while feed.write_all(&block).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let gerr = tokio::time::timeout(Duration::from_secs(20), gathering)
+        .await
+        .expect("gather hangs")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(gerr, ScatterError::Output(_)), "{gerr}");
+    let perr = tokio::time::timeout(Duration::from_secs(10), pushing)
+        .await
+        .expect("push goes on after the gather failed")
+        .unwrap()
+        .unwrap_err();
+    eprintln!("gather: {gerr}\npush: {perr}");
+    assert!(
+        matches!(perr, ScatterError::Aborted(ref why) if why.contains("gather")),
+        "{perr}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), feeder)
+        .await
+        .expect("the push still reads its input")
+        .unwrap();
 }

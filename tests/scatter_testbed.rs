@@ -42,14 +42,16 @@ impl Testbed {
         ] {
             let found = Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
-                .status()
+                .output()
                 .unwrap()
+                .status
                 .success();
             assert!(found, "{tool} is missing: run `sudo mininet/install.sh`");
         }
         let _ = testbed(&["down", "--state", STATE]);
         let out = testbed(&["up", "scatter-2i", "--state", STATE]);
-        let tb = Testbed {
+        // From here on, dropping it takes the testbed down.
+        let mut tb = Testbed {
             info: serde_json::Value::Null,
         };
         assert!(
@@ -59,10 +61,8 @@ impl Testbed {
             String::from_utf8_lossy(&out.stderr)
         );
         let info = std::fs::read_to_string(Path::new(STATE).join("testbed.json")).unwrap();
-        Testbed {
-            info: serde_json::from_str(&info).unwrap(),
-            ..tb
-        }
+        tb.info = serde_json::from_str(&info).unwrap();
+        tb
     }
 
     fn host(&self, name: &str) -> &serde_json::Value {
@@ -158,7 +158,7 @@ fn vm_migrates_through_two_intermediaries_and_survives_losing_one() {
 
     // 1. i2's store is killed while the source pushes: the migration fails,
     //    the VM keeps running on src with its memory intact.
-    let mut mig = experiment(&["migrate", "--state", STATE, "--via", "i1,i2"])
+    let mig = experiment(&["migrate", "--state", STATE, "--via", "i1,i2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

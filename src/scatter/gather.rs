@@ -19,7 +19,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::chunk::{Chunk, Head, Keys, Manifest, StreamSum};
 use super::store::Store;
-use super::{GatherConfig, GatherReport, ScatterError, StoreCount};
+use super::{
+    abort_reason, abort_value, AbortOnDrop, GatherConfig, GatherReport, ScatterError, StoreCount,
+};
 
 /// Gathers the VM's stream into `output`. `rp` is the read side of the
 /// connection to the destination's QEMU: what QEMU sends back (its return
@@ -42,18 +44,16 @@ where
     }
     let session = wait_head(cfg, &keys, &mut stores).await?;
     let rp_task = rp.map(|r| {
-        tokio::spawn(relay_return_path(
+        AbortOnDrop(tokio::spawn(relay_return_path(
             cfg.stores.clone(),
             keys.clone(),
             r,
             cfg.timeout,
-        ))
+        )))
     });
     let started = Instant::now();
     let result = run(cfg, &keys, session, &mut stores, &mut output, started).await;
-    if let Some(t) = rp_task {
-        t.abort();
-    }
+    drop(rp_task);
     // Whether it worked or not, the VM's memory has no business staying on
     // the intermediaries: on success it is on the destination; on failure
     // the migration has failed and the source still has the VM. After an
@@ -62,6 +62,16 @@ where
     for s in stores.iter_mut().filter(|_| !aborted) {
         if let Err(e) = s.clear(&keys).await {
             tracing::warn!(store = %s.url, error = %e, "cannot clear the VM's keyspace");
+        }
+        // And the pusher must stop: the source QEMU would otherwise wait
+        // for ever for the destination's answer.
+        if let Err(e) = &result {
+            let _ = s
+                .set(
+                    &keys.abort(),
+                    abort_value(session, &format!("gather: {e}")).as_bytes(),
+                )
+                .await;
         }
     }
     if let Err(e) = &result {
@@ -78,7 +88,6 @@ async fn wait_head(
 ) -> Result<u64, ScatterError> {
     let deadline = Instant::now() + cfg.wait;
     loop {
-        check_abort(keys, stores).await?;
         let mut heads = Vec::new();
         for s in stores.iter_mut() {
             heads.push(match s.get(&keys.head()).await? {
@@ -112,12 +121,12 @@ async fn wait_head(
     }
 }
 
-async fn check_abort(keys: &Keys, stores: &mut [Store]) -> Result<(), ScatterError> {
+async fn check_abort(keys: &Keys, stores: &mut [Store], session: u64) -> Result<(), ScatterError> {
     for s in stores.iter_mut() {
-        if let Some(why) = s.get(&keys.abort()).await? {
-            return Err(ScatterError::Aborted(
-                String::from_utf8_lossy(&why).into_owned(),
-            ));
+        if let Some(v) = s.get(&keys.abort()).await? {
+            if let Some(why) = abort_reason(&v, session) {
+                return Err(ScatterError::Aborted(why));
+            }
         }
     }
     Ok(())
@@ -175,7 +184,7 @@ async fn run<W: AsyncWrite + Unpin>(
                 }
             }
         }
-        check_abort(keys, stores).await?;
+        check_abort(keys, stores, session).await?;
 
         let mut run = Vec::new();
         while run.len() < cfg.batch * k && known.contains_key(&(next + run.len() as u64)) {

@@ -171,6 +171,29 @@ fn validate(stores: &[String], batch: usize) -> Result<(), ScatterError> {
     Ok(())
 }
 
+/// A task that must not outlive its owner: the return-path relays hold one
+/// half of QEMU's connection, which only closes when both halves are gone.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The abort marker's value: the session it ends, then why. A marker left by
+/// an earlier push of the same VM names another session and is ignored.
+fn abort_value(session: u64, why: &str) -> String {
+    format!("{session:016x} {why}")
+}
+
+/// The reason, if `value` is an abort marker of `session`.
+fn abort_reason(value: &[u8], session: u64) -> Option<String> {
+    let v = String::from_utf8_lossy(value);
+    v.strip_prefix(&format!("{session:016x} "))
+        .map(str::to_string)
+}
+
 /// What one store took (push) or gave (gather).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct StoreCount {

@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, Mutex};
 
 use super::chunk::{Chunk, Head, Keys, Manifest, StreamSum};
 use super::store::Store;
-use super::{PushConfig, PushReport, ScatterError, StoreCount};
+use super::{
+    abort_reason, abort_value, AbortOnDrop, PushConfig, PushReport, ScatterError, StoreCount,
+};
 
 type Batch = Vec<(u64, Vec<u8>)>;
 
@@ -56,18 +58,50 @@ where
         s.set(&keys.head(), &head).await?;
     }
     let started = Instant::now();
-    let result = run(cfg, &keys, session, stores, &mut input, rp, started).await;
+    // A gatherer that fails says so on the stores; the push must then fail
+    // too, or the source QEMU would wait for ever for the destination's
+    // answer on the return path. Dropping `run` closes QEMU's connection.
+    let result = tokio::select! {
+        r = run(cfg, &keys, session, stores, &mut input, rp, started) => r,
+        e = watch_abort(&cfg.stores, &keys, session, cfg.timeout) => Err(e),
+    };
     if let Err(e) = &result {
         tracing::warn!(vm = %cfg.vm, error = %e, "scatter push failed");
         // Best effort: tell a gatherer at once, and free what the stores hold.
+        let marker = abort_value(session, &e.to_string());
         for url in &cfg.stores {
             if let Ok(mut s) = Store::connect(url, 0, Duration::from_secs(2)).await {
                 let _ = s.clear(&keys).await;
-                let _ = s.set(&keys.abort(), e.to_string().as_bytes()).await;
+                let _ = s.set(&keys.abort(), marker.as_bytes()).await;
             }
         }
     }
     result
+}
+
+/// Returns when a store holds an abort marker of this session.
+async fn watch_abort(
+    urls: &[String],
+    keys: &Keys,
+    session: u64,
+    timeout: Duration,
+) -> ScatterError {
+    let mut stores = Vec::new();
+    for (i, u) in urls.iter().enumerate() {
+        if let Ok(s) = Store::connect(u, i, timeout).await {
+            stores.push(s);
+        }
+    }
+    loop {
+        for s in &mut stores {
+            if let Ok(Some(v)) = s.get(&keys.abort()).await {
+                if let Some(why) = abort_reason(&v, session) {
+                    return ScatterError::Aborted(why);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn run<R, W>(
@@ -112,7 +146,7 @@ where
         let urls = urls.clone();
         let keys = keys.clone();
         let timeout = cfg.timeout;
-        tokio::spawn(relay_return_path(urls, keys, w, timeout))
+        AbortOnDrop(tokio::spawn(relay_return_path(urls, keys, w, timeout)))
     });
 
     let mut sum = StreamSum::default();
@@ -221,9 +255,7 @@ where
         s.set(&keys.end(), &manifest).await?;
     }
     let finished = Instant::now();
-    if let Some(t) = rp_task {
-        t.abort();
-    }
+    drop(rp_task);
     let t0 = first_byte.unwrap_or(started);
     let ms = |t: Instant| t.saturating_duration_since(t0).as_secs_f64() * 1000.0;
     for (i, c) in per_store.iter_mut().enumerate() {

@@ -285,3 +285,35 @@ pub async fn gather_tcp(
     let (r, w) = sock.into_split();
     gather(cfg, w, Some(r)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_abort_marker_counts_only_for_its_own_session() {
+        let v = abort_value(0xab, "store i2 lost");
+        assert_eq!(
+            abort_reason(v.as_bytes(), 0xab).as_deref(),
+            Some("store i2 lost")
+        );
+        assert_eq!(abort_reason(v.as_bytes(), 0xac), None);
+        assert_eq!(abort_reason(b"garbage", 0xab), None);
+        assert_eq!(abort_reason(&[0xff, 0xfe], 0xab), None);
+    }
+
+    #[test]
+    fn configurations_are_checked() {
+        let ok = PushConfig::new("vm1", vec!["redis://a".into()]);
+        assert!(ok.validate().is_ok());
+        let mut c = ok.clone();
+        c.batch = 0;
+        assert!(c.validate().is_err());
+        let mut c = ok.clone();
+        c.chunk_bytes = 0;
+        assert!(c.validate().is_err());
+        let c = PushConfig::new("vm1", vec!["redis://a".into(), "redis://a".into()]);
+        assert!(c.validate().is_err());
+        assert!(GatherConfig::new("vm1", vec![]).validate().is_err());
+    }
+}

@@ -20,6 +20,7 @@ PACKAGES=(
   busybox-static           # the guests' userland
   cpio                     # packing the guests' initramfs
   gcc libc6-dev            # the guests' static memory-dirtying program
+  redis-server             # the intermediaries' scatter-gather store
   iperf3 ethtool iproute2 util-linux
   python3
 )

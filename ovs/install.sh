@@ -7,6 +7,7 @@ set -euo pipefail
 
 PACKAGES=(
   openvswitch-switch   # ovsdb-server, ovs-vswitchd, ovs-vsctl, ovs-ofctl
+  redis-server         # the scatter-gather stores (tests/scatter_gather.rs, testbed intermediaries)
   iproute2             # ip netns, veth pairs, tc
   ethtool              # turning off TX checksum offload (TCP through the userspace datapath)
   iperf3               # real traffic for the rate tests

@@ -19,6 +19,8 @@
 //! - [`api`]: the REST API (axum), a thin layer over controller commands.
 //! - [`client`]: the operator commands that talk to a running solive.
 //! - [`report`]: an evacuation's timeline as a standalone SVG (`solive report`).
+//! - [`scatter`]: scatter-gather through intermediaries' Redis stores (the
+//!   data path: chunks, push, gather).
 //! - [`server`]: wiring of `solive serve` (listeners, controller, API, shutdown).
 
 pub mod api;
@@ -33,6 +35,7 @@ pub mod ovsdb;
 pub mod rate;
 pub mod report;
 pub mod reserve;
+pub mod scatter;
 pub mod server;
 pub mod store;
 pub mod switch;

@@ -113,6 +113,12 @@ enum Cmd {
         #[arg(long, default_value_t = solive::order::DEFAULT_BALANCE_PCT)]
         balance_pct: f64,
     },
+    /// Scatter-gather through intermediaries' Redis stores (README
+    /// "Scatter-gather"): the two relays of a migration stream.
+    Scatter {
+        #[command(subcommand)]
+        cmd: ScatterCmd,
+    },
     /// Decode one OpenFlow 1.3 message given as hex (spaces allowed; "-" reads stdin).
     OfpPrint {
         /// The message as hex, possibly split over several arguments.
@@ -132,6 +138,64 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ScatterCmd {
+    /// Source side: read a migration stream (one TCP connection on --listen,
+    /// or stdin) and spread it over the stores; prints a JSON report.
+    Push {
+        #[command(flatten)]
+        common: ScatterArgs,
+        /// Where the source QEMU connects (libvirt's migration URI points
+        /// here); without it the stream is read from stdin (QEMU `exec:`).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Chunk size, KiB.
+        #[arg(long, default_value_t = 256)]
+        chunk_kib: usize,
+        /// A pause of the stream this long sends a partial chunk, ms.
+        #[arg(long, default_value_t = 20)]
+        flush_ms: u64,
+        /// How long to wait for the source QEMU to connect, s.
+        #[arg(long, default_value_t = 300)]
+        accept_secs: u64,
+    },
+    /// Destination side: gather the stream from the stores, check it and
+    /// write it to the destination QEMU (--connect, retried until it
+    /// listens) or stdout; prints a JSON report.
+    Gather {
+        #[command(flatten)]
+        common: ScatterArgs,
+        #[arg(long)]
+        connect: Option<std::net::SocketAddr>,
+        /// How long to wait for the push to appear, s.
+        #[arg(long, default_value_t = 300)]
+        wait_secs: u64,
+        /// How long the next chunk may take before the stream is incomplete, s.
+        #[arg(long, default_value_t = 30)]
+        idle_secs: u64,
+    },
+}
+
+#[derive(clap::Args)]
+struct ScatterArgs {
+    /// The VM: names its keyspace on every store.
+    #[arg(long)]
+    vm: String,
+    /// An intermediary's store, `redis://HOST:PORT` (repeat for each).
+    #[arg(long = "store", required = true)]
+    stores: Vec<String>,
+    /// Chunks per pipelined write or read.
+    #[arg(long, default_value_t = 10)]
+    batch: usize,
+    /// Response timeout of a store, s.
+    #[arg(long, default_value_t = 5)]
+    timeout_secs: u64,
+    /// Write the JSON report to this file instead of stdout (stderr when
+    /// stdout carries the stream).
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -305,6 +369,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 r["state"].as_str().unwrap_or("?")
             ))
         }),
+        Cmd::Scatter { cmd } => scatter(cmd),
         Cmd::Serve { config } => {
             let config = solive::config::Config::load(&config)?;
             let rt = tokio::runtime::Runtime::new()?;
@@ -323,6 +388,72 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn scatter(cmd: ScatterCmd) -> anyhow::Result<()> {
+    use solive::scatter::{self, GatherConfig, PushConfig};
+    use std::time::Duration;
+    let rt = tokio::runtime::Runtime::new()?;
+    let (report, path, stdout_busy) = match cmd {
+        ScatterCmd::Push {
+            common,
+            listen,
+            chunk_kib,
+            flush_ms,
+            accept_secs,
+        } => {
+            let mut cfg = PushConfig::new(&common.vm, common.stores);
+            cfg.batch = common.batch;
+            cfg.chunk_bytes = chunk_kib.saturating_mul(1024);
+            cfg.flush = Duration::from_millis(flush_ms);
+            cfg.timeout = Duration::from_secs(common.timeout_secs);
+            let r = rt.block_on(async {
+                match listen {
+                    Some(addr) => {
+                        let l = tokio::net::TcpListener::bind(addr)
+                            .await
+                            .with_context(|| format!("binding {addr}"))?;
+                        Ok::<_, anyhow::Error>(
+                            scatter::push_tcp(&cfg, l, Duration::from_secs(accept_secs)).await?,
+                        )
+                    }
+                    None => Ok(
+                        scatter::push(&cfg, tokio::io::stdin(), None::<tokio::io::Sink>).await?,
+                    ),
+                }
+            })?;
+            (serde_json::to_string(&r)?, common.report, false)
+        }
+        ScatterCmd::Gather {
+            common,
+            connect,
+            wait_secs,
+            idle_secs,
+        } => {
+            let mut cfg = GatherConfig::new(&common.vm, common.stores);
+            cfg.batch = common.batch;
+            cfg.wait = Duration::from_secs(wait_secs);
+            cfg.idle = Duration::from_secs(idle_secs);
+            cfg.timeout = Duration::from_secs(common.timeout_secs);
+            let r = rt.block_on(async {
+                match connect {
+                    Some(addr) => scatter::gather_tcp(&cfg, addr).await,
+                    None => {
+                        scatter::gather(&cfg, tokio::io::stdout(), None::<tokio::io::Empty>).await
+                    }
+                }
+            })?;
+            (serde_json::to_string(&r)?, common.report, connect.is_none())
+        }
+    };
+    match path {
+        Some(p) => {
+            std::fs::write(&p, report + "\n").with_context(|| format!("writing {}", p.display()))?
+        }
+        None if stdout_busy => eprintln!("{report}"),
+        None => println!("{report}"),
+    }
+    Ok(())
 }
 
 /// Runs one client request and prints its text.

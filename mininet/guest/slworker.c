@@ -4,7 +4,12 @@
  *
  * Every kind first fills FILL_MIB of memory with non-zero data once (so a
  * migration has real pages to send: QEMU sends zero pages as a flag only), then:
- *   memory   rewrites a working set of WS_MIB in a loop (one word per 64 bytes)
+ *   memory   rewrites a working set of WS_MIB in a loop (one word per 64 bytes),
+ *            and every 3 s prints a checksum of the filled memory
+ *            ("slworker: memsum HEX over N MiB"): the filled memory never
+ *            changes, so a migration that moved it intact keeps the sum; the
+ *            fill is seeded from the boot-time clock, so the sum is this
+ *            VM's own and not a constant a fresh boot would reproduce
  *   cpu      spins on arithmetic, touching no memory
  *   net-out  sends UDP datagrams of 1400 bytes to PEER_IP:PORT at RATE_MBPS
  *   net-in   receives UDP on PORT (a sender outside sends at RATE_MBPS)
@@ -51,11 +56,17 @@ int main(int argc, char **argv) {
     size_t cap = avail > margin ? avail - margin : 0;
     if (fill > cap) fill = cap;
   }
-  size_t filled = 0;
-  for (; filled < fill; filled += 1 << 20) { /* in 1 MiB chunks: as much as fits */
+  size_t filled = 0, nblocks = 0;
+  struct timespec boot;
+  clock_gettime(CLOCK_REALTIME, &boot);
+  unsigned seed = (unsigned)boot.tv_nsec ^ (unsigned)boot.tv_sec;
+  static uint64_t *blocks[1 << 14]; /* up to 16 GiB in 1 MiB blocks */
+  for (; filled < fill && nblocks < sizeof blocks / sizeof *blocks; filled += 1 << 20) {
+    /* in 1 MiB chunks: as much as fits */
     unsigned char *f = malloc(1 << 20);
     if (!f) break;
-    for (size_t i = 0; i < 1 << 20; i++) f[i] = (unsigned char)((filled + i) * 2654435761u >> 13) | 1;
+    for (size_t i = 0; i < 1 << 20; i++) f[i] = (unsigned char)(((filled + i) * 2654435761u ^ seed) >> 13) | 1;
+    blocks[nblocks++] = (uint64_t *)f;
   }
   printf("slworker: %s filled %zu MiB (available was %ld MiB), ready\n", kind, filled >> 20, avail_kib >> 10);
   fflush(stdout);
@@ -64,8 +75,18 @@ int main(int argc, char **argv) {
     if (!ws) ws = 1 << 20;
     volatile uint64_t *b = malloc(ws);
     if (!b) { perror("ws"); return 1; }
-    for (uint64_t pass = 1;; pass++)
+    double next_sum = 0;
+    for (uint64_t pass = 1;; pass++) {
       for (size_t i = 0; i < ws / 8; i += 8) b[i] = pass ^ i;
+      if (now() >= next_sum) {
+        uint64_t h = 0xcbf29ce484222325ull;
+        for (size_t k = 0; k < nblocks; k++)
+          for (size_t i = 0; i < (1 << 20) / 8; i++) h = (h ^ blocks[k][i]) * 0x100000001b3ull;
+        printf("slworker: memsum %016llx over %zu MiB\n", (unsigned long long)h, nblocks);
+        fflush(stdout);
+        next_sum = now() + 3;
+      }
+    }
   } else if (!strcmp(kind, "cpu")) {
     volatile uint64_t x = 1;
     for (;;) x = x * 6364136223846793005ull + 1442695040888963407ull;

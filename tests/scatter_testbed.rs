@@ -1,0 +1,275 @@
+//! Scatter-gather end to end on the QEMU + libvirt testbed
+//! (`topologies/scatter-2i.toml`: src, dst behind a 30 Mbit/s link, and
+//! intermediaries i1, i2 each running redis-server): vm1 is live-migrated by
+//! libvirt from src to dst with its stream going through
+//! `solive scatter push` (on src) → Redis on i1 and i2 → `solive scatter
+//! gather` (on dst), driven by `mininet/scatter-experiment migrate`.
+//!
+//! Needs root, `mininet/install.sh` and a built `solive` (cargo builds it for
+//! integration tests). Holds [`support::lock`] from before `up` until after
+//! `down`. Missing tools are a failure, not a skip.
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{lock, repo_root, run};
+
+const STATE: &str = "/tmp/solive-testbed-sg";
+
+fn testbed(args: &[&str]) -> std::process::Output {
+    Command::new("/usr/bin/python3")
+        .arg(repo_root().join("mininet/testbed"))
+        .args(args)
+        .output()
+        .expect("cannot run mininet/testbed")
+}
+
+struct Testbed {
+    info: serde_json::Value,
+}
+
+impl Testbed {
+    fn up() -> Testbed {
+        for tool in [
+            "virsh",
+            "libvirtd",
+            "qemu-system-x86_64",
+            "ovs-vswitchd",
+            "redis-server",
+            "redis-cli",
+        ] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(found, "{tool} is missing: run `sudo mininet/install.sh`");
+        }
+        let _ = testbed(&["down", "--state", STATE]);
+        let out = testbed(&["up", "scatter-2i", "--state", STATE]);
+        // From here on, dropping it takes the testbed down.
+        let mut tb = Testbed {
+            info: serde_json::Value::Null,
+        };
+        assert!(
+            out.status.success(),
+            "testbed up failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info = std::fs::read_to_string(Path::new(STATE).join("testbed.json")).unwrap();
+        tb.info = serde_json::from_str(&info).unwrap();
+        tb
+    }
+
+    fn host(&self, name: &str) -> &serde_json::Value {
+        self.info["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == name)
+            .unwrap()
+    }
+
+    fn domstate(&self, host: &str) -> String {
+        let out = Command::new("virsh")
+            .args(["-c", self.host(host)["libvirt_uri"].as_str().unwrap()])
+            .args(["domstate", "vm1"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn console(&self, host: &str) -> String {
+        std::fs::read_to_string(
+            Path::new(STATE).join(format!("hosts/{host}/log/qemu/vm1-console.log")),
+        )
+        .unwrap_or_default()
+    }
+
+    /// The guest's memory checksums printed on `host`'s console so far.
+    fn memsums(&self, host: &str) -> Vec<String> {
+        self.console(host)
+            .lines()
+            .filter_map(|l| l.split("slworker: memsum ").nth(1))
+            .filter_map(|r| r.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn wait_memsums(&self, host: &str, n: usize, secs: u64) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.memsums(host);
+            if s.len() >= n {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} memsums on {host} after {secs} s; console:\n{}",
+                self.console(host)
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn redis_cli(&self, host: &str, args: &[&str]) -> String {
+        let h = self.host(host);
+        run(Command::new("ip")
+            .args(["netns", "exec", h["netns"].as_str().unwrap(), "redis-cli"])
+            .args(["-h", h["address"].as_str().unwrap()])
+            .args(args))
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = testbed(&["down", "--state", STATE]);
+    }
+}
+
+fn experiment(args: &[&str]) -> Command {
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(repo_root().join("mininet/scatter-experiment"))
+        .args(args)
+        .env("SOLIVE_BIN", env!("CARGO_BIN_EXE_solive"));
+    c
+}
+
+fn migrate_json(out: std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "scatter-experiment printed no JSON ({e}):\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn vm_migrates_through_two_intermediaries_and_survives_losing_one() {
+    let _lock = lock();
+    let tb = Testbed::up();
+    let before = tb.wait_memsums("src", 1, 180);
+    let sum = before[0].clone();
+
+    // 1. i2's store is killed while the source pushes: the migration fails,
+    //    the VM keeps running on src with its memory intact.
+    let mig = experiment(&["migrate", "--state", STATE, "--via", "i1,i2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n: u64 = tb.redis_cli("i2", &["DBSIZE"]).trim().parse().unwrap_or(0);
+        if n >= 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing reached i2's store");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pidfile = PathBuf::from(tb.host("i2")["dir"].as_str().unwrap()).join("redis/redis.pid");
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    run(Command::new("kill").args(["-9", pid.trim()]));
+    let failed = migrate_json(mig.wait_with_output_timeout(300));
+    eprintln!("with i2 killed: {failed:#}");
+    assert_ne!(failed["migrate_rc"], 0, "{failed}");
+    assert_ne!(failed["push_rc"], 0, "{failed}");
+    assert!(
+        failed["push_log"]
+            .as_str()
+            .unwrap_or("")
+            .contains("10.0.0.4"),
+        "push did not name the lost store: {failed}"
+    );
+    assert_eq!(tb.domstate("src"), "running");
+    assert_ne!(tb.domstate("dst"), "running");
+    let n = tb.memsums("src").len();
+    let after = tb.wait_memsums("src", n + 1, 60);
+    assert_eq!(
+        after.last().unwrap(),
+        &sum,
+        "memory changed on src: {after:?}"
+    );
+
+    // 2. i2's store back: the migration goes through both and the VM runs on
+    //    dst with the same memory.
+    let i2 = tb.host("i2");
+    let dir = format!("{}/redis", i2["dir"].as_str().unwrap());
+    run(Command::new("ip").args([
+        "netns",
+        "exec",
+        i2["netns"].as_str().unwrap(),
+        "redis-server",
+        "--bind",
+        i2["address"].as_str().unwrap(),
+        "--port",
+        "6379",
+        "--protected-mode",
+        "no",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "yes",
+        "--dir",
+        &dir,
+        "--pidfile",
+        &format!("{dir}/redis.pid"),
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tb.redis_cli("i2", &["PING"]).trim() != "PONG" {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = experiment(&["migrate", "--state", STATE, "--via", "i1,i2"])
+        .output()
+        .unwrap();
+    let ok = migrate_json(out);
+    eprintln!("through i1 and i2: {ok:#}");
+    assert_eq!(ok["migrate_rc"], 0, "{ok}");
+    assert_eq!(ok["push_rc"], 0, "{ok}");
+    assert_eq!(ok["gather_rc"], 0, "{ok}");
+    assert_eq!(ok["on_dst"], "running");
+    assert_eq!(ok["memsum_before"], sum.as_str());
+    assert_eq!(ok["memsum_after"], sum.as_str(), "memory changed: {ok}");
+    assert_ne!(tb.domstate("src"), "running");
+    let per = ok["push"]["per_store"].as_array().unwrap();
+    assert!(
+        per.iter().all(|s| s["chunks"].as_u64().unwrap() > 0),
+        "{ok}"
+    );
+    assert_eq!(ok["push"]["chunks"], ok["gather"]["chunks"]);
+    assert_eq!(ok["push"]["stream_crc"], ok["gather"]["stream_crc"]);
+    // Nothing of the VM is left on the intermediaries.
+    for h in ["i1", "i2"] {
+        assert_eq!(
+            tb.redis_cli(h, &["DBSIZE"]).trim(),
+            "0",
+            "{h} still holds keys"
+        );
+    }
+}
+
+trait WaitTimeout {
+    fn wait_with_output_timeout(self, secs: u64) -> std::process::Output;
+}
+
+impl WaitTimeout for std::process::Child {
+    fn wait_with_output_timeout(mut self, secs: u64) -> std::process::Output {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.try_wait().unwrap().is_none() {
+            if Instant::now() >= deadline {
+                let _ = self.kill();
+                panic!("scatter-experiment migrate did not end within {secs} s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.wait_with_output().unwrap()
+    }
+}

@@ -5,15 +5,11 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use solive::config::Config;
-use solive::evacuation::HostHypervisor;
 use solive::hypervisor::fake::{FakeCloud, FakeVm};
-use solive::hypervisor::Hypervisor;
 use support::{eventually, Solive};
 use tokio::net::TcpListener;
 
@@ -39,18 +35,7 @@ async fn start(cloud: &FakeCloud) -> Solive {
     }
     let config = Config::parse(&toml).unwrap();
     // h3 has no hypervisor: it cannot take part in evacuations.
-    let hvs: BTreeMap<String, HostHypervisor> = ["h1", "h2"]
-        .iter()
-        .map(|h| {
-            let hv: Arc<dyn Hypervisor> = Arc::new(cloud.host(h));
-            let hh = HostHypervisor {
-                hv,
-                uri: FakeCloud::uri(h),
-                migrate_uri: None,
-            };
-            (h.to_string(), hh)
-        })
-        .collect();
+    let hvs = cloud.host_hypervisors(&["h1", "h2"]);
     Solive::start_with_hypervisors(config, TcpListener::bind("127.0.0.1:0").await.unwrap(), hvs)
         .await
 }

@@ -3,13 +3,9 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use proptest::prelude::*;
 use solive::config::Config;
-use solive::evacuation::HostHypervisor;
 use solive::hypervisor::fake::{FakeCloud, FakeVm};
-use solive::hypervisor::Hypervisor;
 use support::{config_toml, Solive};
 use tokio::net::TcpListener;
 
@@ -91,18 +87,7 @@ fn random_json_gets_2xx_or_4xx() {
             },
         );
     }
-    let hvs = ["h1", "h2"]
-        .iter()
-        .map(|h| {
-            let hv: Arc<dyn Hypervisor> = Arc::new(cloud.host(h));
-            let hh = HostHypervisor {
-                hv,
-                uri: FakeCloud::uri(h),
-                migrate_uri: None,
-            };
-            (h.to_string(), hh)
-        })
-        .collect();
+    let hvs = cloud.host_hypervisors(&["h1", "h2"]);
     let solive = rt.block_on(async {
         Solive::start_with_hypervisors(config, TcpListener::bind("127.0.0.1:0").await.unwrap(), hvs)
             .await

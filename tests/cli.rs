@@ -262,12 +262,7 @@ fn plan_rejects_bad_input() {
 /// evacuation is an error on stderr with no file written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_draws_a_finished_evacuation_to_svg() {
-    use std::collections::BTreeMap;
-    use std::sync::Arc;
-
-    use solive::evacuation::HostHypervisor;
     use solive::hypervisor::fake::{FakeCloud, FakeVm};
-    use solive::hypervisor::Hypervisor;
 
     let cloud = FakeCloud::new();
     for name in ["web", "db"] {
@@ -292,18 +287,7 @@ async fn report_draws_a_finished_evacuation_to_svg() {
             i + 1
         );
     }
-    let hvs: BTreeMap<String, HostHypervisor> = ["h1", "h2"]
-        .iter()
-        .map(|h| {
-            let hv: Arc<dyn Hypervisor> = Arc::new(cloud.host(h));
-            let hh = HostHypervisor {
-                hv,
-                uri: FakeCloud::uri(h),
-                migrate_uri: None,
-            };
-            (h.to_string(), hh)
-        })
-        .collect();
+    let hvs = cloud.host_hypervisors(&["h1", "h2"]);
     let solive = support::Solive::start_with_hypervisors(
         solive::config::Config::parse(&toml).unwrap(),
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),

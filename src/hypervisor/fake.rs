@@ -111,6 +111,26 @@ impl FakeCloud {
         format!("fake://{host}")
     }
 
+    /// The evacuation service's view of `hosts`, each one of this cloud's
+    /// (what `server::start_with` takes in tests).
+    pub fn host_hypervisors(
+        &self,
+        hosts: &[&str],
+    ) -> BTreeMap<String, crate::evacuation::HostHypervisor> {
+        hosts
+            .iter()
+            .map(|h| {
+                let hv: Arc<dyn Hypervisor> = Arc::new(self.host(h));
+                let hh = crate::evacuation::HostHypervisor {
+                    hv,
+                    uri: FakeCloud::uri(h),
+                    migrate_uri: None,
+                };
+                (h.to_string(), hh)
+            })
+            .collect()
+    }
+
     pub fn host(&self, host: &str) -> FakeHypervisor {
         self.add_host(host);
         FakeHypervisor {

@@ -18,13 +18,10 @@
 //!     cargo bench --bench api_load            # 30 s
 //!     SOLIVE_LOAD_SECS=5 cargo bench --bench api_load
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use solive::evacuation::HostHypervisor;
 use solive::hypervisor::fake::{FakeCloud, FakeVm};
-use solive::hypervisor::Hypervisor;
 
 const CLIENTS: usize = 200;
 const DEFAULT_SECS: u64 = 30;
@@ -140,18 +137,7 @@ async fn run(secs: u64) {
         );
     }
     let mut config = solive::config::Config::parse(&toml).unwrap();
-    let hvs: BTreeMap<String, HostHypervisor> = ["h1", "h2"]
-        .iter()
-        .map(|h| {
-            let hv: Arc<dyn Hypervisor> = Arc::new(cloud.host(h));
-            let hh = HostHypervisor {
-                hv,
-                uri: FakeCloud::uri(h),
-                migrate_uri: None,
-            };
-            (h.to_string(), hh)
-        })
-        .collect();
+    let hvs = cloud.host_hypervisors(&["h1", "h2"]);
     let of = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     config.controller.openflow_listen = of.local_addr().unwrap();

@@ -213,6 +213,35 @@ async fn reservations_validate_and_round_trip() {
     assert_eq!(one["source"], "h1");
     let list: serde_json::Value = http.get(&base).send().await.unwrap().json().await.unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
+    // Pages: a second reservation, one per page.
+    let r = http.post(&base).json(&good).send().await.unwrap();
+    let id2 = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let page = http.get(format!("{base}?limit=1")).send().await.unwrap();
+    assert_eq!(page.headers()["x-next-after"], id.to_string().as_str());
+    let page: serde_json::Value = page.json().await.unwrap();
+    assert_eq!(page.as_array().unwrap().len(), 1);
+    let last = http
+        .get(format!("{base}?limit=1&after={id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(last.headers().get("x-next-after").is_none());
+    assert_eq!(
+        last.json::<serde_json::Value>().await.unwrap()[0]["id"],
+        id2
+    );
+    let bad = http.get(format!("{base}?limit=0")).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        http.delete(format!("{base}/{id2}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
 
     assert_eq!(
         http.delete(format!("{base}/{id}"))

@@ -4,8 +4,9 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::page::Page;
 use super::{ApiError, AppState};
 use crate::evacuation::{EvacuationError, EvacuationRecord, EvacuationRequest, EvacuationState};
 
@@ -29,20 +30,6 @@ pub async fn create(
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let rec = s.evacuations.start(req).await?;
     Ok((StatusCode::CREATED, Json(rec)))
-}
-
-/// `?limit=N&after=ID`: pages of at most `limit` records, by id.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Page {
-    #[serde(default = "default_limit")]
-    limit: usize,
-    #[serde(default)]
-    after: u64,
-}
-
-fn default_limit() -> usize {
-    100
 }
 
 /// One line of the list: what a dashboard shows without the details.
@@ -70,19 +57,10 @@ pub async fn list(
     State(s): State<AppState>,
     q: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<List>, ApiError> {
-    let Query(page) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    if page.limit == 0 || page.limit > 1000 {
-        return Err(ApiError::BadRequest(format!(
-            "limit: must be from 1 to 1000, not {}",
-            page.limit
-        )));
-    }
-    let all = s.evacuations.list();
-    let rest: Vec<&EvacuationRecord> = all.iter().filter(|r| r.id > page.after).collect();
-    let more = rest.len() > page.limit;
-    let evacuations: Vec<Summary> = rest
+    let page = Page::from_query(q)?;
+    let (records, next_after) = page.slice(s.evacuations.list(), |r| r.id);
+    let evacuations: Vec<Summary> = records
         .into_iter()
-        .take(page.limit)
         .map(|r| Summary {
             id: r.id,
             source: r.request.source.clone(),
@@ -95,7 +73,6 @@ pub async fn list(
             eviction_ms: r.eviction_ms,
         })
         .collect();
-    let next_after = more.then(|| evacuations.last().map(|s| s.id)).flatten();
     Ok(Json(List {
         evacuations,
         next_after,

@@ -22,6 +22,7 @@ mod health;
 mod hosts;
 pub mod idempotency;
 mod metrics;
+mod page;
 mod plan;
 mod reservations;
 pub mod tls;

@@ -1,10 +1,12 @@
 //! `/v1/reservations`: bandwidth reservations for migrations.
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::Json;
 
+use super::page::Page;
 use super::{ApiError, AppState};
 use crate::controller::reservation::ReservationRequest;
 use crate::controller::ReservationView;
@@ -18,8 +20,19 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-pub async fn list(State(s): State<AppState>) -> Result<Json<Vec<ReservationView>>, ApiError> {
-    Ok(Json(s.controller.reservations().await?))
+/// The reservations in force, a page at a time (`?limit=N&after=ID`); the
+/// body stays an array, and `X-Next-After` gives the next page's `after`.
+pub async fn list(
+    State(s): State<AppState>,
+    q: Result<Query<Page>, QueryRejection>,
+) -> Result<(HeaderMap, Json<Vec<ReservationView>>), ApiError> {
+    let page = Page::from_query(q)?;
+    let (items, next) = page.slice(s.controller.reservations().await?, |r| r.id);
+    let mut headers = HeaderMap::new();
+    if let Some(n) = next {
+        headers.insert("x-next-after", n.into());
+    }
+    Ok((headers, Json(items)))
 }
 
 fn id(p: Result<Path<u64>, PathRejection>) -> Result<u64, ApiError> {

@@ -99,10 +99,14 @@ async fn reported_port_rate_matches_htb_shaped_iperf3() {
         "shaped {SHAPED_BPS} bit/s; iperf3 received {iperf_bps:.0} bit/s; solive port tx samples {samples:?}, mean {mean:.0}"
     );
     assert!(samples.len() >= 3, "too few rate samples: {samples:?}");
-    let err = (mean - SHAPED_BPS as f64).abs() / SHAPED_BPS as f64;
+    // Compared with what really crossed the port (iperf3's goodput, which
+    // leaves out the headers: a few percent under the wire rate), not with
+    // the shaping rate: on a busy machine the userspace datapath can carry
+    // less than the shaper allows.
+    let err = (mean - iperf_bps).abs() / iperf_bps;
     assert!(
         err <= 0.10,
-        "reported {mean:.0} bit/s is {:.1}% off the shaped {SHAPED_BPS}",
+        "reported {mean:.0} bit/s is {:.1}% off the {iperf_bps:.0} bit/s iperf3 received",
         err * 100.0
     );
     // The traffic really was shaped (and so really crossed the bridge).

@@ -10,125 +10,62 @@
 //! `down`. Missing tools are a failure, not a skip.
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::testbed::{require_tools, Testbed};
 use support::{lock, repo_root, run};
 
 const STATE: &str = "/tmp/solive-testbed-sg";
 
-fn testbed(args: &[&str]) -> std::process::Output {
-    Command::new("/usr/bin/python3")
-        .arg(repo_root().join("mininet/testbed"))
-        .args(args)
+/// The testbed with its two stores, as this test reads it.
+fn up() -> Testbed {
+    require_tools(&["redis-server", "redis-cli"]);
+    Testbed::up("scatter-2i", STATE)
+}
+
+/// vm1's state on `host`, empty when it is not there (not a failure).
+fn domstate(tb: &Testbed, host: &str) -> String {
+    let out = Command::new("virsh")
+        .args(["-c", &tb.uri(host), "domstate", "vm1"])
         .output()
-        .expect("cannot run mininet/testbed")
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-struct Testbed {
-    info: serde_json::Value,
+/// The guest's memory checksums printed on `host`'s console so far.
+fn memsums(tb: &Testbed, host: &str) -> Vec<String> {
+    tb.console(host, "vm1")
+        .lines()
+        .filter_map(|l| l.split("slworker: memsum ").nth(1))
+        .filter_map(|r| r.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
 }
 
-impl Testbed {
-    fn up() -> Testbed {
-        for tool in [
-            "virsh",
-            "libvirtd",
-            "qemu-system-x86_64",
-            "ovs-vswitchd",
-            "redis-server",
-            "redis-cli",
-        ] {
-            let found = Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .unwrap()
-                .status
-                .success();
-            assert!(found, "{tool} is missing: run `sudo mininet/install.sh`");
+fn wait_memsums(tb: &Testbed, host: &str, n: usize, secs: u64) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = memsums(tb, host);
+        if s.len() >= n {
+            return s;
         }
-        let _ = testbed(&["down", "--state", STATE]);
-        let out = testbed(&["up", "scatter-2i", "--state", STATE]);
-        // From here on, dropping it takes the testbed down.
-        let mut tb = Testbed {
-            info: serde_json::Value::Null,
-        };
         assert!(
-            out.status.success(),
-            "testbed up failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            Instant::now() < deadline,
+            "fewer than {n} memsums on {host} after {secs} s; console:\n{}",
+            tb.console(host, "vm1")
         );
-        let info = std::fs::read_to_string(Path::new(STATE).join("testbed.json")).unwrap();
-        tb.info = serde_json::from_str(&info).unwrap();
-        tb
-    }
-
-    fn host(&self, name: &str) -> &serde_json::Value {
-        self.info["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["name"] == name)
-            .unwrap()
-    }
-
-    fn domstate(&self, host: &str) -> String {
-        let out = Command::new("virsh")
-            .args(["-c", self.host(host)["libvirt_uri"].as_str().unwrap()])
-            .args(["domstate", "vm1"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn console(&self, host: &str) -> String {
-        std::fs::read_to_string(
-            Path::new(STATE).join(format!("hosts/{host}/log/qemu/vm1-console.log")),
-        )
-        .unwrap_or_default()
-    }
-
-    /// The guest's memory checksums printed on `host`'s console so far.
-    fn memsums(&self, host: &str) -> Vec<String> {
-        self.console(host)
-            .lines()
-            .filter_map(|l| l.split("slworker: memsum ").nth(1))
-            .filter_map(|r| r.split_whitespace().next())
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn wait_memsums(&self, host: &str, n: usize, secs: u64) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.memsums(host);
-            if s.len() >= n {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "fewer than {n} memsums on {host} after {secs} s; console:\n{}",
-                self.console(host)
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    fn redis_cli(&self, host: &str, args: &[&str]) -> String {
-        let h = self.host(host);
-        run(Command::new("ip")
-            .args(["netns", "exec", h["netns"].as_str().unwrap(), "redis-cli"])
-            .args(["-h", h["address"].as_str().unwrap()])
-            .args(args))
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        let _ = testbed(&["down", "--state", STATE]);
-    }
+fn redis_cli(tb: &Testbed, host: &str, args: &[&str]) -> String {
+    let h = tb.host(host);
+    run(Command::new("ip")
+        .args(["netns", "exec", h["netns"].as_str().unwrap(), "redis-cli"])
+        .args(["-h", h["address"].as_str().unwrap()])
+        .args(args))
 }
 
 fn experiment(args: &[&str]) -> Command {
@@ -152,8 +89,8 @@ fn migrate_json(out: std::process::Output) -> serde_json::Value {
 #[test]
 fn vm_migrates_through_two_intermediaries_and_survives_losing_one() {
     let _lock = lock();
-    let tb = Testbed::up();
-    let before = tb.wait_memsums("src", 1, 180);
+    let tb = up();
+    let before = wait_memsums(&tb, "src", 1, 180);
     let sum = before[0].clone();
 
     // 1. i2's store is killed while the source pushes: the migration fails,
@@ -165,7 +102,10 @@ fn vm_migrates_through_two_intermediaries_and_survives_losing_one() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let n: u64 = tb.redis_cli("i2", &["DBSIZE"]).trim().parse().unwrap_or(0);
+        let n: u64 = redis_cli(&tb, "i2", &["DBSIZE"])
+            .trim()
+            .parse()
+            .unwrap_or(0);
         if n >= 20 {
             break;
         }
@@ -186,10 +126,10 @@ fn vm_migrates_through_two_intermediaries_and_survives_losing_one() {
             .contains("10.0.0.4"),
         "push did not name the lost store: {failed}"
     );
-    assert_eq!(tb.domstate("src"), "running");
-    assert_ne!(tb.domstate("dst"), "running");
-    let n = tb.memsums("src").len();
-    let after = tb.wait_memsums("src", n + 1, 60);
+    assert_eq!(domstate(&tb, "src"), "running");
+    assert_ne!(domstate(&tb, "dst"), "running");
+    let n = memsums(&tb, "src").len();
+    let after = wait_memsums(&tb, "src", n + 1, 60);
     assert_eq!(
         after.last().unwrap(),
         &sum,
@@ -223,7 +163,7 @@ fn vm_migrates_through_two_intermediaries_and_survives_losing_one() {
         &format!("{dir}/redis.pid"),
     ]));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tb.redis_cli("i2", &["PING"]).trim() != "PONG" {
+    while redis_cli(&tb, "i2", &["PING"]).trim() != "PONG" {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -238,7 +178,7 @@ fn vm_migrates_through_two_intermediaries_and_survives_losing_one() {
     assert_eq!(ok["on_dst"], "running");
     assert_eq!(ok["memsum_before"], sum.as_str());
     assert_eq!(ok["memsum_after"], sum.as_str(), "memory changed: {ok}");
-    assert_ne!(tb.domstate("src"), "running");
+    assert_ne!(domstate(&tb, "src"), "running");
     let per = ok["push"]["per_store"].as_array().unwrap();
     assert!(
         per.iter().all(|s| s["chunks"].as_u64().unwrap() > 0),
@@ -249,7 +189,7 @@ fn vm_migrates_through_two_intermediaries_and_survives_losing_one() {
     // Nothing of the VM is left on the intermediaries.
     for h in ["i1", "i2"] {
         assert_eq!(
-            tb.redis_cli(h, &["DBSIZE"]).trim(),
+            redis_cli(&tb, h, &["DBSIZE"]).trim(),
             "0",
             "{h} still holds keys"
         );

@@ -8,147 +8,12 @@
 //! one can run.
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{lock, repo_root, run};
-
-fn testbed(args: &[&str]) -> Output {
-    Command::new("/usr/bin/python3")
-        .arg(repo_root().join("mininet/testbed"))
-        .args(args)
-        .output()
-        .expect("cannot run mininet/testbed")
-}
-
-fn require_tools() {
-    for tool in [
-        "virsh",
-        "libvirtd",
-        "virtlogd",
-        "qemu-system-x86_64",
-        "ovs-vswitchd",
-        "ovs-ofctl",
-        "gcc",
-        "cpio",
-    ] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .unwrap()
-            .status
-            .success();
-        assert!(found, "{tool} is missing: run `sudo mininet/install.sh`");
-    }
-    assert!(
-        Path::new("/usr/bin/python3").exists(),
-        "/usr/bin/python3 is missing"
-    );
-}
-
-/// A testbed brought up in its own state directory and taken down on drop, so a
-/// failed assertion does not leave it running.
-struct Testbed {
-    state: PathBuf,
-    info: serde_json::Value,
-    down: bool,
-}
-
-impl Testbed {
-    fn up(topology: &str, state: &str) -> Testbed {
-        require_tools();
-        // Leftovers of a killed run.
-        let _ = testbed(&["down", "--state", state]);
-        let out = testbed(&["up", topology, "--state", state]);
-        let mut tb = Testbed {
-            state: PathBuf::from(state),
-            info: serde_json::Value::Null,
-            down: false,
-        };
-        assert!(
-            out.status.success(),
-            "testbed up {topology} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let info = std::fs::read_to_string(tb.state.join("testbed.json")).unwrap();
-        tb.info = serde_json::from_str(&info).unwrap();
-        tb
-    }
-
-    fn host(&self, name: &str) -> &serde_json::Value {
-        self.info["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["name"] == name)
-            .unwrap_or_else(|| panic!("no host {name} in testbed.json"))
-    }
-
-    fn uri(&self, host: &str) -> String {
-        self.host(host)["libvirt_uri"].as_str().unwrap().to_string()
-    }
-
-    fn virsh(&self, host: &str, args: &[&str]) -> String {
-        run(Command::new("timeout")
-            .args(["180", "virsh", "-q", "-c", &self.uri(host)])
-            .args(args))
-    }
-
-    /// Waits until the guest's console log shows its workload started.
-    fn wait_ready(&self, host: &str, vm: &str, secs: u64) {
-        let log = self
-            .state
-            .join(format!("hosts/{host}/log/qemu/{vm}-console.log"));
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("slworker:") && text.contains("ready") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "guest {vm} not ready after {secs} s; console:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Bytes the bridge has transmitted on `port` (OpenFlow port statistics,
-    /// read from the switch now, not OVSDB's 5-second statistics column).
-    fn tx_bytes(&self, bridge: &str, port: &str) -> u64 {
-        let out = run(Command::new("ovs-ofctl")
-            .env("OVS_RUNDIR", self.info["ovs_rundir"].as_str().unwrap())
-            .args(["-O", "OpenFlow13", "dump-ports", bridge, port]));
-        let tx = out
-            .lines()
-            .find(|l| l.trim_start().starts_with("tx pkts="))
-            .unwrap_or_else(|| panic!("no tx line in {out}"));
-        let bytes = tx.split("bytes=").nth(1).unwrap();
-        bytes[..bytes.find(',').unwrap()].parse().unwrap()
-    }
-
-    fn down(mut self) {
-        self.down = true;
-        let state = self.state.to_str().unwrap();
-        let out = testbed(&["down", "--state", state]);
-        assert!(
-            out.status.success(),
-            "testbed down failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        if !self.down {
-            let _ = testbed(&["down", "--state", self.state.to_str().unwrap()]);
-        }
-    }
-}
+use support::testbed::{require_tools, testbed, Testbed};
+use support::{lock, run};
 
 fn netns_pids(ns: &str) -> Vec<u32> {
     let out = Command::new("ip")
@@ -462,7 +327,7 @@ fn solive_migrates_through_libvirt_and_changes_the_speed_cap_mid_flight() {
     use solive::hypervisor::libvirt::Libvirt;
     use solive::hypervisor::MigrateOptions;
     let _lock = lock();
-    require_tools();
+    require_tools(&[]);
     let tb = Testbed::up("two-hosts", "/tmp/solive-testbed-hv");
     tb.wait_ready("h1", "vm1", 90);
     let (h1, h2) = (Libvirt::new(&tb.uri("h1")), Libvirt::new(&tb.uri("h2")));
@@ -545,7 +410,7 @@ async fn evacuation_in_solive_order_with_reservations() {
     use serde_json::json;
     use support::Solive;
     let _lock = lock();
-    require_tools();
+    require_tools(&[]);
     let tb = Testbed::up("evac-2vm", "/tmp/solive-testbed-evac");
     tb.wait_ready("h1", "quiet", 90);
     tb.wait_ready("h1", "send", 90);

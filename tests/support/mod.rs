@@ -7,6 +7,8 @@
 //! silently skips proves nothing.
 #![allow(dead_code)]
 
+pub mod testbed;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,0 +1,157 @@
+//! The QEMU + libvirt testbed (`mininet/testbed`) as the tests use it: a
+//! testbed brought up in its own state directory and taken down on drop, so
+//! a failed assertion does not leave it running. Callers hold
+//! [`super::lock`] from before `up` until after `down`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use super::{repo_root, run};
+
+/// Runs `mininet/testbed` with `args`.
+pub fn testbed(args: &[&str]) -> Output {
+    Command::new("/usr/bin/python3")
+        .arg(repo_root().join("mininet/testbed"))
+        .args(args)
+        .output()
+        .expect("cannot run mininet/testbed")
+}
+
+/// Fails (does not skip) when a tool the testbed needs is missing; `extra`
+/// names what a test needs beyond the usual.
+pub fn require_tools(extra: &[&str]) {
+    for tool in [
+        "virsh",
+        "libvirtd",
+        "virtlogd",
+        "qemu-system-x86_64",
+        "ovs-vswitchd",
+        "ovs-ofctl",
+        "gcc",
+        "cpio",
+    ]
+    .iter()
+    .chain(extra)
+    {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(found, "{tool} is missing: run `sudo mininet/install.sh`");
+    }
+    assert!(
+        Path::new("/usr/bin/python3").exists(),
+        "/usr/bin/python3 is missing"
+    );
+}
+
+/// A testbed brought up in its own state directory and taken down on drop, so a
+/// failed assertion does not leave it running.
+pub struct Testbed {
+    pub state: PathBuf,
+    pub info: serde_json::Value,
+    down: bool,
+}
+
+impl Testbed {
+    pub fn up(topology: &str, state: &str) -> Testbed {
+        require_tools(&[]);
+        // Leftovers of a killed run.
+        let _ = testbed(&["down", "--state", state]);
+        let out = testbed(&["up", topology, "--state", state]);
+        let mut tb = Testbed {
+            state: PathBuf::from(state),
+            info: serde_json::Value::Null,
+            down: false,
+        };
+        assert!(
+            out.status.success(),
+            "testbed up {topology} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info = std::fs::read_to_string(tb.state.join("testbed.json")).unwrap();
+        tb.info = serde_json::from_str(&info).unwrap();
+        tb
+    }
+
+    pub fn host(&self, name: &str) -> &serde_json::Value {
+        self.info["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == name)
+            .unwrap_or_else(|| panic!("no host {name} in testbed.json"))
+    }
+
+    pub fn uri(&self, host: &str) -> String {
+        self.host(host)["libvirt_uri"].as_str().unwrap().to_string()
+    }
+
+    pub fn virsh(&self, host: &str, args: &[&str]) -> String {
+        run(Command::new("timeout")
+            .args(["180", "virsh", "-q", "-c", &self.uri(host)])
+            .args(args))
+    }
+
+    /// What guest `vm` printed on its console on `host` so far.
+    pub fn console(&self, host: &str, vm: &str) -> String {
+        let log = self
+            .state
+            .join(format!("hosts/{host}/log/qemu/{vm}-console.log"));
+        std::fs::read_to_string(log).unwrap_or_default()
+    }
+
+    /// Waits until the guest's console log shows its workload started.
+    pub fn wait_ready(&self, host: &str, vm: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let text = self.console(host, vm);
+            if text.contains("slworker:") && text.contains("ready") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "guest {vm} not ready after {secs} s; console:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Bytes the bridge has transmitted on `port` (OpenFlow port statistics,
+    /// read from the switch now, not OVSDB's 5-second statistics column).
+    pub fn tx_bytes(&self, bridge: &str, port: &str) -> u64 {
+        let out = run(Command::new("ovs-ofctl")
+            .env("OVS_RUNDIR", self.info["ovs_rundir"].as_str().unwrap())
+            .args(["-O", "OpenFlow13", "dump-ports", bridge, port]));
+        let tx = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("tx pkts="))
+            .unwrap_or_else(|| panic!("no tx line in {out}"));
+        let bytes = tx.split("bytes=").nth(1).unwrap();
+        bytes[..bytes.find(',').unwrap()].parse().unwrap()
+    }
+
+    pub fn down(mut self) {
+        self.down = true;
+        let state = self.state.to_str().unwrap();
+        let out = testbed(&["down", "--state", state]);
+        assert!(
+            out.status.success(),
+            "testbed down failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        if !self.down {
+            let _ = testbed(&["down", "--state", self.state.to_str().unwrap()]);
+        }
+    }
+}

@@ -25,6 +25,7 @@
 
 pub mod api;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod controller;
 pub mod evacuation;

@@ -178,13 +178,6 @@ fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
     Ok(out)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn writer(conn: Connection, rx: mpsc::Receiver<Op>, path: PathBuf) {
     // Ends when every Store handle is gone.
     while let Ok(op) = rx.recv() {
@@ -193,7 +186,7 @@ fn writer(conn: Connection, rx: mpsc::Receiver<Op>, path: PathBuf) {
                 .execute(
                     "INSERT INTO records (kind, id, body, updated_unix_ms) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (kind, id) DO UPDATE SET body = ?3, updated_unix_ms = ?4",
-                    params![kind, id as i64, body, now_ms()],
+                    params![kind, id as i64, body, crate::clock::unix_ms() as i64],
                 )
                 .map(drop),
             Op::Idempotent {
@@ -205,7 +198,7 @@ fn writer(conn: Connection, rx: mpsc::Receiver<Op>, path: PathBuf) {
                 .execute(
                     "INSERT OR IGNORE INTO idempotency (key, request, status, body, created_unix_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![key, request, status, body, now_ms()],
+                    params![key, request, status, body, crate::clock::unix_ms() as i64],
                 )
                 .map(drop),
             Op::Flush(done) => {

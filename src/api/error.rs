@@ -59,6 +59,16 @@ impl From<ControllerError> for ApiError {
     }
 }
 
+/// The numeric id in a path (`/v1/reservations/{id}`); `what` names it in
+/// the 400 when it is not a number.
+pub fn path_id(
+    p: Result<axum::extract::Path<u64>, axum::extract::rejection::PathRejection>,
+    what: &str,
+) -> Result<u64, ApiError> {
+    p.map(|axum::extract::Path(id)| id)
+        .map_err(|e| ApiError::BadRequest(format!("{what} id: {}", e.body_text())))
+}
+
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no such resource: {}", uri.path()))
 }

@@ -79,16 +79,11 @@ pub async fn list(
     }))
 }
 
-fn id(p: Result<Path<u64>, PathRejection>) -> Result<u64, ApiError> {
-    p.map(|Path(id)| id)
-        .map_err(|e| ApiError::BadRequest(format!("evacuation id: {}", e.body_text())))
-}
-
 pub async fn get(
     State(s): State<AppState>,
     p: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<EvacuationRecord>, ApiError> {
-    let id = id(p)?;
+    let id = super::error::path_id(p, "evacuation")?;
     s.evacuations
         .get(id)
         .map(Json)
@@ -100,6 +95,6 @@ pub async fn delete(
     State(s): State<AppState>,
     p: Result<Path<u64>, PathRejection>,
 ) -> Result<(StatusCode, Json<EvacuationRecord>), ApiError> {
-    let id = id(p)?;
+    let id = super::error::path_id(p, "evacuation")?;
     Ok((StatusCode::ACCEPTED, Json(s.evacuations.cancel(id)?)))
 }

@@ -114,10 +114,7 @@ pub async fn get(State(s): State<AppState>) -> Result<impl IntoResponse, ApiErro
 }
 
 fn evacuations(reg: &mut Registry, all: &[crate::evacuation::EvacuationRecord]) {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = crate::clock::unix_ms();
     let finished: Vec<_> = all.iter().filter(|r| r.state.finished()).collect();
     let shown = all
         .iter()

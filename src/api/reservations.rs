@@ -35,18 +35,13 @@ pub async fn list(
     Ok((headers, Json(items)))
 }
 
-fn id(p: Result<Path<u64>, PathRejection>) -> Result<u64, ApiError> {
-    p.map(|Path(id)| id)
-        .map_err(|e| ApiError::BadRequest(format!("reservation id: {}", e.body_text())))
-}
-
 /// A live reservation, or one that ended (`state`: `active`, `released` or
 /// `interrupted`).
 pub async fn get(
     State(s): State<AppState>,
     p: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = id(p)?;
+    let id = super::error::path_id(p, "reservation")?;
     s.controller
         .reservation_record(id)
         .await?

@@ -99,15 +99,19 @@ impl Controller {
         v
     }
 
+    /// Records a reservation's state: in the store when there is one, and an
+    /// ended one (not `active`) also in `finished`, where `GET` finds it once
+    /// it is gone (without a store, until the controller stops).
     pub(super) fn persist_reservation(&mut self, id: u64, state: &str) {
-        if self.store.is_none() || !self.reservations.contains_key(&id) {
+        let ended = state != "active";
+        if (self.store.is_none() && !ended) || !self.reservations.contains_key(&id) {
             return;
         }
         let v = self.reservation_record(id, state);
         if let Some(s) = &self.store {
             s.put(crate::store::RESERVATION, id, &v);
         }
-        if state != "active" {
+        if ended {
             self.finished.insert(id, v);
         }
     }
@@ -116,13 +120,7 @@ impl Controller {
         if !self.reservations.contains_key(&id) {
             return Err(ControllerError::NotFound(format!("no reservation {id}")));
         }
-        // Without a store the ended reservation is still shown until the
-        // controller stops.
-        let v = self.reservation_record(id, "released");
-        if let Some(s) = &self.store {
-            s.put(crate::store::RESERVATION, id, &v);
-        }
-        self.finished.insert(id, v);
+        self.persist_reservation(id, "released");
         self.reservations.remove(&id);
         self.reservation_created.remove(&id);
         tracing::info!(id, "reservation released");

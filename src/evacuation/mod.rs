@@ -95,13 +95,6 @@ impl std::fmt::Debug for Evacuations {
     }
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Evacuations {
     pub fn new(
         controller: ControllerHandle,
@@ -145,7 +138,7 @@ impl Evacuations {
         let hosts = self.hosts();
         // Hosts first, so an unknown source is named as such and not as a
         // hypervisor failure.
-        req.check(&hosts)?;
+        let params = req.check(&hosts)?;
         let source = &self.inner.hosts[&req.source];
         let on_source: Vec<String> = source
             .hv
@@ -154,7 +147,7 @@ impl Evacuations {
             .into_iter()
             .map(|v| v.name)
             .collect();
-        let valid = req.validate(&hosts, &on_source)?;
+        let valid = req.select(params, &on_source)?;
         self.check_intermediaries(&req)?;
         let mut records = self.records();
         if let Some(busy) = records
@@ -167,7 +160,7 @@ impl Evacuations {
             });
         }
         let id = records.keys().next_back().map_or(1, |k| k + 1);
-        let mut rec = EvacuationRecord::new(id, req, unix_ms());
+        let mut rec = EvacuationRecord::new(id, req, crate::clock::unix_ms());
         rec.vms = valid.vms.iter().map(|n| VmRecord::pending(n)).collect();
         records.insert(id, rec.clone());
         drop(records);

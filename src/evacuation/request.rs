@@ -162,6 +162,12 @@ impl EvacuationRequest {
         on_source: &[String],
     ) -> Result<Validated, RequestError> {
         let params = self.check(hosts)?;
+        self.select(params, on_source)
+    }
+
+    /// After [`Self::check`]: the VMs to move (from `on_source`, the VMs
+    /// running on the source now) and the explicit order, if any.
+    pub fn select(&self, params: Params, on_source: &[String]) -> Result<Validated, RequestError> {
         let vms = match &self.vms {
             None => on_source.to_vec(),
             Some(list) => {

@@ -82,6 +82,22 @@ fn req(json: &str) -> EvacuationRequest {
     serde_json::from_str(json).unwrap()
 }
 
+/// Starts the evacuation `json` asks for; its id.
+async fn start(evac: &Evacuations, json: &str) -> u64 {
+    evac.start(req(json)).await.unwrap().id
+}
+
+/// Every reservation an evacuation made is released.
+async fn assert_no_reservations(evac: &Evacuations) {
+    assert!(evac
+        .inner
+        .controller
+        .reservations()
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 #[tokio::test(start_paused = true)]
 async fn evacuates_every_vm_and_releases_the_reservations() {
     let cloud = FakeCloud::new();
@@ -114,13 +130,7 @@ async fn evacuates_every_vm_and_releases_the_reservations() {
     let total = rec.total_migration_ms.unwrap();
     assert_eq!(rec.eviction_ms, Some(total));
     assert!(total >= rec.vms[0].duration_ms.unwrap() + rec.vms[1].duration_ms.unwrap());
-    assert!(evac
-        .inner
-        .controller
-        .reservations()
-        .await
-        .unwrap()
-        .is_empty());
+    assert_no_reservations(&evac).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -130,13 +140,11 @@ async fn a_failed_migration_is_recorded_and_the_rest_go_on() {
     cloud.add_vm("h1", "b", vm(8, 0.0));
     cloud.fail_next_migration("a", "Unable to connect to h2: Connection refused");
     let evac = setup(&cloud);
-    let id = evac
-        .start(req(
-            r#"{"source":"h1","destination":"h2","order":["a","b"]}"#,
-        ))
-        .await
-        .unwrap()
-        .id;
+    let id = start(
+        &evac,
+        r#"{"source":"h1","destination":"h2","order":["a","b"]}"#,
+    )
+    .await;
     let rec = evac.wait(id).await.unwrap();
     assert_eq!(rec.state, EvacuationState::Failed);
     assert!(rec.plan.is_none(), "the request gave the order");
@@ -147,13 +155,7 @@ async fn a_failed_migration_is_recorded_and_the_rest_go_on() {
     assert_eq!(rec.left_on_source, vec!["a"]);
     assert_eq!(rec.eviction_ms, None);
     assert_eq!(cloud.vms_on("h1"), vec!["a"]);
-    assert!(evac
-        .inner
-        .controller
-        .reservations()
-        .await
-        .unwrap()
-        .is_empty());
+    assert_no_reservations(&evac).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -163,13 +165,11 @@ async fn cancel_aborts_the_running_migration_and_keeps_the_rest() {
     cloud.add_vm("h1", "a", vm(200, 0.0));
     cloud.add_vm("h1", "b", vm(200, 0.0));
     let evac = setup(&cloud);
-    let id = evac
-        .start(req(
-            r#"{"source":"h1","destination":"h2","urgency":80,"order":["a","b"]}"#,
-        ))
-        .await
-        .unwrap()
-        .id;
+    let id = start(
+        &evac,
+        r#"{"source":"h1","destination":"h2","urgency":80,"order":["a","b"]}"#,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rec = evac.get(id).unwrap();
     assert_eq!(rec.vms[0].state, VmState::Migrating);
@@ -182,13 +182,7 @@ async fn cancel_aborts_the_running_migration_and_keeps_the_rest() {
     assert_eq!(rec.vms[1].state, VmState::Cancelled);
     assert_eq!(rec.vms[1].started_ms, None);
     assert_eq!(cloud.vms_on("h1"), vec!["a", "b"]);
-    assert!(evac
-        .inner
-        .controller
-        .reservations()
-        .await
-        .unwrap()
-        .is_empty());
+    assert_no_reservations(&evac).await;
     assert!(matches!(evac.cancel(id), Err(EvacuationError::Finished(_))));
 }
 
@@ -198,13 +192,11 @@ async fn postcopy_switches_after_the_first_pass() {
     // Dirties 8 MiB/s against a 5 MiB/s cap: pre-copy alone never ends.
     cloud.add_vm("h1", "m", vm(32, 2048.0));
     let evac = setup(&cloud);
-    let id = evac
-        .start(req(
-            r#"{"source":"h1","destination":"h2","urgency":40,"mode":"postcopy"}"#,
-        ))
-        .await
-        .unwrap()
-        .id;
+    let id = start(
+        &evac,
+        r#"{"source":"h1","destination":"h2","urgency":40,"mode":"postcopy"}"#,
+    )
+    .await;
     let rec = evac.wait(id).await.unwrap();
     assert_eq!(rec.state, EvacuationState::Done, "{rec:#?}");
     let m = &rec.vms[0];
@@ -219,13 +211,11 @@ async fn parallel_migrations_overlap() {
         cloud.add_vm("h1", n, vm(20, 0.0));
     }
     let evac = setup(&cloud);
-    let id = evac
-        .start(req(
-            r#"{"source":"h1","destination":"h2","max_parallel":3}"#,
-        ))
-        .await
-        .unwrap()
-        .id;
+    let id = start(
+        &evac,
+        r#"{"source":"h1","destination":"h2","max_parallel":3}"#,
+    )
+    .await;
     let rec = evac.wait(id).await.unwrap();
     assert_eq!(rec.state, EvacuationState::Done);
     let first_end = rec.vms.iter().filter_map(|v| v.ended_ms).min().unwrap();
@@ -286,11 +276,11 @@ async fn without_reservation_the_cap_is_the_link() {
     let cloud = FakeCloud::new();
     cloud.add_vm("h1", "a", vm(8, 0.0));
     let evac = setup(&cloud);
-    let id = evac
-        .start(req(r#"{"source":"h1","destination":"h2","reserve":false}"#))
-        .await
-        .unwrap()
-        .id;
+    let id = start(
+        &evac,
+        r#"{"source":"h1","destination":"h2","reserve":false}"#,
+    )
+    .await;
     let rec = evac.wait(id).await.unwrap();
     assert_eq!(rec.state, EvacuationState::Done);
     assert_eq!(rec.vms[0].reservation_id, None);
@@ -346,11 +336,7 @@ async fn a_restart_marks_running_evacuations_interrupted_and_finds_the_vms() {
     assert_eq!(r.left_on_source, vec!["a"]);
     // New evacuations continue the numbering.
     cloud.add_vm("h1", "d", vm(8, 0.0));
-    let id = evac
-        .start(req(r#"{"source":"h1","destination":"h2","vms":["d"]}"#))
-        .await
-        .unwrap()
-        .id;
+    let id = start(&evac, r#"{"source":"h1","destination":"h2","vms":["d"]}"#).await;
     assert_eq!(id, 8);
 }
 
@@ -409,13 +395,11 @@ async fn intermediaries_run_the_relays_and_record_the_eviction() {
             .starts_with("intermediaries: \"h2\" cannot be an intermediary"),
         "{e}"
     );
-    let id = evac
-        .start(req(
-            r#"{"source":"h1","destination":"h2","intermediaries":["i1"],"urgency":80}"#,
-        ))
-        .await
-        .unwrap()
-        .id;
+    let id = start(
+        &evac,
+        r#"{"source":"h1","destination":"h2","intermediaries":["i1"],"urgency":80}"#,
+    )
+    .await;
     let rec = evac.wait(id).await.unwrap();
     assert_eq!(rec.state, EvacuationState::Done, "{rec:#?}");
     let v = &rec.vms[0];
@@ -430,11 +414,5 @@ async fn intermediaries_run_the_relays_and_record_the_eviction() {
         "{calls}"
     );
     assert!(calls.contains("scatter gather --vm a --store redis://10.0.0.3:6390 --batch 10 --connect 127.0.0.1:49300"), "{calls}");
-    assert!(evac
-        .inner
-        .controller
-        .reservations()
-        .await
-        .unwrap()
-        .is_empty());
+    assert_no_reservations(&evac).await;
 }

@@ -14,7 +14,7 @@
 //! single variant, `Select`, whose `where` clauses are plain strings, so insert
 //! with `uuid-name`, update, mutate, delete and wait cannot be expressed; it has
 //! no `monitor` and no `update` notifications; its connection loop reaches
-//! `todo!()` (a panic) on any request from the server, including the `echo`
+//! an unimplemented-path panic on any request from the server, including the `echo`
 //! that ovsdb-server sends to keep TCP sessions alive, and on any read error;
 //! its `Client` is not `Clone`. solive instead has its own client of about a
 //! thousand lines on tokio and serde_json: one task per connection owns the

@@ -300,33 +300,19 @@ impl Evacuations {
         };
         let on_source = list(&rec.request.source).await;
         let on_dest = list(&rec.request.destination).await;
-        let find = |l: &Result<Vec<crate::hypervisor::VmInfo>, String>, vm: &str| match l {
-            Ok(l) => Ok(l.iter().find(|v| v.name == vm).map(|v| v.state.clone())),
-            Err(e) => Err(e.clone()),
-        };
         for v in &mut rec.vms {
             match v.state {
                 VmState::Pending => v.state = VmState::Cancelled,
                 VmState::Migrating | VmState::Postcopy => {
                     v.state = VmState::Interrupted;
-                    let src = find(&on_source, &v.name);
-                    let dst = find(&on_dest, &v.name);
-                    v.error = Some(match (src, dst) {
-                        (_, Ok(Some(s))) => format!(
-                            "the controller stopped during the migration; the VM is on {} ({s})",
-                            rec.request.destination
-                        ),
-                        (Ok(Some(s)), _) => format!(
-                            "the controller stopped during the migration; the VM is on {} ({s})",
-                            rec.request.source
-                        ),
-                        (Ok(None), Ok(None)) => {
-                            "the controller stopped during the migration; neither host lists the VM now".into()
-                        }
-                        (Err(e), _) | (_, Err(e)) => {
-                            format!("the controller stopped during the migration; cannot tell where the VM is: {e}")
-                        }
-                    });
+                    let at = whereabouts(
+                        &v.name,
+                        (&rec.request.source, &on_source),
+                        (&rec.request.destination, &on_dest),
+                    );
+                    v.error = Some(format!(
+                        "the controller stopped during the migration; the VM is {at}"
+                    ));
                 }
                 _ => {}
             }
@@ -345,6 +331,33 @@ impl Evacuations {
         rec.state = EvacuationState::Interrupted;
         rec.error
             .get_or_insert_with(|| "the controller stopped while it ran".into());
+    }
+}
+
+/// Where a VM is, as the two hosts' hypervisors list it (their `list()`
+/// answers): "on h2 (running)", "on h1 (paused)", "on neither host", or why
+/// it cannot be told. A VM listed on both (a post-copy migration that
+/// failed midway) is reported on both.
+pub(crate) fn whereabouts(
+    vm: &str,
+    source: (&str, &Result<Vec<crate::hypervisor::VmInfo>, String>),
+    dest: (&str, &Result<Vec<crate::hypervisor::VmInfo>, String>),
+) -> String {
+    let mut on = Vec::new();
+    for (host, list) in [dest, source] {
+        match list {
+            Ok(l) => {
+                if let Some(v) = l.iter().find(|v| v.name == vm) {
+                    on.push(format!("on {host} ({})", v.state));
+                }
+            }
+            Err(e) => return format!("somewhere unknown: cannot list {host}'s VMs: {e}"),
+        }
+    }
+    if on.is_empty() {
+        "on neither host".into()
+    } else {
+        on.join(" and ")
     }
 }
 

@@ -484,6 +484,27 @@ async fn migrate_one(job: &Job, vm: &str, index: usize, cancel: &CancellationTok
             tracing::warn!(evacuation = job.id, vm, reservation = rid, error = %e, "cannot release the reservation");
         }
     }
+    // A failed migration says where it left the VM: after the switch to
+    // post-copy the VM's state is split between the hosts, and libvirt
+    // leaves the source paused when the destination's copy is gone.
+    if let Err(e) = &mut result {
+        let list = |hv: Arc<dyn crate::hypervisor::Hypervisor>| async move {
+            hv.list().await.map_err(|e| e.to_string())
+        };
+        let (on_source, on_dest) =
+            futures::join!(list(job.source.hv.clone()), list(job.dest.hv.clone()));
+        let at = super::whereabouts(
+            vm,
+            (&job.reservation.source, &on_source),
+            (&job.reservation.destination, &on_dest),
+        );
+        let phase = if postcopy {
+            "failed after the switch to post-copy"
+        } else {
+            "failed"
+        };
+        *e = format!("{e} ({phase}; the VM is now {at})");
+    }
     let ended = job.ms();
     let duration = ended - started;
     match &result {

@@ -150,7 +150,8 @@ async fn a_failed_migration_is_recorded_and_the_rest_go_on() {
     assert!(rec.plan.is_none(), "the request gave the order");
     let a = &rec.vms[0];
     assert_eq!((a.name.as_str(), a.state), ("a", VmState::Failed));
-    assert!(a.error.as_ref().unwrap().contains("Connection refused"));
+    let e = a.error.as_deref().unwrap();
+    assert!(e.contains("Connection refused (failed; the VM is now on h1 (running))"), "{e}");
     assert_eq!(rec.vms[1].state, VmState::Done);
     assert_eq!(rec.left_on_source, vec!["a"]);
     assert_eq!(rec.eviction_ms, None);
@@ -202,6 +203,36 @@ async fn postcopy_switches_after_the_first_pass() {
     let m = &rec.vms[0];
     assert!(m.postcopy_ms.unwrap() > m.started_ms.unwrap());
     assert_eq!(cloud.vms_on("h2"), vec!["m"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_postcopy_migration_says_where_it_left_the_vm() {
+    // What the testbed showed under TCG: the guest dies on the destination
+    // right after the switch, and libvirt leaves the source's copy paused.
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "m", vm(32, 2048.0));
+    cloud.add_vm("h1", "c", vm(8, 0.0));
+    cloud.fail_in_postcopy("m", "operation failed: domain is not running");
+    let evac = setup(&cloud);
+    let id = start(
+        &evac,
+        r#"{"source":"h1","destination":"h2","mode":"postcopy","order":["m","c"]}"#,
+    )
+    .await;
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Failed);
+    let m = &rec.vms[0];
+    assert_eq!(m.state, VmState::Failed);
+    assert!(m.postcopy_ms.is_some());
+    let e = m.error.as_deref().unwrap();
+    assert!(
+        e.contains("domain is not running")
+            && e.contains("failed after the switch to post-copy; the VM is now on h1 (paused)"),
+        "{e}"
+    );
+    assert_eq!(rec.vms[1].state, VmState::Done);
+    assert_eq!(rec.left_on_source, vec!["m"]);
+    assert_no_reservations(&evac).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -415,4 +446,25 @@ async fn intermediaries_run_the_relays_and_record_the_eviction() {
     );
     assert!(calls.contains("scatter gather --vm a --store redis://10.0.0.3:6390 --batch 10 --connect 127.0.0.1:49300"), "{calls}");
     assert_no_reservations(&evac).await;
+}
+
+#[test]
+fn whereabouts_names_every_host_that_lists_the_vm() {
+    use crate::hypervisor::VmInfo;
+    let info = |name: &str, state: &str| VmInfo {
+        name: name.into(),
+        state: state.into(),
+        memory_kib: 0,
+        vcpus: 1,
+        cpu_time_ns: 0,
+    };
+    let src = Ok(vec![info("m", "paused"), info("x", "running")]);
+    let dst = Ok(vec![info("m", "running")]);
+    let none = Ok(vec![]);
+    let down = Err("connection refused".to_string());
+    let w = |s, d| super::whereabouts("m", ("h1", s), ("h2", d));
+    assert_eq!(w(&src, &dst), "on h2 (running) and on h1 (paused)");
+    assert_eq!(w(&src, &none), "on h1 (paused)");
+    assert_eq!(w(&none, &none), "on neither host");
+    assert!(w(&src, &down).contains("cannot list h2's VMs: connection refused"));
 }

@@ -7,7 +7,7 @@
 //! dirtied meanwhile, until what is left fits in 300 ms of downtime. After
 //! `start_postcopy` nothing is dirtied any more and it drains.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,8 +47,12 @@ struct Job {
 struct Cloud {
     hosts: BTreeMap<String, BTreeMap<String, FakeVm>>,
     jobs: BTreeMap<String, Job>,
-    /// VM -> the error its next migration fails with, half-way.
-    failures: BTreeMap<String, String>,
+    /// VM -> the error its next migration fails with: half-way, or (true)
+    /// right after the switch to post-copy.
+    failures: BTreeMap<String, (String, bool)>,
+    /// VMs left paused on their source by a failed post-copy migration, as
+    /// libvirt leaves them.
+    paused: BTreeSet<String>,
     /// Hosts whose hypervisor does not answer.
     down: Vec<String>,
 }
@@ -94,7 +98,16 @@ impl FakeCloud {
     pub fn fail_next_migration(&self, vm: &str, message: &str) {
         self.lock()
             .failures
-            .insert(vm.to_string(), message.to_string());
+            .insert(vm.to_string(), (message.to_string(), false));
+    }
+
+    /// The next migration of `vm` fails once it has switched to post-copy
+    /// (the destination's copy dies): the source keeps it paused and the
+    /// destination has nothing, as with libvirt.
+    pub fn fail_in_postcopy(&self, vm: &str, message: &str) {
+        self.lock()
+            .failures
+            .insert(vm.to_string(), (message.to_string(), true));
     }
 
     /// Makes `host`'s hypervisor unreachable (or reachable again).
@@ -202,7 +215,18 @@ impl FakeHypervisor {
         job.sent += sent;
         job.remaining -= sent;
         job.pass -= sent;
-        if let Some(message) = failure.filter(|_| job.sent * 2.0 >= job.sent + job.remaining) {
+        let (postcopy, halfway) = (job.postcopy, job.sent * 2.0 >= job.sent + job.remaining);
+        let fires = |(_, in_postcopy): &(String, bool)| {
+            if *in_postcopy {
+                postcopy
+            } else {
+                halfway
+            }
+        };
+        if let Some((message, _)) = failure.filter(fires) {
+            if postcopy {
+                c.paused.insert(vm.to_string());
+            }
             c.jobs.remove(vm);
             c.failures.remove(vm);
             return Some(Err(self.err(vm, message)));
@@ -265,7 +289,12 @@ impl Hypervisor for FakeHypervisor {
                 h.iter()
                     .map(|(name, vm)| VmInfo {
                         name: name.clone(),
-                        state: "running".into(),
+                        state: if c.paused.contains(name) {
+                            "paused"
+                        } else {
+                            "running"
+                        }
+                        .into(),
                         memory_kib: vm.memory_kib,
                         vcpus: 1,
                         cpu_time_ns: 0,

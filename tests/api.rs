@@ -368,6 +368,22 @@ async fn bearer_tokens_guard_everything_but_health() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // A bad id is the API's JSON error, not the router's plain text.
+    let r = http
+        .delete(url("/v1/reservations/abc"))
+        .bearer_auth("m-0123456789abcdef")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reservation"),
+        "{v}"
+    );
     // The operator CLI against the same server: with a token it prints the
     // table; without, the server's message, not a stack.
     let cli = |args: &[&str]| {

@@ -51,8 +51,9 @@ pub async fn get(
 
 pub async fn delete(
     State(s): State<AppState>,
-    Path(id): Path<u64>,
+    p: Result<Path<u64>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let id = super::error::path_id(p, "reservation")?;
     s.controller.delete_reservation(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -151,7 +151,10 @@ async fn a_failed_migration_is_recorded_and_the_rest_go_on() {
     let a = &rec.vms[0];
     assert_eq!((a.name.as_str(), a.state), ("a", VmState::Failed));
     let e = a.error.as_deref().unwrap();
-    assert!(e.contains("Connection refused (failed; the VM is now on h1 (running))"), "{e}");
+    assert!(
+        e.contains("Connection refused (failed; the VM is now on h1 (running))"),
+        "{e}"
+    );
     assert_eq!(rec.vms[1].state, VmState::Done);
     assert_eq!(rec.left_on_source, vec!["a"]);
     assert_eq!(rec.eviction_ms, None);

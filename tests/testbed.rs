@@ -533,7 +533,13 @@ async fn evacuation_in_solive_order_with_reservations() {
     eprintln!("{}", solive::client::evacuation_summary(&rec));
     let vm = &rec["vms"][0];
     assert_eq!(vm["state"], "failed");
-    assert!(vm["error"].as_str().unwrap().contains("quiet"), "{vm:#}");
+    let error = vm["error"].as_str().unwrap();
+    assert!(error.contains("quiet"), "{vm:#}");
+    // It says where the VM is, though the destination cannot answer.
+    assert!(
+        error.contains("(failed; the VM is now on h2 (running) (cannot list h1's VMs"),
+        "{error}"
+    );
     assert_eq!(rec["left_on_source"], json!(["quiet"]));
     let state = tb.virsh("h2", &["domstate", "quiet"]);
     assert_eq!(state.trim(), "running");

@@ -344,6 +344,7 @@ pub(crate) fn whereabouts(
     dest: (&str, &Result<Vec<crate::hypervisor::VmInfo>, String>),
 ) -> String {
     let mut on = Vec::new();
+    let mut unknown = Vec::new();
     for (host, list) in [dest, source] {
         match list {
             Ok(l) => {
@@ -351,13 +352,14 @@ pub(crate) fn whereabouts(
                     on.push(format!("on {host} ({})", v.state));
                 }
             }
-            Err(e) => return format!("somewhere unknown: cannot list {host}'s VMs: {e}"),
+            Err(e) => unknown.push(format!("cannot list {host}'s VMs: {e}")),
         }
     }
-    if on.is_empty() {
-        "on neither host".into()
-    } else {
-        on.join(" and ")
+    match (on.is_empty(), unknown.is_empty()) {
+        (true, true) => "on neither host".into(),
+        (true, false) => format!("not found: {}", unknown.join("; ")),
+        (false, true) => on.join(" and "),
+        (false, false) => format!("{} ({})", on.join(" and "), unknown.join("; ")),
     }
 }
 

@@ -469,5 +469,12 @@ fn whereabouts_names_every_host_that_lists_the_vm() {
     assert_eq!(w(&src, &dst), "on h2 (running) and on h1 (paused)");
     assert_eq!(w(&src, &none), "on h1 (paused)");
     assert_eq!(w(&none, &none), "on neither host");
-    assert!(w(&src, &down).contains("cannot list h2's VMs: connection refused"));
+    assert_eq!(
+        w(&src, &down),
+        "on h1 (paused) (cannot list h2's VMs: connection refused)"
+    );
+    assert_eq!(
+        w(&none, &down),
+        "not found: cannot list h2's VMs: connection refused"
+    );
 }

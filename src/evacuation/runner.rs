@@ -433,7 +433,11 @@ async fn migrate_one(job: &Job, vm: &str, index: usize, cancel: &CancellationTok
                     }
                 }
                 job.update_vm(vm, |v| {
-                    v.progress = progress;
+                    // The last tick may come when QEMU has finished but
+                    // libvirt's job has not: keep the last real figures.
+                    if progress.is_some_and(|p| p.data_processed > 0) || v.progress.is_none() {
+                        v.progress = progress;
+                    }
                     v.cap_mibs = Some(cap);
                     if let Some(view) = view {
                         v.reservation_history = view.history;

@@ -127,39 +127,35 @@ impl Libvirt {
             listen_address: opts.listen_address.clone(),
             ..MigrateParameters::default()
         };
-        // Post-copy: the destination's libvirtd may not hold the completed
-        // statistics yet when the call returns, and asking for absent ones
-        // trips `virt`'s NULL bug (see `progress_blocking`); so the source
-        // QEMU's own figures are watched while the migration runs.
-        let watch = opts.postcopy.then(|| self.watch_migration(vm));
+        // The source QEMU's own figures, watched while the migration runs:
+        // after post-copy the destination's libvirtd may not hold the
+        // completed statistics yet when the call returns (and asking for
+        // absent ones trips `virt`'s NULL bug, see `progress_blocking`); after
+        // pre-copy they are the fallback when the destination has none.
+        let (stop, last, watcher) = self.watch_migration(vm);
         let started = Instant::now();
         let done = self.with_domain(vm, |d| {
             d.migrate_to_uri3(Some(&opts.dest_uri), params, flags)
         });
-        let last = watch.and_then(|(stop, last, thread)| {
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let _ = thread.join();
-            last.lock().ok().and_then(|mut l| l.take())
-        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = watcher.join();
+        let last = last.lock().ok().and_then(|mut l| l.take());
         done?;
-        if let Some(m) = last {
-            if m.status == "completed" {
-                return Ok(m.stats());
+        if !opts.postcopy {
+            if let Ok(Some(job)) = Libvirt::new(&opts.dest_uri).completed_job_blocking(vm) {
+                return Ok(job.stats);
             }
+        }
+        Ok(match last {
+            Some(m) if m.status == "completed" => m.stats(),
             // Missed the last moment: what was sent until then.
-            return Ok(MigrationStats {
+            Some(m) => MigrationStats {
                 downtime_ms: None,
                 bytes: m.ram.map(|r| r.transferred),
                 time_ms: Some(started.elapsed().as_millis() as u64),
-            });
-        }
-        if opts.postcopy {
-            return Ok(MigrationStats::default());
-        }
-        match Libvirt::new(&opts.dest_uri).completed_job_blocking(vm) {
-            Ok(Some(job)) => Ok(job.stats),
-            Ok(None) | Err(_) => Ok(MigrationStats::default()),
-        }
+            },
+            None => MigrationStats::default(),
+        })
     }
 
     /// Polls the source QEMU's `query-migrate` every 100 ms on a thread of

@@ -193,8 +193,33 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
             names
         }
     };
+    // A migration that completed is only worth its name if the destination
+    // runs the VM: on the testbed guests have died right after a post-copy
+    // migration, and libvirt's migrate call had already returned success.
+    let on_dest = job.dest.hv.list().await;
+    if let Err(e) = &on_dest {
+        tracing::warn!(id, error = %e, "cannot list the destination's VMs at the end");
+    }
     let now = t0.elapsed().as_millis() as u64;
     evac.update(id, |r| {
+        if let Ok(list) = &on_dest {
+            let dest = &r.request.destination;
+            for v in r.vms.iter_mut().filter(|v| v.state == VmState::Done) {
+                let state = list.iter().find(|x| x.name == v.name).map(|x| x.state.as_str());
+                if state == Some("running") {
+                    continue;
+                }
+                let seen = match state {
+                    Some(s) => format!("{dest} lists it as {s}"),
+                    None => format!("{dest} does not list it"),
+                };
+                tracing::warn!(id, vm = %v.name, "{seen} after its migration");
+                v.state = VmState::Failed;
+                v.error = Some(format!(
+                    "the migration completed, but at the end of the evacuation {seen} (the guest stopped on the destination)"
+                ));
+            }
+        }
         r.finish(now, left, cancel.is_cancelled());
         if stopping {
             r.state = EvacuationState::Interrupted;

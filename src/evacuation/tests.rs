@@ -239,6 +239,29 @@ async fn a_failed_postcopy_migration_says_where_it_left_the_vm() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_vm_the_destination_no_longer_runs_is_not_counted_done() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "a", vm(8, 0.0));
+    cloud.add_vm("h1", "b", vm(8, 0.0));
+    cloud.die_after_migration("a");
+    let evac = setup(&cloud);
+    let id = start(
+        &evac,
+        r#"{"source":"h1","destination":"h2","order":["a","b"]}"#,
+    )
+    .await;
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Failed);
+    let a = &rec.vms[0];
+    assert_eq!(a.state, VmState::Failed);
+    let e = a.error.as_deref().unwrap();
+    assert!(e.contains("h2 does not list it"), "{e}");
+    assert_eq!(rec.vms[1].state, VmState::Done);
+    assert!(rec.left_on_source.is_empty());
+    assert_eq!(rec.eviction_ms, None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn parallel_migrations_overlap() {
     let cloud = FakeCloud::new();
     for n in ["a", "b", "c"] {

@@ -53,6 +53,9 @@ struct Cloud {
     /// VMs left paused on their source by a failed post-copy migration, as
     /// libvirt leaves them.
     paused: BTreeSet<String>,
+    /// VMs whose next migration completes but whose guest then dies on the
+    /// destination.
+    die_after: BTreeSet<String>,
     /// Hosts whose hypervisor does not answer.
     down: Vec<String>,
 }
@@ -108,6 +111,12 @@ impl FakeCloud {
         self.lock()
             .failures
             .insert(vm.to_string(), (message.to_string(), true));
+    }
+
+    /// The next migration of `vm` completes, and then the guest dies on the
+    /// destination (what the testbed showed after some post-copy migrations).
+    pub fn die_after_migration(&self, vm: &str) {
+        self.lock().die_after.insert(vm.to_string());
     }
 
     /// Makes `host`'s hypervisor unreachable (or reachable again).
@@ -255,6 +264,13 @@ impl FakeHypervisor {
         let bytes = (job.sent + job.remaining) as u64;
         c.jobs.remove(vm);
         let moved = c.hosts.get_mut(&self.host).and_then(|h| h.remove(vm))?;
+        if c.die_after.remove(vm) {
+            return Some(Ok(MigrationStats {
+                downtime_ms: Some(downtime_ms),
+                bytes: Some(bytes),
+                time_ms: None,
+            }));
+        }
         c.hosts
             .entry(dest.to_string())
             .or_default()

@@ -182,7 +182,8 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
         }
     });
     let names: Vec<String> = valid.vms.clone();
-    let left = match source.hv.list().await {
+    let (on_source, on_dest) = futures::join!(source.hv.list(), job.dest.hv.list());
+    let left = match on_source {
         Ok(list) => list
             .into_iter()
             .map(|v| v.name)
@@ -196,7 +197,6 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
     // A migration that completed is only worth its name if the destination
     // runs the VM: on the testbed guests have died right after a post-copy
     // migration, and libvirt's migrate call had already returned success.
-    let on_dest = job.dest.hv.list().await;
     if let Err(e) = &on_dest {
         tracing::warn!(id, error = %e, "cannot list the destination's VMs at the end");
     }

@@ -312,6 +312,9 @@ pub fn evacuation_summary(r: &Value) -> String {
                 .map_or("-".into(), |b| format!("{:.1}", b / 1_048_576.0)),
             mbps(&v["avg_bps"]),
         );
+        for st in v["stalls"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "    {}", stall_line(st));
+        }
         if let Some(e) = v["error"].as_str() {
             let _ = writeln!(out, "    error: {e}");
         }
@@ -328,6 +331,26 @@ pub fn evacuation_summary(r: &Value) -> String {
         let _ = writeln!(out, "still on the source: {}", names.join(", "));
     }
     out
+}
+
+/// One stall of a pre-copy migration, as the summary shows it.
+fn stall_line(st: &Value) -> String {
+    let what = match (st["action"].as_str(), st["downtime_limit_ms"].as_u64()) {
+        (Some("downtime"), Some(ms)) => format!("downtime limit raised to {ms} ms"),
+        (Some("postcopy"), _) => "switched to post-copy".into(),
+        (Some("abort"), _) => "aborted".into(),
+        _ => "left as it was".into(),
+    };
+    let failed = st["error"]
+        .as_str()
+        .map_or(String::new(), |e| format!(" (failed: {e})"));
+    format!(
+        "stalled at {} s, pass {} ({:.1} MiB left at {} Mb/s): {what}{failed}",
+        ms(&st["at_ms"]),
+        st["iteration"].as_u64().unwrap_or(0),
+        st["best_remaining"].as_f64().unwrap_or(0.0) / 1_048_576.0,
+        mbps(&serde_json::json!(st["rate_bps"].as_f64().map(|b| b * 8.0))),
+    )
 }
 
 #[cfg(test)]
@@ -357,7 +380,9 @@ mod tests {
         let r = serde_json::json!({"id": 2, "state": "migrating", "request": {"source": "h1", "destination": "h2"},
             "plan": {"vms": [{"name": "a", "group": "outgoing", "reason": "sends more"}]},
             "vms": [{"name": "a", "state": "migrating", "cap_mibs": 9,
-                     "progress": {"data_processed": 50, "data_total": 100}, "started_ms": 1500},
+                     "progress": {"data_processed": 50, "data_total": 100}, "started_ms": 1500,
+                     "stalls": [{"at_ms": 30500, "iteration": 7, "best_remaining": 16777216, "remaining": 16777216,
+                                 "rate_bps": 3145728, "action": "downtime", "downtime_limit_ms": 6667}]},
                     {"name": "b", "state": "failed", "error": "libvirt: boom", "downtime_ms": null}],
             "total_migration_ms": null, "eviction_ms": null, "left_on_source": ["b"]});
         let p = evacuation_progress(&r);
@@ -369,6 +394,10 @@ mod tests {
         let s = evacuation_summary(&r);
         assert!(
             s.contains("sends more") && s.contains("error: libvirt: boom"),
+            "{s}"
+        );
+        assert!(
+            s.contains("stalled at 30.5 s, pass 7 (16.0 MiB left at 25.2 Mb/s): downtime limit raised to 6667 ms"),
             "{s}"
         );
         assert!(

@@ -66,6 +66,12 @@ enum Cmd {
         /// Migrate without reserving bandwidth (the baseline).
         #[arg(long)]
         no_reserve: bool,
+        /// What to do when a pre-copy migration stops converging.
+        #[arg(long, value_enum, default_value = "downtime")]
+        on_stall: OnStallArg,
+        /// The longest downtime `--on-stall downtime` may allow, ms.
+        #[arg(long, default_value_t = 2000)]
+        max_downtime_ms: u64,
         /// Show each VM's progress until it ends, then a summary table; exit
         /// non-zero unless every VM migrated.
         #[arg(long)]
@@ -231,6 +237,14 @@ enum PlanMode {
     Postcopy,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnStallArg {
+    Downtime,
+    Postcopy,
+    Abort,
+    None,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
@@ -334,12 +348,21 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             order,
             max_parallel,
             no_reserve,
+            on_stall,
+            max_downtime_ms,
             watch,
         } => {
+            let on_stall = match on_stall {
+                OnStallArg::Downtime => "downtime",
+                OnStallArg::Postcopy => "postcopy",
+                OnStallArg::Abort => "abort",
+                OnStallArg::None => "none",
+            };
             let mut body = serde_json::json!({
                 "source": source, "destination": destination, "urgency": urgency,
                 "threshold": threshold, "max_parallel": max_parallel, "reserve": !no_reserve,
                 "mode": match mode { PlanMode::Precopy => "precopy", PlanMode::Postcopy => "postcopy" },
+                "on_stall": on_stall, "max_downtime_ms": max_downtime_ms,
             });
             if !vms.is_empty() {
                 body["vms"] = serde_json::json!(vms);

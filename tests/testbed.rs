@@ -366,6 +366,11 @@ fn solive_migrates_through_libvirt_and_changes_the_speed_cap_mid_flight() {
         (p1.saturating_sub(p0)) as f64 / secs / 1_048_576.0
     };
     std::thread::sleep(Duration::from_secs(1));
+    // The downtime limit (what solive raises for a stalled pre-copy) changes
+    // on the running job, as QEMU reports it.
+    h1.set_max_downtime_blocking("vm1", 1500).unwrap();
+    let limit = tb.virsh("h1", &["migrate-getmaxdowntime", "vm1"]);
+    assert_eq!(limit.trim(), "1500", "{limit}");
     let slow = sample(2.0);
     h1.set_max_speed_blocking("vm1", 50).unwrap();
     std::thread::sleep(Duration::from_millis(500));

@@ -8,6 +8,7 @@
 //! its record; readers get copies. Controller state (reservations, switches)
 //! stays with the controller task and is reached through its handle.
 
+pub mod converge;
 pub mod record;
 pub mod request;
 mod runner;

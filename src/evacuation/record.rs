@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::converge::{OnStall, Stall};
 use super::request::EvacuationRequest;
 use crate::controller::reservation::HistoryPoint;
 use crate::hypervisor::{MigrationProgress, VmMeasurement};
@@ -99,6 +100,28 @@ pub struct VmRecord {
     /// The relays' reports (scatter-gather).
     #[serde(default)]
     pub scatter: Option<serde_json::Value>,
+    /// Each time its pre-copy stopped converging, and what solive did.
+    #[serde(default)]
+    pub stalls: Vec<StallRecord>,
+}
+
+/// One stall of a pre-copy migration (see [`super::converge`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StallRecord {
+    /// Milliseconds since the evacuation was created.
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub stall: Stall,
+    /// What was done: `downtime`, `postcopy`, `abort` or `none` (the
+    /// request's `on_stall`), or `none` when the remedy was spent (the
+    /// downtime limit at its maximum already).
+    pub action: OnStall,
+    /// The downtime limit set, ms (`downtime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_limit_ms: Option<u64>,
+    /// Why the action could not be taken, if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl VmRecord {
@@ -121,6 +144,7 @@ impl VmRecord {
             intermediaries: Vec::new(),
             evicted_ms: None,
             scatter: None,
+            stalls: Vec::new(),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::converge::{OnStall, DEFAULT_STALL_ITERATIONS, QEMU_DEFAULT_DOWNTIME_MS};
 use crate::order::Mode;
 use crate::reserve::{Params, DEFAULT_MAX_RESERVE};
 
@@ -45,7 +46,32 @@ pub struct EvacuationRequest {
     /// take the source's reservation (see `[scatter] shortfall_pct`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intermediaries: Option<Vec<String>>,
+    /// What to do with a pre-copy migration that stops converging (see
+    /// [`super::converge`]).
+    #[serde(default)]
+    pub on_stall: OnStall,
+    /// Passes without progress before a pre-copy migration counts as stalled.
+    #[serde(default = "default_stall_iterations")]
+    pub stall_iterations: u64,
+    /// The longest downtime `on_stall: "downtime"` may allow, ms.
+    #[serde(default = "default_max_downtime")]
+    pub max_downtime_ms: u64,
 }
+
+fn default_stall_iterations() -> u64 {
+    DEFAULT_STALL_ITERATIONS
+}
+
+/// Two seconds: long enough for a working set of a few MiB over a slow
+/// link, short enough that TCP sessions to the guest survive the pause.
+fn default_max_downtime() -> u64 {
+    2000
+}
+
+/// Bounds for the two convergence settings: beyond them the "live" in live
+/// migration is gone, or the stall is never noticed.
+pub const MAX_DOWNTIME_MS: u64 = 60_000;
+pub const MAX_STALL_ITERATIONS: u64 = 1000;
 
 fn default_reserve() -> bool {
     true
@@ -142,6 +168,24 @@ impl EvacuationRequest {
                 format!(
                     "must be from 1 to {MAX_PARALLEL}, not {}",
                     self.max_parallel
+                ),
+            ));
+        }
+        if !(QEMU_DEFAULT_DOWNTIME_MS..=MAX_DOWNTIME_MS).contains(&self.max_downtime_ms) {
+            return Err(invalid(
+                "max_downtime_ms",
+                format!(
+                    "must be from {QEMU_DEFAULT_DOWNTIME_MS} to {MAX_DOWNTIME_MS}, not {}",
+                    self.max_downtime_ms
+                ),
+            ));
+        }
+        if !(1..=MAX_STALL_ITERATIONS).contains(&self.stall_iterations) {
+            return Err(invalid(
+                "stall_iterations",
+                format!(
+                    "must be from 1 to {MAX_STALL_ITERATIONS}, not {}",
+                    self.stall_iterations
                 ),
             ));
         }
@@ -291,6 +335,14 @@ mod tests {
                 r#"{"source":"h1","destination":"h2","balance_pct":-1}"#,
                 "balance_pct",
             ),
+            (
+                r#"{"source":"h1","destination":"h2","max_downtime_ms":100}"#,
+                "max_downtime_ms: must be from 300 to 60000, not 100",
+            ),
+            (
+                r#"{"source":"h1","destination":"h2","stall_iterations":0}"#,
+                "stall_iterations: must be from 1",
+            ),
         ];
         for (json, want) in cases {
             let e = check(json).unwrap_err().to_string();
@@ -303,5 +355,8 @@ mod tests {
         assert_eq!(none, RequestError::NoVms("h1".into()));
         assert!(req(r#"{"source":"h1","destination":"h2","extra":1}"#).is_err());
         assert!(req(r#"{"source":"h1","destination":"h2","mode":"fast"}"#).is_err());
+        assert!(req(r#"{"source":"h1","destination":"h2","on_stall":"wait"}"#).is_err());
+        let r = req(r#"{"source":"h1","destination":"h2","on_stall":"postcopy"}"#).unwrap();
+        assert_eq!((r.on_stall, r.max_downtime_ms), (OnStall::Postcopy, 2000));
     }
 }

@@ -14,7 +14,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::record::{EvacuationState, VmLoadRecord, VmState};
+use super::converge::{self, OnStall, Stall};
+use super::record::{EvacuationState, StallRecord, VmLoadRecord, VmState};
 use super::request::Validated;
 use super::{Evacuations, HostHypervisor};
 use crate::controller::enforce::Role;
@@ -44,6 +45,8 @@ struct Job {
     /// When the evacuation was created (Unix ms): puts the relays' wall-clock
     /// figures on the record's time line.
     created_unix_ms: u64,
+    /// What to do when a pre-copy migration stops converging.
+    convergence: converge::Policy,
 }
 
 impl Job {
@@ -151,6 +154,11 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
         capacity_bps,
         intermediaries: req.intermediaries.clone(),
         created_unix_ms: rec.created_unix_ms,
+        convergence: converge::Policy {
+            on_stall: req.on_stall,
+            iterations: req.stall_iterations,
+            max_downtime_ms: req.max_downtime_ms,
+        },
     };
     // Start in order, at most max_parallel at once.
     let slots = Arc::new(Semaphore::new(req.max_parallel as usize));
@@ -377,8 +385,10 @@ async fn migrate_one(job: &Job, vm: &str, index: usize, cancel: &CancellationTok
         migrate_uri: job.dest.migrate_uri.clone(),
         bandwidth_mibs: cap,
         // The stores carry a one-way stream: pre-copy only (see
-        // crate::scatter).
-        postcopy: job.mode == Mode::Postcopy && via.is_empty(),
+        // crate::scatter). A pre-copy that may fall back to post-copy when
+        // it stalls must be started with post-copy allowed.
+        postcopy: (job.mode == Mode::Postcopy || job.convergence.on_stall == OnStall::Postcopy)
+            && via.is_empty(),
         listen_address: None,
     };
     let mut relays = None;
@@ -412,6 +422,11 @@ async fn migrate_one(job: &Job, vm: &str, index: usize, cancel: &CancellationTok
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut postcopy = false;
     let mut aborting = false;
+    let mut watch = converge::Watch::new(job.convergence.iterations);
+    let mut downtime_limit = converge::QEMU_DEFAULT_DOWNTIME_MS;
+    // Set when solive itself aborted a stalled pre-copy: the VM failed to
+    // move, it was not cancelled.
+    let mut gave_up: Option<String> = None;
     let result: Result<MigrationStats, String> = loop {
         tokio::select! {
             r = &mut migration => break r.map_err(|e| e.to_string()),
@@ -433,17 +448,34 @@ async fn migrate_one(job: &Job, vm: &str, index: usize, cancel: &CancellationTok
                     }
                     // QEMU's sync count reaches 2 when the first pass is over.
                     if job.mode == Mode::Postcopy && !postcopy && !aborting && p.mem_iteration >= 2 {
-                        match hv.start_postcopy(vm).await {
-                            Ok(()) => {
-                                postcopy = true;
-                                let t = job.ms();
-                                job.update_vm(vm, |v| {
-                                    v.state = VmState::Postcopy;
-                                    v.postcopy_ms = Some(t);
-                                });
-                                tracing::info!(evacuation = job.id, vm, "switched to post-copy");
-                            }
+                        match switch_to_postcopy(job, vm).await {
+                            Ok(()) => postcopy = true,
                             Err(e) => tracing::warn!(evacuation = job.id, vm, error = %e, "cannot switch to post-copy"),
+                        }
+                    }
+                    if job.mode == Mode::Precopy && !postcopy && !aborting {
+                        if let Some(stall) = watch.observe(&p) {
+                            let r = on_stall(job, vm, stall, downtime_limit).await;
+                            match (r.action, r.error.is_none()) {
+                                (OnStall::Downtime, true) => {
+                                    downtime_limit = r.downtime_limit_ms.unwrap_or(downtime_limit)
+                                }
+                                (OnStall::Postcopy, true) => postcopy = true,
+                                (OnStall::Abort, true) => {
+                                    aborting = true;
+                                    gave_up = Some(stall_message(&stall, job.convergence.iterations));
+                                }
+                                _ => {}
+                            }
+                            // Doing nothing (asked to, or the downtime at
+                            // its maximum) is recorded once, not every few
+                            // passes for as long as the migration runs.
+                            job.update_vm(vm, |v| {
+                                let idle = |a: OnStall| a == OnStall::None;
+                                if !(idle(r.action) && v.stalls.last().is_some_and(|l| idle(l.action))) {
+                                    v.stalls.push(r)
+                                }
+                            });
                         }
                     }
                 }
@@ -568,13 +600,80 @@ async fn migrate_one(job: &Job, vm: &str, index: usize, cancel: &CancellationTok
                     .map(|b| b as f64 * 8.0 / (duration as f64 / 1000.0));
             }
             Err(e) => {
-                v.state = if aborting {
+                v.state = if aborting && gave_up.is_none() {
                     VmState::Cancelled
                 } else {
                     VmState::Failed
                 };
-                v.error = Some(e);
+                v.error = Some(match gave_up {
+                    Some(why) => format!("{why}: {e}"),
+                    None => e,
+                });
             }
         }
     });
+}
+
+/// Switches `vm`'s migration to post-copy and records when.
+async fn switch_to_postcopy(job: &Job, vm: &str) -> Result<(), String> {
+    job.source
+        .hv
+        .start_postcopy(vm)
+        .await
+        .map_err(|e| e.to_string())?;
+    let t = job.ms();
+    job.update_vm(vm, |v| {
+        v.state = VmState::Postcopy;
+        v.postcopy_ms = Some(t);
+    });
+    tracing::info!(evacuation = job.id, vm, "switched to post-copy");
+    Ok(())
+}
+
+/// What the record says of a pre-copy solive gave up on.
+fn stall_message(stall: &Stall, iterations: u64) -> String {
+    format!(
+        "pre-copy did not converge ({iterations} passes without progress, {:.1} MiB left at {:.1} Mbit/s after pass {}); aborted",
+        stall.best_remaining as f64 / 1_048_576.0,
+        stall.rate_bps as f64 * 8.0 / 1e6,
+        stall.iteration
+    )
+}
+
+/// Carries out the request's `on_stall` for a stalled pre-copy of `vm`
+/// whose downtime limit is `limit_ms` now; says what was done.
+async fn on_stall(job: &Job, vm: &str, stall: Stall, limit_ms: u64) -> StallRecord {
+    let policy = job.convergence;
+    let hv = &job.source.hv;
+    let mut action = policy.on_stall;
+    let mut downtime_limit_ms = None;
+    let result = match action {
+        OnStall::Downtime => {
+            match converge::raised_downtime_ms(&stall, limit_ms, policy.max_downtime_ms) {
+                Some(ms) => {
+                    downtime_limit_ms = Some(ms);
+                    hv.set_max_downtime(vm, ms).await.map_err(|e| e.to_string())
+                }
+                // The limit is at the operator's maximum already.
+                None => {
+                    action = OnStall::None;
+                    Ok(())
+                }
+            }
+        }
+        OnStall::Postcopy => switch_to_postcopy(job, vm).await,
+        OnStall::Abort => hv.abort(vm).await.map_err(|e| e.to_string()),
+        OnStall::None => Ok(()),
+    };
+    tracing::warn!(evacuation = job.id, vm, iteration = stall.iteration,
+        best_remaining = stall.best_remaining, rate_bps = stall.rate_bps,
+        action = ?action, downtime_limit_ms, error = ?result.as_ref().err(),
+        "pre-copy is not converging");
+    StallRecord {
+        at_ms: job.ms(),
+        stall,
+        action,
+        downtime_limit_ms,
+        error: result.err(),
+    }
 }

@@ -208,6 +208,122 @@ async fn postcopy_switches_after_the_first_pass() {
     assert_eq!(cloud.vms_on("h2"), vec!["m"]);
 }
 
+/// A VM whose pre-copy cannot converge at urgency 20 (a 3 MiB/s cap): it
+/// dirties 4 MiB/s of its 16 MiB, so every pass resends all of it.
+fn stalling_vm() -> FakeVm {
+    vm(16, 1024.0)
+}
+
+const STALLING: &str = r#""source":"h1","destination":"h2","urgency":20"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_precopy_gets_the_downtime_its_remainder_needs() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "m", stalling_vm());
+    let evac = setup(&cloud);
+    let id = start(
+        &evac,
+        &format!(r#"{{{STALLING},"max_downtime_ms":10000,"stall_iterations":3}}"#),
+    )
+    .await;
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Done, "{rec:#?}");
+    let m = &rec.vms[0];
+    assert_eq!(m.stalls.len(), 1, "{:#?}", m.stalls);
+    let s = &m.stalls[0];
+    assert_eq!(s.action, converge::OnStall::Downtime);
+    assert!(s.stall.iteration >= 4, "3 passes after the first resend");
+    // 16 MiB at 3 MiB/s is 5.3 s; with the margin 6.7 s.
+    assert_eq!(s.downtime_limit_ms, Some(6667));
+    assert!(m.downtime_ms.unwrap() > 300, "{m:#?}");
+    assert_eq!(cloud.vms_on("h2"), vec!["m"]);
+    assert_no_reservations(&evac).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_downtime_is_recorded_once_and_cancel_still_works() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "m", stalling_vm());
+    let evac = setup(&cloud);
+    // The default maximum (2 s) is not enough for 16 MiB at 3 MiB/s.
+    let id = start(&evac, &format!(r#"{{{STALLING},"stall_iterations":2}}"#)).await;
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let rec = evac.get(id).unwrap();
+    let m = &rec.vms[0];
+    assert_eq!(m.state, VmState::Migrating);
+    let actions: Vec<_> = m
+        .stalls
+        .iter()
+        .map(|s| (s.action, s.downtime_limit_ms))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            (converge::OnStall::Downtime, Some(2000)),
+            (converge::OnStall::None, None)
+        ]
+    );
+    evac.cancel(id).unwrap();
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.vms[0].state, VmState::Cancelled);
+    assert_eq!(cloud.vms_on("h1"), vec!["m"]);
+    assert_no_reservations(&evac).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_precopy_can_be_aborted_and_the_rest_go_on() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "m", stalling_vm());
+    cloud.add_vm("h1", "z", vm(4, 0.0));
+    let evac = setup(&cloud);
+    let id = start(
+        &evac,
+        &format!(r#"{{{STALLING},"on_stall":"abort","order":["m","z"]}}"#),
+    )
+    .await;
+    let rec = evac.wait(id).await.unwrap();
+    let m = &rec.vms[0];
+    assert_eq!(m.state, VmState::Failed, "{m:#?}");
+    let e = m.error.as_deref().unwrap();
+    assert!(
+        e.starts_with("pre-copy did not converge (5 passes without progress")
+            && e.contains("the VM is now on h1 (running)"),
+        "{e}"
+    );
+    assert_eq!(m.stalls[0].action, converge::OnStall::Abort);
+    assert_eq!(rec.vms[1].state, VmState::Done);
+    assert_eq!(cloud.vms_on("h1"), vec!["m"]);
+    assert_eq!(cloud.vms_on("h2"), vec!["z"]);
+    assert_no_reservations(&evac).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_precopy_can_switch_to_postcopy() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "m", stalling_vm());
+    let evac = setup(&cloud);
+    let id = start(&evac, &format!(r#"{{{STALLING},"on_stall":"postcopy"}}"#)).await;
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Done, "{rec:#?}");
+    let m = &rec.vms[0];
+    assert_eq!(m.stalls.len(), 1);
+    assert_eq!(m.stalls[0].action, converge::OnStall::Postcopy);
+    assert!(m.postcopy_ms.unwrap() >= m.stalls[0].at_ms - 1000);
+    assert_eq!(cloud.vms_on("h2"), vec!["m"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_converging_precopy_records_no_stall() {
+    let cloud = FakeCloud::new();
+    // Dirties 1 MiB/s against a 3 MiB/s cap: each pass a third of the last.
+    cloud.add_vm("h1", "m", vm(16, 256.0));
+    let evac = setup(&cloud);
+    let id = start(&evac, &format!(r#"{{{STALLING},"stall_iterations":1}}"#)).await;
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Done, "{rec:#?}");
+    assert!(rec.vms[0].stalls.is_empty(), "{:#?}", rec.vms[0].stalls);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_postcopy_migration_says_where_it_left_the_vm() {
     // What the testbed showed under TCG: the guest dies on the destination

@@ -4,8 +4,10 @@
 //!
 //! A migration sends `cap` MiB/s in 100 ms steps of tokio time (so paused-time
 //! tests run instantly): first every non-zero page, then in pre-copy what was
-//! dirtied meanwhile, until what is left fits in 300 ms of downtime. After
-//! `start_postcopy` nothing is dirtied any more and it drains.
+//! dirtied meanwhile (at most the VM's non-zero pages: a guest dirties the
+//! memory it uses), until what is left fits in the downtime limit (300 ms
+//! unless `set_max_downtime` changed it). After `start_postcopy` nothing is
+//! dirtied any more and it drains.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -20,7 +22,7 @@ use super::{
 
 const PAGE: f64 = 4096.0;
 const STEP: Duration = Duration::from_millis(100);
-const MAX_DOWNTIME_S: f64 = 0.3;
+const DEFAULT_DOWNTIME_MS: u64 = 300;
 
 /// One fake VM's load.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +36,7 @@ pub struct FakeVm {
 #[derive(Debug, Default)]
 struct Job {
     cap_mibs: u64,
+    downtime_ms: u64,
     sent: f64,
     remaining: f64,
     pass: f64,
@@ -242,7 +245,8 @@ impl FakeHypervisor {
         }
         if !job.postcopy {
             let dirtied = load.dirty_pages_per_sec * PAGE * dt;
-            job.remaining = (job.remaining + dirtied).min(load.memory_kib as f64 * 1024.0);
+            let used = (load.non_zero_pages as f64 * PAGE).min(load.memory_kib as f64 * 1024.0);
+            job.remaining = (job.remaining + dirtied).min(used);
             if job.pass <= 0.0 {
                 job.iteration += 1;
                 job.pass = job.remaining;
@@ -251,7 +255,7 @@ impl FakeHypervisor {
         let done = if job.postcopy {
             job.remaining <= 0.0
         } else {
-            job.iteration > 0 && job.remaining <= rate * MAX_DOWNTIME_S
+            job.iteration > 0 && job.remaining <= rate * job.downtime_ms as f64 / 1000.0
         };
         if !done {
             return None;
@@ -363,6 +367,7 @@ impl Hypervisor for FakeHypervisor {
                     vm.clone(),
                     Job {
                         cap_mibs: opts.bandwidth_mibs.max(1),
+                        downtime_ms: DEFAULT_DOWNTIME_MS,
                         remaining: first,
                         pass: first,
                         postcopy_allowed: opts.postcopy,
@@ -388,6 +393,22 @@ impl Hypervisor for FakeHypervisor {
         let r = match c.jobs.get_mut(vm) {
             Some(j) => {
                 j.cap_mibs = mibs.max(1);
+                Ok(())
+            }
+            None => Err(self.err(vm, "no migration job is running")),
+        };
+        ready(r)
+    }
+
+    fn set_max_downtime(
+        &self,
+        vm: &str,
+        ms: u64,
+    ) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        let mut c = self.cloud.lock();
+        let r = match c.jobs.get_mut(vm) {
+            Some(j) => {
+                j.downtime_ms = ms;
                 Ok(())
             }
             None => Err(self.err(vm, "no migration job is running")),

@@ -356,6 +356,10 @@ impl Libvirt {
         self.with_domain(vm, |d| d.migrate_set_max_speed(mibs, 0))
     }
 
+    pub fn set_max_downtime_blocking(&self, vm: &str, ms: u64) -> Result<(), HypervisorError> {
+        self.with_domain(vm, |d| d.migrate_set_max_downtime(ms, 0))
+    }
+
     /// The migration's progress, or None when no job runs.
     ///
     /// Not through virDomainGetJobStats: `virt` 0.5's `job_stats` builds a
@@ -420,6 +424,15 @@ impl Hypervisor for Libvirt {
     ) -> BoxFuture<'static, Result<(), HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
         Box::pin(blocking(move || me.set_max_speed_blocking(&vm, mibs)))
+    }
+
+    fn set_max_downtime(
+        &self,
+        vm: &str,
+        ms: u64,
+    ) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        let (me, vm) = (self.clone(), vm.to_string());
+        Box::pin(blocking(move || me.set_max_downtime_blocking(&vm, ms)))
     }
 
     fn progress(

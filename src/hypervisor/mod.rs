@@ -40,6 +40,13 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// Changes a running migration's speed cap, MiB/s.
     fn set_max_speed(&self, vm: &str, mibs: u64)
         -> BoxFuture<'static, Result<(), HypervisorError>>;
+    /// Changes a running migration's downtime limit, ms (how long the VM
+    /// may be paused to send the last of its memory).
+    fn set_max_downtime(
+        &self,
+        vm: &str,
+        ms: u64,
+    ) -> BoxFuture<'static, Result<(), HypervisorError>>;
     /// The running migration's progress, or None when no job runs.
     fn progress(
         &self,

@@ -629,6 +629,19 @@ impl Hypervisor for Qmp {
         })
     }
 
+    fn set_max_downtime(
+        &self,
+        vm: &str,
+        ms: u64,
+    ) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        let (me, vm) = (self.clone(), vm.to_string());
+        Box::pin(async move {
+            let args = json!({"downtime-limit": ms});
+            me.exec(&vm, "migrate-set-parameters", Some(args)).await?;
+            Ok(())
+        })
+    }
+
     fn progress(
         &self,
         vm: &str,

@@ -345,10 +345,10 @@ fn stall_line(st: &Value) -> String {
         .as_str()
         .map_or(String::new(), |e| format!(" (failed: {e})"));
     format!(
-        "stalled at {} s, pass {} ({:.1} MiB left at {} Mb/s): {what}{failed}",
+        "stalled at {} s, pass {} ({:.1} MiB dirtied per pass at {} Mb/s): {what}{failed}",
         ms(&st["at_ms"]),
         st["iteration"].as_u64().unwrap_or(0),
-        st["best_remaining"].as_f64().unwrap_or(0.0) / 1_048_576.0,
+        st["dirty_set"].as_f64().unwrap_or(0.0) / 1_048_576.0,
         mbps(&serde_json::json!(st["rate_bps"].as_f64().map(|b| b * 8.0))),
     )
 }
@@ -381,7 +381,7 @@ mod tests {
             "plan": {"vms": [{"name": "a", "group": "outgoing", "reason": "sends more"}]},
             "vms": [{"name": "a", "state": "migrating", "cap_mibs": 9,
                      "progress": {"data_processed": 50, "data_total": 100}, "started_ms": 1500,
-                     "stalls": [{"at_ms": 30500, "iteration": 7, "best_remaining": 16777216, "remaining": 16777216,
+                     "stalls": [{"at_ms": 30500, "iteration": 7, "dirty_set": 16777216, "remaining": 16777216,
                                  "rate_bps": 3145728, "action": "downtime", "downtime_limit_ms": 6667}]},
                     {"name": "b", "state": "failed", "error": "libvirt: boom", "downtime_ms": null}],
             "total_migration_ms": null, "eviction_ms": null, "left_on_source": ["b"]});
@@ -397,7 +397,7 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains("stalled at 30.5 s, pass 7 (16.0 MiB left at 25.2 Mb/s): downtime limit raised to 6667 ms"),
+            s.contains("stalled at 30.5 s, pass 7 (16.0 MiB dirtied per pass at 25.2 Mb/s): downtime limit raised to 6667 ms"),
             "{s}"
         );
         assert!(

@@ -10,12 +10,15 @@
 //! and acts; what to do is the operator's call ([`OnStall`]): accept a longer
 //! pause, switch to post-copy, or give up and leave the VM where it is.
 //!
-//! "Does not converge" is judged on what QEMU reports: after the first pass,
-//! the lowest `data_remaining` seen must keep falling by at least
-//! [`MIN_GAIN`] within every `iterations` passes. A converging migration's
-//! remainder shrinks geometrically (by the rate/dirty-rate ratio each pass),
-//! so it either finishes or keeps setting new lows; one that plateaus is
-//! resending the same working set.
+//! "Does not converge" is judged on what QEMU reports. Within a pass the
+//! remainder falls as pages go out; at the next pass it jumps to what the
+//! guest dirtied meanwhile, the *dirty set*, and QEMU finishes once a dirty
+//! set fits in the downtime limit at the measured rate. So the watch keeps,
+//! per pass, the largest remainder sampled in it (the dirty set, as closely
+//! as one sample per period sees it). A converging migration's dirty sets
+//! shrink geometrically (by the dirty-rate/transfer-rate ratio each pass);
+//! one whose lowest dirty set has not fallen by [`MIN_GAIN`] within
+//! `iterations` passes is resending the same working set: stalled.
 
 use serde::{Deserialize, Serialize};
 
@@ -63,8 +66,9 @@ pub struct Policy {
 pub struct Stall {
     /// QEMU's pass count at the time.
     pub iteration: u64,
-    /// The lowest remainder since the first pass, bytes.
-    pub best_remaining: u64,
+    /// The largest dirty set of the passes without progress, bytes: what
+    /// has to fit in the downtime.
+    pub dirty_set: u64,
     /// The remainder now, bytes.
     pub remaining: u64,
     /// QEMU's transfer rate, bytes/s.
@@ -72,11 +76,11 @@ pub struct Stall {
 }
 
 impl Stall {
-    /// The downtime the best remainder needs at the measured rate, ms, with
-    /// a quarter more for the rate's jitter; None when the rate is unknown.
+    /// The downtime the dirty set needs at the measured rate, ms, with a
+    /// quarter more for the rate's jitter; None when the rate is unknown.
     pub fn needed_downtime_ms(&self) -> Option<u64> {
         (self.rate_bps > 0).then(|| {
-            let s = self.best_remaining as f64 / self.rate_bps as f64 * 1.25;
+            let s = self.dirty_set as f64 / self.rate_bps as f64 * 1.25;
             ((s * 1000.0).ceil() as u64).max(QEMU_DEFAULT_DOWNTIME_MS)
         })
     }
@@ -86,8 +90,12 @@ impl Stall {
 #[derive(Debug, Clone)]
 pub struct Watch {
     iterations: u64,
-    /// Lowest remainder since the first pass, and the pass it was seen in.
+    /// The pass being sampled and its largest remainder so far.
+    pass: Option<(u64, u64)>,
+    /// The lowest dirty set so far and the pass it was seen in.
     best: Option<(u64, u64)>,
+    /// The largest dirty set since `best` was set.
+    worst: u64,
 }
 
 impl Watch {
@@ -95,36 +103,59 @@ impl Watch {
     pub fn new(iterations: u64) -> Watch {
         Watch {
             iterations: iterations.max(1),
+            pass: None,
             best: None,
+            worst: 0,
         }
     }
 
-    /// Feeds one progress report; Some once the migration has gone
-    /// `iterations` passes without its remainder falling by [`MIN_GAIN`].
-    /// After a Some the watch starts over, so the next stall is reported
-    /// only after as many passes again (time for the remedy to work).
+    /// Feeds one progress report; Some once `iterations` passes have gone
+    /// by without the lowest dirty set falling by [`MIN_GAIN`]. After a
+    /// Some the watch starts over, so the next stall is reported only after
+    /// as many passes again (time for the remedy to work).
     pub fn observe(&mut self, p: &MigrationProgress) -> Option<Stall> {
         // Pass 1 sends every page once; only the resends say anything.
         if p.mem_iteration < 2 {
             return None;
         }
-        let (best, since) = match self.best {
-            Some((b, since)) if (p.data_remaining as f64) >= b as f64 * (1.0 - MIN_GAIN) => {
-                (b.min(p.data_remaining), since)
+        match self.pass {
+            Some((n, max)) if n == p.mem_iteration => {
+                self.pass = Some((n, max.max(p.data_remaining)));
+                return None;
             }
-            _ => (p.data_remaining, p.mem_iteration),
-        };
-        self.best = Some((best, since));
+            Some((n, max)) => self.close_pass(n, max),
+            None => {}
+        }
+        self.pass = Some((p.mem_iteration, p.data_remaining));
+        let (_, since) = self.best?;
         if p.mem_iteration.saturating_sub(since) < self.iterations {
             return None;
         }
-        self.best = None;
-        Some(Stall {
+        let stall = Stall {
             iteration: p.mem_iteration,
-            best_remaining: best,
+            dirty_set: self.worst,
             remaining: p.data_remaining,
             rate_bps: p.mem_bps,
-        })
+        };
+        self.best = None;
+        self.worst = 0;
+        Some(stall)
+    }
+
+    /// A pass is over: its largest sample is its dirty set.
+    fn close_pass(&mut self, pass: u64, dirty_set: u64) {
+        match self.best {
+            Some((b, _)) if dirty_set as f64 >= b as f64 * (1.0 - MIN_GAIN) => {
+                self.worst = self.worst.max(dirty_set);
+                if dirty_set < b {
+                    self.best = Some((dirty_set, self.best.map_or(pass, |(_, s)| s)));
+                }
+            }
+            _ => {
+                self.best = Some((dirty_set, pass));
+                self.worst = dirty_set;
+            }
+        }
     }
 }
 
@@ -148,13 +179,22 @@ pub fn raised_downtime_ms(stall: &Stall, current_ms: u64, max_ms: u64) -> Option
 mod tests {
     use super::*;
 
+    const MIB: f64 = 1_048_576.0;
+
     fn p(iteration: u64, remaining_mib: f64) -> MigrationProgress {
         MigrationProgress {
-            data_remaining: (remaining_mib * 1_048_576.0) as u64,
+            data_remaining: (remaining_mib * MIB) as u64,
             mem_iteration: iteration,
             mem_bps: 3 * 1_048_576,
             ..Default::default()
         }
+    }
+
+    /// Samples of a pass: the remainder falling from `dirty_set` as it goes.
+    fn pass(w: &mut Watch, iteration: u64, dirty_set: f64) -> Option<Stall> {
+        [1.0, 0.6, 0.2]
+            .iter()
+            .find_map(|f| w.observe(&p(iteration, dirty_set * f)))
     }
 
     #[test]
@@ -167,52 +207,68 @@ mod tests {
 
     #[test]
     fn a_converging_migration_is_never_stalled() {
-        // The remainder halves every pass, sampled three times a pass.
+        // The dirty set halves every pass.
         let mut w = Watch::new(3);
-        let mut rem = 64.0;
+        let mut d = 64.0;
         for it in 2..30 {
-            for _ in 0..3 {
-                assert_eq!(w.observe(&p(it, rem)), None, "pass {it}");
-            }
-            rem /= 2.0;
+            assert_eq!(pass(&mut w, it, d), None, "pass {it}");
+            d /= 2.0;
         }
     }
 
     #[test]
     fn a_plateau_is_a_stall_after_the_given_passes_and_then_again() {
         let mut w = Watch::new(5);
-        // Sampled mid-pass the remainder wanders; it never sets a 10% low.
+        // The dirty sets wander around 2 MiB, never 10% under the first.
         let wander = [2.0, 1.9, 2.3, 1.95, 2.1];
         let mut stalls = vec![];
         for it in 2..=14 {
-            if let Some(s) = w.observe(&p(it, wander[(it as usize - 2) % 5])) {
+            if let Some(s) = pass(&mut w, it, wander[(it as usize - 2) % 5]) {
                 stalls.push((it, s));
             }
         }
         assert_eq!(stalls.len(), 2, "{stalls:?}");
-        assert_eq!(stalls[0].0, 7, "5 passes after the first low (pass 2)");
-        assert_eq!(stalls[1].0, 13, "5 passes after the watch started over");
+        // Pass 2's dirty set is known when pass 3 starts; 5 passes later.
+        assert_eq!(stalls[0].0, 7);
+        assert_eq!(
+            stalls[1].0, 12,
+            "5 passes after pass 7, where it started over"
+        );
         let s = stalls[0].1;
-        assert_eq!(s.best_remaining, (1.9 * 1_048_576.0) as u64);
-        // 1.9 MiB at 3 MiB/s, plus a quarter: 792 ms.
-        assert_eq!(s.needed_downtime_ms(), Some(792));
+        // The largest of the passes without progress, as sampled.
+        assert_eq!(s.dirty_set, (2.3 * MIB) as u64);
+        // 2.3 MiB at 3 MiB/s, plus a quarter: 959 ms.
+        assert_eq!(s.needed_downtime_ms(), Some(959));
     }
 
     #[test]
     fn a_new_low_restarts_the_count() {
         let mut w = Watch::new(3);
-        assert_eq!(w.observe(&p(2, 10.0)), None);
-        assert_eq!(w.observe(&p(4, 9.5)), None); // 5%: not progress
-        assert_eq!(w.observe(&p(4, 8.0)), None); // 20%: a new low at pass 4
-        assert_eq!(w.observe(&p(6, 8.0)), None);
-        assert!(w.observe(&p(7, 8.0)).is_some());
+        assert_eq!(pass(&mut w, 2, 10.0), None);
+        assert_eq!(pass(&mut w, 3, 9.5), None); // 5%: not progress
+        assert_eq!(pass(&mut w, 4, 8.0), None); // 20%: a new low
+        assert_eq!(pass(&mut w, 5, 8.0), None);
+        assert_eq!(pass(&mut w, 6, 8.0), None);
+        let s = pass(&mut w, 7, 8.0).expect("3 passes after pass 4");
+        assert_eq!(s.dirty_set, 8 * 1_048_576);
+    }
+
+    #[test]
+    fn passes_between_samples_still_count() {
+        // Passes shorter than the sampling period: one sample every 4.
+        let mut w = Watch::new(5);
+        let seen: Vec<_> = (2..40)
+            .step_by(4)
+            .filter_map(|it| w.observe(&p(it, 2.0)))
+            .collect();
+        assert_eq!(seen[0].iteration, 10, "{seen:?}");
     }
 
     #[test]
     fn downtime_goes_up_to_the_maximum_and_no_further() {
         let s = Stall {
             iteration: 7,
-            best_remaining: 8 * 1_048_576,
+            dirty_set: 8 * 1_048_576,
             remaining: 9 * 1_048_576,
             rate_bps: 4 * 1_048_576,
         };
@@ -226,9 +282,9 @@ mod tests {
         // No rate: the maximum.
         let blind = Stall { rate_bps: 0, ..s };
         assert_eq!(raised_downtime_ms(&blind, 300, 4000), Some(4000));
-        // A tiny remainder still gets QEMU's default floor.
+        // A tiny dirty set still gets QEMU's default floor.
         let tiny = Stall {
-            best_remaining: 1000,
+            dirty_set: 1000,
             ..s
         };
         assert_eq!(tiny.needed_downtime_ms(), Some(300));

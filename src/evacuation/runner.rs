@@ -633,8 +633,8 @@ async fn switch_to_postcopy(job: &Job, vm: &str) -> Result<(), String> {
 /// What the record says of a pre-copy solive gave up on.
 fn stall_message(stall: &Stall, iterations: u64) -> String {
     format!(
-        "pre-copy did not converge ({iterations} passes without progress, {:.1} MiB left at {:.1} Mbit/s after pass {}); aborted",
-        stall.best_remaining as f64 / 1_048_576.0,
+        "pre-copy did not converge ({iterations} passes without progress, {:.1} MiB dirtied per pass at {:.1} Mbit/s, pass {}); aborted",
+        stall.dirty_set as f64 / 1_048_576.0,
         stall.rate_bps as f64 * 8.0 / 1e6,
         stall.iteration
     )
@@ -666,7 +666,7 @@ async fn on_stall(job: &Job, vm: &str, stall: Stall, limit_ms: u64) -> StallReco
         OnStall::None => Ok(()),
     };
     tracing::warn!(evacuation = job.id, vm, iteration = stall.iteration,
-        best_remaining = stall.best_remaining, rate_bps = stall.rate_bps,
+        dirty_set = stall.dirty_set, rate_bps = stall.rate_bps,
         action = ?action, downtime_limit_ms, error = ?result.as_ref().err(),
         "pre-copy is not converging");
     StallRecord {

@@ -97,6 +97,35 @@ impl Testbed {
             .args(args))
     }
 
+    /// Panics unless `vm` runs on `host`. When it does not, the message has
+    /// the end of the guest's console there: under TCG a guest has died
+    /// right after a migration (a kernel panic on corrupted memory, see the
+    /// README's Experiments), and the console is what tells that apart from
+    /// a migration that went wrong.
+    pub fn assert_running(&self, host: &str, vm: &str) {
+        let out = Command::new("timeout")
+            .args(["180", "virsh", "-q", "-c", &self.uri(host), "domstate", vm])
+            .output()
+            .unwrap();
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if state != "running" {
+            let console = self.console(host, vm);
+            let tail: Vec<&str> = console.lines().rev().take(25).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "{vm} is not running on {host} (state {state:?}; {}); the end of its console there:\n{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                tail.join("\n")
+            );
+        }
+    }
+
+    /// Whether guest `vm`'s kernel panicked on `host` (what a TCG guest
+    /// sometimes does right after a migration, see `assert_running`).
+    pub fn guest_panicked(&self, host: &str, vm: &str) -> bool {
+        self.console(host, vm).contains("Kernel panic")
+    }
+
     /// What guest `vm` printed on its console on `host` so far.
     pub fn console(&self, host: &str, vm: &str) -> String {
         let log = self

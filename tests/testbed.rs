@@ -403,6 +403,32 @@ async fn post_json(base: &str, path: &str, body: serde_json::Value) -> (u16, ser
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// `solive serve`'s parts, in this process, on the testbed's configuration.
+async fn solive_on(tb: &Testbed) -> support::Solive {
+    let config = solive::config::Config::load(&tb.state.join("solive.toml")).unwrap();
+    support::Solive::start_with(
+        config,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+}
+
+/// Evacuation `id`'s record once it has ended (within `secs`), printed as
+/// `solive evacuate --watch` ends.
+async fn evacuation_end(solive: &support::Solive, id: u64, secs: u64) -> serde_json::Value {
+    let rec = support::eventually(secs, "evacuation finished", || async {
+        let r = solive.get(&format!("/v1/evacuations/{id}")).await;
+        if ["done", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or("")) {
+            Ok(r)
+        } else {
+            Err(format!("{} {}", r["state"], r["vms"][0]["progress"]))
+        }
+    })
+    .await;
+    eprintln!("{}", solive::client::evacuation_summary(&rec));
+    rec
+}
+
 /// Issue 5's end-to-end check: solive, running against the testbed's real
 /// OVS and two libvirt daemons, evacuates h1's two guests onto h2 in its own
 /// order (the guest sending 20 Mbit/s first), each migration with a
@@ -413,18 +439,12 @@ async fn post_json(base: &str, path: &str, body: serde_json::Value) -> (u16, ser
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evacuation_in_solive_order_with_reservations() {
     use serde_json::json;
-    use support::Solive;
     let _lock = lock();
     require_tools(&[]);
     let tb = Testbed::up("evac-2vm", "/tmp/solive-testbed-evac");
     tb.wait_ready("h1", "quiet", 90);
     tb.wait_ready("h1", "send", 90);
-    let config = solive::config::Config::load(&tb.state.join("solive.toml")).unwrap();
-    let solive = Solive::start_with(
-        config,
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await;
+    let solive = solive_on(&tb).await;
     let base = solive.api.clone();
     // The sender's traffic is seen on its port (the order depends on it).
     solive
@@ -475,16 +495,7 @@ async fn evacuation_in_solive_order_with_reservations() {
     .await;
     assert_eq!(s, 201, "{v}");
     let id = v["id"].as_u64().unwrap();
-    let rec = support::eventually(300, "evacuation finished", || async {
-        let r = solive.get(&format!("/v1/evacuations/{id}")).await;
-        if ["done", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or("")) {
-            Ok(r)
-        } else {
-            Err(r["state"].to_string())
-        }
-    })
-    .await;
-    eprintln!("{}", solive::client::evacuation_summary(&rec));
+    let rec = evacuation_end(&solive, id, 300).await;
     assert_eq!(rec["state"], "done", "{rec:#}");
     assert_eq!(rec["order"], json!(["send", "quiet"]), "{rec:#}");
     assert_eq!(rec["plan"]["vms"][0]["group"], "outgoing");
@@ -526,16 +537,7 @@ async fn evacuation_in_solive_order_with_reservations() {
     .await;
     let pid = std::fs::read_to_string(tb.state.join("hosts/h1/run/libvirtd.pid")).unwrap();
     run(Command::new("kill").args(["-9", pid.trim()]));
-    let rec = support::eventually(120, "evacuation finished", || async {
-        let r = solive.get(&format!("/v1/evacuations/{id}")).await;
-        if r["state"] == "failed" {
-            Ok(r)
-        } else {
-            Err(r.to_string())
-        }
-    })
-    .await;
-    eprintln!("{}", solive::client::evacuation_summary(&rec));
+    let rec = evacuation_end(&solive, id, 120).await;
     let vm = &rec["vms"][0];
     assert_eq!(vm["state"], "failed");
     let error = vm["error"].as_str().unwrap();
@@ -562,32 +564,12 @@ async fn evacuation_in_solive_order_with_reservations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_precopy_that_does_not_converge_gets_its_downtime_or_is_aborted() {
     use serde_json::json;
-    use support::Solive;
     let _lock = lock();
     require_tools(&[]);
     let tb = Testbed::up("stall-1vm", "/tmp/solive-testbed-stall");
     tb.wait_ready("h1", "busy", 90);
-    let config = solive::config::Config::load(&tb.state.join("solive.toml")).unwrap();
-    let solive = Solive::start_with(
-        config,
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await;
+    let solive = solive_on(&tb).await;
     let base = solive.api.clone();
-    let finished = |id: u64| {
-        let solive = &solive;
-        async move {
-            support::eventually(300, "evacuation finished", || async {
-                let r = solive.get(&format!("/v1/evacuations/{id}")).await;
-                if ["done", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or("")) {
-                    Ok(r)
-                } else {
-                    Err(r["vms"][0]["progress"].to_string())
-                }
-            })
-            .await
-        }
-    };
 
     let (s, v) = post_json(
         &base,
@@ -597,8 +579,7 @@ async fn a_precopy_that_does_not_converge_gets_its_downtime_or_is_aborted() {
     )
     .await;
     assert_eq!(s, 201, "{v}");
-    let rec = finished(v["id"].as_u64().unwrap()).await;
-    eprintln!("{}", solive::client::evacuation_summary(&rec));
+    let rec = evacuation_end(&solive, v["id"].as_u64().unwrap(), 300).await;
     let vm = &rec["vms"][0];
     // Under TCG a guest has died right after a long pre-copy (its kernel
     // panics on memory the migration got wrong: see the README). Then the
@@ -643,8 +624,7 @@ async fn a_precopy_that_does_not_converge_gets_its_downtime_or_is_aborted() {
     )
     .await;
     assert_eq!(s, 201, "{v}");
-    let rec = finished(v["id"].as_u64().unwrap()).await;
-    eprintln!("{}", solive::client::evacuation_summary(&rec));
+    let rec = evacuation_end(&solive, v["id"].as_u64().unwrap(), 300).await;
     let vm = &rec["vms"][0];
     assert_eq!(rec["state"], "failed", "{rec:#}");
     assert_eq!(vm["stalls"][0]["action"], "abort", "{vm:#}");

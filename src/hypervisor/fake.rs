@@ -185,6 +185,19 @@ impl FakeHypervisor {
         }
     }
 
+    /// Runs `f` on `vm`'s running migration job, or says there is none.
+    fn with_job(
+        &self,
+        vm: &str,
+        f: impl FnOnce(&Self, &mut Job) -> Result<(), HypervisorError>,
+    ) -> Result<(), HypervisorError> {
+        let mut c = self.cloud.lock();
+        match c.jobs.get_mut(vm) {
+            Some(j) => f(self, j),
+            None => Err(self.err(vm, "no migration job is running")),
+        }
+    }
+
     /// The VM's load, if it is here and the host answers.
     fn vm(&self, vm: &str) -> Result<FakeVm, HypervisorError> {
         let c = self.cloud.lock();
@@ -389,15 +402,10 @@ impl Hypervisor for FakeHypervisor {
         vm: &str,
         mibs: u64,
     ) -> BoxFuture<'static, Result<(), HypervisorError>> {
-        let mut c = self.cloud.lock();
-        let r = match c.jobs.get_mut(vm) {
-            Some(j) => {
-                j.cap_mibs = mibs.max(1);
-                Ok(())
-            }
-            None => Err(self.err(vm, "no migration job is running")),
-        };
-        ready(r)
+        ready(self.with_job(vm, |_, j| {
+            j.cap_mibs = mibs.max(1);
+            Ok(())
+        }))
     }
 
     fn set_max_downtime(
@@ -405,15 +413,10 @@ impl Hypervisor for FakeHypervisor {
         vm: &str,
         ms: u64,
     ) -> BoxFuture<'static, Result<(), HypervisorError>> {
-        let mut c = self.cloud.lock();
-        let r = match c.jobs.get_mut(vm) {
-            Some(j) => {
-                j.downtime_ms = ms;
-                Ok(())
-            }
-            None => Err(self.err(vm, "no migration job is running")),
-        };
-        ready(r)
+        ready(self.with_job(vm, |_, j| {
+            j.downtime_ms = ms;
+            Ok(())
+        }))
     }
 
     fn progress(
@@ -433,29 +436,23 @@ impl Hypervisor for FakeHypervisor {
     }
 
     fn start_postcopy(&self, vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>> {
-        let mut c = self.cloud.lock();
-        let r = match c.jobs.get_mut(vm) {
-            Some(j) if j.postcopy_allowed => {
-                j.postcopy = true;
-                Ok(())
+        ready(self.with_job(vm, |me, j| {
+            if !j.postcopy_allowed {
+                return Err(me.err(vm, "the migration was not started with post-copy allowed"));
             }
-            Some(_) => Err(self.err(vm, "the migration was not started with post-copy allowed")),
-            None => Err(self.err(vm, "no migration job is running")),
-        };
-        ready(r)
+            j.postcopy = true;
+            Ok(())
+        }))
     }
 
     fn abort(&self, vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>> {
-        let mut c = self.cloud.lock();
-        let r = match c.jobs.get_mut(vm) {
-            Some(j) if j.postcopy => Err(self.err(vm, "a post-copy migration cannot be aborted")),
-            Some(j) => {
-                j.cancel = true;
-                Ok(())
+        ready(self.with_job(vm, |me, j| {
+            if j.postcopy {
+                return Err(me.err(vm, "a post-copy migration cannot be aborted"));
             }
-            None => Err(self.err(vm, "no migration job is running")),
-        };
-        ready(r)
+            j.cancel = true;
+            Ok(())
+        }))
     }
 }
 

@@ -109,9 +109,12 @@ async fn reported_port_rate_matches_htb_shaped_iperf3() {
         "reported {mean:.0} bit/s is {:.1}% off the {iperf_bps:.0} bit/s iperf3 received",
         err * 100.0
     );
-    // The traffic really was shaped (and so really crossed the bridge).
+    // The traffic really crossed the bridge, under the shaper. No lower
+    // bound near the shaping rate: how much a busy userspace datapath
+    // carries is the machine's figure (26 Mbit/s of 50 in one CI run), and
+    // what this test checks is that solive reports what crossed.
     assert!(
-        iperf_bps < SHAPED_BPS as f64 * 1.1 && iperf_bps > SHAPED_BPS as f64 * 0.7,
+        iperf_bps < SHAPED_BPS as f64 * 1.1 && iperf_bps > 1e6,
         "{iperf_bps}"
     );
 

@@ -214,9 +214,12 @@ async fn reservation_holds_on_the_fabric_and_lapses_when_the_controller_dies() {
     let (app0, mig0) = (mean(&app0, 2.0, 6.0), mean(&mig0, 2.0, 6.0));
     eprintln!("without reservation: application {app0:.1} Mbit/s, migration {mig0:.1} Mbit/s");
     // How TCP splits the link between the two is not fixed (measured from
-    // 48/48 to 23/73); what matters is that they contend for it.
+    // 48/48 to 23/73); what matters is that they contend for it. Together
+    // they carried 82 to 95 Mbit/s on this machine; below half of C the
+    // datapath, not the 100 Mbit/s shaper, would be the bottleneck and the
+    // shares below would mean little.
     assert!(
-        app0 + mig0 > 80.0,
+        app0 + mig0 > 50.0,
         "the flows did not fill the link: {app0:.1} + {mig0:.1}"
     );
     assert!(

@@ -70,7 +70,7 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "downtime")]
         on_stall: OnStallArg,
         /// The longest downtime `--on-stall downtime` may allow, ms.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = solive::evacuation::request::DEFAULT_MAX_DOWNTIME_MS)]
         max_downtime_ms: u64,
         /// Show each VM's progress until it ends, then a summary table; exit
         /// non-zero unless every VM migrated.

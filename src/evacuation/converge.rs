@@ -145,10 +145,10 @@ impl Watch {
     /// A pass is over: its largest sample is its dirty set.
     fn close_pass(&mut self, pass: u64, dirty_set: u64) {
         match self.best {
-            Some((b, _)) if dirty_set as f64 >= b as f64 * (1.0 - MIN_GAIN) => {
+            Some((b, since)) if dirty_set as f64 >= b as f64 * (1.0 - MIN_GAIN) => {
                 self.worst = self.worst.max(dirty_set);
                 if dirty_set < b {
-                    self.best = Some((dirty_set, self.best.map_or(pass, |(_, s)| s)));
+                    self.best = Some((dirty_set, since));
                 }
             }
             _ => {

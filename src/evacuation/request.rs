@@ -65,8 +65,11 @@ fn default_stall_iterations() -> u64 {
 /// Two seconds: long enough for a working set of a few MiB over a slow
 /// link, short enough that TCP sessions to the guest survive the pause.
 fn default_max_downtime() -> u64 {
-    2000
+    DEFAULT_MAX_DOWNTIME_MS
 }
+
+/// `max_downtime_ms` when the request does not give one.
+pub const DEFAULT_MAX_DOWNTIME_MS: u64 = 2000;
 
 /// Bounds for the two convergence settings: beyond them the "live" in live
 /// migration is gone, or the stall is never noticed.

@@ -278,25 +278,20 @@ impl FakeHypervisor {
         } else {
             (job.remaining / rate.max(1.0) * 1000.0) as u64
         };
-        let bytes = (job.sent + job.remaining) as u64;
+        let stats = MigrationStats {
+            downtime_ms: Some(downtime_ms),
+            bytes: Some((job.sent + job.remaining) as u64),
+            time_ms: None,
+        };
         c.jobs.remove(vm);
         let moved = c.hosts.get_mut(&self.host).and_then(|h| h.remove(vm))?;
-        if c.die_after.remove(vm) {
-            return Some(Ok(MigrationStats {
-                downtime_ms: Some(downtime_ms),
-                bytes: Some(bytes),
-                time_ms: None,
-            }));
+        if !c.die_after.remove(vm) {
+            c.hosts
+                .entry(dest.to_string())
+                .or_default()
+                .insert(vm.to_string(), moved);
         }
-        c.hosts
-            .entry(dest.to_string())
-            .or_default()
-            .insert(vm.to_string(), moved);
-        Some(Ok(MigrationStats {
-            downtime_ms: Some(downtime_ms),
-            bytes: Some(bytes),
-            time_ms: None,
-        }))
+        Some(Ok(stats))
     }
 }
 

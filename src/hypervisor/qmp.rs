@@ -559,6 +559,20 @@ impl Qmp {
         }
     }
 
+    /// `migrate-set-parameters` on a running migration (speed cap,
+    /// downtime limit).
+    fn set_parameters(
+        &self,
+        vm: &str,
+        args: Value,
+    ) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        let (me, vm) = (self.clone(), vm.to_string());
+        Box::pin(async move {
+            me.exec(&vm, "migrate-set-parameters", Some(args)).await?;
+            Ok(())
+        })
+    }
+
     async fn abort_vm(&self, vm: &str) -> Result<(), HypervisorError> {
         let m = self.query_migrate(vm).await?;
         if !m.is_running() {
@@ -621,12 +635,7 @@ impl Hypervisor for Qmp {
         vm: &str,
         mibs: u64,
     ) -> BoxFuture<'static, Result<(), HypervisorError>> {
-        let (me, vm) = (self.clone(), vm.to_string());
-        Box::pin(async move {
-            let args = json!({"max-bandwidth": mibs.saturating_mul(1 << 20)});
-            me.exec(&vm, "migrate-set-parameters", Some(args)).await?;
-            Ok(())
-        })
+        self.set_parameters(vm, json!({"max-bandwidth": mibs.saturating_mul(1 << 20)}))
     }
 
     fn set_max_downtime(
@@ -634,12 +643,7 @@ impl Hypervisor for Qmp {
         vm: &str,
         ms: u64,
     ) -> BoxFuture<'static, Result<(), HypervisorError>> {
-        let (me, vm) = (self.clone(), vm.to_string());
-        Box::pin(async move {
-            let args = json!({"downtime-limit": ms});
-            me.exec(&vm, "migrate-set-parameters", Some(args)).await?;
-            Ok(())
-        })
+        self.set_parameters(vm, json!({"downtime-limit": ms}))
     }
 
     fn progress(

@@ -1,7 +1,10 @@
-//! Live check of the rate measurement: two hosts in network namespaces joined
-//! by a real userspace-datapath bridge, a 50 Mbit/s linux-htb QoS installed by
-//! solive on the port towards the receiver, real iperf3 TCP traffic, and
-//! `/v1/hosts` must report that port's transmit rate within 10% of 50 Mbit/s.
+//! Live check of the rate measurement and of shaping: two hosts in network
+//! namespaces joined by a real userspace-datapath bridge, real iperf3 TCP
+//! traffic, first unshaped (what this machine's datapath delivers now), then
+//! through a 50 Mbit/s linux-htb QoS installed by solive on the port towards
+//! the receiver. `/v1/hosts` must report that port's transmit rate within 10%
+//! of what iperf3 received, and the shaped rate must sit under the shaper and
+//! near the lower of the shaper and the unshaped rate.
 
 mod support;
 
@@ -45,7 +48,34 @@ async fn reported_port_rate_matches_htb_shaped_iperf3() {
     })
     .await;
 
-    // Egress shaping on the port towards h2: what h2 can receive.
+    h1.exec(&["ping", "-c", "1", "-W", "2", "10.199.0.2"]);
+    // One iperf3 run from h1 to h2 of `secs`, started now: the client.
+    let iperf = |secs: &str| {
+        let server = KillOnDrop(
+            h2.cmd(&["iperf3", "-s", "-1", "-B", "10.199.0.2"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let client = h1
+            .cmd(&["iperf3", "-c", "10.199.0.2", "-t", secs, "-J"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        (server, client)
+    };
+    let received = |out: std::process::Output| -> f64 {
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        report["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap()
+    };
+    // What the link delivers in this run, unshaped.
+    let (_server, client) = iperf("5");
+    let unshaped_bps = received(client.wait_with_output().unwrap());
+
+    // Then egress shaping on the port towards h2: what h2 can receive.
     let q = QueueConfig {
         min_rate: None,
         max_rate: Some(SHAPED_BPS),
@@ -58,19 +88,7 @@ async fn reported_port_rate_matches_htb_shaped_iperf3() {
         .await
         .unwrap();
 
-    h1.exec(&["ping", "-c", "1", "-W", "2", "10.199.0.2"]);
-    let _server = KillOnDrop(
-        h2.cmd(&["iperf3", "-s", "-1", "-B", "10.199.0.2"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let client = h1
-        .cmd(&["iperf3", "-c", "10.199.0.2", "-t", "10", "-J"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (_server, client) = iperf("10");
 
     // Let TCP settle, then sample the controller's view every period.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -89,14 +107,10 @@ async fn reported_port_rate_matches_htb_shaped_iperf3() {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let out = client.wait_with_output().unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let iperf_bps = report["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap();
+    let iperf_bps = received(client.wait_with_output().unwrap());
     let mean = samples.iter().sum::<f64>() / samples.len() as f64;
     eprintln!(
-        "shaped {SHAPED_BPS} bit/s; iperf3 received {iperf_bps:.0} bit/s; solive port tx samples {samples:?}, mean {mean:.0}"
+        "unshaped iperf3 received {unshaped_bps:.0} bit/s; shaped at {SHAPED_BPS} bit/s it received {iperf_bps:.0} bit/s; solive port tx samples {samples:?}, mean {mean:.0}"
     );
     assert!(samples.len() >= 3, "too few rate samples: {samples:?}");
     // Compared with what really crossed the port (iperf3's goodput, which
@@ -109,13 +123,20 @@ async fn reported_port_rate_matches_htb_shaped_iperf3() {
         "reported {mean:.0} bit/s is {:.1}% off the {iperf_bps:.0} bit/s iperf3 received",
         err * 100.0
     );
-    // The traffic really crossed the bridge, under the shaper. No lower
-    // bound near the shaping rate: how much a busy userspace datapath
-    // carries is the machine's figure (26 Mbit/s of 50 in one CI run), and
-    // what this test checks is that solive reports what crossed.
+    // The shaper holds: under its rate (goodput, so no margin for headers
+    // is needed above it beyond the measuring noise)...
     assert!(
-        iperf_bps < SHAPED_BPS as f64 * 1.1 && iperf_bps > 1e6,
-        "{iperf_bps}"
+        iperf_bps < SHAPED_BPS as f64 * 1.05,
+        "{iperf_bps:.0} bit/s through a {SHAPED_BPS} bit/s shaper"
+    );
+    // ...and it only shapes: the rate is near the lower of the shaper and
+    // what the link delivered unshaped in this same run (a busy userspace
+    // datapath can deliver less than the shaper allows; that is the
+    // machine's figure, not the shaper's).
+    let expected = (SHAPED_BPS as f64).min(unshaped_bps);
+    assert!(
+        iperf_bps > expected * 0.7,
+        "{iperf_bps:.0} bit/s through the shaper, against {expected:.0} expected (unshaped {unshaped_bps:.0})"
     );
 
     solive.stop().await;

@@ -4,16 +4,17 @@
  *
  * Every kind first fills FILL_MIB of memory with non-zero data once (so a
  * migration has real pages to send: QEMU sends zero pages as a flag only), then:
- *   memory   rewrites a working set of WS_MIB in a loop (one word per 64 bytes),
- *            and every 3 s prints a checksum of the filled memory
- *            ("slworker: memsum HEX over N MiB"): the filled memory never
- *            changes, so a migration that moved it intact keeps the sum; the
- *            fill is seeded from the boot-time clock, so the sum is this
- *            VM's own and not a constant a fresh boot would reproduce
- *   cpu      spins on arithmetic, touching no memory
+ *   memory   rewrites a working set of WS_MIB in a loop (one word per 64 bytes)
+ *   cpu      spins on arithmetic, writing no memory
  *   net-out  sends UDP datagrams of 1400 bytes to PEER_IP:PORT at RATE_MBPS
  *   net-in   receives UDP on PORT (a sender outside sends at RATE_MBPS)
  *   idle     sleeps
+ * Whatever the kind, every 3 s it prints a checksum of the filled memory
+ * ("slworker: memsum HEX over N MiB"): the filled memory never changes, so a
+ * migration that moved it intact keeps the sum (the tests and
+ * experiments/guest-deaths compare it before and after); the fill is seeded
+ * from the boot-time clock, so the sum is this VM's own and not a constant a
+ * fresh boot would reproduce.
  * It never exits: it runs as the guest's workload until the VM is destroyed. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +31,22 @@ static double now(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static uint64_t *blocks[1 << 14]; /* the fill: up to 16 GiB in 1 MiB blocks */
+static size_t nblocks;
+static double next_sum;
+
+/* Prints the fill's checksum when it is due (every 3 s); the workloads call it
+ * from their loops. Reading the fill dirties no page. */
+static void memsum_if_due(void) {
+  if (now() < next_sum) return;
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t k = 0; k < nblocks; k++)
+    for (size_t i = 0; i < (1 << 20) / 8; i++) h = (h ^ blocks[k][i]) * 0x100000001b3ull;
+  printf("slworker: memsum %016llx over %zu MiB\n", (unsigned long long)h, nblocks);
+  fflush(stdout);
+  next_sum = now() + 3;
 }
 
 int main(int argc, char **argv) {
@@ -56,11 +74,10 @@ int main(int argc, char **argv) {
     size_t cap = avail > margin ? avail - margin : 0;
     if (fill > cap) fill = cap;
   }
-  size_t filled = 0, nblocks = 0;
+  size_t filled = 0;
   struct timespec boot;
   clock_gettime(CLOCK_REALTIME, &boot);
   unsigned seed = (unsigned)boot.tv_nsec ^ (unsigned)boot.tv_sec;
-  static uint64_t *blocks[1 << 14]; /* up to 16 GiB in 1 MiB blocks */
   for (; filled < fill && nblocks < sizeof blocks / sizeof *blocks; filled += 1 << 20) {
     /* in 1 MiB chunks: as much as fits */
     unsigned char *f = malloc(1 << 20);
@@ -68,28 +85,33 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < 1 << 20; i++) f[i] = (unsigned char)(((filled + i) * 2654435761u ^ seed) >> 13) | 1;
     blocks[nblocks++] = (uint64_t *)f;
   }
-  printf("slworker: %s filled %zu MiB (available was %ld MiB), ready\n", kind, filled >> 20, avail_kib >> 10);
+  /* The guest's own count of the memory in use once filled (MemTotal -
+   * MemFree): what tests compare solive's non-zero page count with. */
+  long total_kib = -1, free_kib = -1;
+  mi = fopen("/proc/meminfo", "r");
+  while (mi && fgets(line, sizeof line, mi)) {
+    sscanf(line, "MemTotal: %ld kB", &total_kib);
+    sscanf(line, "MemFree: %ld kB", &free_kib);
+  }
+  if (mi) fclose(mi);
+  printf("slworker: %s filled %zu MiB (available was %ld MiB), in use %ld KiB of %ld KiB, ready\n", kind,
+         filled >> 20, avail_kib >> 10, total_kib - free_kib, total_kib);
   fflush(stdout);
 
   if (!strcmp(kind, "memory")) {
     if (!ws) ws = 1 << 20;
     volatile uint64_t *b = malloc(ws);
     if (!b) { perror("ws"); return 1; }
-    double next_sum = 0;
     for (uint64_t pass = 1;; pass++) {
       for (size_t i = 0; i < ws / 8; i += 8) b[i] = pass ^ i;
-      if (now() >= next_sum) {
-        uint64_t h = 0xcbf29ce484222325ull;
-        for (size_t k = 0; k < nblocks; k++)
-          for (size_t i = 0; i < (1 << 20) / 8; i++) h = (h ^ blocks[k][i]) * 0x100000001b3ull;
-        printf("slworker: memsum %016llx over %zu MiB\n", (unsigned long long)h, nblocks);
-        fflush(stdout);
-        next_sum = now() + 3;
-      }
+      memsum_if_due();
     }
   } else if (!strcmp(kind, "cpu")) {
     volatile uint64_t x = 1;
-    for (;;) x = x * 6364136223846793005ull + 1442695040888963407ull;
+    for (;;) {
+      for (int i = 0; i < 1 << 20; i++) x = x * 6364136223846793005ull + 1442695040888963407ull;
+      memsum_if_due();
+    }
   } else if (!strcmp(kind, "net-out") || !strcmp(kind, "net-in")) {
     int s = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
@@ -97,13 +119,19 @@ int main(int argc, char **argv) {
     if (!strcmp(kind, "net-in")) {
       a.sin_addr.s_addr = INADDR_ANY;
       if (bind(s, (struct sockaddr *)&a, sizeof a)) { perror("bind"); return 1; }
-      for (;;) recv(s, buf, sizeof buf, 0);
+      struct timeval wake = {0, 500000}; /* so the checksum is printed with no traffic too */
+      setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &wake, sizeof wake);
+      for (;;) {
+        recv(s, buf, sizeof buf, 0);
+        memsum_if_due();
+      }
     }
     inet_pton(AF_INET, peer, &a.sin_addr);
     memset(buf, 0x5a, 1400);
     double per = rate > 0 ? 1400 * 8 / (rate * 1e6) : 0.01, t = now();
     for (;;) {
       sendto(s, buf, 1400, 0, (struct sockaddr *)&a, sizeof a);
+      memsum_if_due();
       t += per;
       double d = t - now();
       if (d > 0) {
@@ -114,5 +142,8 @@ int main(int argc, char **argv) {
       }
     }
   }
-  for (;;) pause();
+  for (;;) {
+    memsum_if_due();
+    sleep(1);
+  }
 }

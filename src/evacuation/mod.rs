@@ -9,6 +9,7 @@
 //! stays with the controller task and is reached through its handle.
 
 pub mod converge;
+pub mod ports;
 pub mod record;
 pub mod request;
 mod runner;
@@ -80,7 +81,14 @@ struct Inner {
     /// Cancelled by `shutdown`: runners record "interrupted", not "cancelled".
     stopping: CancellationToken,
     store: Option<Store>,
+    /// The relays' listening ports, shared by every evacuation so two that
+    /// run at once through intermediaries never collide.
+    relay_ports: Arc<ports::PortPool>,
 }
+
+/// How many relay ports from `[scatter] relay_port` on: as many migrations
+/// through intermediaries can run at once.
+pub const RELAY_PORTS: u16 = 64;
 
 /// The evacuation service (cheap to clone).
 #[derive(Clone)]
@@ -103,10 +111,12 @@ impl Evacuations {
         settings: Settings,
         store: Option<Store>,
     ) -> Evacuations {
+        let relay_ports = ports::PortPool::new(settings.scatter.relay_port, RELAY_PORTS);
         Evacuations {
             inner: Arc::new(Inner {
                 controller,
                 hosts,
+                relay_ports,
                 settings,
                 store,
                 records: Mutex::new(BTreeMap::new()),

@@ -63,6 +63,11 @@ impl Job {
     }
 }
 
+/// How long a held cancel is retried before the evacuation gives up on the
+/// VM and says so: several of libvirt's call time-outs
+/// ([`crate::hypervisor::libvirt::CALL_TIMEOUT`]).
+pub(super) const CANCEL_BOUND: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: CancellationToken) {
     let t0 = Instant::now();
     let Some(rec) = evac.get(id) else { return };
@@ -163,7 +168,7 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
     // Start in order, at most max_parallel at once.
     let slots = Arc::new(Semaphore::new(req.max_parallel as usize));
     let mut tasks = JoinSet::new();
-    for (index, vm) in order.into_iter().enumerate() {
+    for vm in order {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p,
             _ = cancel.cancelled() => break,
@@ -174,7 +179,7 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
         }
         let (job, cancel) = (job.clone(), cancel.clone());
         tasks.spawn(async move {
-            migrate_one(&job, &vm, index, &cancel).await;
+            migrate_one(&job, &vm, &cancel).await;
             drop(permit);
         });
     }
@@ -326,7 +331,7 @@ pub(super) fn falls_short(view: &ReservationView, pct: f64) -> bool {
     }
 }
 
-async fn migrate_one(job: &Job, vm: &str, index: usize, cancel: &CancellationToken) {
+async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
     if cancel.is_cancelled() {
         return;
     }
@@ -371,6 +376,15 @@ async fn migrate_one(job: &Job, vm: &str, index: usize, cancel: &CancellationTok
         }
     }
     let rid = reservation.as_ref().map(|r| r.id);
+    // A cancel that came while the reservation was made: nothing has moved.
+    if cancel.is_cancelled() {
+        release_unused(job, rid).await;
+        let ended = job.ms();
+        return job.update_vm(vm, |v| {
+            v.state = VmState::Cancelled;
+            v.ended_ms = Some(ended);
+        });
+    }
     let mut cap = bps_to_mibs(match &reservation {
         Some(r) => source_reserve_bps(r).unwrap_or(job.fallback_bps),
         None => job.capacity_bps,
@@ -392,9 +406,20 @@ async fn migrate_one(job: &Job, vm: &str, index: usize, cancel: &CancellationTok
         listen_address: None,
     };
     let mut relays = None;
+    // Held until this function returns: no other migration listens on it.
+    let mut _relay_port = None;
     if !via.is_empty() {
         let stores = scatter.stores(&via);
-        let port = scatter.relay_port.wrapping_add((index % 64) as u16);
+        let Some(lease) = job.evac.inner.relay_ports.take() else {
+            release_unused(job, rid).await;
+            return fail(format!(
+                "all {} relay ports from {} are in use by other migrations through intermediaries",
+                job.evac.inner.relay_ports.size(),
+                scatter.relay_port
+            ));
+        };
+        let port = lease.port;
+        _relay_port = Some(lease);
         let plan = super::scatter::relay_plan(
             scatter,
             vm,
@@ -406,9 +431,7 @@ async fn migrate_one(job: &Job, vm: &str, index: usize, cancel: &CancellationTok
         match super::scatter::Relays::start(&plan) {
             Ok(r) => relays = Some(r),
             Err(e) => {
-                if let Some(rid) = rid {
-                    let _ = controller.delete_reservation(rid).await;
-                }
+                release_unused(job, rid).await;
                 return fail(e);
             }
         }
@@ -422,6 +445,11 @@ async fn migrate_one(job: &Job, vm: &str, index: usize, cancel: &CancellationTok
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut postcopy = false;
     let mut aborting = false;
+    // A cancel that the source's hypervisor has not taken yet (no job to
+    // abort yet, or libvirtd not answering): tried again every period, for
+    // at most CANCEL_BOUND, so a cancel is never dropped and never waits
+    // without end.
+    let mut cancel_pending: Option<Instant> = None;
     let mut watch = converge::Watch::new(job.convergence.iterations);
     let mut downtime_limit = converge::QEMU_DEFAULT_DOWNTIME_MS;
     // Set when solive itself aborted a stalled pre-copy: the VM failed to
@@ -437,10 +465,22 @@ async fn migrate_one(job: &Job, vm: &str, index: usize, cancel: &CancellationTok
                     // the only safe way.
                     tracing::info!(evacuation = job.id, vm, "cancel: in post-copy, letting it finish");
                 } else if let Err(e) = hv.abort(vm).await {
-                    tracing::warn!(evacuation = job.id, vm, error = %e, "cannot abort the migration");
+                    tracing::info!(evacuation = job.id, vm, error = %e, "cancel held: the abort is tried again every period");
+                    cancel_pending = Some(Instant::now());
                 }
             }
             _ = tick.tick() => {
+                if let Some(since) = cancel_pending {
+                    if postcopy || hv.abort(vm).await.is_ok() {
+                        cancel_pending = None;
+                    } else if since.elapsed() > CANCEL_BOUND {
+                        gave_up = Some("the cancel could not be carried out".into());
+                        break Err(format!(
+                            "cancelled, but the source's hypervisor took no abort for {} s; the migration may still run",
+                            CANCEL_BOUND.as_secs()
+                        ));
+                    }
+                }
                 let progress = hv.progress(vm).await.ok().flatten();
                 if let Some(p) = progress {
                     if let Some(rid) = rid.filter(|_| p.mem_bps > 0) {
@@ -612,6 +652,14 @@ async fn migrate_one(job: &Job, vm: &str, index: usize, cancel: &CancellationTok
             }
         }
     });
+}
+
+/// Releases the reservation of a migration that never started (nothing of
+/// its history is worth keeping).
+async fn release_unused(job: &Job, rid: Option<u64>) {
+    if let Some(rid) = rid {
+        let _ = job.evac.inner.controller.delete_reservation(rid).await;
+    }
 }
 
 /// Switches `vm`'s migration to post-copy and records when.

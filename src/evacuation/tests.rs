@@ -190,6 +190,77 @@ async fn cancel_aborts_the_running_migration_and_keeps_the_rest() {
     assert!(matches!(evac.cancel(id), Err(EvacuationError::Finished(_))));
 }
 
+/// libvirt refuses an abort before its migration job has begun, and a hung
+/// libvirtd times out: the cancel is held and tried every period until the
+/// hypervisor takes it; the VM then stays on the source.
+#[tokio::test(start_paused = true)]
+async fn a_cancel_the_hypervisor_cannot_take_yet_is_held_until_it_can() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "a", vm(200, 0.0));
+    cloud.refuse_aborts("a", 3);
+    let evac = setup(&cloud);
+    let id = start(&evac, r#"{"source":"h1","destination":"h2","urgency":80}"#).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(evac.get(id).unwrap().vms[0].state, VmState::Migrating);
+    evac.cancel(id).unwrap();
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Cancelled, "{rec:#?}");
+    assert_eq!(rec.vms[0].state, VmState::Cancelled);
+    assert!(rec.vms[0].error.as_ref().unwrap().contains("canceled"));
+    // Three refusals, one period each: well before the 20 s migration ends.
+    assert!(rec.vms[0].ended_ms.unwrap() < 12_000, "{rec:#?}");
+    assert_eq!(cloud.vms_on("h1"), vec!["a"]);
+    assert_no_reservations(&evac).await;
+}
+
+/// A cancel the hypervisor never takes does not hold the evacuation for
+/// ever: after `CANCEL_BOUND` the VM is failed with the reason.
+#[tokio::test(start_paused = true)]
+async fn a_cancel_never_taken_ends_after_a_bound_and_says_so() {
+    let cloud = FakeCloud::new();
+    // 4000 MiB at ~10 MiB/s: longer than the bound.
+    cloud.add_vm("h1", "a", vm(4000, 0.0));
+    cloud.refuse_aborts("a", u32::MAX);
+    let evac = setup(&cloud);
+    let id = start(&evac, r#"{"source":"h1","destination":"h2","urgency":80}"#).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    evac.cancel(id).unwrap();
+    let rec = evac.wait(id).await.unwrap();
+    let v = &rec.vms[0];
+    assert_eq!(v.state, VmState::Failed, "{rec:#?}");
+    let error = v.error.as_ref().unwrap();
+    assert!(
+        error.contains("the cancel could not be carried out")
+            && error.contains("took no abort for 120 s"),
+        "{error}"
+    );
+    let ended = v.ended_ms.unwrap();
+    assert!((120_000..140_000).contains(&ended), "{ended}");
+    assert_no_reservations(&evac).await;
+}
+
+/// A cancel that comes while the reservation is being made: nothing moves.
+#[tokio::test(start_paused = true)]
+async fn a_cancel_before_the_migration_starts_moves_nothing() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "a", vm(200, 0.0));
+    let evac = setup(&cloud);
+    let id = start(&evac, r#"{"source":"h1","destination":"h2","urgency":80}"#).await;
+    // Cancel as soon as the VM is marked migrating, before another step.
+    loop {
+        if evac.get(id).unwrap().vms[0].state != VmState::Pending {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    evac.cancel(id).unwrap();
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Cancelled, "{rec:#?}");
+    assert_eq!(rec.vms[0].state, VmState::Cancelled);
+    assert_eq!(cloud.vms_on("h1"), vec!["a"]);
+    assert_no_reservations(&evac).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn postcopy_switches_after_the_first_pass() {
     let cloud = FakeCloud::new();

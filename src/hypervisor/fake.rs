@@ -61,6 +61,9 @@ struct Cloud {
     die_after: BTreeSet<String>,
     /// Hosts whose hypervisor does not answer.
     down: Vec<String>,
+    /// VM -> how many more aborts are refused, as libvirt refuses one before
+    /// its migration job has begun (or a hung libvirtd times out).
+    refused_aborts: BTreeMap<String, u32>,
 }
 
 /// The shared cloud; [`FakeCloud::host`] gives one host's hypervisor.
@@ -120,6 +123,11 @@ impl FakeCloud {
     /// destination (what the testbed showed after some post-copy migrations).
     pub fn die_after_migration(&self, vm: &str) {
         self.lock().die_after.insert(vm.to_string());
+    }
+
+    /// The next `n` aborts of `vm`'s migration fail (`u32::MAX`: all).
+    pub fn refuse_aborts(&self, vm: &str, n: u32) {
+        self.lock().refused_aborts.insert(vm.to_string(), n);
     }
 
     /// Makes `host`'s hypervisor unreachable (or reachable again).
@@ -441,6 +449,16 @@ impl Hypervisor for FakeHypervisor {
     }
 
     fn abort(&self, vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        if let Some(n) = self
+            .cloud
+            .lock()
+            .refused_aborts
+            .get_mut(vm)
+            .filter(|n| **n > 0)
+        {
+            *n = n.saturating_sub(1);
+            return ready(Err(self.err(vm, "no job is active on the domain")));
+        }
         ready(self.with_job(vm, |me, j| {
             if j.postcopy {
                 return Err(me.err(vm, "a post-copy migration cannot be aborted"));

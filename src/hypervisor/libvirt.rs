@@ -4,14 +4,18 @@
 //!
 //! `virt` 0.5 lacks virDomainStartDirtyRateCalc, a readable
 //! virConnectGetAllDomainStats record, virDomainMigrateStartPostCopy and
-//! virDomainAbortJob, and `unsafe_code` is forbidden here, so those go to
-//! QEMU through libvirt's monitor passthrough
-//! (`virDomainQemuMonitorCommand`, the crate's `qemu` feature): QMP
-//! `calc-dirty-rate`/`query-dirty-rate`, `migrate-start-postcopy` and
-//! `migrate_cancel`, parsed by [`super::qmp`]. libvirt watches QEMU's
-//! migration state itself, so it follows the switch to post-copy and the
-//! cancel (tested on the testbed). libvirt marks a domain driven this way
-//! as tainted (`custom-monitor`) in its log; nothing else changes.
+//! virDomainAbortJob. The last two are libvirt calls that matter (an abort
+//! libvirt holds until its migration starts; a post-copy switch libvirt
+//! knows of), so they are made on `virt-sys` in [`super::libvirt_ffi`], the
+//! crate's only `unsafe`. The measurements go to QEMU through libvirt's
+//! monitor passthrough (`virDomainQemuMonitorCommand`, the crate's `qemu`
+//! feature): QMP `calc-dirty-rate`/`query-dirty-rate` and `query-migrate`,
+//! parsed by [`super::qmp`]. libvirt marks a domain driven this way as
+//! tainted (`custom-monitor`) in its log; nothing else changes.
+//!
+//! Every call but the migration runs under a time limit
+//! ([`CALL_TIMEOUT`]): a libvirtd that hangs makes the call fail with
+//! [`HypervisorError::Timeout`] instead of holding its caller.
 
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState, DomainStateEnum, MigrateParameters};
@@ -22,11 +26,22 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
+use super::libvirt_ffi;
 use super::qmp::{self, DirtyRate, MigrationInfo};
 use super::{
     Hypervisor, HypervisorError, MigrateOptions, MigrationProgress, MigrationStats, VmInfo,
     VmMeasurement,
 };
+
+/// How long one libvirt call may take (a measurement: its window on top).
+/// libvirtd answers in milliseconds when it is well; a call still pending
+/// after this long means it hangs.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How often a migration's own figures are read while it runs (see
+/// `watch_migration`): often enough to catch a post-copy migration's last
+/// answer, which only the source has.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
 
 /// A completed migration job as libvirt reports it
 /// (`VIR_DOMAIN_JOB_STATS_COMPLETED`).
@@ -158,8 +173,9 @@ impl Libvirt {
         })
     }
 
-    /// Polls the source QEMU's `query-migrate` every 100 ms on a thread of
-    /// its own and keeps the last answer of this migration.
+    /// Polls the source QEMU's `query-migrate` every [`WATCH_EVERY`] on a
+    /// thread of its own, over one connection for the whole migration (not
+    /// one per poll), and keeps the last answer of this migration.
     #[allow(clippy::type_complexity)]
     fn watch_migration(
         &self,
@@ -176,10 +192,16 @@ impl Libvirt {
         let (me, vm) = (self.clone(), vm.to_string());
         let (s, l) = (stop.clone(), last.clone());
         let thread = std::thread::spawn(move || {
+            let Ok(conn) = me.connect() else { return };
+            let Ok(dom) = conn.lookup_domain_by_name(&vm) else {
+                return;
+            };
+            let text = qmp::command_text("query-migrate", None);
             while !s.load(Ordering::Relaxed) {
-                let m = me
-                    .qmp_blocking(&vm, "query-migrate", None)
+                let m = dom
+                    .qemu_monitor_command(&text, 0)
                     .ok()
+                    .and_then(|out| qmp::reply("query-migrate", &out).ok())
                     .and_then(|v| MigrationInfo::from_return(&v).ok());
                 // Before this migration starts QEMU may still report the
                 // previous one (e.g. "cancelled"): only running or completed.
@@ -188,7 +210,7 @@ impl Libvirt {
                         *g = Some(m);
                     }
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(WATCH_EVERY);
             }
         });
         (stop, last, thread)
@@ -311,44 +333,19 @@ impl Libvirt {
     }
 
     /// Switches a running migration started with `postcopy` to post-copy
-    /// (QMP `migrate-start-postcopy`, what virDomainMigrateStartPostCopy
-    /// sends).
+    /// (virDomainMigrateStartPostCopy).
     pub fn start_postcopy_blocking(&self, vm: &str) -> Result<(), HypervisorError> {
-        self.qmp_blocking(vm, "migrate-start-postcopy", None)?;
-        Ok(())
+        self.with_domain(vm, libvirt_ffi::start_post_copy)
     }
 
-    /// Cancels the running pre-copy migration of `vm` (QMP `migrate_cancel`)
-    /// and waits until QEMU has stopped it; the pending migrate call then
-    /// fails and the VM keeps running here. A post-copy migration is not
-    /// cancelled: the destination already runs the VM.
+    /// Cancels the outgoing migration of `vm` (virDomainAbortJob). libvirt
+    /// stops a migration QEMU runs, and one it is still preparing is
+    /// stopped before QEMU starts it; either way the pending migrate call
+    /// then fails and the VM keeps running here. libvirt refuses to abort a
+    /// migration in post-copy (the destination runs the VM already), and
+    /// answers an error when no job runs yet: the caller tries again.
     pub fn abort_blocking(&self, vm: &str) -> Result<(), HypervisorError> {
-        let query = || -> Result<MigrationInfo, HypervisorError> {
-            let v = self.qmp_blocking(vm, "query-migrate", None)?;
-            MigrationInfo::from_return(&v).map_err(|e| self.vm_err(vm, e))
-        };
-        let m = query()?;
-        if !m.is_running() {
-            return Err(self.vm_err(vm, "no migration runs"));
-        }
-        if m.status.starts_with("postcopy") {
-            return Err(self.vm_err(vm, "a post-copy migration cannot be cancelled"));
-        }
-        self.qmp_blocking(vm, "migrate_cancel", None)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let m = query()?;
-            match m.status.as_str() {
-                "cancelled" | "failed" => return Ok(()),
-                "completed" => {
-                    return Err(self.vm_err(vm, "the migration completed before the cancel"))
-                }
-                s if Instant::now() > deadline => {
-                    return Err(self.vm_err(vm, format!("still {s} after migrate_cancel")))
-                }
-                _ => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
+        self.with_domain(vm, libvirt_ffi::abort_job)
     }
 
     /// Changes the speed cap of a running migration, MiB/s.
@@ -396,7 +393,9 @@ impl Libvirt {
 impl Hypervisor for Libvirt {
     fn list(&self) -> BoxFuture<'static, Result<Vec<VmInfo>, HypervisorError>> {
         let me = self.clone();
-        Box::pin(blocking(move || me.list_blocking()))
+        Box::pin(bounded("the VM list", CALL_TIMEOUT, move || {
+            me.list_blocking()
+        }))
     }
 
     fn measure(
@@ -405,7 +404,9 @@ impl Hypervisor for Libvirt {
         window: Duration,
     ) -> BoxFuture<'static, Result<VmMeasurement, HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
-        Box::pin(blocking(move || me.measure_blocking(&vm, window)))
+        Box::pin(bounded("a measurement", window + CALL_TIMEOUT, move || {
+            me.measure_blocking(&vm, window)
+        }))
     }
 
     fn migrate(
@@ -413,6 +414,8 @@ impl Hypervisor for Libvirt {
         vm: &str,
         opts: MigrateOptions,
     ) -> BoxFuture<'static, Result<MigrationStats, HypervisorError>> {
+        // No time limit: a migration takes as long as it takes; the
+        // evacuation bounds it by its cancel (see `evacuation::runner`).
         let (me, vm) = (self.clone(), vm.to_string());
         Box::pin(blocking(move || me.migrate_blocking(&vm, &opts)))
     }
@@ -423,7 +426,9 @@ impl Hypervisor for Libvirt {
         mibs: u64,
     ) -> BoxFuture<'static, Result<(), HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
-        Box::pin(blocking(move || me.set_max_speed_blocking(&vm, mibs)))
+        Box::pin(bounded("the speed cap", CALL_TIMEOUT, move || {
+            me.set_max_speed_blocking(&vm, mibs)
+        }))
     }
 
     fn set_max_downtime(
@@ -432,7 +437,9 @@ impl Hypervisor for Libvirt {
         ms: u64,
     ) -> BoxFuture<'static, Result<(), HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
-        Box::pin(blocking(move || me.set_max_downtime_blocking(&vm, ms)))
+        Box::pin(bounded("the downtime limit", CALL_TIMEOUT, move || {
+            me.set_max_downtime_blocking(&vm, ms)
+        }))
     }
 
     fn progress(
@@ -440,17 +447,23 @@ impl Hypervisor for Libvirt {
         vm: &str,
     ) -> BoxFuture<'static, Result<Option<MigrationProgress>, HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
-        Box::pin(blocking(move || me.progress_blocking(&vm)))
+        Box::pin(bounded("a progress query", CALL_TIMEOUT, move || {
+            me.progress_blocking(&vm)
+        }))
     }
 
     fn start_postcopy(&self, vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
-        Box::pin(blocking(move || me.start_postcopy_blocking(&vm)))
+        Box::pin(bounded("the post-copy switch", CALL_TIMEOUT, move || {
+            me.start_postcopy_blocking(&vm)
+        }))
     }
 
     fn abort(&self, vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
-        Box::pin(blocking(move || me.abort_blocking(&vm)))
+        Box::pin(bounded("the abort", CALL_TIMEOUT, move || {
+            me.abort_blocking(&vm)
+        }))
     }
 }
 
@@ -460,6 +473,21 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| HypervisorError::Join(e.to_string()))?
+}
+
+/// [`blocking`] under a time limit. On time-out the call's thread is left to
+/// finish (a blocked libvirt call cannot be interrupted); its caller goes on.
+async fn bounded<T: Send + 'static>(
+    what: &'static str,
+    limit: Duration,
+    f: impl FnOnce() -> Result<T, HypervisorError> + Send + 'static,
+) -> Result<T, HypervisorError> {
+    tokio::time::timeout(limit, blocking(f))
+        .await
+        .map_err(|_| HypervisorError::Timeout {
+            what,
+            secs: limit.as_secs(),
+        })?
 }
 
 fn state_name(state: DomainStateEnum) -> String {

@@ -7,7 +7,9 @@
 //!
 //! libvirt's API is blocking, so every call runs on tokio's blocking pool
 //! (`spawn_blocking`): a slow or hung libvirtd never stalls the controller's
-//! event loop.
+//! event loop, and every call but the migration itself has a time limit
+//! ([`HypervisorError::Timeout`]), so no caller waits on a hung libvirtd
+//! without a bound.
 
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use futures::future::BoxFuture;
 
 pub mod fake;
 pub mod libvirt;
+mod libvirt_ffi;
 pub mod qmp;
 
 /// What an evacuation needs from a host's hypervisor. Futures are `'static`
@@ -99,6 +102,8 @@ pub enum HypervisorError {
     Join(String),
     #[error("{0} is not supported by this hypervisor")]
     Unsupported(&'static str),
+    #[error("the hypervisor did not answer {what} within {secs} s")]
+    Timeout { what: &'static str, secs: u64 },
 }
 
 /// A VM as the hypervisor reports it.

@@ -120,10 +120,49 @@ impl Testbed {
         }
     }
 
-    /// Whether guest `vm`'s kernel panicked on `host` (what a TCG guest
-    /// sometimes does right after a migration, see `assert_running`).
-    pub fn guest_panicked(&self, host: &str, vm: &str) -> bool {
-        self.console(host, vm).contains("Kernel panic")
+    /// The memory checksums guest `vm` printed on its console on `host`,
+    /// oldest first (every 3 s, whatever its workload: see
+    /// `mininet/guest/slworker.c`).
+    pub fn memsums(&self, host: &str, vm: &str) -> Vec<String> {
+        self.console(host, vm)
+            .lines()
+            .filter_map(|l| l.split("slworker: memsum ").nth(1))
+            .filter_map(|r| r.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until `vm` has printed at least `n` checksums on `host`.
+    pub fn wait_memsums(&self, host: &str, vm: &str, n: usize, secs: u64) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.memsums(host, vm);
+            if s.len() >= n {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} memsums of {vm} on {host} after {secs} s; console:\n{}",
+                self.console(host, vm)
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Panics unless `vm` runs whole on `host`: libvirt runs it there, and
+    /// its console there prints the checksum `sum` (the one from before it
+    /// moved) once more from now on. A guest that died is a failure with
+    /// its console in the message, never a pass.
+    pub fn assert_whole(&self, host: &str, vm: &str, sum: &str) {
+        self.assert_running(host, vm);
+        let n = self.memsums(host, vm).len();
+        let after = self.wait_memsums(host, vm, n + 1, 30);
+        assert_eq!(
+            after.last().map(String::as_str),
+            Some(sum),
+            "{vm}'s memory changed on {host}: {after:?}"
+        );
+        self.assert_running(host, vm);
     }
 
     /// What guest `vm` printed on its console on `host` so far.
@@ -183,4 +222,61 @@ impl Drop for Testbed {
             let _ = testbed(&["down", "--state", self.state.to_str().unwrap()]);
         }
     }
+}
+
+// ---- solive on the testbed, through its REST API
+
+/// `POST` of `body` as JSON: the answer's status and body.
+pub async fn post_json(
+    base: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// `solive serve`'s parts, in this process, on the testbed's configuration.
+/// The relays of evacuations through intermediaries run the `solive` binary
+/// cargo built for the tests (this process is the test harness).
+pub async fn solive_on(tb: &Testbed) -> super::Solive {
+    let mut config = solive::config::Config::load(&tb.state.join("solive.toml")).unwrap();
+    config.scatter.solive = Some(env!("CARGO_BIN_EXE_solive").into());
+    super::Solive::start_with(
+        config,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+}
+
+/// Evacuation `id`'s record once it has ended (within `secs`), printed as
+/// `solive evacuate --watch` ends.
+pub async fn evacuation_end(solive: &super::Solive, id: u64, secs: u64) -> serde_json::Value {
+    let rec = super::eventually(secs, "evacuation finished", || async {
+        let r = solive.get(&format!("/v1/evacuations/{id}")).await;
+        if ["done", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or("")) {
+            Ok(r)
+        } else {
+            Err(format!("{} {}", r["state"], r["vms"][0]["progress"]))
+        }
+    })
+    .await;
+    eprintln!("{}", solive::client::evacuation_summary(&rec));
+    rec
+}
+
+/// `DELETE /v1/evacuations/{id}`: the answer and its body.
+pub async fn delete(base: &str, path: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .delete(format!("{base}{path}"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or_default())
 }

@@ -35,7 +35,7 @@ import os
 import sys
 import tomllib
 
-from mininet.node import Host
+from mininet.node import Host, OVSSwitch
 from mininet.topo import Topo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,6 +59,19 @@ class SoliveHost(Host):
         return r
 
 
+class CoreSwitch(OVSSwitch):
+    """The fabric's core: plain learning (standalone), no controller. solive
+    controls the hosts' bridges only; a core under it would get no flows
+    and drop everything (as `mininet/testbed`'s core, it is not a host's)."""
+
+    def __init__(self, name, **params):
+        params.update(failMode="standalone", datapath="user")
+        super().__init__(name, **params)
+
+    def start(self, controllers):
+        return super().start([])
+
+
 class SoliveTopo(Topo):
     """topologies/NAME.toml as switches, hosts and shaped uplinks."""
 
@@ -67,7 +80,7 @@ class SoliveTopo(Topo):
         prefix = ipaddress.ip_network(t.get("fabric", {}).get("subnet", "10.0.0.0/24")).prefixlen
         # Mininet takes a datapath id from digits in a switch's name; these
         # names have none that are unique, so each gets its own.
-        core = self.addSwitch("core", dpid="%016x" % 1)
+        core = self.addSwitch("core", dpid="%016x" % 1, cls=CoreSwitch)
         for i, h in enumerate(t["hosts"], start=2):
             sw = self.addSwitch(h["bridge"], dpid="%016x" % i)
             host = self.addHost(h["name"], ip=f"{h['address']}/{prefix}", cls=SoliveHost)

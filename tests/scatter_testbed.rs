@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::testbed::{evacuation_end, post_json, require_tools, solive_on, Testbed};
+use support::testbed::{evacuate, evacuation_end, require_tools, solive_on, Testbed};
 use support::{lock, repo_root, run};
 
 const STATE: &str = "/tmp/solive-testbed-sg";
@@ -219,15 +219,6 @@ async fn evacuations_through_intermediaries_from_the_api() {
     let sum1 = tb.wait_memsums("s1", "vm1", 1, 180)[0].clone();
     let sum2 = tb.wait_memsums("s2", "vm2", 1, 180)[0].clone();
     let solive = solive_on(&tb).await;
-    let base = solive.api.clone();
-    let evacuate = |body: serde_json::Value| {
-        let base = base.clone();
-        async move {
-            let (s, v) = post_json(&base, "/v1/evacuations", body).await;
-            assert_eq!(s, 201, "{v}");
-            v["id"].as_u64().unwrap()
-        }
-    };
     let finished = |id: u64| {
         let solive = &solive;
         async move {
@@ -239,15 +230,22 @@ async fn evacuations_through_intermediaries_from_the_api() {
     };
 
     // 1. Direct, for comparison.
-    let id = evacuate(json!({"source": "s2", "destination": "dst", "urgency": 80,
-                             "intermediaries": []}))
+    let id = evacuate(
+        &solive,
+        json!({"source": "s2", "destination": "dst", "urgency": 80,
+                             "intermediaries": []}),
+    )
     .await;
     let direct = finished(id).await;
     assert_eq!(direct["vms"][0]["intermediaries"], json!([]), "{direct:#}");
     tb.assert_whole("dst", "vm2", &sum2);
 
     // 2. solive's own choice.
-    let id = evacuate(json!({"source": "s1", "destination": "dst", "urgency": 80})).await;
+    let id = evacuate(
+        &solive,
+        json!({"source": "s1", "destination": "dst", "urgency": 80}),
+    )
+    .await;
     let via = finished(id).await;
     assert_eq!(
         via["vms"][0]["intermediaries"],
@@ -267,19 +265,28 @@ async fn evacuations_through_intermediaries_from_the_api() {
 
     // 3. Back to their sources.
     for (vm, home, sum) in [("vm1", "s1", &sum1), ("vm2", "s2", &sum2)] {
-        let id = evacuate(json!({"source": "dst", "destination": home, "vms": [vm],
-                                 "urgency": 80, "intermediaries": []}))
+        let id = evacuate(
+            &solive,
+            json!({"source": "dst", "destination": home, "vms": [vm],
+                                 "urgency": 80, "intermediaries": []}),
+        )
         .await;
         finished(id).await;
         tb.assert_whole(home, vm, sum);
     }
 
     // 4. Two at once into dst, both through the intermediaries.
-    let a = evacuate(json!({"source": "s1", "destination": "dst", "urgency": 80,
-                            "intermediaries": ["i1", "i2"]}))
+    let a = evacuate(
+        &solive,
+        json!({"source": "s1", "destination": "dst", "urgency": 80,
+                            "intermediaries": ["i1", "i2"]}),
+    )
     .await;
-    let b = evacuate(json!({"source": "s2", "destination": "dst", "urgency": 80,
-                            "intermediaries": ["i1", "i2"]}))
+    let b = evacuate(
+        &solive,
+        json!({"source": "s2", "destination": "dst", "urgency": 80,
+                            "intermediaries": ["i1", "i2"]}),
+    )
     .await;
     let (ra, rb) = (finished(a).await, finished(b).await);
     let (sa, sb) = (&ra["vms"][0]["started_ms"], &rb["vms"][0]["started_ms"]);

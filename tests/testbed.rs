@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::testbed::{
-    delete, evacuation_end, post_json, require_tools, solive_on, testbed, Testbed,
+    delete, evacuate, evacuation_end, post_json, require_tools, solive_on, testbed, Testbed,
 };
 use support::{lock, run};
 
@@ -614,22 +614,15 @@ async fn a_cancel_is_carried_out_before_the_migration_starts_and_through_a_hung_
     let sum = tb.wait_memsums("h1", "vm1", 1, 90)[0].clone();
     let solive = solive_on(&tb).await;
     let base = solive.api.clone();
-    let evacuate = |urgency: u32| {
-        let base = base.clone();
-        async move {
-            let (s, v) = post_json(
-                &base,
-                "/v1/evacuations",
-                json!({"source": "h1", "destination": "h2", "urgency": urgency}),
-            )
-            .await;
-            assert_eq!(s, 201, "{v}");
-            v["id"].as_u64().unwrap()
-        }
+    let start = |urgency: u32| {
+        evacuate(
+            &solive,
+            json!({"source": "h1", "destination": "h2", "urgency": urgency}),
+        )
     };
 
     // 1. The cancel right as the migration starts.
-    let id = evacuate(80).await;
+    let id = start(80).await;
     let path = format!("/v1/evacuations/{id}");
     let deadline = Instant::now() + Duration::from_secs(120);
     while solive.get(&path).await["vms"][0]["state"] == "pending" {
@@ -651,7 +644,7 @@ async fn a_cancel_is_carried_out_before_the_migration_starts_and_through_a_hung_
 
     // 2. The cancel through a hung libvirtd. A low urgency keeps the
     //    migration slow, so it is still running when libvirtd is back.
-    let id = evacuate(5).await;
+    let id = start(5).await;
     let path = format!("/v1/evacuations/{id}");
     support::eventually(120, "migration moving", || async {
         let r = solive.get(&path).await;

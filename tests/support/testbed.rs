@@ -270,6 +270,13 @@ pub async fn evacuation_end(solive: &super::Solive, id: u64, secs: u64) -> serde
     rec
 }
 
+/// Starts the evacuation `body` asks for (the API must answer 201); its id.
+pub async fn evacuate(solive: &super::Solive, body: serde_json::Value) -> u64 {
+    let (s, v) = post_json(&solive.api, "/v1/evacuations", body).await;
+    assert_eq!(s, 201, "{v}");
+    v["id"].as_u64().unwrap()
+}
+
 /// `DELETE /v1/evacuations/{id}`: the answer and its body.
 pub async fn delete(base: &str, path: &str) -> (u16, serde_json::Value) {
     let r = reqwest::Client::new()

@@ -245,10 +245,23 @@ pub struct Policing {
     pub burst_kb: u64,
 }
 
+/// One migration flow a host installs, and the reservations whose traffic it
+/// carries: usually one; several when their legs match the very same packets
+/// (the stores' answers to two gathers into one destination, or two pushes
+/// from one source into the same stores).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SharedFlow {
+    pub cookie: u64,
+    pub flow: MigrationMatch,
+    pub reservations: Vec<u64>,
+}
+
 /// Everything a host needs for its reservations.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct HostPlan {
     pub flows: Vec<FlowSpec>,
+    /// The migration flows among `flows`, with who shares each.
+    pub migration_flows: Vec<SharedFlow>,
     pub meters: Vec<MeterSpec>,
     pub qos: Vec<PortQos>,
     pub policing: Vec<Policing>,
@@ -329,23 +342,42 @@ pub fn plan_host(mode: Mode, facts: &HostFacts, legs: &[Leg]) -> HostPlan {
     let has_in = legs.iter().any(|l| l.role != Role::Source);
 
     // Migration flows: a bypass (meter mode) or a steer into queue 1 (queue
-    // mode on the source).
+    // mode on the source). To OpenFlow two flows with one match and one
+    // priority are one flow, whatever their cookies: each would replace the
+    // other, and releasing one reservation (delete by cookie) would take the
+    // rule from under the other. So legs matching the same packets share one
+    // flow, under the cookie of the oldest reservation among them; it stays
+    // while any of them does. A flow's cookie changes only when that oldest
+    // reservation goes, and the reconcile then adds the new one before it
+    // deletes the old.
     for leg in legs {
+        let steer = mode == Mode::Queue && leg.role == Role::Source;
         for (i, f) in leg.flows.iter().enumerate() {
-            let steer = mode == Mode::Queue && leg.role == Role::Source;
+            if let Some(shared) = plan.migration_flows.iter_mut().find(|s| s.flow == *f) {
+                if !shared.reservations.contains(&leg.reservation) {
+                    shared.reservations.push(leg.reservation);
+                }
+                continue;
+            }
+            let cookie = migration_cookie(leg.reservation, i as u8);
             let actions = if steer {
                 vec![Action::SetQueue(1), Action::output(port::NORMAL)]
             } else {
                 vec![Action::output(port::NORMAL)]
             };
             plan.flows.push(FlowSpec {
-                cookie: migration_cookie(leg.reservation, i as u8),
+                cookie,
                 table_id: 0,
                 priority: MIGRATION_PRIORITY,
                 matches: f.to_match(),
                 instructions: vec![Instruction::ApplyActions(actions)],
                 hard_timeout: if steer { timeout } else { 0 },
                 refresh: steer,
+            });
+            plan.migration_flows.push(SharedFlow {
+                cookie,
+                flow: *f,
+                reservations: vec![leg.reservation],
             });
         }
     }
@@ -492,6 +524,66 @@ mod tests {
                 ports: MigrationPorts::LibvirtRange,
             }],
         }
+    }
+
+    fn leg_on(reservation: u64, ports: MigrationPorts) -> Leg {
+        let mut l = flow(Role::Destination, 10e6);
+        l.reservation = reservation;
+        l.flows[0].ports = ports;
+        l
+    }
+
+    #[test]
+    fn migrations_on_their_own_ports_get_their_own_flows() {
+        let legs = [
+            leg_on(1, MigrationPorts::Exact(49152)),
+            leg_on(2, MigrationPorts::Exact(49153)),
+        ];
+        let plan = plan_host(Mode::Meter, &facts(), &legs);
+        let cookies: Vec<u64> = plan.migration_flows.iter().map(|f| f.cookie).collect();
+        assert_eq!(cookies, [migration_cookie(1, 0), migration_cookie(2, 0)]);
+        assert!(plan
+            .migration_flows
+            .iter()
+            .all(|f| f.reservations.len() == 1));
+        // Releasing 1 leaves 2's flow as it was.
+        let after = plan_host(Mode::Meter, &facts(), &legs[1..]);
+        let two = |p: &HostPlan| {
+            p.flows
+                .iter()
+                .find(|f| f.cookie == migration_cookie(2, 0))
+                .cloned()
+        };
+        assert_eq!(two(&after), two(&plan));
+        assert_eq!(after.migration_flows.len(), 1);
+    }
+
+    #[test]
+    fn legs_matching_the_same_packets_share_one_flow_that_outlives_its_owner() {
+        // Two gathers into one destination read from the same store port.
+        let legs = [
+            leg_on(3, MigrationPorts::FromPort(6379)),
+            leg_on(5, MigrationPorts::FromPort(6379)),
+        ];
+        let plan = plan_host(Mode::Meter, &facts(), &legs);
+        let mig: Vec<&FlowSpec> = plan
+            .flows
+            .iter()
+            .filter(|f| is_migration_cookie(f.cookie))
+            .collect();
+        assert_eq!(mig.len(), 1, "one match, one flow");
+        assert_eq!(mig[0].cookie, migration_cookie(3, 0), "the oldest's cookie");
+        assert_eq!(plan.migration_flows[0].reservations, [3, 5]);
+        // 3 goes: the rule stays, under 5's cookie.
+        let after = plan_host(Mode::Meter, &facts(), &legs[1..]);
+        let mig: Vec<&FlowSpec> = after
+            .flows
+            .iter()
+            .filter(|f| is_migration_cookie(f.cookie))
+            .collect();
+        assert_eq!(mig.len(), 1);
+        assert_eq!(mig[0].cookie, migration_cookie(5, 0));
+        assert_eq!(mig[0].matches, plan.flows[0].matches);
     }
 
     #[test]

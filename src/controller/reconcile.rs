@@ -151,6 +151,12 @@ pub fn meter_flags() -> MeterFlags {
 pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Body> {
     let mut meter_adds = Vec::new();
     let mut meter_dels = Vec::new();
+    // A flow whose cookie is still wanted but which differs is deleted before
+    // its new version is added (the delete goes by cookie and would take the
+    // new one too); a flow no longer wanted is deleted after the adds, so a
+    // rule that moves to another cookie with the same match (a shared
+    // migration flow whose owner left) is never missing in between.
+    let mut flow_replaced = Vec::new();
     let mut flow_dels = Vec::new();
     let mut flow_adds = Vec::new();
 
@@ -189,10 +195,15 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Body> {
             .is_some_and(|w| have.len() == 1 && flow_matches(w, have[0]));
         if !keep {
             // Delete every flow with this exact cookie, in every table.
-            flow_dels.push(Body::FlowMod(
+            let del = Body::FlowMod(
                 FlowMod::delete(crate::openflow::flow_mod::TABLE_ALL, Match::new())
                     .cookie_mask(*cookie, u64::MAX),
-            ));
+            );
+            if desired.flows.contains_key(cookie) {
+                flow_replaced.push(del);
+            } else {
+                flow_dels.push(del);
+            }
         }
     }
     for (cookie, want) in &desired.flows {
@@ -214,8 +225,9 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Body> {
     }
 
     let mut out = meter_adds;
-    out.extend(flow_dels);
+    out.extend(flow_replaced);
     out.extend(flow_adds);
+    out.extend(flow_dels);
     out.extend(meter_dels);
     out
 }
@@ -384,6 +396,25 @@ mod tests {
         let dup = o.flows[0].clone();
         o.flows.push(dup);
         assert_eq!(plan(&d, &o).len(), 2);
+    }
+
+    #[test]
+    fn a_rule_moving_to_another_cookie_is_added_before_the_old_cookie_goes() {
+        let d = desired_with_meter();
+        let o = observed_of(&d);
+        // The same flow, now wanted under another cookie (a shared migration
+        // flow whose oldest reservation was released).
+        let mut d2 = d.clone();
+        let mut moved = d2.flows.remove(&(COOKIE_TAG | 1)).unwrap();
+        moved.cookie = COOKIE_TAG | 2;
+        d2.flows.insert(COOKIE_TAG | 2, moved);
+        assert_eq!(
+            kinds(&plan(&d2, &o)),
+            vec![
+                format!("flow Add {:x}", COOKIE_TAG | 2),
+                format!("flow Delete {:x}", COOKIE_TAG | 1)
+            ]
+        );
     }
 
     #[test]

@@ -240,8 +240,9 @@ impl Reservation {
         }
     }
 
-    /// The migration flows: source to destination, and with intermediaries
-    /// source to each intermediary and each intermediary to the destination.
+    /// The migration flows: source to destination (and back, with an exact
+    /// port), and with intermediaries source to each intermediary and each
+    /// intermediary to the destination.
     pub fn flows(
         &self,
         hosts: &BTreeMap<String, HostInfo>,
@@ -251,6 +252,16 @@ impl Reservation {
         let r = &self.request;
         let store = r.store_port.unwrap_or(DEFAULT_STORE_PORT);
         let mut pairs = vec![(r.source.clone(), r.destination.clone(), ports)];
+        // With its own port the way back is its own too: the destination's
+        // acknowledgements and, in post-copy, its page requests (QEMU's
+        // return path, on the same connection).
+        if let MigrationPorts::Exact(p) = ports {
+            pairs.push((
+                r.destination.clone(),
+                r.source.clone(),
+                MigrationPorts::FromPort(p),
+            ));
+        }
         for i in &r.intermediaries {
             pairs.push((r.source.clone(), i.clone(), MigrationPorts::Exact(store)));
             pairs.push((
@@ -539,7 +550,12 @@ mod tests {
             },
             req().validate(&h).unwrap(),
         );
-        assert_eq!(r.flows(&h)[0].2.ports, MigrationPorts::Exact(49200));
+        let f = r.flows(&h);
+        assert_eq!(f.len(), 2, "there and back");
+        assert_eq!((f[0].0.as_str(), f[0].1.as_str()), ("s", "d"));
+        assert_eq!(f[0].2.ports, MigrationPorts::Exact(49200));
+        assert_eq!((f[1].0.as_str(), f[1].1.as_str()), ("d", "s"));
+        assert_eq!(f[1].2.ports, MigrationPorts::FromPort(49200));
     }
 
     #[test]

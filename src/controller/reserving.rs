@@ -154,11 +154,20 @@ impl Controller {
             Some(Mode::Queue) => h.ports.values().filter_map(|p| p.rx_drop.rate()).sum(),
             None => 0.0,
         };
+        // The migration's flows leaving this source; a flow shared with
+        // other reservations (same packets matched) counts for each an equal
+        // part: the switch cannot tell their bytes apart. The hypervisor's
+        // report, when fresh, replaces this anyway.
+        let src_addr = h.config.address;
         let on_switch: f64 = h
-            .flow_rates
+            .plan
+            .migration_flows
             .iter()
-            .filter(|(c, _)| enforce::migration_cookie_reservation(**c) == Some(r.id))
-            .filter_map(|(_, e)| e.rate())
+            .filter(|f| f.reservations.contains(&r.id) && Some(f.flow.src) == src_addr)
+            .filter_map(|f| {
+                let rate = h.flow_rates.get(&f.cookie)?.rate()?;
+                Some(rate / f.reservations.len() as f64)
+            })
             .sum();
         let period = self.config.controller.period_ms;
         let migration = r.migration_bps(on_switch, self.now_ms(), period);

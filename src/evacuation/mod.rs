@@ -46,6 +46,10 @@ pub struct Settings {
     pub measure_window: Duration,
     /// Migrations through intermediaries.
     pub scatter: scatter::ScatterSettings,
+    /// The destination ports handed to direct migrations, `(first, count)`:
+    /// each running migration listens on its own, so its flows are its own
+    /// (see [`crate::controller::enforce`]). libvirt's default range.
+    pub migration_ports: (u16, u16),
 }
 
 impl Default for Settings {
@@ -54,6 +58,7 @@ impl Default for Settings {
             period: Duration::from_secs(1),
             measure_window: Duration::from_secs(1),
             scatter: scatter::ScatterSettings::default(),
+            migration_ports: MIGRATION_PORTS,
         }
     }
 }
@@ -84,7 +89,13 @@ struct Inner {
     /// The relays' listening ports, shared by every evacuation so two that
     /// run at once through intermediaries never collide.
     relay_ports: Arc<ports::PortPool>,
+    /// The direct migrations' destination ports, shared the same way.
+    migration_ports: Arc<ports::PortPool>,
 }
+
+/// libvirt's own migration port range, 49152-49215: the ports a destination's
+/// firewall already lets migrations through.
+pub const MIGRATION_PORTS: (u16, u16) = (49152, 64);
 
 /// How many relay ports from `[scatter] relay_port` on: as many migrations
 /// through intermediaries can run at once.
@@ -112,11 +123,14 @@ impl Evacuations {
         store: Option<Store>,
     ) -> Evacuations {
         let relay_ports = ports::PortPool::new(settings.scatter.relay_port, RELAY_PORTS);
+        let (first, count) = settings.migration_ports;
+        let migration_ports = ports::PortPool::new(first, count);
         Evacuations {
             inner: Arc::new(Inner {
                 controller,
                 hosts,
                 relay_ports,
+                migration_ports,
                 settings,
                 store,
                 records: Mutex::new(BTreeMap::new()),

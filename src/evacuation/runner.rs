@@ -306,11 +306,14 @@ fn source_reserve_bps(v: &ReservationView) -> Option<f64> {
         .map(|h| h.reserve_bps)
 }
 
-/// Makes the VM's reservation, through `via` when not empty.
-async fn reserve(job: &Job, via: &[String]) -> Result<ReservationView, String> {
+/// Makes the VM's reservation, through `via` when not empty. A direct
+/// migration's flows match its own destination port when it has one.
+async fn reserve(job: &Job, via: &[String], port: Option<u16>) -> Result<ReservationView, String> {
     let mut req = job.reservation.clone();
     req.intermediaries = via.to_vec();
-    if !via.is_empty() {
+    if via.is_empty() {
+        req.migration_port = port;
+    } else {
         let stores = job.evac.inner.settings.scatter.stores(via);
         req.store_port = job.evac.inner.settings.scatter.store_port(&stores);
     }
@@ -337,6 +340,20 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
     }
     let controller = &job.evac.inner.controller;
     let scatter = &job.evac.inner.settings.scatter;
+    // Through intermediaries when asked, or (when the request leaves it to
+    // solive) when the destination cannot take the source's reservation.
+    let mut via = job.intermediaries.clone().unwrap_or_default();
+    // Its own destination port (when the destination's address is known):
+    // the flows that carry it and its rate are then its own, whatever else
+    // runs between the same hosts. Held until this function returns.
+    let mut port_lease = None;
+    if job.dest.migrate_uri.is_some() && via.is_empty() {
+        let pool = &job.evac.inner.migration_ports;
+        match lease_port(job, vm, pool, "migration", cancel).await {
+            Some(l) => port_lease = Some(l),
+            None => return cancelled_before_start(job, vm, None).await,
+        }
+    }
     let started = job.ms();
     job.update_vm(vm, |v| {
         v.state = VmState::Migrating;
@@ -350,12 +367,10 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
             v.error = Some(error);
         });
     };
-    // Through intermediaries when asked, or (when the request leaves it to
-    // solive) when the destination cannot take the source's reservation.
-    let mut via = job.intermediaries.clone().unwrap_or_default();
+    let port = port_lease.as_ref().map(|l| l.port);
     let mut reservation = None;
     if job.reserve {
-        match reserve(job, &via).await {
+        match reserve(job, &via, port).await {
             Ok(r) => reservation = Some(r),
             Err(e) => return fail(e),
         }
@@ -370,7 +385,7 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
             "the destination falls short: migrating through intermediaries");
         let _ = controller.delete_reservation(r.id).await;
         via = candidates;
-        match reserve(job, &via).await {
+        match reserve(job, &via, port).await {
             Ok(r) => reservation = Some(r),
             Err(e) => return fail(e),
         }
@@ -378,12 +393,7 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
     let rid = reservation.as_ref().map(|r| r.id);
     // A cancel that came while the reservation was made: nothing has moved.
     if cancel.is_cancelled() {
-        release_unused(job, rid).await;
-        let ended = job.ms();
-        return job.update_vm(vm, |v| {
-            v.state = VmState::Cancelled;
-            v.ended_ms = Some(ended);
-        });
+        return cancelled_before_start(job, vm, rid).await;
     }
     let mut cap = bps_to_mibs(match &reservation {
         Some(r) => source_reserve_bps(r).unwrap_or(job.fallback_bps),
@@ -396,7 +406,10 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
     });
     let mut opts = MigrateOptions {
         dest_uri: job.dest.uri.clone(),
-        migrate_uri: job.dest.migrate_uri.clone(),
+        migrate_uri: match (&job.dest.migrate_uri, port) {
+            (Some(u), Some(p)) => Some(with_port(u, p)),
+            (u, _) => u.clone(),
+        },
         bandwidth_mibs: cap,
         // The stores carry a one-way stream: pre-copy only (see
         // crate::scatter). A pre-copy that may fall back to post-copy when
@@ -410,13 +423,9 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
     let mut _relay_port = None;
     if !via.is_empty() {
         let stores = scatter.stores(&via);
-        let Some(lease) = job.evac.inner.relay_ports.take() else {
-            release_unused(job, rid).await;
-            return fail(format!(
-                "all {} relay ports from {} are in use by other migrations through intermediaries",
-                job.evac.inner.relay_ports.size(),
-                scatter.relay_port
-            ));
+        let Some(lease) = lease_port(job, vm, &job.evac.inner.relay_ports, "relay", cancel).await
+        else {
+            return cancelled_before_start(job, vm, rid).await;
         };
         let port = lease.port;
         _relay_port = Some(lease);
@@ -656,6 +665,58 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
 
 /// Releases the reservation of a migration that never started (nothing of
 /// its history is worth keeping).
+/// A cancel that came before the migration started: nothing has moved.
+async fn cancelled_before_start(job: &Job, vm: &str, rid: Option<u64>) {
+    release_unused(job, rid).await;
+    let ended = job.ms();
+    job.update_vm(vm, |v| {
+        v.state = VmState::Cancelled;
+        v.ended_ms = Some(ended);
+    });
+}
+
+/// A port from `pool`. When every one is held by other migrations this one
+/// waits, a period at a time, for one to come back rather than fail: a port
+/// is a turn, not a resource that ran out. None if cancelled meanwhile.
+async fn lease_port(
+    job: &Job,
+    vm: &str,
+    pool: &Arc<super::ports::PortPool>,
+    what: &str,
+    cancel: &CancellationToken,
+) -> Option<super::ports::PortLease> {
+    let mut said = false;
+    loop {
+        if let Some(l) = pool.take() {
+            return Some(l);
+        }
+        if !said {
+            tracing::info!(
+                evacuation = job.id,
+                vm,
+                ports = pool.size(),
+                "every {what} port is held by another migration: waiting for one"
+            );
+            said = true;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(job.evac.inner.settings.period) => {}
+        }
+    }
+}
+
+/// `tcp://ADDR` (or `tcp://ADDR:PORT`) with the port `port` (pure).
+pub(super) fn with_port(uri: &str, port: u16) -> String {
+    let (scheme, rest) = uri.split_once("://").unwrap_or(("tcp", uri));
+    let host = match rest.rsplit_once(':') {
+        // An IPv6 address in brackets keeps its colons.
+        Some((h, p)) if !p.contains(']') && p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => rest,
+    };
+    format!("{scheme}://{host}:{port}")
+}
+
 async fn release_unused(job: &Job, rid: Option<u64>) {
     if let Some(rid) = rid {
         let _ = job.evac.inner.controller.delete_reservation(rid).await;

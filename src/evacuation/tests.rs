@@ -61,16 +61,17 @@ address = "10.0.0.3"
     .unwrap();
     let (controller, handle) = Controller::new(config);
     tokio::spawn(controller.run());
-    let hosts: BTreeMap<String, HostHypervisor> = ["h1", "h2"]
+    let hosts: BTreeMap<String, HostHypervisor> = [("h1", 1), ("h2", 2)]
         .iter()
-        .map(|h| {
+        .map(|(h, n)| {
             let hv: Arc<dyn Hypervisor> = Arc::new(cloud.host(h));
             (
                 h.to_string(),
                 HostHypervisor {
                     hv,
                     uri: FakeCloud::uri(h),
-                    migrate_uri: None,
+                    // As `serve` makes it from the host's address.
+                    migrate_uri: Some(format!("tcp://10.0.0.{n}")),
                 },
             )
         })
@@ -467,6 +468,107 @@ async fn parallel_migrations_overlap() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn migrations_at_once_listen_on_their_own_ports_and_reserve_them() {
+    let cloud = FakeCloud::new();
+    for n in ["a", "b", "c"] {
+        cloud.add_vm("h1", n, vm(200, 0.0));
+    }
+    let evac = setup(&cloud);
+    let id = start(
+        &evac,
+        r#"{"source":"h1","destination":"h2","max_parallel":3}"#,
+    )
+    .await;
+    // Once all three run: three listeners, three reservations, one port each.
+    let mut uris = BTreeMap::new();
+    for _ in 0..200 {
+        uris = cloud.migrate_uris();
+        if uris.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut seen: Vec<String> = uris.values().map(|u| u.clone().unwrap()).collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "tcp://10.0.0.2:49152",
+            "tcp://10.0.0.2:49153",
+            "tcp://10.0.0.2:49154"
+        ]
+    );
+    let mut reserved: Vec<Option<u16>> = evac
+        .inner
+        .controller
+        .reservations()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.request.migration_port)
+        .collect();
+    reserved.sort();
+    assert_eq!(reserved, [Some(49152), Some(49153), Some(49154)]);
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Done, "{rec:?}");
+    assert_no_reservations(&evac).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn migrations_wait_for_a_port_when_every_one_is_held() {
+    let cloud = FakeCloud::new();
+    for n in ["a", "b", "c"] {
+        cloud.add_vm("h1", n, vm(20, 0.0));
+    }
+    let evac = setup_with(
+        &cloud,
+        Settings {
+            migration_ports: (50000, 1),
+            ..Settings::default()
+        },
+    );
+    let id = start(
+        &evac,
+        r#"{"source":"h1","destination":"h2","max_parallel":3}"#,
+    )
+    .await;
+    let rec = evac.wait(id).await.unwrap();
+    // One port: they took turns, and none failed for want of one.
+    assert_eq!(rec.state, EvacuationState::Done, "{rec:?}");
+    assert!(rec.vms.iter().all(|v| v.state == VmState::Done));
+    let mut spans: Vec<(u64, u64)> = rec
+        .vms
+        .iter()
+        .map(|v| (v.started_ms.unwrap(), v.ended_ms.unwrap()))
+        .collect();
+    spans.sort();
+    assert!(
+        spans.windows(2).all(|w| w[0].1 <= w[1].0),
+        "migrations holding one port overlapped: {spans:?}"
+    );
+}
+
+#[test]
+fn a_port_goes_into_the_migration_uri() {
+    assert_eq!(
+        runner::with_port("tcp://10.0.0.2", 49152),
+        "tcp://10.0.0.2:49152"
+    );
+    assert_eq!(
+        runner::with_port("tcp://10.0.0.2:4000", 49153),
+        "tcp://10.0.0.2:49153"
+    );
+    assert_eq!(
+        runner::with_port("tcp://[fd00::2]", 49154),
+        "tcp://[fd00::2]:49154"
+    );
+    assert_eq!(
+        runner::with_port("tcp://[fd00::2]:7", 49155),
+        "tcp://[fd00::2]:49155"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn bad_requests_change_nothing() {
     let cloud = FakeCloud::new();
     cloud.add_vm("h1", "a", vm(200, 0.0));
@@ -626,6 +728,7 @@ async fn intermediaries_run_the_relays_and_record_the_eviction() {
             period: Duration::from_millis(100),
             measure_window: Duration::from_millis(10),
             scatter,
+            ..Settings::default()
         },
     );
     let e = evac

@@ -44,6 +44,8 @@ struct Job {
     postcopy_allowed: bool,
     postcopy: bool,
     cancel: bool,
+    /// Where the destination listens (`tcp://ADDR:PORT`), when given.
+    migrate_uri: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +103,15 @@ impl FakeCloud {
             .get(host)
             .map(|v| v.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Where the running migrations' destinations listen, by VM.
+    pub fn migrate_uris(&self) -> BTreeMap<String, Option<String>> {
+        self.lock()
+            .jobs
+            .iter()
+            .map(|(vm, j)| (vm.clone(), j.migrate_uri.clone()))
+            .collect()
     }
 
     /// The next migration of `vm` fails half-way with `message`.
@@ -378,6 +389,17 @@ impl Hypervisor for FakeHypervisor {
                 if c.jobs.contains_key(&vm) {
                     return Err(me.err(&vm, "a migration job is already running"));
                 }
+                // As QEMU on one destination: one listener per address and port.
+                if let Some(u) = opts
+                    .migrate_uri
+                    .as_ref()
+                    .filter(|u| c.jobs.values().any(|j| j.migrate_uri.as_ref() == Some(*u)))
+                {
+                    return Err(me.err(
+                        &vm,
+                        format!("Failed to bind socket for {u}: Address already in use"),
+                    ));
+                }
                 let first = load.non_zero_pages as f64 * PAGE;
                 c.jobs.insert(
                     vm.clone(),
@@ -387,6 +409,7 @@ impl Hypervisor for FakeHypervisor {
                         remaining: first,
                         pass: first,
                         postcopy_allowed: opts.postcopy,
+                        migrate_uri: opts.migrate_uri.clone(),
                         ..Job::default()
                     },
                 );

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::chunk::{Chunk, Head, Keys, Manifest, StreamSum};
-use super::store::Store;
+use super::store::{bulk_deadline, Store};
 use super::{
     abort_reason, abort_value, AbortOnDrop, GatherConfig, GatherReport, ScatterError, StoreCount,
 };
@@ -156,6 +156,8 @@ async fn run<W: AsyncWrite + Unpin>(
         .collect();
     let mut last_progress = Instant::now();
     let mut first_chunk: Option<Instant> = None;
+    // The largest chunk read so far, to size the next reads' deadlines.
+    let mut largest = 0u64;
     loop {
         for (i, s) in stores.iter_mut().enumerate() {
             let seqs = s.index_from(keys, cursors[i]).await?;
@@ -218,11 +220,15 @@ async fn run<W: AsyncWrite + Unpin>(
         for &q in &run {
             groups[known[&q]].push(q);
         }
+        // A batch may take as long as the next chunk may (`idle`), or longer
+        // when its chunks are large: it is megabytes, and may share a slow
+        // link with other gathers.
+        let deadline = |n: usize| cfg.idle.max(bulk_deadline(cfg.timeout, largest * n as u64));
         let fetched = futures::future::join_all(
             stores
                 .iter_mut()
                 .zip(groups.iter())
-                .map(|(s, g)| s.get_batch(keys, g)),
+                .map(|(s, g)| s.get_batch(keys, g, deadline(g.len()))),
         )
         .await;
         let mut values: HashMap<u64, Vec<u8>> = HashMap::new();
@@ -234,6 +240,7 @@ async fn run<W: AsyncWrite + Unpin>(
                         cfg.stores[i]
                     ))
                 })?;
+                largest = largest.max(v.len() as u64);
                 values.insert(*q, v);
             }
         }

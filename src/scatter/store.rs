@@ -3,10 +3,15 @@
 //!
 //! The crate is the maintained Redis client for Rust (pipelines, response
 //! timeouts, tokio); nothing here needs a protocol feature it lacks, so solive
-//! does not speak RESP itself. Every call has a response timeout: a store that
-//! stops answering (killed, frozen, unreachable) is an error within
-//! `timeout`, never a hang.
+//! does not speak RESP itself. Every call has a deadline: a store that stops
+//! answering (killed, frozen, unreachable) is an error within it, never a
+//! hang. A small command gets `timeout`; a batch of chunks gets `timeout` plus
+//! the time its bytes take at [`BULK_FLOOR_BPS`], because a batch is megabytes
+//! and shares a slow link with other migrations' batches: a fixed few seconds
+//! failed a healthy gather when two of them pulled through one 30 Mbit/s
+//! link (CI, the two-evacuations test).
 
+use std::future::Future;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -15,11 +20,23 @@ use redis::AsyncConnectionConfig;
 use super::chunk::Keys;
 use super::ScatterError;
 
+/// The slowest a batch may move, bytes per second, before its store counts as
+/// failed: 128 KiB/s, a 2.5 MiB batch in 20 s. Below that a migration through
+/// intermediaries is slower than any direct one would be.
+pub const BULK_FLOOR_BPS: u64 = 128 * 1024;
+
 pub struct Store {
     pub url: String,
     /// Position of this store in the caller's list (reports, errors).
     pub index: usize,
     con: MultiplexedConnection,
+    /// The deadline of a small command.
+    timeout: Duration,
+}
+
+/// The deadline of a transfer of `bytes`: `base` plus their time at the floor.
+pub fn bulk_deadline(base: Duration, bytes: u64) -> Duration {
+    base + Duration::from_secs_f64(bytes as f64 / BULK_FLOOR_BPS as f64)
 }
 
 impl Store {
@@ -33,9 +50,11 @@ impl Store {
             message: e.to_string(),
         };
         let client = redis::Client::open(url).map_err(err)?;
+        // No response timeout on the connection: each call sets its own
+        // deadline (see `within`), sized to what it moves.
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
+            .set_response_timeout(None);
         let con = client
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
@@ -44,7 +63,43 @@ impl Store {
             url: url.to_string(),
             index,
             con,
+            timeout,
         })
+    }
+
+    /// Runs one command within `deadline`. A command cut short leaves its
+    /// reply to arrive later; the multiplexed connection drops it unread.
+    async fn cmd<T: redis::FromRedisValue>(
+        &mut self,
+        deadline: Duration,
+        cmd: &redis::Cmd,
+    ) -> Result<T, ScatterError> {
+        let mut con = self.con.clone();
+        self.within(deadline, cmd.query_async(&mut con)).await
+    }
+
+    /// Runs one pipeline within `deadline`.
+    async fn pipe<T: redis::FromRedisValue>(
+        &mut self,
+        deadline: Duration,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, ScatterError> {
+        let mut con = self.con.clone();
+        self.within(deadline, pipe.query_async(&mut con)).await
+    }
+
+    async fn within<T>(
+        &self,
+        deadline: Duration,
+        call: impl Future<Output = Result<T, redis::RedisError>>,
+    ) -> Result<T, ScatterError> {
+        match tokio::time::timeout(deadline, call).await {
+            Ok(r) => r.map_err(|e| self.err(e)),
+            Err(_) => Err(ScatterError::Store {
+                store: self.url.clone(),
+                message: format!("no answer within {:.1} s", deadline.as_secs_f64()),
+            }),
+        }
     }
 
     fn err(&self, e: redis::RedisError) -> ScatterError {
@@ -74,10 +129,10 @@ impl Store {
             batch.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
         );
         // SETs answer "OK" (decoded as ()), RPUSH the list's length.
-        let replies: Vec<redis::Value> = p
-            .query_async(&mut self.con)
-            .await
-            .map_err(|e| self.err(e))?;
+        let bytes: usize = batch.iter().map(|(_, v)| v.len()).sum();
+        let replies: Vec<redis::Value> = self
+            .pipe(bulk_deadline(self.timeout, bytes as u64), &p)
+            .await?;
         let ok = replies.len() == batch.len() + 1
             && replies[..batch.len()]
                 .iter()
@@ -93,31 +148,21 @@ impl Store {
     }
 
     pub async fn set(&mut self, key: &str, value: &[u8]) -> Result<(), ScatterError> {
-        redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .query_async::<()>(&mut self.con)
+        let t = self.timeout;
+        self.cmd::<()>(t, redis::cmd("SET").arg(key).arg(value))
             .await
-            .map_err(|e| self.err(e))
     }
 
     pub async fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, ScatterError> {
-        redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut self.con)
-            .await
-            .map_err(|e| self.err(e))
+        let t = self.timeout;
+        self.cmd(t, redis::cmd("GET").arg(key)).await
     }
 
     /// The sequence numbers this store's index holds from position `from` on.
     pub async fn index_from(&mut self, keys: &Keys, from: usize) -> Result<Vec<u64>, ScatterError> {
-        redis::cmd("LRANGE")
-            .arg(keys.index())
-            .arg(from)
-            .arg(-1)
-            .query_async(&mut self.con)
+        let t = self.timeout;
+        self.cmd(t, redis::cmd("LRANGE").arg(keys.index()).arg(from).arg(-1))
             .await
-            .map_err(|e| self.err(e))
     }
 
     /// The byte strings of list `key` from position `from` on.
@@ -126,30 +171,25 @@ impl Store {
         key: &str,
         from: usize,
     ) -> Result<Vec<Vec<u8>>, ScatterError> {
-        redis::cmd("LRANGE")
-            .arg(key)
-            .arg(from)
-            .arg(-1)
-            .query_async(&mut self.con)
+        let t = self.timeout;
+        self.cmd(t, redis::cmd("LRANGE").arg(key).arg(from).arg(-1))
             .await
-            .map_err(|e| self.err(e))
     }
 
     pub async fn rpush_bytes(&mut self, key: &str, value: &[u8]) -> Result<(), ScatterError> {
-        redis::cmd("RPUSH")
-            .arg(key)
-            .arg(value)
-            .query_async::<i64>(&mut self.con)
+        let t = self.timeout;
+        self.cmd::<i64>(t, redis::cmd("RPUSH").arg(key).arg(value))
             .await
             .map(|_| ())
-            .map_err(|e| self.err(e))
     }
 
     /// Reads several chunks in one pipeline; a missing key is `None`.
+    /// `deadline`: the reader knows how large the chunks are, the store does not.
     pub async fn get_batch(
         &mut self,
         keys: &Keys,
         seqs: &[u64],
+        deadline: Duration,
     ) -> Result<Vec<Option<Vec<u8>>>, ScatterError> {
         if seqs.is_empty() {
             return Ok(Vec::new());
@@ -158,7 +198,7 @@ impl Store {
         for s in seqs {
             p.get(keys.chunk(*s));
         }
-        p.query_async(&mut self.con).await.map_err(|e| self.err(e))
+        self.pipe(deadline, &p).await
     }
 
     /// Removes the VM's whole keyspace on this store (SCAN + UNLINK, in
@@ -167,21 +207,16 @@ impl Store {
         let mut cursor: u64 = 0;
         let mut removed = 0u64;
         loop {
-            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
+            let t = self.timeout;
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
                 .arg("MATCH")
                 .arg(keys.pattern())
                 .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut self.con)
-                .await
-                .map_err(|e| self.err(e))?;
+                .arg(1000);
+            let (next, found): (u64, Vec<String>) = self.cmd(t, &scan).await?;
             if !found.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&found)
-                    .query_async(&mut self.con)
-                    .await
-                    .map_err(|e| self.err(e))?;
+                let n: u64 = self.cmd(t, redis::cmd("UNLINK").arg(&found)).await?;
                 removed += n;
             }
             if next == 0 {
@@ -189,5 +224,21 @@ impl Store {
             }
             cursor = next;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_gets_its_bytes_time_at_the_floor_on_top_of_the_base() {
+        let base = Duration::from_secs(5);
+        assert_eq!(bulk_deadline(base, 0), base);
+        // Ten 256 KiB chunks: 20 s at 128 KiB/s.
+        assert_eq!(
+            bulk_deadline(base, 10 * 256 * 1024),
+            Duration::from_secs(25)
+        );
     }
 }

@@ -169,6 +169,55 @@ async fn concurrent_migrations_keep_their_own_flows_and_shared_ones_outlive_thei
     release(&solive, b).await;
     flows_become(&sb, "br-s", &[]).await;
 
+    // Three at once on s's uplink: one reservation for the link, split three
+    // ways; their parts (what caps their speed) never add up to more than
+    // the link's reservation, and that is within max_reserve of C.
+    let three = [
+        reserve(
+            &solive,
+            json!({"source": "s", "destination": "d", "urgency": 60, "migration_port": 49160}),
+        )
+        .await,
+        reserve(
+            &solive,
+            json!({"source": "s", "destination": "d", "urgency": 60, "migration_port": 49161}),
+        )
+        .await,
+        reserve(
+            &solive,
+            json!({"source": "s", "destination": "d", "urgency": 60, "migration_port": 49162}),
+        )
+        .await,
+    ];
+    for _ in 0..10 {
+        let mut parts = 0.0;
+        let mut link = None;
+        for id in three {
+            let v = solive.get(&format!("/v1/reservations/{id}")).await;
+            let src = v["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["role"] == "source")
+                .unwrap_or_else(|| panic!("no source leg: {v}"));
+            parts += src["reserve_bps"].as_f64().unwrap();
+            let last = v["history"].as_array().unwrap().last().cloned().unwrap();
+            if let Some(l) = last["link_pct"].as_f64() {
+                link = Some(l);
+            }
+        }
+        let link_bps = link.expect("a shared link shows its reservation") / 100.0 * 100e6;
+        assert!(
+            parts <= link_bps * 1.0001,
+            "parts {parts} > link {link_bps}"
+        );
+        assert!(link_bps <= 95e6 + 1.0, "link {link_bps} past max_reserve");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for id in three {
+        release(&solive, id).await;
+    }
+
     // Two migrations through the same store on i: their legs from i to d
     // match the same packets (the store's port), so d holds one flow for
     // both, and it stays when the reservation that made it goes.

@@ -298,9 +298,10 @@ fn hard_timeout(period: Duration) -> u16 {
     secs.clamp(2.0, f64::from(u16::MAX)) as u16
 }
 
-/// Splits `total` among VMs by weight, each getting at least a quarter of an
-/// equal share so an idle VM is not cut off when it becomes active.
-fn shares(total: f64, weights: &[f64]) -> Vec<f64> {
+/// Splits `total` by weight, each getting at least a quarter of an equal
+/// share: an idle VM is not cut off when it becomes active, a nearly finished
+/// migration keeps enough for its last pass ([`super::link`]).
+pub(super) fn shares(total: f64, weights: &[f64]) -> Vec<f64> {
     let n = weights.len();
     if n == 0 {
         return vec![];

@@ -16,6 +16,7 @@
 
 pub mod enforce;
 mod host;
+pub mod link;
 pub mod reconcile;
 pub mod reservation;
 mod reserving;
@@ -121,7 +122,7 @@ pub enum Command {
     /// A reservation, live or ended, with its `state`.
     ReservationRecord(u64, Reply<Option<serde_json::Value>>),
     /// The hypervisor's own measure of a reservation's migration rate.
-    ReportMigrationRate(u64, f64),
+    ReportMigration(u64, f64, Option<u64>),
     /// The switch's meter support is known: decide the host's enforcement mode.
     MeterSupport {
         host: String,
@@ -191,8 +192,11 @@ impl ControllerHandle {
     /// for a reservation: Algorithm 1 uses it as `mig` while it is fresh,
     /// since the switch's flow counters lag behind (OVS updates them in
     /// revalidator batches) and miss migrations on unexpected ports.
-    pub fn report_migration_rate(&self, id: u64, bps: f64) {
-        let _ = self.tx.send(Command::ReportMigrationRate(id, bps));
+    ///
+    /// `remaining`: the bytes the migration has left, which decides its part
+    /// of a link it shares with other migrations ([`link`]).
+    pub fn report_migration(&self, id: u64, bps: f64, remaining: Option<u64>) {
+        let _ = self.tx.send(Command::ReportMigration(id, bps, remaining));
     }
 
     /// The figures `/metrics` exports.
@@ -537,10 +541,13 @@ impl Controller {
                 };
                 let _ = r.send(rec);
             }
-            Command::ReportMigrationRate(id, bps) => {
+            Command::ReportMigration(id, bps, remaining) => {
                 let now = self.now_ms();
                 if let Some(r) = self.reservations.get_mut(&id) {
                     r.reported_migration = Some((now, bps));
+                    if let Some(left) = remaining {
+                        r.reported_remaining = Some(left as f64);
+                    }
                 }
             }
             Command::MeterSupport {

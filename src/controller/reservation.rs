@@ -133,7 +133,12 @@ pub struct HistoryPoint {
     pub t_ms: u64,
     pub avail_pct: f64,
     pub mig_pct: f64,
+    /// This reservation's part of the link (all of it when alone).
     pub reserve_pct: f64,
+    /// The link's reservation, when several migrations share it
+    /// ([`super::link`]); `avail_pct` and `mig_pct` are then the link's too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_pct: Option<f64>,
 }
 
 /// The history is bounded: a reservation lasting a day at 1 s periods would
@@ -152,6 +157,15 @@ pub struct Reservation {
     pub history: Vec<HistoryPoint>,
     /// The last migration rate the hypervisor reported: (controller ms, bit/s).
     pub reported_migration: Option<(u64, f64)>,
+    /// The bytes the migration had left at its last report.
+    pub reported_remaining: Option<f64>,
+    /// Its part of the source's link reservation, percent of the source's C,
+    /// when it shares the link with other migrations (set every period by
+    /// the controller, [`super::link`]); None when alone.
+    pub share_pct: Option<f64>,
+    /// What its destination gives it, bit/s, once the destination's incoming
+    /// link has been split among the migrations arriving there.
+    pub destination_share_bps: Option<f64>,
 }
 
 /// A migration is taken as started once its flows carry more than this share
@@ -167,6 +181,9 @@ impl Reservation {
             started: false,
             history: Vec::new(),
             reported_migration: None,
+            reported_remaining: None,
+            share_pct: None,
+            destination_share_bps: None,
         }
     }
 
@@ -174,9 +191,26 @@ impl Reservation {
         &self.reserver.params
     }
 
-    /// The current reservation in percent of the source's C, once measured.
+    /// The current reservation in percent of the source's C, once measured:
+    /// its part of the link when it shares it.
     pub fn reserve_pct(&self) -> Option<f64> {
+        self.share_pct.or_else(|| self.reserver.reserve_pct())
+    }
+
+    /// What Algorithm 1, stepped on the whole link, gives: the link's
+    /// reservation when this is the link's oldest.
+    pub fn link_pct(&self) -> Option<f64> {
         self.reserver.reserve_pct()
+    }
+
+    /// Sets its part of a shared link (None: alone), and shows it in the
+    /// last history point.
+    pub fn set_share(&mut self, share_pct: Option<f64>, link_pct: Option<f64>) {
+        self.share_pct = share_pct;
+        if let (Some(p), Some(s)) = (self.history.last_mut(), share_pct) {
+            p.reserve_pct = s;
+            p.link_pct = link_pct;
+        }
     }
 
     /// One period. The first measurement is measurement 0 (the initial
@@ -207,6 +241,7 @@ impl Reservation {
             avail_pct: step.avail_pct,
             mig_pct: step.mig_pct,
             reserve_pct: step.reserve_pct,
+            link_pct: None,
         });
         if self.history.len() > MAX_HISTORY {
             // Keep every other point of the older half.
@@ -293,7 +328,10 @@ impl Reservation {
             .get(&self.request.destination)
             .map_or(0.0, |h| h.capacity_bps);
         let want = self.source_bps(src);
-        let can = want.min(dst * self.params().max_reserve / 100.0);
+        let can = match self.destination_share_bps {
+            Some(share) => want.min(share),
+            None => want.min(dst * self.params().max_reserve / 100.0),
+        };
         (can, (want - can).max(0.0))
     }
 }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::enforce::{self, HostFacts, Mode, VmPort};
+use super::link;
 use super::reservation::{self, HostInfo, Reservation, ReservationRequest};
 use super::view::{ReservationHostView, ReservationView};
 use super::{Command, Controller, ControllerError, HostState, OVSDB_OWNER};
@@ -121,17 +122,30 @@ impl Controller {
             return Err(ControllerError::NotFound(format!("no reservation {id}")));
         }
         self.persist_reservation(id, "released");
-        self.reservations.remove(&id);
+        let source = self.reservations.remove(&id).map(|r| r.request.source);
         self.reservation_created.remove(&id);
+        // The rest of its link and destination go to the others now, not a
+        // period later.
+        if let Some(source) = source {
+            let ids: Vec<u64> = self
+                .reservations
+                .iter()
+                .filter(|(_, r)| r.request.source == source)
+                .map(|(i, _)| *i)
+                .collect();
+            self.share_link(&ids);
+            self.share_destinations();
+        }
         tracing::info!(id, "reservation released");
         self.enforce_all();
         Ok(())
     }
 
-    /// What a source host measures: C, everything leaving its uplink plus the
-    /// application load its enforcement dropped, and the migration's flows.
-    fn measure(&self, r: &Reservation) -> Option<Measurement> {
-        let h = self.hosts.get(&r.request.source)?;
+    /// What a source host measures for its link: C, everything leaving its
+    /// uplink plus the application load its enforcement dropped, and the
+    /// migrations of `ids` (all of the link's) together.
+    fn measure_link(&self, source: &str, ids: &[u64]) -> Option<Measurement> {
+        let h = self.hosts.get(source)?;
         let capacity = h.config.capacity_bps() as f64;
         let uplink = h.ports.values().find(|p| p.name == h.config.uplink)?;
         let sent = uplink.tx.rate()?;
@@ -154,23 +168,30 @@ impl Controller {
             Some(Mode::Queue) => h.ports.values().filter_map(|p| p.rx_drop.rate()).sum(),
             None => 0.0,
         };
-        // The migration's flows leaving this source; a flow shared with
-        // other reservations (same packets matched) counts for each an equal
-        // part: the switch cannot tell their bytes apart. The hypervisor's
-        // report, when fresh, replaces this anyway.
-        let src_addr = h.config.address;
-        let on_switch: f64 = h
-            .plan
-            .migration_flows
+        let period = self.config.controller.period_ms;
+        let migration = ids
             .iter()
-            .filter(|f| f.reservations.contains(&r.id) && Some(f.flow.src) == src_addr)
-            .filter_map(|f| {
-                let rate = h.flow_rates.get(&f.cookie)?.rate()?;
-                Some(rate / f.reservations.len() as f64)
+            .filter_map(|id| self.reservations.get(id))
+            .map(|r| {
+                // The migration's flows leaving this source; a flow shared
+                // with other reservations (same packets matched) counts for
+                // each an equal part: the switch cannot tell their bytes
+                // apart. The hypervisor's report, when fresh, replaces it.
+                let on_switch: f64 = h
+                    .plan
+                    .migration_flows
+                    .iter()
+                    .filter(|f| {
+                        f.reservations.contains(&r.id) && Some(f.flow.src) == h.config.address
+                    })
+                    .filter_map(|f| {
+                        let rate = h.flow_rates.get(&f.cookie)?.rate()?;
+                        Some(rate / f.reservations.len() as f64)
+                    })
+                    .sum();
+                r.migration_bps(on_switch, self.now_ms(), period)
             })
             .sum();
-        let period = self.config.controller.period_ms;
-        let migration = r.migration_bps(on_switch, self.now_ms(), period);
         Some(Measurement {
             capacity,
             outgoing: sent + dropped,
@@ -178,27 +199,126 @@ impl Controller {
         })
     }
 
+    /// Measurement 0 of a new reservation, on its link's figures, and its
+    /// part of the link and of its destination at once.
     fn step_one(&mut self, id: u64) {
-        let Some(r) = self.reservations.get(&id) else {
+        let Some(source) = self.reservations.get(&id).map(|r| r.request.source.clone()) else {
             return;
         };
-        let Some(m) = self.measure(r) else { return };
+        let ids: Vec<u64> = self
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.request.source == source)
+            .map(|(i, _)| *i)
+            .collect();
+        let Some(m) = self.measure_link(&source, &ids) else {
+            return;
+        };
         let t = self.now_ms() - self.reservation_created.get(&id).copied().unwrap_or(0);
         if let Some(r) = self.reservations.get_mut(&id) {
             r.tick(t, &m);
         }
+        self.share_link(&ids);
+        self.share_destinations();
     }
 
-    /// One period of Algorithm 1 for every reservation.
+    /// One period of Algorithm 1 per source link, shared by the link's
+    /// reservations ([`super::link`]), then the destinations' split.
     pub(super) fn step_reservations(&mut self) {
-        let ids: Vec<u64> = self.reservations.keys().copied().collect();
         // Histories reach the disk every 10 periods: a crash loses at most
         // that much of them.
         let persist = self.periods.is_multiple_of(10);
-        for id in ids {
-            self.step_one(id);
-            if persist {
+        let mut links: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for (id, r) in &self.reservations {
+            // Ids grow: each link's list is oldest first.
+            links.entry(r.request.source.clone()).or_default().push(*id);
+        }
+        let now = self.now_ms();
+        for (source, ids) in &links {
+            let Some(m) = self.measure_link(source, ids) else {
+                continue;
+            };
+            for id in ids {
+                let t = now - self.reservation_created.get(id).copied().unwrap_or(0);
+                if let Some(r) = self.reservations.get_mut(id) {
+                    r.tick(t, &m);
+                }
+            }
+            self.share_link(ids);
+        }
+        self.share_destinations();
+        if persist {
+            let ids: Vec<u64> = self.reservations.keys().copied().collect();
+            for id in ids {
                 self.persist_reservation(id, "active");
+            }
+        }
+    }
+
+    /// The link's reservation (its oldest reservation's value) split among
+    /// its reservations; a reservation alone keeps its own.
+    fn share_link(&mut self, ids: &[u64]) {
+        let link = ids
+            .first()
+            .and_then(|id| self.reservations.get(id))
+            .and_then(|r| r.link_pct());
+        let (Some(link), true) = (link, ids.len() > 1) else {
+            for id in ids {
+                if let Some(r) = self.reservations.get_mut(id) {
+                    r.set_share(None, None);
+                }
+            }
+            return;
+        };
+        let members = self.members(ids);
+        for (id, part) in ids.iter().zip(link::split(link, &members)) {
+            if let Some(r) = self.reservations.get_mut(id) {
+                r.set_share(Some(part), Some(link));
+            }
+        }
+    }
+
+    fn members(&self, ids: &[u64]) -> Vec<link::Member> {
+        ids.iter()
+            .map(|id| link::Member {
+                reservation: *id,
+                remaining: self.reservations.get(id).and_then(|r| r.reported_remaining),
+            })
+            .collect()
+    }
+
+    /// Each destination's incoming link split among the migrations arriving
+    /// there, within what it may reserve.
+    fn share_destinations(&mut self) {
+        let infos = self.host_infos();
+        let mut arriving: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for (id, r) in &self.reservations {
+            if r.reserve_pct().is_some() {
+                arriving
+                    .entry(r.request.destination.clone())
+                    .or_default()
+                    .push(*id);
+            }
+        }
+        for (dest, ids) in arriving {
+            let cap = infos.get(&dest).map_or(0.0, |h| h.capacity_bps);
+            let rs: Vec<&Reservation> = ids.iter().map(|id| &self.reservations[id]).collect();
+            let max_reserve = rs
+                .iter()
+                .map(|r| r.params().max_reserve)
+                .fold(100.0, f64::min);
+            let want: Vec<f64> = rs
+                .iter()
+                .map(|r| {
+                    let src = infos.get(&r.request.source).map_or(0.0, |h| h.capacity_bps);
+                    r.source_bps(src)
+                })
+                .collect();
+            let got = link::fit(cap * max_reserve / 100.0, &want, &self.members(&ids));
+            for (id, g) in ids.iter().zip(got) {
+                if let Some(r) = self.reservations.get_mut(id) {
+                    r.destination_share_bps = Some(g);
+                }
             }
         }
     }

@@ -306,6 +306,24 @@ fn source_reserve_bps(v: &ReservationView) -> Option<f64> {
         .map(|h| h.reserve_bps)
 }
 
+/// The speed cap a reservation allows, bit/s: its part of the source's link;
+/// for a direct migration no more than its destination gives it either (what
+/// the destination cannot take would only queue there and squeeze the
+/// destination's applications). Through intermediaries the stores absorb the
+/// difference: that is their point.
+fn cap_bps(v: &ReservationView) -> Option<f64> {
+    let source = source_reserve_bps(v)?;
+    if !v.request.intermediaries.is_empty() {
+        return Some(source);
+    }
+    let dest = v
+        .hosts
+        .iter()
+        .find(|h| h.role == Role::Destination)
+        .map_or(source, |h| h.reserve_bps);
+    Some(source.min(dest))
+}
+
 /// Makes the VM's reservation, through `via` when not empty. A direct
 /// migration's flows match its own destination port when it has one.
 async fn reserve(job: &Job, via: &[String], port: Option<u16>) -> Result<ReservationView, String> {
@@ -396,7 +414,7 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
         return cancelled_before_start(job, vm, rid).await;
     }
     let mut cap = bps_to_mibs(match &reservation {
-        Some(r) => source_reserve_bps(r).unwrap_or(job.fallback_bps),
+        Some(r) => cap_bps(r).unwrap_or(job.fallback_bps),
         None => job.capacity_bps,
     });
     job.update_vm(vm, |v| {
@@ -493,7 +511,11 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
                 let progress = hv.progress(vm).await.ok().flatten();
                 if let Some(p) = progress {
                     if let Some(rid) = rid.filter(|_| p.mem_bps > 0) {
-                        controller.report_migration_rate(rid, p.mem_bps as f64 * 8.0);
+                        controller.report_migration(
+                            rid,
+                            p.mem_bps as f64 * 8.0,
+                            Some(p.data_remaining),
+                        );
                     }
                     // QEMU's sync count reaches 2 when the first pass is over.
                     if job.mode == Mode::Postcopy && !postcopy && !aborting && p.mem_iteration >= 2 {
@@ -532,7 +554,7 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
                     Some(rid) => controller.reservation(rid).await.ok().flatten(),
                     None => None,
                 };
-                if let Some(bps) = view.as_ref().and_then(source_reserve_bps) {
+                if let Some(bps) = view.as_ref().and_then(cap_bps) {
                     let want = bps_to_mibs(bps);
                     if want != cap && hv.set_max_speed(vm, want).await.is_ok() {
                         cap = want;

@@ -127,12 +127,7 @@ impl Controller {
         // The rest of its link and destination go to the others now, not a
         // period later.
         if let Some(source) = source {
-            let ids: Vec<u64> = self
-                .reservations
-                .iter()
-                .filter(|(_, r)| r.request.source == source)
-                .map(|(i, _)| *i)
-                .collect();
+            let ids = self.on_link(&source);
             self.share_link(&ids);
             self.share_destinations();
         }
@@ -199,18 +194,22 @@ impl Controller {
         })
     }
 
+    /// The reservations leaving `source`, oldest first (ids grow).
+    fn on_link(&self, source: &str) -> Vec<u64> {
+        self.reservations
+            .iter()
+            .filter(|(_, r)| r.request.source == source)
+            .map(|(i, _)| *i)
+            .collect()
+    }
+
     /// Measurement 0 of a new reservation, on its link's figures, and its
     /// part of the link and of its destination at once.
     fn step_one(&mut self, id: u64) {
         let Some(source) = self.reservations.get(&id).map(|r| r.request.source.clone()) else {
             return;
         };
-        let ids: Vec<u64> = self
-            .reservations
-            .iter()
-            .filter(|(_, r)| r.request.source == source)
-            .map(|(i, _)| *i)
-            .collect();
+        let ids = self.on_link(&source);
         let Some(m) = self.measure_link(&source, &ids) else {
             return;
         };
@@ -229,9 +228,11 @@ impl Controller {
         // that much of them.
         let persist = self.periods.is_multiple_of(10);
         let mut links: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for (id, r) in &self.reservations {
-            // Ids grow: each link's list is oldest first.
-            links.entry(r.request.source.clone()).or_default().push(*id);
+        for r in self.reservations.values() {
+            links.insert(r.request.source.clone(), Vec::new());
+        }
+        for (source, ids) in links.iter_mut() {
+            *ids = self.on_link(source);
         }
         let now = self.now_ms();
         for (source, ids) in &links {

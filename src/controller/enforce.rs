@@ -77,11 +77,6 @@ pub fn is_migration_cookie(c: u64) -> bool {
     c & MIGRATION_COOKIE_MASK == cookie(KIND_MIGRATION, 0)
 }
 
-/// The reservation a migration flow's cookie belongs to.
-pub fn migration_cookie_reservation(c: u64) -> Option<u64> {
-    is_migration_cookie(c).then_some((c & 0xff_ffff_ffff) >> 8)
-}
-
 /// Whether a cookie is one of the enforcement flows (as opposed to the
 /// baseline flow or a flow put by an API caller).
 pub fn is_enforcement_cookie(c: u64) -> bool {
@@ -527,6 +522,13 @@ mod tests {
         }
     }
 
+    fn migration_specs(p: &HostPlan) -> Vec<&FlowSpec> {
+        p.flows
+            .iter()
+            .filter(|f| is_migration_cookie(f.cookie))
+            .collect()
+    }
+
     fn leg_on(reservation: u64, ports: MigrationPorts) -> Leg {
         let mut l = flow(Role::Destination, 10e6);
         l.reservation = reservation;
@@ -567,21 +569,13 @@ mod tests {
             leg_on(5, MigrationPorts::FromPort(6379)),
         ];
         let plan = plan_host(Mode::Meter, &facts(), &legs);
-        let mig: Vec<&FlowSpec> = plan
-            .flows
-            .iter()
-            .filter(|f| is_migration_cookie(f.cookie))
-            .collect();
+        let mig = migration_specs(&plan);
         assert_eq!(mig.len(), 1, "one match, one flow");
         assert_eq!(mig[0].cookie, migration_cookie(3, 0), "the oldest's cookie");
         assert_eq!(plan.migration_flows[0].reservations, [3, 5]);
         // 3 goes: the rule stays, under 5's cookie.
         let after = plan_host(Mode::Meter, &facts(), &legs[1..]);
-        let mig: Vec<&FlowSpec> = after
-            .flows
-            .iter()
-            .filter(|f| is_migration_cookie(f.cookie))
-            .collect();
+        let mig = migration_specs(&after);
         assert_eq!(mig.len(), 1);
         assert_eq!(mig[0].cookie, migration_cookie(5, 0));
         assert_eq!(mig[0].matches, plan.flows[0].matches);
@@ -722,14 +716,6 @@ mod tests {
         assert!(!is_migration_cookie(cookie(KIND_APP_OUT, 7 << 8)));
         assert_ne!(a, migration_cookie(7, 1));
         assert_ne!(a, migration_cookie(8, 0));
-        assert_eq!(
-            migration_cookie_reservation(migration_cookie(8, 3)),
-            Some(8)
-        );
-        assert_eq!(
-            migration_cookie_reservation(cookie(KIND_APP_IN, 8 << 8)),
-            None
-        );
         assert!(is_enforcement_cookie(cookie(KIND_APP_OUT, 5)));
         assert!(!is_enforcement_cookie(
             super::super::reconcile::BASELINE_COOKIE

@@ -4,7 +4,7 @@
 //! [`super::enforce`]); this file gathers their inputs from the owner's state
 //! and applies their outputs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::enforce::{self, HostFacts, Mode, VmPort};
 use super::link;
@@ -163,7 +163,7 @@ impl Controller {
             Some(Mode::Queue) => h.ports.values().filter_map(|p| p.rx_drop.rate()).sum(),
             None => 0.0,
         };
-        let period = self.config.controller.period_ms;
+        let (now, period) = (self.now_ms(), self.config.controller.period_ms);
         let migration = ids
             .iter()
             .filter_map(|id| self.reservations.get(id))
@@ -184,7 +184,7 @@ impl Controller {
                         Some(rate / f.reservations.len() as f64)
                     })
                     .sum();
-                r.migration_bps(on_switch, self.now_ms(), period)
+                r.migration_bps(on_switch, now, period)
             })
             .sum();
         Some(Measurement {
@@ -227,25 +227,24 @@ impl Controller {
         // Histories reach the disk every 10 periods: a crash loses at most
         // that much of them.
         let persist = self.periods.is_multiple_of(10);
-        let mut links: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for r in self.reservations.values() {
-            links.insert(r.request.source.clone(), Vec::new());
-        }
-        for (source, ids) in links.iter_mut() {
-            *ids = self.on_link(source);
-        }
+        let sources: BTreeSet<String> = self
+            .reservations
+            .values()
+            .map(|r| r.request.source.clone())
+            .collect();
         let now = self.now_ms();
-        for (source, ids) in &links {
-            let Some(m) = self.measure_link(source, ids) else {
+        for source in &sources {
+            let ids = self.on_link(source);
+            let Some(m) = self.measure_link(source, &ids) else {
                 continue;
             };
-            for id in ids {
+            for id in &ids {
                 let t = now - self.reservation_created.get(id).copied().unwrap_or(0);
                 if let Some(r) = self.reservations.get_mut(id) {
                     r.tick(t, &m);
                 }
             }
-            self.share_link(ids);
+            self.share_link(&ids);
         }
         self.share_destinations();
         if persist {

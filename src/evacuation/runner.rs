@@ -685,8 +685,6 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
     });
 }
 
-/// Releases the reservation of a migration that never started (nothing of
-/// its history is worth keeping).
 /// A cancel that came before the migration started: nothing has moved.
 async fn cancelled_before_start(job: &Job, vm: &str, rid: Option<u64>) {
     release_unused(job, rid).await;
@@ -739,6 +737,8 @@ pub(super) fn with_port(uri: &str, port: u16) -> String {
     format!("{scheme}://{host}:{port}")
 }
 
+/// Releases the reservation of a migration that never started (nothing of
+/// its history is worth keeping).
 async fn release_unused(job: &Job, rid: Option<u64>) {
     if let Some(rid) = rid {
         let _ = job.evac.inner.controller.delete_reservation(rid).await;

@@ -67,20 +67,16 @@ impl Store {
         })
     }
 
-    /// Runs one command within `deadline`. A command cut short leaves its
-    /// reply to arrive later; the multiplexed connection drops it unread.
-    async fn cmd<T: redis::FromRedisValue>(
-        &mut self,
-        deadline: Duration,
-        cmd: &redis::Cmd,
-    ) -> Result<T, ScatterError> {
+    /// Runs one small command within `timeout`. A command cut short leaves
+    /// its reply to arrive later; the multiplexed connection drops it unread.
+    async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ScatterError> {
         let mut con = self.con.clone();
-        self.within(deadline, cmd.query_async(&mut con)).await
+        self.within(self.timeout, cmd.query_async(&mut con)).await
     }
 
-    /// Runs one pipeline within `deadline`.
+    /// Runs one pipeline (a batch) within `deadline`.
     async fn pipe<T: redis::FromRedisValue>(
-        &mut self,
+        &self,
         deadline: Duration,
         pipe: &redis::Pipeline,
     ) -> Result<T, ScatterError> {
@@ -148,20 +144,16 @@ impl Store {
     }
 
     pub async fn set(&mut self, key: &str, value: &[u8]) -> Result<(), ScatterError> {
-        let t = self.timeout;
-        self.cmd::<()>(t, redis::cmd("SET").arg(key).arg(value))
-            .await
+        self.cmd::<()>(redis::cmd("SET").arg(key).arg(value)).await
     }
 
     pub async fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, ScatterError> {
-        let t = self.timeout;
-        self.cmd(t, redis::cmd("GET").arg(key)).await
+        self.cmd(redis::cmd("GET").arg(key)).await
     }
 
     /// The sequence numbers this store's index holds from position `from` on.
     pub async fn index_from(&mut self, keys: &Keys, from: usize) -> Result<Vec<u64>, ScatterError> {
-        let t = self.timeout;
-        self.cmd(t, redis::cmd("LRANGE").arg(keys.index()).arg(from).arg(-1))
+        self.cmd(redis::cmd("LRANGE").arg(keys.index()).arg(from).arg(-1))
             .await
     }
 
@@ -171,14 +163,12 @@ impl Store {
         key: &str,
         from: usize,
     ) -> Result<Vec<Vec<u8>>, ScatterError> {
-        let t = self.timeout;
-        self.cmd(t, redis::cmd("LRANGE").arg(key).arg(from).arg(-1))
+        self.cmd(redis::cmd("LRANGE").arg(key).arg(from).arg(-1))
             .await
     }
 
     pub async fn rpush_bytes(&mut self, key: &str, value: &[u8]) -> Result<(), ScatterError> {
-        let t = self.timeout;
-        self.cmd::<i64>(t, redis::cmd("RPUSH").arg(key).arg(value))
+        self.cmd::<i64>(redis::cmd("RPUSH").arg(key).arg(value))
             .await
             .map(|_| ())
     }
@@ -207,16 +197,15 @@ impl Store {
         let mut cursor: u64 = 0;
         let mut removed = 0u64;
         loop {
-            let t = self.timeout;
             let mut scan = redis::cmd("SCAN");
             scan.arg(cursor)
                 .arg("MATCH")
                 .arg(keys.pattern())
                 .arg("COUNT")
                 .arg(1000);
-            let (next, found): (u64, Vec<String>) = self.cmd(t, &scan).await?;
+            let (next, found): (u64, Vec<String>) = self.cmd(&scan).await?;
             if !found.is_empty() {
-                let n: u64 = self.cmd(t, redis::cmd("UNLINK").arg(&found)).await?;
+                let n: u64 = self.cmd(redis::cmd("UNLINK").arg(&found)).await?;
                 removed += n;
             }
             if next == 0 {

@@ -68,6 +68,11 @@ impl Job {
 /// ([`crate::hypervisor::libvirt::CALL_TIMEOUT`]).
 pub(super) const CANCEL_BOUND: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// After a taken cancel, this many periods in a row with no migration job
+/// on the source end the migration even if libvirt's migrate call has not
+/// returned (it normally returns within one).
+const LOST_CALL_PERIODS: u32 = 3;
+
 pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: CancellationToken) {
     let t0 = Instant::now();
     let Some(rec) = evac.get(id) else { return };
@@ -477,6 +482,13 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
     // at most CANCEL_BOUND, so a cancel is never dropped and never waits
     // without end.
     let mut cancel_pending: Option<Instant> = None;
+    // A cancel the hypervisor took (the abort was accepted), and for how
+    // many periods since libvirt has reported no migration job. libvirt's
+    // job ending is what a taken abort does; its migrate call returning is
+    // what the loop normally waits for, and once, on the testbed after
+    // libvirtd had hung, it did not return at all.
+    let mut cancel_taken: Option<Instant> = None;
+    let mut no_job_periods = 0u32;
     let mut watch = converge::Watch::new(job.convergence.iterations);
     let mut downtime_limit = converge::QEMU_DEFAULT_DOWNTIME_MS;
     // Set when solive itself aborted a stalled pre-copy: the VM failed to
@@ -494,12 +506,17 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
                 } else if let Err(e) = hv.abort(vm).await {
                     tracing::info!(evacuation = job.id, vm, error = %e, "cancel held: the abort is tried again every period");
                     cancel_pending = Some(Instant::now());
+                } else {
+                    cancel_taken = Some(Instant::now());
                 }
             }
             _ = tick.tick() => {
                 if let Some(since) = cancel_pending {
-                    if postcopy || hv.abort(vm).await.is_ok() {
+                    if postcopy {
                         cancel_pending = None;
+                    } else if hv.abort(vm).await.is_ok() {
+                        cancel_pending = None;
+                        cancel_taken = Some(Instant::now());
                     } else if since.elapsed() > CANCEL_BOUND {
                         gave_up = Some("the cancel could not be carried out".into());
                         break Err(format!(
@@ -508,7 +525,24 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
                         ));
                     }
                 }
-                let progress = hv.progress(vm).await.ok().flatten();
+                let progress = hv.progress(vm).await;
+                if let Some(taken) = cancel_taken {
+                    no_job_periods = match progress {
+                        Ok(None) => no_job_periods + 1,
+                        _ => 0,
+                    };
+                    if no_job_periods >= LOST_CALL_PERIODS {
+                        break Err("cancelled: the source's migration job is over, but libvirt's migrate call has not returned".into());
+                    }
+                    if taken.elapsed() > CANCEL_BOUND {
+                        gave_up = Some("the cancel could not be carried out".into());
+                        break Err(format!(
+                            "cancelled, and the source's hypervisor took the abort, but the migration did not stop within {} s; it may still run",
+                            CANCEL_BOUND.as_secs()
+                        ));
+                    }
+                }
+                let progress = progress.ok().flatten();
                 if let Some(p) = progress {
                     if let Some(rid) = rid.filter(|_| p.mem_bps > 0) {
                         controller.report_migration(

@@ -214,6 +214,33 @@ async fn a_cancel_the_hypervisor_cannot_take_yet_is_held_until_it_can() {
     assert_no_reservations(&evac).await;
 }
 
+/// A cancel the hypervisor took ends the migration when libvirt's job is
+/// over, even if libvirt's migrate call never returns (seen once on the
+/// testbed after libvirtd had hung): the evacuation does not wait for ever.
+#[tokio::test(start_paused = true)]
+async fn a_taken_cancel_ends_when_the_job_is_over_though_the_migrate_call_never_returns() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "a", vm(4000, 0.0));
+    cloud.lose_migrate_call_on_abort("a");
+    let evac = setup(&cloud);
+    let id = start(&evac, r#"{"source":"h1","destination":"h2","urgency":80}"#).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    evac.cancel(id).unwrap();
+    let rec = evac.wait(id).await.unwrap();
+    let v = &rec.vms[0];
+    assert_eq!(rec.state, EvacuationState::Cancelled, "{rec:#?}");
+    assert_eq!(v.state, VmState::Cancelled, "{rec:#?}");
+    let error = v.error.as_ref().unwrap();
+    assert!(
+        error.contains("migrate call has not returned") && error.contains("the VM is now on h1"),
+        "{error}"
+    );
+    // A few periods after the cancel, not the 400 s migration.
+    assert!(v.ended_ms.unwrap() < 15_000, "{rec:#?}");
+    assert_eq!(cloud.vms_on("h1"), vec!["a"]);
+    assert_no_reservations(&evac).await;
+}
+
 /// A cancel the hypervisor never takes does not hold the evacuation for
 /// ever: after `CANCEL_BOUND` the VM is failed with the reason.
 #[tokio::test(start_paused = true)]

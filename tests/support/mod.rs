@@ -263,6 +263,15 @@ impl Solive {
         of: tokio::net::TcpListener,
         hypervisors: std::collections::BTreeMap<String, solive::evacuation::HostHypervisor>,
     ) -> Solive {
+        // solive's log goes to the test's captured output: printed with a
+        // failing test (what CI shows), swallowed with a passing one.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("solive=info")),
+            )
+            .with_test_writer()
+            .try_init();
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         config.controller.openflow_listen = of.local_addr().unwrap();
         let api_url = format!("http://{}", api.local_addr().unwrap());

@@ -272,6 +272,16 @@ pub async fn gather_tcp(
     let deadline = Instant::now() + cfg.wait;
     let sock = loop {
         match TcpStream::connect(addr).await {
+            // Connecting to a local port in the ephemeral range that nothing
+            // listens on yet can pick that very port as the source: TCP's
+            // simultaneous open then connects the socket to itself, the
+            // gather "succeeds" with no QEMU behind it, and QEMU's listen
+            // fails with "Address already in use" (seen in CI). Drop it, so
+            // the port is free again, and retry.
+            Ok(s) if connected_to_itself(&s) => {
+                drop(s);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             Ok(s) => break s,
             Err(e) if Instant::now() >= deadline => {
                 return Err(ScatterError::Output(format!(
@@ -286,9 +296,37 @@ pub async fn gather_tcp(
     gather(cfg, w, Some(r)).await
 }
 
+/// Whether a connection's two ends are one socket (see [`gather_tcp`]).
+fn connected_to_itself(s: &TcpStream) -> bool {
+    matches!((s.local_addr(), s.peer_addr()), (Ok(l), Ok(p)) if l == p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_socket_connected_to_itself_is_recognised() {
+        // Find a free port, then connect a socket bound to it to itself (what
+        // an unlucky ephemeral port does by chance).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_reuseaddr(true).unwrap();
+        sock.bind(addr).unwrap();
+        let selfish = sock.connect(addr).await.unwrap();
+        assert!(connected_to_itself(&selfish));
+        drop(selfish);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let normal = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert!(!connected_to_itself(&normal));
+    }
 
     #[test]
     fn an_abort_marker_counts_only_for_its_own_session() {

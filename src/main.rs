@@ -61,8 +61,20 @@ enum Cmd {
         /// The order to use instead of solive's (comma-separated names).
         #[arg(long, value_delimiter = ',')]
         order: Vec<String>,
-        #[arg(long, default_value_t = 1)]
-        max_parallel: u32,
+        /// How many migrations at once: `auto` (the feedback controller) or
+        /// a number from 1 to 16.
+        #[arg(long, default_value = "auto")]
+        concurrency: String,
+        /// The older name of a pinned `--concurrency`.
+        #[arg(long)]
+        max_parallel: Option<u32>,
+        /// TCP connections per migration (libvirt's parallel migration).
+        #[arg(long)]
+        parallel_connections: Option<u32>,
+        /// The weight of the total time against the mean individual time in
+        /// the evacuation's score, 0 to 1.
+        #[arg(long, default_value_t = solive::evacuation::metric::DEFAULT_WEIGHT)]
+        score_weight: f64,
         /// Migrate without reserving bandwidth (the baseline).
         #[arg(long)]
         no_reserve: bool,
@@ -240,6 +252,7 @@ enum PlanMode {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum OnStallArg {
     Downtime,
+    Throttle,
     Postcopy,
     Abort,
     None,
@@ -346,7 +359,10 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             mode,
             vms,
             order,
+            concurrency,
             max_parallel,
+            parallel_connections,
+            score_weight,
             no_reserve,
             on_stall,
             max_downtime_ms,
@@ -354,16 +370,26 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         } => {
             let on_stall = match on_stall {
                 OnStallArg::Downtime => "downtime",
+                OnStallArg::Throttle => "throttle",
                 OnStallArg::Postcopy => "postcopy",
                 OnStallArg::Abort => "abort",
                 OnStallArg::None => "none",
             };
             let mut body = serde_json::json!({
                 "source": source, "destination": destination, "urgency": urgency,
-                "threshold": threshold, "max_parallel": max_parallel, "reserve": !no_reserve,
+                "threshold": threshold, "reserve": !no_reserve, "score_weight": score_weight,
                 "mode": match mode { PlanMode::Precopy => "precopy", PlanMode::Postcopy => "postcopy" },
                 "on_stall": on_stall, "max_downtime_ms": max_downtime_ms,
             });
+            // The server checks the range and names the field.
+            match (max_parallel, concurrency.parse::<u64>()) {
+                (Some(n), _) => body["max_parallel"] = serde_json::json!(n),
+                (None, Ok(n)) => body["concurrency"] = serde_json::json!(n),
+                (None, Err(_)) => body["concurrency"] = serde_json::json!(concurrency),
+            }
+            if let Some(n) = parallel_connections {
+                body["parallel_connections"] = serde_json::json!(n);
+            }
             if !vms.is_empty() {
                 body["vms"] = serde_json::json!(vms);
             }

@@ -11,7 +11,12 @@
 //! - below, the source uplink's reserved % and migration (used) % over time:
 //!   each VM's reservation history is offset by that VM's `started_ms`
 //!   (its reservation is made when its migration starts), and concurrent
-//!   reservations (`max_parallel` > 1) are summed, since they share the uplink.
+//!   reservations (concurrency above 1) are summed, since they share the
+//!   uplink;
+//! - when the record has one, the concurrency timeline: how many migrations
+//!   were allowed at once (the feedback controller's limit, or the pinned
+//!   number) and how many ran, with each of the controller's decisions
+//!   marked and its reason in the mark's tooltip.
 //!
 //! The SVG is written by hand (no dependency): a few rectangles, lines and
 //! polylines. Every string from the record goes through [`xml_escape`].
@@ -51,6 +56,9 @@ const BAR: f64 = 16.0;
 const AXIS_GAP: f64 = 34.0;
 const CHART: f64 = 180.0;
 const BOTTOM: f64 = 70.0;
+/// The concurrency panel, when the record has a timeline.
+const CONC_CHART: f64 = 110.0;
+const CONC_GAP: f64 = 60.0;
 
 /// One VM as drawn; times in ms since the evacuation was created.
 struct VmBar {
@@ -318,7 +326,12 @@ pub fn evacuation_svg(record: &Value) -> Result<String, ReportError> {
 
     let bars_h = ROW * vms.len() as f64;
     let chart_top = TOP + bars_h + AXIS_GAP + 30.0;
-    let height = chart_top + CHART + BOTTOM;
+    let timeline = concurrency_timeline(record);
+    let conc_top = chart_top + CHART + CONC_GAP;
+    let height = match timeline.is_empty() {
+        true => chart_top + CHART + BOTTOM,
+        false => conc_top + CONC_CHART + BOTTOM,
+    };
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -344,6 +357,18 @@ pub fn evacuation_svg(record: &Value) -> Result<String, ReportError> {
     }
     if let Some(t) = record["eviction_ms"].as_u64() {
         let _ = write!(title, ", eviction {:.1} s", t as f64 / 1000.0);
+    }
+    if let Some(sc) = record["metrics"]["score_s"].as_f64() {
+        let _ = write!(
+            title,
+            ", mean/max individual {:.1}/{:.1} s, score {sc:.1} s",
+            record["metrics"]["mean_individual_s"]
+                .as_f64()
+                .unwrap_or(0.0),
+            record["metrics"]["max_individual_s"]
+                .as_f64()
+                .unwrap_or(0.0)
+        );
     }
     let _ = writeln!(
         s,
@@ -513,14 +538,135 @@ pub fn evacuation_svg(record: &Value) -> Result<String, ReportError> {
         );
     }
     time_axis(&mut s, chart_top + CHART, span, step, &x);
+    let mut axis_bottom = chart_top + CHART;
+    if !timeline.is_empty() {
+        concurrency_panel(&mut s, record, &timeline, conc_top, last, &x);
+        time_axis(&mut s, conc_top + CONC_CHART, span, step, &x);
+        axis_bottom = conc_top + CONC_CHART;
+    }
     let _ = writeln!(
         s,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">time since the evacuation was created (s)</text>"#,
         LEFT + plot_w / 2.0,
-        chart_top + CHART + 40.0
+        axis_bottom + 40.0
     );
     s.push_str("</svg>\n");
     Ok(s)
+}
+
+/// The record's concurrency timeline: (ms, limit, running), in order.
+fn concurrency_timeline(record: &Value) -> Vec<(u64, f64, f64)> {
+    let Some(points) = record["concurrency"]["timeline"].as_array() else {
+        return Vec::new();
+    };
+    points
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p["t_ms"].as_u64()?,
+                p["limit"].as_f64()?,
+                p["running"].as_f64()?,
+            ))
+        })
+        .collect()
+}
+
+/// The concurrency panel at `top`: the limit (dashed) and the migrations
+/// running (solid) as steps up to `last`, each decision a mark.
+fn concurrency_panel(
+    s: &mut String,
+    record: &Value,
+    timeline: &[(u64, f64, f64)],
+    top: f64,
+    last: u64,
+    x: &dyn Fn(u64) -> f64,
+) {
+    let ymax = timeline
+        .iter()
+        .map(|p| p.1.max(p.2))
+        .fold(1.0_f64, f64::max)
+        .ceil();
+    let y = |n: f64| top + CONC_CHART - n / ymax * CONC_CHART;
+    let mode = match &record["concurrency"]["mode"] {
+        Value::String(m) => m.clone(),
+        v => v.to_string(),
+    };
+    let _ = writeln!(
+        s,
+        r#"<text x="{LEFT}" y="{:.1}" font-weight="bold">Migrations at once (concurrency {})</text>"#,
+        top - 10.0,
+        xml_escape(&mode)
+    );
+    let _ = writeln!(
+        s,
+        r##"<rect x="{LEFT}" y="{top:.1}" width="{:.1}" height="{CONC_CHART}" fill="none" stroke="#999999"/>"##,
+        WIDTH - LEFT - RIGHT
+    );
+    let mut n = 0.0;
+    while n <= ymax {
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{n:.0}</text>"#,
+            LEFT - 6.0,
+            y(n) + 4.0
+        );
+        n += (ymax / 4.0).ceil().max(1.0);
+    }
+    for (class, color, dash, pick) in [
+        ("limit", "#c2410c", r#" stroke-dasharray="6 3""#, 1usize),
+        ("running", "#2f6fd0", "", 2usize),
+    ] {
+        let mut pts = String::new();
+        let mut prev: Option<f64> = None;
+        for p in timeline {
+            let val = if pick == 1 { p.1 } else { p.2 };
+            if let Some(pv) = prev {
+                let _ = write!(pts, "{:.1},{:.1} ", x(p.0), y(pv));
+            }
+            let _ = write!(pts, "{:.1},{:.1} ", x(p.0), y(val));
+            prev = Some(val);
+        }
+        if let Some(pv) = prev {
+            let _ = write!(pts, "{:.1},{:.1}", x(last), y(pv));
+        }
+        let _ = writeln!(
+            s,
+            r#"<polyline class="{class}" points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
+            pts.trim_end()
+        );
+    }
+    for d in record["concurrency"]["decisions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let (Some(at), Some(to)) = (d["at_ms"].as_u64(), d["to"].as_f64()) else {
+            continue;
+        };
+        let reason = d["reason"].as_str().unwrap_or("?");
+        let _ = writeln!(
+            s,
+            r##"<circle class="decision" cx="{:.1}" cy="{:.1}" r="3.5" fill="#c2410c"><title>{} s: {} → {to:.0} ({})</title></circle>"##,
+            x(at),
+            y(to),
+            secs(at),
+            d["from"].as_u64().unwrap_or(0),
+            xml_escape(reason)
+        );
+    }
+    let lx = WIDTH - RIGHT - 220.0;
+    let ly = top + 14.0;
+    let _ = writeln!(
+        s,
+        r##"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="#c2410c" stroke-width="2" stroke-dasharray="6 3"/><text x="{}" y="{}">limit</text><line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="#2f6fd0" stroke-width="2"/><text x="{}" y="{}">running</text>"##,
+        lx + 20.0,
+        lx + 24.0,
+        ly + 4.0,
+        lx + 80.0,
+        lx + 100.0,
+        lx + 104.0,
+        ly + 4.0
+    );
 }
 
 /// A horizontal axis at `y` with a tick and a label in seconds every `step`.
@@ -555,7 +701,7 @@ mod tests {
         json!({
             "id": 3,
             "request": {"source": "h1", "destination": "h2", "mode": "postcopy", "urgency": 60.0,
-                        "threshold": 10.0, "order": "solive", "max_parallel": 1,
+                        "threshold": 10.0, "order": "solive", "concurrency": 1,
                         "balance_pct": 5.0, "reserve": true},
             "state": "failed",
             "created_unix_ms": 1_700_000_000_000u64,
@@ -640,6 +786,31 @@ mod tests {
         a.name = "other".into();
         let s = uplink_series(&[a, b]);
         assert_eq!(s[0], (1200, 120.0, 0.0));
+    }
+
+    #[test]
+    fn the_concurrency_timeline_is_drawn_with_its_decisions() {
+        let mut r = fixture();
+        assert!(!evacuation_svg(&r).unwrap().contains("class=\"limit\""));
+        r["concurrency"] = json!({
+            "mode": "auto",
+            "decisions": [
+                {"at_ms": 1200, "from": 0, "to": 1, "reason": "start"},
+                {"at_ms": 5000, "from": 1, "to": 2, "reason": "probe", "rate_bps": 3e7},
+                {"at_ms": 9000, "from": 2, "to": 1, "reason": "not_rising", "before_bps": 3e7, "after_bps": 3.05e7}],
+            "timeline": [
+                {"t_ms": 1200, "limit": 1, "running": 1},
+                {"t_ms": 5000, "limit": 2, "running": 2},
+                {"t_ms": 9000, "limit": 1, "running": 1}]
+        });
+        r["metrics"] = json!({"total_s": 10.8, "mean_individual_s": 5.35, "max_individual_s": 8.0,
+                              "score_s": 8.075, "weight": 0.5, "migrations": 2});
+        let svg = evacuation_svg(&r).unwrap();
+        assert!(svg.contains("class=\"limit\"") && svg.contains("class=\"running\""));
+        assert_eq!(svg.matches("class=\"decision\"").count(), 3);
+        assert!(svg.contains("2 → 1 (not_rising)"), "{svg}");
+        assert!(svg.contains("concurrency auto"));
+        assert!(svg.contains("score 8.1 s"));
     }
 
     #[test]

@@ -112,6 +112,21 @@ async fn evacuation_over_rest() {
             400,
             "max_parallel",
         ),
+        (
+            r#"{"source":"h1","destination":"h2","concurrency":0}"#,
+            400,
+            "concurrency: must be \"auto\" or from 1 to 16, not 0",
+        ),
+        (
+            r#"{"source":"h1","destination":"h2","concurrency":"lots"}"#,
+            400,
+            "concurrency",
+        ),
+        (
+            r#"{"source":"h1","destination":"h2","parallel_connections":99}"#,
+            400,
+            "parallel_connections: must be from 1 to 16, not 99",
+        ),
         ("not json", 400, ""),
     ];
     for (body, status, needle) in bad {

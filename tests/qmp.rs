@@ -148,6 +148,8 @@ fn qmp_driver_measures_migrates_with_a_cap_and_aborts() {
         bandwidth_mibs: 2,
         postcopy: false,
         listen_address: None,
+        parallel_connections: None,
+        auto_converge: None,
     };
     let migrating = rt.spawn(h1.migrate("vm", opts(port, &dst_dir)));
     std::thread::sleep(Duration::from_secs(1));

@@ -358,6 +358,8 @@ fn solive_migrates_through_libvirt_and_changes_the_speed_cap_mid_flight() {
         bandwidth_mibs: 2,
         postcopy: false,
         listen_address: None,
+        parallel_connections: None,
+        auto_converge: None,
     };
     let migrating = {
         let h1 = h1.clone();
@@ -747,6 +749,8 @@ capacity_mbps = 100
         bandwidth_mibs: mibs,
         postcopy,
         listen_address: None,
+        parallel_connections: None,
+        auto_converge: None,
     };
 
     // 1. Measuring.

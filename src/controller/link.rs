@@ -17,6 +17,18 @@
 //! few megabytes of its last pass. A destination's incoming link is split
 //! among the migrations arriving there by the same rule, within what that
 //! destination may reserve.
+//!
+//! **No downward ratchet.** Algorithm 1's release step follows the
+//! migrations' rate down, and a migration's cap follows its part: one slowed
+//! by anything but the link (CPU, a guest busy dirtying memory) would drag
+//! its own cap down, and a pre-copy capped below what its dirty set needs
+//! never finishes (on `paper-4vm-precopy-40m`, M at 3 MiB/s for 560 s). So a
+//! migration that says what it needs (a pre-copy: its last dirty set within
+//! the downtime limit, [`crate::evacuation::converge::needed_rate_bps`])
+//! gets it first: the link's reservation is held at the sum of the needs
+//! ([`floor_pct`]) as far as the link has room (never below what the
+//! applications offer beyond the urgency), and each migration's part starts
+//! from its need before the rest is split by remaining bytes.
 
 use super::enforce::shares;
 
@@ -26,11 +38,40 @@ pub struct Member {
     pub reservation: u64,
     /// Bytes the migration has left to send, when its hypervisor has said.
     pub remaining: Option<f64>,
+    /// The rate it needs to finish, in the unit of the total it is split
+    /// from, when its hypervisor has said.
+    pub need: Option<f64>,
 }
 
-/// Splits `total` (any unit) among `members` by their remaining bytes; the
-/// result is in `members`' order and sums to `total`.
+/// The floor of a link's reservation, percent of C: what its migrations
+/// need together (`needs_pct`), but no more than the larger of the urgency
+/// and the link's room (`room_pct`: 100 less what the applications offer).
+/// None when no migration said what it needs.
+pub fn floor_pct(needs_pct: &[f64], room_pct: f64, urgency: f64) -> Option<f64> {
+    if needs_pct.is_empty() {
+        return None;
+    }
+    let need: f64 = needs_pct.iter().sum();
+    Some(need.min(room_pct.max(urgency)).max(0.0))
+}
+
+/// Splits `total` (any unit) among `members`: each first gets its need (all
+/// needs scaled down alike when they add up to more than `total`), the rest
+/// goes by their remaining bytes. In `members`' order; sums to `total`.
 pub fn split(total: f64, members: &[Member]) -> Vec<f64> {
+    let total = total.max(0.0);
+    let needs: Vec<f64> = members
+        .iter()
+        .map(|m| m.need.unwrap_or(0.0).max(0.0))
+        .collect();
+    let need: f64 = needs.iter().sum();
+    let scale = if need > total { total / need } else { 1.0 };
+    let rest = by_remaining(total - need * scale, members);
+    needs.iter().zip(rest).map(|(n, r)| n * scale + r).collect()
+}
+
+/// Splits `total` by remaining bytes (with [`shares`]' quarter floor).
+fn by_remaining(total: f64, members: &[Member]) -> Vec<f64> {
     let known: Vec<f64> = members.iter().filter_map(|m| m.remaining).collect();
     let mean = if known.is_empty() {
         1.0
@@ -90,6 +131,7 @@ mod tests {
         Member {
             reservation,
             remaining,
+            need: None,
         }
     }
 
@@ -117,6 +159,37 @@ mod tests {
     fn a_nearly_finished_migration_keeps_a_floor() {
         let s = split(100.0, &[m(1, Some(1e9)), m(2, Some(0.0))]);
         assert!(close(&s, &[87.5, 12.5]), "{s:?}");
+    }
+
+    #[test]
+    fn a_need_is_served_first_then_the_rest_by_remaining_bytes() {
+        // B needs 50 of the 80; the other 30 split 3:1 with floors of 3.75.
+        let b = Member {
+            need: Some(50.0),
+            ..m(2, Some(100.0))
+        };
+        let s = split(80.0, &[m(1, Some(300.0)), b]);
+        assert!((s.iter().sum::<f64>() - 80.0).abs() < 1e-9);
+        assert!(close(&s, &[20.625, 59.375]), "{s:?}");
+        // Needs beyond the total are scaled down alike, and still sum to it.
+        let a = Member {
+            need: Some(60.0),
+            ..m(1, Some(1.0))
+        };
+        let s = split(80.0, &[a, b]);
+        assert!(
+            close(&s, &[80.0 * 60.0 / 110.0, 80.0 * 50.0 / 110.0]),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn the_floor_is_what_is_needed_within_the_room_or_the_urgency() {
+        assert_eq!(floor_pct(&[], 90.0, 50.0), None);
+        assert_eq!(floor_pct(&[20.0, 10.0], 90.0, 50.0), Some(30.0));
+        // The applications offer 60: the room is 40, the urgency 75 wins.
+        assert_eq!(floor_pct(&[175.0], 40.0, 75.0), Some(75.0));
+        assert_eq!(floor_pct(&[175.0], 90.0, 50.0), Some(90.0));
     }
 
     #[test]

@@ -166,6 +166,21 @@ pub struct Reservation {
     /// What its destination gives it, bit/s, once the destination's incoming
     /// link has been split among the migrations arriving there.
     pub destination_share_bps: Option<f64>,
+    /// The rate it needs to finish, bit/s, when its hypervisor said (a
+    /// pre-copy: its dirty set within the downtime limit): the floor of its
+    /// part of the link ([`super::link`]).
+    pub need_bps: Option<f64>,
+}
+
+/// What the hypervisor says of a reservation's migration each period.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MigrationReport {
+    /// Its rate, bit/s (Algorithm 1's `mig` while fresh).
+    pub bps: f64,
+    /// Bytes it has left: its part of a shared link ([`super::link`]).
+    pub remaining: Option<u64>,
+    /// The rate it needs to finish, bit/s.
+    pub need_bps: Option<f64>,
 }
 
 /// A migration is taken as started once its flows carry more than this share
@@ -184,11 +199,23 @@ impl Reservation {
             reported_remaining: None,
             share_pct: None,
             destination_share_bps: None,
+            need_bps: None,
         }
     }
 
     pub fn params(&self) -> &Params {
         &self.reserver.params
+    }
+
+    /// Raises the link's reservation as this reservation's loop holds it to
+    /// at least `floor_pct` (see [`super::link::floor_pct`]).
+    pub fn raise_to(&mut self, floor_pct: f64) {
+        self.reserver.raise_to(floor_pct);
+        if let Some(p) = self.history.last_mut() {
+            p.reserve_pct = p
+                .reserve_pct
+                .max(self.reserver.reserve_pct().unwrap_or(0.0));
+        }
     }
 
     /// The current reservation in percent of the source's C, once measured:

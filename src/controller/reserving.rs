@@ -244,6 +244,7 @@ impl Controller {
                     r.tick(t, &m);
                 }
             }
+            self.hold_floor(&ids, &m);
             self.share_link(&ids);
         }
         self.share_destinations();
@@ -251,6 +252,31 @@ impl Controller {
             let ids: Vec<u64> = self.reservations.keys().copied().collect();
             for id in ids {
                 self.persist_reservation(id, "active");
+            }
+        }
+    }
+
+    /// Holds the link's reservation at what its migrations need to finish,
+    /// as far as the link has room ([`link::floor_pct`]).
+    fn hold_floor(&mut self, ids: &[u64], m: &Measurement) {
+        let needs: Vec<f64> = ids
+            .iter()
+            .filter_map(|id| self.reservations.get(id)?.need_bps)
+            .map(|b| b / m.capacity * 100.0)
+            .collect();
+        let Some(urgency) = ids
+            .first()
+            .and_then(|id| self.reservations.get(id))
+            .map(|r| r.params().urgency)
+        else {
+            return;
+        };
+        let apps_pct = ((m.outgoing - m.migration) / m.capacity * 100.0).max(0.0);
+        if let Some(floor) = link::floor_pct(&needs, 100.0 - apps_pct, urgency) {
+            for id in ids {
+                if let Some(r) = self.reservations.get_mut(id) {
+                    r.raise_to(floor);
+                }
             }
         }
     }
@@ -270,7 +296,16 @@ impl Controller {
             }
             return;
         };
-        let members = self.members(ids);
+        let source = ids.first().and_then(|id| self.reservations.get(id));
+        let capacity = source
+            .and_then(|r| {
+                self.host_infos()
+                    .get(&r.request.source)
+                    .map(|h| h.capacity_bps)
+            })
+            .unwrap_or(0.0);
+        // Parts are in percent of C: so are the needs.
+        let members = self.members(ids, capacity / 100.0);
         for (id, part) in ids.iter().zip(link::split(link, &members)) {
             if let Some(r) = self.reservations.get_mut(id) {
                 r.set_share(Some(part), Some(link));
@@ -278,11 +313,20 @@ impl Controller {
         }
     }
 
-    fn members(&self, ids: &[u64]) -> Vec<link::Member> {
+    /// The reservations as members of a link, their needs in units of
+    /// `unit_bps` (C/100 for parts in percent; 1 for bit/s).
+    fn members(&self, ids: &[u64], unit_bps: f64) -> Vec<link::Member> {
         ids.iter()
-            .map(|id| link::Member {
-                reservation: *id,
-                remaining: self.reservations.get(id).and_then(|r| r.reported_remaining),
+            .map(|id| {
+                let r = self.reservations.get(id);
+                link::Member {
+                    reservation: *id,
+                    remaining: r.and_then(|r| r.reported_remaining),
+                    need: r
+                        .and_then(|r| r.need_bps)
+                        .filter(|_| unit_bps > 0.0)
+                        .map(|b| b / unit_bps),
+                }
             })
             .collect()
     }
@@ -314,7 +358,7 @@ impl Controller {
                     r.source_bps(src)
                 })
                 .collect();
-            let got = link::fit(cap * max_reserve / 100.0, &want, &self.members(&ids));
+            let got = link::fit(cap * max_reserve / 100.0, &want, &self.members(&ids, 1.0));
             for (id, g) in ids.iter().zip(got) {
                 if let Some(r) = self.reservations.get_mut(id) {
                     r.destination_share_bps = Some(g);

@@ -33,6 +33,11 @@ pub enum OnStall {
     /// longer at the end, but it moves.
     #[default]
     Downtime,
+    /// Start the migration with QEMU's auto-converge ([`THROTTLE`]): QEMU
+    /// slows the guest's vCPUs, step by step, while it dirties memory faster
+    /// than the migration sends it. A migration that stalls all the same
+    /// then gets `Downtime`'s remedy.
+    Throttle,
     /// Switch to post-copy: the VM runs on the destination at once and
     /// fetches the rest (the migration is started with post-copy allowed).
     Postcopy,
@@ -41,6 +46,16 @@ pub enum OnStall {
     /// Record the stall, change nothing.
     None,
 }
+
+/// Auto-converge's steps for `on_stall: "throttle"`: QEMU's own defaults
+/// (20% of the vCPUs' time, 10 more each pass that still falls behind), as
+/// KubeVirt, Nova and oVirt leave them. Gentler than larger steps for the
+/// guest's services; a working set that outruns them still moves, by the
+/// downtime fallback.
+pub const THROTTLE: crate::hypervisor::AutoConverge = crate::hypervisor::AutoConverge {
+    initial_pct: 20,
+    increment_pct: 10,
+};
 
 /// A remainder must drop by this share to count as progress.
 pub const MIN_GAIN: f64 = 0.10;
@@ -96,6 +111,8 @@ pub struct Watch {
     best: Option<(u64, u64)>,
     /// The largest dirty set since `best` was set.
     worst: u64,
+    /// The dirty set of the last pass that ended.
+    last: Option<u64>,
 }
 
 impl Watch {
@@ -106,7 +123,14 @@ impl Watch {
             pass: None,
             best: None,
             worst: 0,
+            last: None,
         }
+    }
+
+    /// The dirty set of the last pass that ended, bytes (None during the
+    /// first two passes).
+    pub fn dirty_set(&self) -> Option<u64> {
+        self.last
     }
 
     /// Feeds one progress report; Some once `iterations` passes have gone
@@ -144,6 +168,7 @@ impl Watch {
 
     /// A pass is over: its largest sample is its dirty set.
     fn close_pass(&mut self, pass: u64, dirty_set: u64) {
+        self.last = Some(dirty_set);
         match self.best {
             Some((b, since)) if dirty_set as f64 >= b as f64 * (1.0 - MIN_GAIN) => {
                 self.worst = self.worst.max(dirty_set);
@@ -157,6 +182,14 @@ impl Watch {
             }
         }
     }
+}
+
+/// The rate, bit/s, at which a dirty set of `dirty_set` bytes fits in a
+/// downtime limit of `limit_ms`, with a quarter more for the rate's jitter
+/// (as [`Stall::needed_downtime_ms`]): what a pre-copy's cap must not fall
+/// below if it is to finish ([`crate::controller::link`]'s floor).
+pub fn needed_rate_bps(dirty_set: u64, limit_ms: u64) -> f64 {
+    dirty_set as f64 * 8.0 * 1.25 / (limit_ms.max(1) as f64 / 1000.0)
 }
 
 /// The downtime limit to set for a stall, or None when the limit already
@@ -180,6 +213,19 @@ mod tests {
     use super::*;
 
     const MIB: f64 = 1_048_576.0;
+
+    #[test]
+    fn the_needed_rate_fits_the_last_dirty_set_in_the_limit() {
+        let mut w = Watch::new(5);
+        assert_eq!(w.dirty_set(), None);
+        for (i, mib) in [(2, 3.0), (2, 2.0), (3, 1.5)] {
+            w.observe(&p(i, mib));
+        }
+        assert_eq!(w.dirty_set(), Some((3.0 * MIB) as u64));
+        // 3 MiB within 300 ms, with a quarter more.
+        let r = needed_rate_bps(3 << 20, 300);
+        assert!((r - 3.0 * MIB * 8.0 * 1.25 / 0.3).abs() < 1.0, "{r}");
+    }
 
     fn p(iteration: u64, remaining_mib: f64) -> MigrationProgress {
         MigrationProgress {

@@ -8,7 +8,10 @@
 //! its record; readers get copies. Controller state (reservations, switches)
 //! stays with the controller task and is reached through its handle.
 
+pub mod concurrency;
 pub mod converge;
+mod dispatch;
+pub mod metric;
 pub mod ports;
 pub mod record;
 pub mod request;
@@ -25,7 +28,7 @@ use crate::controller::ControllerHandle;
 use crate::hypervisor::{Hypervisor, HypervisorError};
 use crate::store::Store;
 pub use record::{EvacuationRecord, EvacuationState, VmRecord, VmState};
-pub use request::{EvacuationRequest, OrderSpec, RequestError};
+pub use request::{Concurrency, EvacuationRequest, OrderSpec, RequestError};
 
 /// A host's hypervisor and how other hosts reach it.
 #[derive(Debug, Clone)]

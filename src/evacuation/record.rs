@@ -4,8 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::concurrency::Decision;
 use super::converge::{OnStall, Stall};
-use super::request::EvacuationRequest;
+use super::metric::{self, Metrics};
+use super::request::{Concurrency, EvacuationRequest};
 use crate::controller::reservation::HistoryPoint;
 use crate::hypervisor::{MigrationProgress, VmMeasurement};
 use crate::order::Plan;
@@ -171,6 +173,61 @@ pub struct EvacuationRecord {
     pub left_on_source: Vec<String>,
     pub ended_ms: Option<u64>,
     pub error: Option<String>,
+    /// Total, mean and maximum individual migration time and the combined
+    /// score ([`super::metric`]), once finished.
+    #[serde(default)]
+    pub metrics: Option<Metrics>,
+    /// How many migrations ran at once, and why.
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencyRecord>,
+}
+
+/// The course of an evacuation's concurrency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConcurrencyRecord {
+    /// `"auto"` or the pinned number.
+    pub mode: Concurrency,
+    /// The feedback controller's decisions (auto), in order.
+    pub decisions: Vec<Decision>,
+    /// Every change of the limit or of the migrations running.
+    pub timeline: Vec<ConcurrencyPoint>,
+    /// The start-up time measured (auto overlaps it with the previous
+    /// migration's tail), ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_ms: Option<u64>,
+}
+
+/// One point of the concurrency timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ConcurrencyPoint {
+    /// Milliseconds since the evacuation was created.
+    pub t_ms: u64,
+    pub limit: u32,
+    /// Migrations running (started and not ended, a tail included).
+    pub running: u32,
+}
+
+impl ConcurrencyRecord {
+    pub fn new(mode: Concurrency) -> ConcurrencyRecord {
+        ConcurrencyRecord {
+            mode,
+            decisions: Vec::new(),
+            timeline: Vec::new(),
+            lead_ms: None,
+        }
+    }
+
+    /// Appends a point when the limit or the count changed.
+    pub fn point(&mut self, t_ms: u64, limit: u32, running: u32) {
+        let last = self.timeline.last().map(|p| (p.limit, p.running));
+        if last != Some((limit, running)) {
+            self.timeline.push(ConcurrencyPoint {
+                t_ms,
+                limit,
+                running,
+            });
+        }
+    }
 }
 
 impl EvacuationRecord {
@@ -189,6 +246,8 @@ impl EvacuationRecord {
             left_on_source: Vec::new(),
             ended_ms: None,
             error: None,
+            metrics: None,
+            concurrency: None,
         }
     }
 
@@ -225,6 +284,17 @@ impl EvacuationRecord {
             .flatten();
         self.left_on_source = left_on_source;
         self.ended_ms = Some(now_ms);
+        let individual: Vec<u64> = self
+            .vms
+            .iter()
+            .filter(|v| v.state == VmState::Done)
+            .filter_map(|v| v.duration_ms)
+            .collect();
+        self.metrics = metric::metrics(
+            self.total_migration_ms,
+            &individual,
+            self.request.score_weight,
+        );
         self.state = if cancelled {
             EvacuationState::Cancelled
         } else if all_done {
@@ -249,6 +319,7 @@ mod tests {
             let mut v = VmRecord::pending(name);
             v.started_ms = Some(start);
             v.ended_ms = Some(end);
+            v.duration_ms = Some(end - start);
             v.state = state;
             r.vms.push(v);
         }
@@ -263,6 +334,10 @@ mod tests {
         assert_eq!(r.eviction_ms, Some(2400));
         assert_eq!(r.state, EvacuationState::Done);
         assert!(r.state.finished());
+        let m = r.metrics.unwrap();
+        assert_eq!((m.total_s, m.max_individual_s), (2.4, 1.6));
+        assert!((m.mean_individual_s - 1.2).abs() < 1e-9, "{m:?}");
+        assert!((m.score_s - 1.8).abs() < 1e-9, "{m:?}");
     }
 
     #[test]

@@ -30,9 +30,22 @@ pub struct EvacuationRequest {
     /// order to migrate them.
     #[serde(default)]
     pub order: OrderSpec,
-    /// How many migrations may run at once.
-    #[serde(default = "default_parallel")]
-    pub max_parallel: u32,
+    /// How many migrations run at once: `"auto"` (the feedback controller,
+    /// [`super::concurrency`]) or a number that pins it. Absent: `"auto"`,
+    /// unless `max_parallel` gives a number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+    /// The older name of a pinned `concurrency`, still accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    /// The weight of the total migration time against the mean individual
+    /// time in the evacuation's score ([`super::metric`]), from 0 to 1.
+    #[serde(default = "default_score_weight")]
+    pub score_weight: f64,
+    /// TCP connections per migration (libvirt's parallel migration, QEMU's
+    /// multifd channels); absent: one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_connections: Option<u32>,
     /// B of the ordering rules, percent of C.
     #[serde(default = "default_balance")]
     pub balance_pct: f64,
@@ -104,8 +117,8 @@ fn default_urgency() -> f64 {
 fn default_threshold() -> f64 {
     10.0
 }
-fn default_parallel() -> u32 {
-    1
+fn default_score_weight() -> f64 {
+    super::metric::DEFAULT_WEIGHT
 }
 fn default_balance() -> f64 {
     crate::order::DEFAULT_BALANCE_PCT
@@ -113,6 +126,50 @@ fn default_balance() -> f64 {
 
 /// More at once would only split the same uplink further.
 pub const MAX_PARALLEL: u32 = 16;
+
+/// More connections than this per migration only add CPU work (each multifd
+/// channel is a thread on both sides).
+pub const MAX_CONNECTIONS: u32 = 16;
+
+/// How many migrations run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Concurrency {
+    /// Chosen and adapted by the feedback controller.
+    #[default]
+    Auto,
+    /// Pinned.
+    Fixed(u32),
+}
+
+impl Serialize for Concurrency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Concurrency::Auto => s.serialize_str("auto"),
+            Concurrency::Fixed(n) => s.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Name(String),
+            Number(u64),
+        }
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("concurrency must be \"auto\" or a number"))?
+        {
+            Raw::Name(s) if s == "auto" => Ok(Concurrency::Auto),
+            Raw::Name(s) => Err(serde::de::Error::custom(format!(
+                "concurrency must be \"auto\" or a number, not {s:?}"
+            ))),
+            // Range checked by `check`, so the error names the field.
+            Raw::Number(n) => Ok(Concurrency::Fixed(n.min(u32::MAX as u64) as u32)),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RequestError {
@@ -165,13 +222,19 @@ impl EvacuationRequest {
         if self.source == self.destination {
             return Err(invalid("destination", "the destination is the source"));
         }
-        if self.max_parallel == 0 || self.max_parallel > MAX_PARALLEL {
+        self.concurrency()?;
+        if let Some(n) = self.parallel_connections {
+            if !(1..=MAX_CONNECTIONS).contains(&n) {
+                return Err(invalid(
+                    "parallel_connections",
+                    format!("must be from 1 to {MAX_CONNECTIONS}, not {n}"),
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.score_weight) {
             return Err(invalid(
-                "max_parallel",
-                format!(
-                    "must be from 1 to {MAX_PARALLEL}, not {}",
-                    self.max_parallel
-                ),
+                "score_weight",
+                format!("must be from 0 to 1, not {}", self.score_weight),
             ));
         }
         if !(QEMU_DEFAULT_DOWNTIME_MS..=MAX_DOWNTIME_MS).contains(&self.max_downtime_ms) {
@@ -199,6 +262,33 @@ impl EvacuationRequest {
             ));
         }
         Ok(params)
+    }
+
+    /// The concurrency asked for: `concurrency`, else `max_parallel`, else
+    /// auto; a number must be from 1 to [`MAX_PARALLEL`].
+    pub fn concurrency(&self) -> Result<Concurrency, RequestError> {
+        let c = match (self.concurrency, self.max_parallel) {
+            (Some(c), None) => c,
+            (None, Some(n)) => Concurrency::Fixed(n),
+            (None, None) => Concurrency::Auto,
+            (Some(c), Some(n)) if c == Concurrency::Fixed(n) => c,
+            (Some(_), Some(_)) => return Err(invalid(
+                "max_parallel",
+                "is the older name of concurrency; give one of them, or the same number in both",
+            )),
+        };
+        let field = if self.concurrency.is_some() {
+            "concurrency"
+        } else {
+            "max_parallel"
+        };
+        match c {
+            Concurrency::Fixed(n) if !(1..=MAX_PARALLEL).contains(&n) => Err(invalid(
+                field,
+                format!("must be \"auto\" or from 1 to {MAX_PARALLEL}, not {n}"),
+            )),
+            c => Ok(c),
+        }
     }
 
     /// Every check: [`Self::check`], then the VMs against `on_source`, the
@@ -289,6 +379,13 @@ mod tests {
         assert_eq!(v.vms, on_source());
         assert_eq!(v.order, None);
         assert_eq!(v.params.urgency, 50.0);
+        let r = req(r#"{"source":"h1","destination":"h2"}"#).unwrap();
+        assert_eq!(r.concurrency(), Ok(Concurrency::Auto));
+        let r = req(r#"{"source":"h1","destination":"h2","max_parallel":3}"#).unwrap();
+        assert_eq!(r.concurrency(), Ok(Concurrency::Fixed(3)));
+        let r = req(r#"{"source":"h1","destination":"h2","concurrency":"auto"}"#).unwrap();
+        assert_eq!(r.concurrency(), Ok(Concurrency::Auto));
+        assert_eq!(serde_json::to_value(Concurrency::Fixed(2)).unwrap(), 2);
         let v =
             check(r#"{"source":"h1","destination":"h2","vms":["b"],"order":["b"],"urgency":95}"#)
                 .unwrap();
@@ -324,7 +421,23 @@ mod tests {
             ),
             (
                 r#"{"source":"h1","destination":"h2","max_parallel":0}"#,
-                "max_parallel: must be from 1",
+                "max_parallel: must be \"auto\" or from 1 to 16, not 0",
+            ),
+            (
+                r#"{"source":"h1","destination":"h2","concurrency":17}"#,
+                "concurrency: must be \"auto\" or from 1 to 16, not 17",
+            ),
+            (
+                r#"{"source":"h1","destination":"h2","concurrency":2,"max_parallel":3}"#,
+                "max_parallel: is the older name",
+            ),
+            (
+                r#"{"source":"h1","destination":"h2","parallel_connections":0}"#,
+                "parallel_connections: must be from 1 to 16, not 0",
+            ),
+            (
+                r#"{"source":"h1","destination":"h2","score_weight":1.5}"#,
+                "score_weight: must be from 0 to 1",
             ),
             (
                 r#"{"source":"h1","destination":"h2","order":"fast"}"#,
@@ -359,6 +472,8 @@ mod tests {
         assert!(req(r#"{"source":"h1","destination":"h2","extra":1}"#).is_err());
         assert!(req(r#"{"source":"h1","destination":"h2","mode":"fast"}"#).is_err());
         assert!(req(r#"{"source":"h1","destination":"h2","on_stall":"wait"}"#).is_err());
+        assert!(req(r#"{"source":"h1","destination":"h2","concurrency":"many"}"#).is_err());
+        assert!(req(r#"{"source":"h1","destination":"h2","concurrency":-1}"#).is_err());
         let r = req(r#"{"source":"h1","destination":"h2","on_stall":"postcopy"}"#).unwrap();
         assert_eq!((r.on_stall, r.max_downtime_ms), (OnStall::Postcopy, 2000));
     }

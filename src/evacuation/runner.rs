@@ -9,8 +9,6 @@
 use std::sync::Arc;
 
 use futures::future::join_all;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -19,20 +17,20 @@ use super::record::{EvacuationState, StallRecord, VmLoadRecord, VmState};
 use super::request::Validated;
 use super::{Evacuations, HostHypervisor};
 use crate::controller::enforce::Role;
-use crate::controller::reservation::ReservationRequest;
+use crate::controller::reservation::{MigrationReport, ReservationRequest};
 use crate::controller::{HostView, ReservationView};
 use crate::hypervisor::{bps_to_mibs, MigrateOptions, MigrationStats};
 use crate::order::{self, Mode, PlanInput, VmLoad};
 
 /// Everything one VM's migration needs, cloned into its task.
 #[derive(Clone)]
-struct Job {
-    evac: Evacuations,
-    id: u64,
+pub(super) struct Job {
+    pub(super) evac: Evacuations,
+    pub(super) id: u64,
     t0: Instant,
     source: HostHypervisor,
     dest: HostHypervisor,
-    reservation: ReservationRequest,
+    pub(super) reservation: ReservationRequest,
     mode: Mode,
     /// Whether to reserve at all.
     reserve: bool,
@@ -47,10 +45,12 @@ struct Job {
     created_unix_ms: u64,
     /// What to do when a pre-copy migration stops converging.
     convergence: converge::Policy,
+    /// TCP connections per migration (None: one).
+    parallel_connections: Option<u32>,
 }
 
 impl Job {
-    fn ms(&self) -> u64 {
+    pub(super) fn ms(&self) -> u64 {
         self.t0.elapsed().as_millis() as u64
     }
 
@@ -169,26 +169,11 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
             iterations: req.stall_iterations,
             max_downtime_ms: req.max_downtime_ms,
         },
+        parallel_connections: req.parallel_connections,
     };
-    // Start in order, at most max_parallel at once.
-    let slots = Arc::new(Semaphore::new(req.max_parallel as usize));
-    let mut tasks = JoinSet::new();
-    for vm in order {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p,
-            _ = cancel.cancelled() => break,
-        };
-        let Ok(permit) = permit else { break };
-        if cancel.is_cancelled() {
-            break;
-        }
-        let (job, cancel) = (job.clone(), cancel.clone());
-        tasks.spawn(async move {
-            migrate_one(&job, &vm, &cancel).await;
-            drop(permit);
-        });
-    }
-    while tasks.join_next().await.is_some() {}
+    // Validated when the evacuation was accepted.
+    let concurrency = req.concurrency().unwrap_or_default();
+    super::dispatch::run_all(&job, order, concurrency, &cancel).await;
 
     // Those never started stay where they are.
     let stopping = inner.stopping.is_cancelled();
@@ -357,7 +342,7 @@ pub(super) fn falls_short(view: &ReservationView, pct: f64) -> bool {
     }
 }
 
-async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
+pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
     if cancel.is_cancelled() {
         return;
     }
@@ -440,6 +425,10 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
         postcopy: (job.mode == Mode::Postcopy || job.convergence.on_stall == OnStall::Postcopy)
             && via.is_empty(),
         listen_address: None,
+        // Through intermediaries each relay carries one stream.
+        parallel_connections: job.parallel_connections.filter(|_| via.is_empty()),
+        auto_converge: (job.convergence.on_stall == OnStall::Throttle)
+            .then_some(converge::THROTTLE),
     };
     let mut relays = None;
     // Held until this function returns: no other migration listens on it.
@@ -545,10 +534,19 @@ async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken) {
                 let progress = progress.ok().flatten();
                 if let Some(p) = progress {
                     if let Some(rid) = rid.filter(|_| p.mem_bps > 0) {
+                        // A pre-copy needs its dirty set to fit the downtime
+                        // limit: its part of the link is held there.
+                        let need_bps = watch
+                            .dirty_set()
+                            .filter(|_| !postcopy && !aborting)
+                            .map(|d| converge::needed_rate_bps(d, downtime_limit));
                         controller.report_migration(
                             rid,
-                            p.mem_bps as f64 * 8.0,
-                            Some(p.data_remaining),
+                            MigrationReport {
+                                bps: p.mem_bps as f64 * 8.0,
+                                remaining: Some(p.data_remaining),
+                                need_bps,
+                            },
                         );
                     }
                     // QEMU's sync count reaches 2 when the first pass is over.
@@ -810,10 +808,15 @@ fn stall_message(stall: &Stall, iterations: u64) -> String {
 async fn on_stall(job: &Job, vm: &str, stall: Stall, limit_ms: u64) -> StallRecord {
     let policy = job.convergence;
     let hv = &job.source.hv;
-    let mut action = policy.on_stall;
+    // Throttling is in QEMU's hands from the start; a stall despite it gets
+    // the downtime remedy.
+    let mut action = match policy.on_stall {
+        OnStall::Throttle => OnStall::Downtime,
+        a => a,
+    };
     let mut downtime_limit_ms = None;
     let result = match action {
-        OnStall::Downtime => {
+        OnStall::Downtime | OnStall::Throttle => {
             match converge::raised_downtime_ms(&stall, limit_ms, policy.max_downtime_ms) {
                 Some(ms) => {
                     downtime_limit_ms = Some(ms);

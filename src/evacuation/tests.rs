@@ -818,3 +818,100 @@ fn whereabouts_names_every_host_that_lists_the_vm() {
         "not found: cannot list h2's VMs: connection refused"
     );
 }
+
+/// Runs an evacuation of `n` VMs of `mib` MiB each over a source link of
+/// `link_mibs` with a 2 s start-up per migration; its record.
+async fn on_a_link(n: usize, mib: u64, link_mibs: f64, concurrency: &str) -> EvacuationRecord {
+    let cloud = FakeCloud::new();
+    for i in 0..n {
+        cloud.add_vm("h1", &format!("v{i}"), vm(mib, 0.0));
+    }
+    cloud.set_link("h1", link_mibs);
+    cloud.set_startup(Duration::from_secs(2));
+    let evac = setup(&cloud);
+    let id = start(
+        &evac,
+        &format!(r#"{{"source":"h1","destination":"h2","concurrency":{concurrency}}}"#),
+    )
+    .await;
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Done, "{rec:#?}");
+    assert_no_reservations(&evac).await;
+    rec
+}
+
+#[tokio::test(start_paused = true)]
+async fn auto_concurrency_backs_off_when_a_second_migration_only_splits_the_link() {
+    // The link (4 MiB/s) is below one migration's cap (6 MiB/s).
+    let auto = on_a_link(6, 40, 4.0, r#""auto""#).await;
+    let c = auto.concurrency.as_ref().unwrap();
+    assert_eq!(c.mode, Concurrency::Auto);
+    use super::concurrency::Reason;
+    assert_eq!(c.decisions[0].reason, Reason::Start);
+    assert!(
+        c.decisions
+            .iter()
+            .any(|d| matches!(d.reason, Reason::NotRising { .. }) && d.to < d.from),
+        "{:#?}",
+        c.decisions
+    );
+    assert!(!c.timeline.is_empty());
+    // Against the pinned levels: the next migration's start-up overlaps the
+    // previous one's tail, so auto beats one at a time on the total, and it
+    // keeps the individual times near one at a time's, far from four's.
+    let one = on_a_link(6, 40, 4.0, "1").await;
+    let four = on_a_link(6, 40, 4.0, "4").await;
+    let (a, o, f) = (
+        auto.metrics.unwrap(),
+        one.metrics.unwrap(),
+        four.metrics.unwrap(),
+    );
+    assert!(a.total_s < o.total_s, "auto {a:?} one {o:?}");
+    assert!(
+        a.mean_individual_s * 2.0 <= f.mean_individual_s,
+        "auto {a:?} four {f:?}"
+    );
+    assert!(
+        a.score_s < o.score_s && a.score_s < f.score_s,
+        "{a:?} {o:?} {f:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn auto_concurrency_climbs_while_the_aggregate_rises() {
+    // A link far above one migration's cap: each added migration adds its cap.
+    let rec = on_a_link(8, 100, 100.0, r#""auto""#).await;
+    let c = rec.concurrency.unwrap();
+    use super::concurrency::Reason;
+    let rising = c
+        .decisions
+        .iter()
+        .filter(|d| matches!(d.reason, Reason::Rising { .. }))
+        .count();
+    let top = c.timeline.iter().map(|p| p.limit).max().unwrap();
+    assert!(rising >= 2 && top >= 3, "{c:#?}");
+    assert!(c.timeline.iter().any(|p| p.running >= 3), "{c:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pinned_concurrency_and_parallel_connections_reach_the_hypervisor() {
+    let cloud = FakeCloud::new();
+    for n in ["a", "b"] {
+        cloud.add_vm("h1", n, vm(20, 0.0));
+    }
+    let evac = setup(&cloud);
+    let id = start(
+        &evac,
+        r#"{"source":"h1","destination":"h2","concurrency":2,"parallel_connections":4,"on_stall":"throttle"}"#,
+    )
+    .await;
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Done);
+    let c = rec.concurrency.unwrap();
+    assert_eq!(c.mode, Concurrency::Fixed(2));
+    assert!(c.decisions.is_empty());
+    assert_eq!(c.timeline.iter().map(|p| p.running).max(), Some(2));
+    let o = cloud.migrate_options("a").unwrap();
+    assert_eq!(o.parallel_connections, Some(4));
+    assert_eq!(o.auto_converge, Some(converge::THROTTLE));
+}

@@ -46,6 +46,12 @@ struct Job {
     cancel: bool,
     /// Where the destination listens (`tcp://ADDR:PORT`), when given.
     migrate_uri: Option<String>,
+    /// The host it leaves.
+    source: String,
+    /// Steps before its first byte (libvirt preparing the destination).
+    wait_steps: u32,
+    /// What it sent in the last step, bytes/s.
+    rate: f64,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +75,13 @@ struct Cloud {
     /// VMs whose abort ends libvirt's job but whose migrate call then never
     /// returns (what a testbed run showed once after libvirtd had hung).
     lost_migrate_calls: BTreeSet<String>,
+    /// Each VM's last migration's options, as asked.
+    options: BTreeMap<String, MigrateOptions>,
+    /// Hosts whose uplink carries at most this many bytes/s of migrations,
+    /// split equally among those sending.
+    links: BTreeMap<String, f64>,
+    /// Steps of 100 ms before a migration's first byte.
+    startup_steps: u32,
 }
 
 /// The shared cloud; [`FakeCloud::host`] gives one host's hypervisor.
@@ -115,6 +128,25 @@ impl FakeCloud {
             .iter()
             .map(|(vm, j)| (vm.clone(), j.migrate_uri.clone()))
             .collect()
+    }
+
+    /// Migrations leaving `host` share `mibs` MiB/s (without, each runs at
+    /// its cap).
+    pub fn set_link(&self, host: &str, mibs: f64) {
+        self.lock()
+            .links
+            .insert(host.to_string(), mibs * 1_048_576.0);
+    }
+
+    /// Each migration sends its first byte `d` after it was started (to
+    /// the nearest 100 ms), as libvirt first prepares the destination.
+    pub fn set_startup(&self, d: Duration) {
+        self.lock().startup_steps = (d.as_millis() / STEP.as_millis()) as u32;
+    }
+
+    /// The options `vm`'s last migration was started with.
+    pub fn migrate_options(&self, vm: &str) -> Option<MigrateOptions> {
+        self.lock().options.get(vm).cloned()
     }
 
     /// The next migration of `vm` fails half-way with `message`.
@@ -255,6 +287,12 @@ impl FakeHypervisor {
             return Some(Err(self.err(vm, format!("cannot reach {dest}"))));
         }
         let failure = c.failures.get(vm).cloned();
+        let link = c.links.get(&self.host).copied();
+        let sending = c
+            .jobs
+            .values()
+            .filter(|j| j.source == self.host && j.wait_steps == 0)
+            .count();
         let job = c.jobs.get_mut(vm)?;
         if job.cancel {
             c.jobs.remove(vm);
@@ -262,7 +300,13 @@ impl FakeHypervisor {
                 self.err(vm, "operation aborted: migration job canceled by client")
             ));
         }
-        let rate = job.cap_mibs as f64 * 1_048_576.0;
+        if job.wait_steps > 0 {
+            job.wait_steps -= 1;
+            return None;
+        }
+        let cap = job.cap_mibs as f64 * 1_048_576.0;
+        let rate = link.map_or(cap, |l| cap.min(l / sending.max(1) as f64));
+        job.rate = rate;
         let dt = STEP.as_secs_f64();
         let sent = (rate * dt).min(job.remaining);
         job.sent += sent;
@@ -410,6 +454,8 @@ impl Hypervisor for FakeHypervisor {
                     ));
                 }
                 let first = load.non_zero_pages as f64 * PAGE;
+                c.options.insert(vm.clone(), opts.clone());
+                let wait_steps = c.startup_steps;
                 c.jobs.insert(
                     vm.clone(),
                     Job {
@@ -419,6 +465,8 @@ impl Hypervisor for FakeHypervisor {
                         pass: first,
                         postcopy_allowed: opts.postcopy,
                         migrate_uri: opts.migrate_uri.clone(),
+                        source: me.host.clone(),
+                        wait_steps,
                         ..Job::default()
                     },
                 );
@@ -463,7 +511,11 @@ impl Hypervisor for FakeHypervisor {
             data_processed: j.sent as u64,
             data_remaining: j.remaining as u64,
             data_total: (j.sent + j.remaining) as u64,
-            mem_bps: j.cap_mibs * 1_048_576,
+            mem_bps: match (j.wait_steps, j.rate) {
+                (0, r) if r > 0.0 => r as u64,
+                (0, _) => j.cap_mibs * 1_048_576,
+                _ => 0,
+            },
             mem_dirty_rate: 0,
             mem_iteration: j.iteration,
         });

@@ -136,12 +136,23 @@ impl Libvirt {
         if opts.postcopy {
             flags |= sys::VIR_MIGRATE_POSTCOPY;
         }
-        let params = MigrateParameters {
+        let mut params = MigrateParameters {
             bandwidth: Some(opts.bandwidth_mibs),
             uri: opts.migrate_uri.clone(),
             listen_address: opts.listen_address.clone(),
             ..MigrateParameters::default()
         };
+        // One connection is libvirt's default; asking for parallel migration
+        // with one channel would only change QEMU's stream format.
+        if let Some(n) = opts.parallel_connections.filter(|n| *n > 1) {
+            flags |= sys::VIR_MIGRATE_PARALLEL;
+            params.parallel_connections = Some(n as i32);
+        }
+        if let Some(a) = opts.auto_converge {
+            flags |= sys::VIR_MIGRATE_AUTO_CONVERGE;
+            params.auto_converge_initial = Some(a.initial_pct as i32);
+            params.auto_converge_increment = Some(a.increment_pct as i32);
+        }
         // The source QEMU's own figures, watched while the migration runs:
         // after post-copy the destination's libvirtd may not hold the
         // completed statistics yet when the call returns (and asking for

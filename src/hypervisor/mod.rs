@@ -152,6 +152,21 @@ pub struct MigrateOptions {
     /// Where the destination's QEMU listens for the data (libvirt's
     /// `listen_address`); `127.0.0.1` when a relay feeds it (scatter-gather).
     pub listen_address: Option<String>,
+    /// TCP connections to carry it (libvirt's parallel migration: QEMU's
+    /// multifd channels, all to the same destination port); None: one.
+    pub parallel_connections: Option<u32>,
+    /// Let QEMU throttle the guest's vCPUs when it dirties memory faster
+    /// than the migration sends it (auto-converge).
+    pub auto_converge: Option<AutoConverge>,
+}
+
+/// QEMU's auto-converge steps, percent of the vCPUs' time taken away: the
+/// first throttle, and what each further pass that still falls behind adds
+/// (QEMU stops at 99).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoConverge {
+    pub initial_pct: u8,
+    pub increment_pct: u8,
 }
 
 impl MigrateOptions {
@@ -162,6 +177,8 @@ impl MigrateOptions {
             bandwidth_mibs,
             postcopy: false,
             listen_address: None,
+            parallel_connections: None,
+            auto_converge: None,
         }
     }
 }

@@ -149,6 +149,17 @@ impl Reserver {
         s
     }
 
+    /// Holds the reservation at `floor_pct` or above (within `max_reserve`),
+    /// once measurement 0 was seen. Not part of the paper's loop: its release
+    /// step follows a migration's rate down, and a migration slowed by
+    /// anything but the link (CPU, a busy guest) would pull its own cap down
+    /// with it, period after period; the caller's floor stops that ratchet.
+    pub fn raise_to(&mut self, floor_pct: f64) {
+        if let Some(r) = &mut self.reserve {
+            *r = r.max(clamp(&self.params, floor_pct));
+        }
+    }
+
     /// The current reservation in percent, once measurement 0 was seen.
     pub fn reserve_pct(&self) -> Option<f64> {
         self.reserve
@@ -184,6 +195,25 @@ mod tests {
             outgoing: outgoing_mbps * 1e6,
             migration: migration_mbps * 1e6,
         }
+    }
+
+    #[test]
+    fn a_floor_holds_the_release_step_up_within_max_reserve() {
+        let mut r = Reserver::new(p(50.0, 10.0));
+        r.raise_to(80.0);
+        assert_eq!(
+            r.reserve_pct(),
+            None,
+            "nothing to raise before measurement 0"
+        );
+        r.step(&m(60.0, 0.0));
+        // The migration sends 5: the release step drops the reservation to 5.
+        r.step(&m(95.0, 5.0));
+        assert!(close(r.reserve_pct().unwrap(), 5.0));
+        r.raise_to(30.0);
+        assert!(close(r.reserve_pct().unwrap(), 30.0));
+        r.raise_to(200.0);
+        assert!(close(r.reserve_pct().unwrap(), DEFAULT_MAX_RESERVE));
     }
 
     #[test]

@@ -1,0 +1,437 @@
+//! The feedback controller that picks how many migrations run at once
+//! (`"concurrency": "auto"`), after Kang & Fortes. Pure: the runner feeds
+//! one [`Sample`] per period and starts migrations up to [`Feedback::limit`].
+//!
+//! It works like TCP's congestion window, on migrations instead of packets:
+//!
+//! - **Start** with one migration per source.
+//! - **Probe**: once every slot has been busy with a migration that sends
+//!   for [`SETTLE_PERIODS`] (not necessarily in a row), the aggregate migration rate over those
+//!   periods is the baseline, and one more migration is allowed.
+//! - **Judge** the probe when the new level has been full and sending for
+//!   [`SETTLE_PERIODS`]: if the aggregate rose by [`MIN_RISE`] or more, keep
+//!   it (and probe again later); if not, the extra migration only splits the
+//!   same link: cut back multiplicatively (halve, rounding up), and do not
+//!   probe that level again for [`RETRY_PERIODS`].
+//! - **Cut** at once (halve) when a running migration stalls (the
+//!   convergence watch, [`super::converge`]): sharing the link slowed its
+//!   passes below its dirty rate; or when the applications are squeezed
+//!   below what the urgency leaves them ([`squeezed`]).
+//!
+//! Besides the limit, auto mode overlaps a migration's start-up with the
+//! previous one's tail: libvirt needs about two seconds to prepare the
+//! destination before any byte moves, and sequential migration leaves the
+//! link idle that long before each VM. A migration whose remaining bytes
+//! take less than that start-up time ([`occupies`]) gives up its slot early.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::controller::reservation::HistoryPoint;
+
+/// Periods a level must be full and sending before it is judged.
+pub const SETTLE_PERIODS: usize = 3;
+
+/// How much the aggregate must rise for one more migration to have paid.
+pub const MIN_RISE: f64 = 0.05;
+
+/// Periods after a cut before the level that did not pay is tried again.
+pub const RETRY_PERIODS: u32 = 30;
+
+/// Periods a probe may wait to be judged (its new migration slow to start,
+/// or others ending meanwhile) before it is judged on what there is.
+pub const PROBE_PATIENCE: u32 = 20;
+
+/// The start-up time assumed before one has been measured, ms.
+pub const DEFAULT_LEAD_MS: u64 = 2000;
+
+/// What the runner saw in one period.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Sample {
+    pub at_ms: u64,
+    /// VMs not started yet.
+    pub pending: usize,
+    /// Migrations holding a slot ([`occupies`]).
+    pub running: usize,
+    /// Of those, the ones that have sent bytes.
+    pub sending: usize,
+    /// Their rates together, bit/s.
+    pub aggregate_bps: f64,
+    /// A migration that stalled in this period.
+    pub stalled: Option<String>,
+    /// The applications' share squeezed: (what they offer, what they get),
+    /// percent of the link ([`squeezed`]).
+    pub squeezed: Option<(f64, f64)>,
+}
+
+/// Why the limit changed (or was kept after a probe).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Reason {
+    /// One migration per source to begin with.
+    Start,
+    /// Every slot busy and sending at `rate_bps`: one more is tried.
+    Probe { rate_bps: f64 },
+    /// The extra migration raised the aggregate: kept.
+    Rising { before_bps: f64, after_bps: f64 },
+    /// It did not: cut back.
+    NotRising { before_bps: f64, after_bps: f64 },
+    /// A probe that could not be judged in time (its migration slow to
+    /// start, or too few left): the level is kept as it is.
+    Unjudged,
+    /// A running migration stopped converging.
+    Stall { vm: String },
+    /// The applications offer `apps_pct` of the link and get `left_pct`,
+    /// less than the urgency leaves them.
+    Squeezed { apps_pct: f64, left_pct: f64 },
+}
+
+/// One decision, for the record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Milliseconds since the evacuation was created.
+    pub at_ms: u64,
+    pub from: u32,
+    pub to: u32,
+    #[serde(flatten)]
+    pub reason: Reason,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Steady,
+    Probing { baseline_bps: f64, waited: u32 },
+}
+
+/// The controller's state.
+#[derive(Debug, Clone)]
+pub struct Feedback {
+    limit: u32,
+    max: u32,
+    state: State,
+    /// The aggregate of the last periods in which the level was full and
+    /// sending (at most [`SETTLE_PERIODS`]; emptied when the level changes).
+    window: VecDeque<f64>,
+    /// The level that last did not pay, and the periods since.
+    tried: Option<(u32, u32)>,
+}
+
+impl Feedback {
+    /// Starts at `start` (one per source), never above `max`.
+    pub fn new(start: u32, max: u32) -> Feedback {
+        Feedback {
+            limit: start.clamp(1, max.max(1)),
+            max: max.max(1),
+            state: State::Steady,
+            window: VecDeque::new(),
+            tried: None,
+        }
+    }
+
+    /// How many migrations may hold a slot now.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// The first decision, for the record.
+    pub fn start(&self, at_ms: u64) -> Decision {
+        Decision {
+            at_ms,
+            from: 0,
+            to: self.limit,
+            reason: Reason::Start,
+        }
+    }
+
+    /// One period; Some when the limit changed or a probe was judged.
+    pub fn observe(&mut self, s: &Sample) -> Option<Decision> {
+        if let Some((_, since)) = &mut self.tried {
+            *since += 1;
+            if *since >= RETRY_PERIODS {
+                self.tried = None;
+            }
+        }
+        if let Some(vm) = &s.stalled {
+            return self.cut(s.at_ms, Reason::Stall { vm: vm.clone() });
+        }
+        if let Some((apps_pct, left_pct)) = s.squeezed {
+            return self.cut(s.at_ms, Reason::Squeezed { apps_pct, left_pct });
+        }
+        // Only periods in which the level was full and sending say what it
+        // carries; they need not be consecutive (a migration ending and the
+        // next starting leave a slot preparing for a couple of periods, and
+        // with short migrations that is often).
+        let full = s.running >= self.limit as usize && s.sending >= self.limit as usize;
+        if full {
+            self.window.push_back(s.aggregate_bps);
+            while self.window.len() > SETTLE_PERIODS {
+                self.window.pop_front();
+            }
+        }
+        let settled = (self.window.len() == SETTLE_PERIODS).then(|| mean(&self.window));
+        match self.state.clone() {
+            State::Probing {
+                baseline_bps,
+                waited,
+            } => {
+                if let Some(after) = settled {
+                    self.state = State::Steady;
+                    let (before_bps, after_bps) = (baseline_bps, after);
+                    if after >= baseline_bps * (1.0 + MIN_RISE) {
+                        return Some(self.decide(
+                            s.at_ms,
+                            self.limit,
+                            Reason::Rising {
+                                before_bps,
+                                after_bps,
+                            },
+                        ));
+                    }
+                    let level = self.limit;
+                    let d = self.cut(
+                        s.at_ms,
+                        Reason::NotRising {
+                            before_bps,
+                            after_bps,
+                        },
+                    );
+                    self.tried = Some((level, 0));
+                    return d;
+                }
+                if waited + 1 >= PROBE_PATIENCE {
+                    self.state = State::Steady;
+                    return Some(self.decide(s.at_ms, self.limit, Reason::Unjudged));
+                }
+                self.state = State::Probing {
+                    baseline_bps,
+                    waited: waited + 1,
+                };
+                None
+            }
+            State::Steady => {
+                let rate_bps = settled?;
+                let next = self.limit + 1;
+                let barred = self.tried.is_some_and(|(level, _)| next >= level);
+                if s.pending == 0 || next > self.max || barred {
+                    return None;
+                }
+                self.state = State::Probing {
+                    baseline_bps: rate_bps,
+                    waited: 0,
+                };
+                self.window.clear();
+                Some(self.decide(s.at_ms, next, Reason::Probe { rate_bps }))
+            }
+        }
+    }
+
+    /// Halves the limit (rounding up); None when it is 1 already.
+    fn cut(&mut self, at_ms: u64, reason: Reason) -> Option<Decision> {
+        self.state = State::Steady;
+        self.window.clear();
+        if self.limit <= 1 {
+            return None;
+        }
+        let level = self.limit;
+        self.tried = Some((level, 0));
+        Some(self.decide(at_ms, level.div_ceil(2), reason))
+    }
+
+    fn decide(&mut self, at_ms: u64, to: u32, reason: Reason) -> Decision {
+        let from = self.limit;
+        self.limit = to;
+        Decision {
+            at_ms,
+            from,
+            to,
+            reason,
+        }
+    }
+}
+
+fn mean(v: &VecDeque<f64>) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Whether a running migration holds a slot: it does unless it released it
+/// (`released_ms`, when [`in_tail`] first held) less than three start-up
+/// times ago. A migration still running long after its predicted end (a
+/// pre-copy that needs more passes than its rate promised) takes its slot
+/// back, so a stalled tail never lets the evacuation run over its limit for
+/// long.
+pub fn occupies(released_ms: Option<u64>, now_ms: u64, lead_ms: u64) -> bool {
+    released_ms.is_none_or(|at| now_ms.saturating_sub(at) > 3 * lead_ms)
+}
+
+/// Whether what a migration has left takes less than `lead_ms` at its rate
+/// (`remaining` bytes, `rate` bytes/s): its tail, time to start the next.
+pub fn in_tail(remaining: u64, rate: u64, lead_ms: u64) -> bool {
+    rate > 0 && remaining.saturating_mul(1000) / rate < lead_ms
+}
+
+/// The applications' share of a link squeezed below what the urgency leaves
+/// them: they offer more than they get, and the link's reservation is above
+/// the urgency (Algorithm 1 raised it into room the applications have since
+/// asked for back). From the latest point of a reservation on the link;
+/// Some((offered, left)) in percent of the link. One percent of slack for
+/// the counters' jitter.
+pub fn squeezed(p: &HistoryPoint, urgency: f64) -> Option<(f64, f64)> {
+    let reserve = p.link_pct.unwrap_or(p.reserve_pct);
+    let apps = (100.0 - p.avail_pct - p.mig_pct).max(0.0);
+    let left = 100.0 - reserve;
+    (reserve > urgency + 1.0 && apps > left + 1.0).then_some((apps, left))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(at_ms: u64, n: usize, rate: f64) -> Sample {
+        Sample {
+            at_ms,
+            pending: 5,
+            running: n,
+            sending: n,
+            aggregate_bps: rate,
+            ..Sample::default()
+        }
+    }
+
+    /// Feeds `periods` full samples at `rate`; returns the decisions.
+    fn run(f: &mut Feedback, t: &mut u64, periods: usize, rate: f64) -> Vec<Decision> {
+        let mut out = Vec::new();
+        for _ in 0..periods {
+            *t += 1000;
+            let n = f.limit() as usize;
+            out.extend(f.observe(&full(*t, n, rate)));
+        }
+        out
+    }
+
+    #[test]
+    fn adds_while_the_aggregate_rises_and_halves_when_it_stops() {
+        let mut f = Feedback::new(1, 16);
+        let mut t = 0;
+        let d = run(&mut f, &mut t, 3, 20e6);
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].from, d[0].to), (1, 2));
+        assert_eq!(d[0].reason, Reason::Probe { rate_bps: 20e6 });
+        // Two fill the link better: kept, then a third is tried.
+        let d = run(&mut f, &mut t, 6, 30e6);
+        assert!(matches!(d[0].reason, Reason::Rising { .. }), "{d:?}");
+        assert_eq!((d[1].from, d[1].to), (2, 3));
+        // The third adds nothing: halved (3 -> 2), and 3 is not tried again
+        // for a while.
+        let d = run(&mut f, &mut t, 3, 30.5e6);
+        assert_eq!((d[0].from, d[0].to), (3, 2));
+        assert!(matches!(d[0].reason, Reason::NotRising { .. }));
+        assert!(run(&mut f, &mut t, RETRY_PERIODS as usize - 5, 30e6).is_empty());
+        let d = run(&mut f, &mut t, 10, 30e6);
+        assert_eq!((d[0].from, d[0].to), (2, 3), "tried again later: {d:?}");
+    }
+
+    #[test]
+    fn a_level_is_judged_only_when_full_and_sending() {
+        let mut f = Feedback::new(1, 16);
+        let mut t = 0;
+        run(&mut f, &mut t, 3, 20e6);
+        assert_eq!(f.limit(), 2);
+        // The second migration is still preparing: one sends.
+        for _ in 0..5 {
+            t += 1000;
+            let s = Sample {
+                sending: 1,
+                ..full(t, 2, 20e6)
+            };
+            assert_eq!(f.observe(&s), None);
+        }
+        let d = run(&mut f, &mut t, 3, 39e6);
+        assert!(matches!(d[0].reason, Reason::Rising { .. }));
+    }
+
+    #[test]
+    fn a_stall_or_squeezed_applications_cut_at_once() {
+        let mut f = Feedback::new(4, 16);
+        let d = f.observe(&Sample {
+            stalled: Some("m".into()),
+            ..full(1000, 4, 1e6)
+        });
+        let d = d.unwrap();
+        assert_eq!(
+            (d.from, d.to, d.reason),
+            (4, 2, Reason::Stall { vm: "m".into() })
+        );
+        let d = f
+            .observe(&Sample {
+                squeezed: Some((40.0, 20.0)),
+                ..full(2000, 2, 1e6)
+            })
+            .unwrap();
+        assert_eq!(d.to, 1);
+        // At one there is nothing to cut.
+        let s = Sample {
+            stalled: Some("m".into()),
+            ..full(3000, 1, 1e6)
+        };
+        assert_eq!(f.observe(&s), None);
+    }
+
+    #[test]
+    fn never_above_the_maximum_or_without_a_vm_to_start() {
+        let mut f = Feedback::new(1, 1);
+        let mut t = 0;
+        assert!(run(&mut f, &mut t, 10, 1e6).is_empty());
+        let mut f = Feedback::new(1, 16);
+        for i in 0..10 {
+            let s = Sample {
+                pending: 0,
+                ..full(i * 1000, 1, 1e6)
+            };
+            assert_eq!(f.observe(&s), None);
+        }
+    }
+
+    #[test]
+    fn a_probe_that_cannot_be_judged_is_dropped_in_time() {
+        let mut f = Feedback::new(1, 16);
+        let mut t = 0;
+        run(&mut f, &mut t, 3, 1e6);
+        let mut got = None;
+        for _ in 0..PROBE_PATIENCE {
+            t += 1000;
+            got = got.or(f.observe(&full(t, 1, 1e6)));
+        }
+        let d = got.unwrap();
+        assert_eq!((d.from, d.to, d.reason), (2, 2, Reason::Unjudged));
+    }
+
+    #[test]
+    fn a_tail_gives_its_slot_up_for_a_while() {
+        // 1 MiB left at 4 MiB/s: 250 ms, under a 2 s start-up.
+        assert!(in_tail(1 << 20, 4 << 20, 2000));
+        assert!(!in_tail(64 << 20, 4 << 20, 2000));
+        assert!(!in_tail(1, 0, 2000));
+        assert!(occupies(None, 10_000, 2000));
+        assert!(!occupies(Some(9_000), 10_000, 2000));
+        // Still running 6 s after its predicted end: it takes the slot back.
+        assert!(occupies(Some(3_000), 10_000, 2000));
+    }
+
+    #[test]
+    fn applications_are_squeezed_only_above_the_urgency() {
+        let p = |avail: f64, mig: f64, reserve: f64| HistoryPoint {
+            t_ms: 0,
+            avail_pct: avail,
+            mig_pct: mig,
+            reserve_pct: reserve,
+            link_pct: None,
+        };
+        // Reserved 90 (urgency 50); the applications offer 40, get 10.
+        assert_eq!(squeezed(&p(-20.0, 80.0, 90.0), 50.0), Some((40.0, 10.0)));
+        // At the urgency the applications get what it leaves them.
+        assert_eq!(squeezed(&p(-20.0, 70.0, 50.0), 50.0), None);
+        // Reserved above it, but the applications ask for no more than is left.
+        assert_eq!(squeezed(&p(15.0, 80.0, 90.0), 50.0), None);
+    }
+}

@@ -1,0 +1,187 @@
+//! Starting an evacuation's migrations: in the planned order, as many at
+//! once as its concurrency allows, pinned by the request or set every
+//! period by the feedback controller ([`super::concurrency`]) from what the
+//! running migrations report in the record.
+//!
+//! The dispatcher only starts migrations; each one's task
+//! ([`super::runner::migrate_one`]) carries it to its end and is the writer
+//! of its VM's part of the record. What the dispatcher writes is the
+//! record's `concurrency` (decisions and timeline).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use super::concurrency::{self, Feedback, Sample};
+use super::record::{ConcurrencyRecord, EvacuationRecord, VmRecord};
+use super::request::{Concurrency, MAX_PARALLEL};
+use super::runner::{migrate_one, Job};
+
+/// What the dispatcher keeps of one running migration.
+#[derive(Debug, Default)]
+struct Running {
+    /// When its first bytes were seen, ms since the evacuation was created.
+    sent_ms: Option<u64>,
+    /// When it entered its tail and gave up its slot (auto mode).
+    released_ms: Option<u64>,
+    /// Its stalls recorded so far.
+    stalls: usize,
+}
+
+/// Migrates `order`'s VMs, at most `mode`'s number at once; returns when
+/// every started migration has ended (a cancel stops further starts).
+pub(super) async fn run_all(
+    job: &Job,
+    order: Vec<String>,
+    mode: Concurrency,
+    cancel: &CancellationToken,
+) {
+    let mut pending: VecDeque<String> = order.into();
+    let mut tasks = JoinSet::new();
+    let mut names: BTreeMap<tokio::task::Id, String> = BTreeMap::new();
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    // One source per evacuation: the feedback controller starts at one.
+    let mut feedback = match mode {
+        Concurrency::Auto => Some(Feedback::new(1, MAX_PARALLEL)),
+        Concurrency::Fixed(_) => None,
+    };
+    let mut rec = ConcurrencyRecord::new(mode);
+    if let Some(f) = &feedback {
+        rec.decisions.push(f.start(job.ms()));
+    }
+    let mut leads: Vec<u64> = Vec::new();
+    let mut tick = tokio::time::interval(job.evac.inner.settings.period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut written = None;
+    loop {
+        let now = job.ms();
+        let lead = lead_ms(&leads);
+        let limit = match (&feedback, mode) {
+            (Some(f), _) => f.limit(),
+            (None, Concurrency::Fixed(n)) => n,
+            (None, Concurrency::Auto) => 1,
+        };
+        let mut holding = holding(&running, feedback.is_some(), now, lead);
+        while holding < limit as usize && !cancel.is_cancelled() {
+            let Some(vm) = pending.pop_front() else { break };
+            let (job, cancel, name) = (job.clone(), cancel.clone(), vm.clone());
+            let handle = tasks.spawn(async move { migrate_one(&job, &name, &cancel).await });
+            names.insert(handle.id(), vm.clone());
+            running.insert(vm, Running::default());
+            holding += 1;
+        }
+        rec.point(now, limit, running.len() as u32);
+        if feedback.is_some() && !leads.is_empty() {
+            rec.lead_ms = Some(lead);
+        }
+        let shape = (rec.decisions.len(), rec.timeline.len(), rec.lead_ms);
+        if written != Some(shape) {
+            written = Some(shape);
+            let copy = rec.clone();
+            job.evac.update(job.id, |r| r.concurrency = Some(copy));
+        }
+        if tasks.is_empty() && (pending.is_empty() || cancel.is_cancelled()) {
+            break;
+        }
+        tokio::select! {
+            Some(done) = tasks.join_next_with_id() => {
+                let id = match &done {
+                    Ok((id, ())) => *id,
+                    Err(e) => {
+                        tracing::error!(evacuation = job.id, error = %e, "a migration's task ended abnormally");
+                        e.id()
+                    }
+                };
+                if let Some(vm) = names.remove(&id) {
+                    running.remove(&vm);
+                }
+            }
+            _ = tick.tick() => {
+                let Some(f) = feedback.as_mut() else { continue };
+                let Some(r) = job.evac.get(job.id) else { continue };
+                let s = sample(&r, &mut running, &mut leads, pending.len(), job.ms(), job.reservation.urgency);
+                if let Some(d) = f.observe(&s) {
+                    tracing::info!(evacuation = job.id, from = d.from, to = d.to, reason = ?d.reason, "concurrency");
+                    rec.decisions.push(d);
+                }
+            }
+            // Nothing more starts; the runner records those never started
+            // as cancelled.
+            _ = cancel.cancelled(), if !pending.is_empty() => pending.clear(),
+        }
+    }
+}
+
+/// The migrations holding a slot: all of them when pinned; in auto mode,
+/// not those in their tail ([`concurrency::occupies`]).
+fn holding(running: &BTreeMap<String, Running>, auto: bool, now: u64, lead: u64) -> usize {
+    running
+        .values()
+        .filter(|r| !auto || concurrency::occupies(r.released_ms, now, lead))
+        .count()
+}
+
+/// The start-up time: the mean of those measured, or the default.
+fn lead_ms(leads: &[u64]) -> u64 {
+    if leads.is_empty() {
+        return concurrency::DEFAULT_LEAD_MS;
+    }
+    leads.iter().sum::<u64>() / leads.len() as u64
+}
+
+/// One period's [`Sample`] from the record; notes in `running` when each
+/// migration first sent, entered its tail and stalled.
+fn sample(
+    r: &EvacuationRecord,
+    running: &mut BTreeMap<String, Running>,
+    leads: &mut Vec<u64>,
+    pending: usize,
+    now: u64,
+    urgency: f64,
+) -> Sample {
+    let lead = lead_ms(leads);
+    let mut s = Sample {
+        at_ms: now,
+        pending,
+        ..Sample::default()
+    };
+    for (name, run) in running.iter_mut() {
+        let Some(v) = r.vms.iter().find(|v| &v.name == name) else {
+            continue;
+        };
+        let p = v.progress.filter(|p| p.data_processed > 0);
+        if let (Some(_), None) = (p, run.sent_ms) {
+            run.sent_ms = Some(now);
+            if let Some(start) = v.started_ms {
+                leads.push(now.saturating_sub(start));
+            }
+        }
+        if let Some(p) = p {
+            s.aggregate_bps += p.mem_bps as f64 * 8.0;
+            if run.released_ms.is_none() && concurrency::in_tail(p.data_remaining, p.mem_bps, lead)
+            {
+                run.released_ms = Some(now);
+            }
+        }
+        if v.stalls.len() > run.stalls {
+            run.stalls = v.stalls.len();
+            s.stalled = Some(name.clone());
+        }
+        if concurrency::occupies(run.released_ms, now, lead) {
+            s.running += 1;
+            if p.is_some_and(|p| p.mem_bps > 0) {
+                s.sending += 1;
+            }
+        }
+        if s.squeezed.is_none() {
+            s.squeezed = last_point(v).and_then(|p| concurrency::squeezed(p, urgency));
+        }
+    }
+    s
+}
+
+fn last_point(v: &VmRecord) -> Option<&crate::controller::reservation::HistoryPoint> {
+    v.reservation_history.last()
+}

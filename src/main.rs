@@ -39,8 +39,9 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Empty a host: solive measures its VMs, orders them and migrates them
-    /// one after another, each with a bandwidth reservation.
+    /// Empty a host: solive measures its VMs, orders them and migrates them,
+    /// as many at once as `--concurrency` allows, each with its part of the
+    /// link's bandwidth reservation.
     Evacuate {
         #[command(flatten)]
         api: ApiArgs,

@@ -6,7 +6,10 @@
 //!
 //! - **Start** with one migration per source.
 //! - **Probe**: once every slot has been busy with a migration that sends
-//!   for [`SETTLE_PERIODS`] (not necessarily in a row), the aggregate migration rate over those
+//!   for [`SETTLE_PERIODS`] (not necessarily in a row), unless they already
+//!   send at [`CAPPED_SHARE`] of their speed caps or more (their caps are
+//!   their parts of the link's reservation: one more would only split it,
+//!   and a started migration cannot be taken back), the aggregate migration rate over those
 //!   periods is the baseline, and one more migration is allowed.
 //! - **Judge** the probe when the new level has been full and sending for
 //!   [`SETTLE_PERIODS`]: if the aggregate rose by [`MIN_RISE`] or more, keep
@@ -36,6 +39,10 @@ pub const SETTLE_PERIODS: usize = 3;
 /// How much the aggregate must rise for one more migration to have paid.
 pub const MIN_RISE: f64 = 0.05;
 
+/// Migrations sending at this share of their caps together are held by
+/// the reservation, not by themselves: no probe.
+pub const CAPPED_SHARE: f64 = 0.8;
+
 /// Periods after a cut before the level that did not pay is tried again.
 pub const RETRY_PERIODS: u32 = 30;
 
@@ -58,6 +65,8 @@ pub struct Sample {
     pub sending: usize,
     /// Their rates together, bit/s.
     pub aggregate_bps: f64,
+    /// Their speed caps together, bit/s (0: unknown).
+    pub caps_bps: f64,
     /// A migration that stalled in this period.
     pub stalled: Option<String>,
     /// The applications' share squeezed: (what they offer, what they get),
@@ -213,7 +222,10 @@ impl Feedback {
                 let rate_bps = settled?;
                 let next = self.limit + 1;
                 let barred = self.tried.is_some_and(|(level, _)| next >= level);
-                if s.pending == 0 || next > self.max || barred {
+                // Judged on this period too: every slot sending, and below
+                // their caps.
+                let capped = s.caps_bps > 0.0 && s.aggregate_bps >= s.caps_bps * CAPPED_SHARE;
+                if !full || s.pending == 0 || next > self.max || barred || capped {
                     return None;
                 }
                 self.state = State::Probing {
@@ -375,6 +387,24 @@ mod tests {
             ..full(3000, 1, 1e6)
         };
         assert_eq!(f.observe(&s), None);
+    }
+
+    #[test]
+    fn no_probe_while_the_migrations_fill_their_caps() {
+        let mut f = Feedback::new(1, 16);
+        for i in 0..10 {
+            let s = Sample {
+                caps_bps: 20e6,
+                ..full(i * 1000, 1, 19e6)
+            };
+            assert_eq!(f.observe(&s), None);
+        }
+        // Held back by something else (CPU): probed.
+        let s = Sample {
+            caps_bps: 40e6,
+            ..full(11_000, 1, 19e6)
+        };
+        assert_eq!(f.observe(&s).unwrap().to, 2);
     }
 
     #[test]

@@ -160,6 +160,7 @@ fn sample(
         }
         if let Some(p) = p {
             s.aggregate_bps += p.mem_bps as f64 * 8.0;
+            s.caps_bps += v.cap_mibs.unwrap_or(0) as f64 * 1_048_576.0 * 8.0;
             if run.released_ms.is_none() && concurrency::in_tail(p.data_remaining, p.mem_bps, lead)
             {
                 run.released_ms = Some(now);

@@ -822,11 +822,25 @@ fn whereabouts_names_every_host_that_lists_the_vm() {
 /// Runs an evacuation of `n` VMs of `mib` MiB each over a source link of
 /// `link_mibs` with a 2 s start-up per migration; its record.
 async fn on_a_link(n: usize, mib: u64, link_mibs: f64, concurrency: &str) -> EvacuationRecord {
+    on_a_link_at(n, mib, link_mibs, None, concurrency).await
+}
+
+/// [`on_a_link`], each migration sending at most `speed_mibs` (CPU-bound).
+async fn on_a_link_at(
+    n: usize,
+    mib: u64,
+    link_mibs: f64,
+    speed_mibs: Option<f64>,
+    concurrency: &str,
+) -> EvacuationRecord {
     let cloud = FakeCloud::new();
     for i in 0..n {
         cloud.add_vm("h1", &format!("v{i}"), vm(mib, 0.0));
     }
     cloud.set_link("h1", link_mibs);
+    if let Some(s) = speed_mibs {
+        cloud.set_migration_speed("h1", s);
+    }
     cloud.set_startup(Duration::from_secs(2));
     let evac = setup(&cloud);
     let id = start(
@@ -879,8 +893,9 @@ async fn auto_concurrency_backs_off_when_a_second_migration_only_splits_the_link
 
 #[tokio::test(start_paused = true)]
 async fn auto_concurrency_climbs_while_the_aggregate_rises() {
-    // A link far above one migration's cap: each added migration adds its cap.
-    let rec = on_a_link(8, 100, 100.0, r#""auto""#).await;
+    // A link far above what one migration sends (CPU-bound at 3 MiB/s, half
+    // its cap): each added migration adds its 3 MiB/s.
+    let rec = on_a_link_at(8, 60, 100.0, Some(3.0), r#""auto""#).await;
     let c = rec.concurrency.unwrap();
     use super::concurrency::Reason;
     let rising = c
@@ -891,6 +906,16 @@ async fn auto_concurrency_climbs_while_the_aggregate_rises() {
     let top = c.timeline.iter().map(|p| p.limit).max().unwrap();
     assert!(rising >= 2 && top >= 3, "{c:#?}");
     assert!(c.timeline.iter().any(|p| p.running >= 3), "{c:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn auto_concurrency_does_not_probe_while_one_migration_fills_its_part() {
+    // The link is wider than one migration's cap and each sends at its cap:
+    // the reservation, not the migration, is what holds it.
+    let rec = on_a_link(4, 40, 100.0, r#""auto""#).await;
+    let c = rec.concurrency.unwrap();
+    assert_eq!(c.decisions.len(), 1, "only the start: {c:#?}");
+    assert!(c.timeline.iter().all(|p| p.limit == 1), "{c:#?}");
 }
 
 #[tokio::test(start_paused = true)]

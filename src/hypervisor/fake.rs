@@ -82,6 +82,9 @@ struct Cloud {
     links: BTreeMap<String, f64>,
     /// Steps of 100 ms before a migration's first byte.
     startup_steps: u32,
+    /// Hosts whose migrations each send at most this many bytes/s, whatever
+    /// their cap (as a CPU-bound QEMU does).
+    speeds: BTreeMap<String, f64>,
 }
 
 /// The shared cloud; [`FakeCloud::host`] gives one host's hypervisor.
@@ -135,6 +138,14 @@ impl FakeCloud {
     pub fn set_link(&self, host: &str, mibs: f64) {
         self.lock()
             .links
+            .insert(host.to_string(), mibs * 1_048_576.0);
+    }
+
+    /// Each migration leaving `host` sends at most `mibs` MiB/s, below its
+    /// cap if need be (the testbed's TCG guests are CPU-bound so).
+    pub fn set_migration_speed(&self, host: &str, mibs: f64) {
+        self.lock()
+            .speeds
             .insert(host.to_string(), mibs * 1_048_576.0);
     }
 
@@ -288,6 +299,7 @@ impl FakeHypervisor {
         }
         let failure = c.failures.get(vm).cloned();
         let link = c.links.get(&self.host).copied();
+        let speed = c.speeds.get(&self.host).copied();
         let sending = c
             .jobs
             .values()
@@ -306,6 +318,7 @@ impl FakeHypervisor {
         }
         let cap = job.cap_mibs as f64 * 1_048_576.0;
         let rate = link.map_or(cap, |l| cap.min(l / sending.max(1) as f64));
+        let rate = speed.map_or(rate, |s| rate.min(s));
         job.rate = rate;
         let dt = STEP.as_secs_f64();
         let sent = (rate * dt).min(job.remaining);

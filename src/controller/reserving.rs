@@ -296,14 +296,13 @@ impl Controller {
             }
             return;
         };
-        let source = ids.first().and_then(|id| self.reservations.get(id));
-        let capacity = source
-            .and_then(|r| {
-                self.host_infos()
-                    .get(&r.request.source)
-                    .map(|h| h.capacity_bps)
-            })
-            .unwrap_or(0.0);
+        // The source's C, as `measure_link` takes it (not a map of every
+        // host built each period for one figure).
+        let capacity = ids
+            .first()
+            .and_then(|id| self.reservations.get(id))
+            .and_then(|r| self.hosts.get(&r.request.source))
+            .map_or(0.0, |h| h.config.capacity_bps() as f64);
         // Parts are in percent of C: so are the needs.
         let members = self.members(ids, capacity / 100.0);
         for (id, part) in ids.iter().zip(link::split(link, &members)) {

@@ -15,7 +15,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::concurrency::{self, Feedback, Sample};
-use super::record::{ConcurrencyRecord, EvacuationRecord, VmRecord};
+use super::record::{ConcurrencyRecord, EvacuationRecord};
 use super::request::{Concurrency, MAX_PARALLEL};
 use super::runner::{migrate_one, Job};
 
@@ -177,12 +177,11 @@ fn sample(
             }
         }
         if s.squeezed.is_none() {
-            s.squeezed = last_point(v).and_then(|p| concurrency::squeezed(p, urgency));
+            s.squeezed = v
+                .reservation_history
+                .last()
+                .and_then(|p| concurrency::squeezed(p, urgency));
         }
     }
     s
-}
-
-fn last_point(v: &VmRecord) -> Option<&crate::controller::reservation::HistoryPoint> {
-    v.reservation_history.last()
 }

@@ -501,18 +501,12 @@ pub fn evacuation_svg(record: &Value) -> Result<String, ReportError> {
         );
     } else {
         for (class, color, pick) in [("reserved", "#7b3fbf", 1usize), ("used", "#2f6fd0", 2usize)] {
-            let mut pts = String::new();
-            let mut prev: Option<f64> = None;
-            for p in &series {
-                let val = if pick == 1 { p.1 } else { p.2 };
-                let px = x(p.0);
-                // Steps: the value holds until the next point.
-                if let Some(pv) = prev {
-                    let _ = write!(pts, "{px:.1},{:.1} ", y(pv));
-                }
-                let _ = write!(pts, "{px:.1},{:.1} ", y(val));
-                prev = Some(val);
-            }
+            let pts = step_points(
+                series
+                    .iter()
+                    .map(|p| (x(p.0), y(if pick == 1 { p.1 } else { p.2 }))),
+                None,
+            );
             let _ = writeln!(
                 s,
                 r#"<polyline class="{class}" points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
@@ -552,6 +546,24 @@ pub fn evacuation_svg(record: &Value) -> Result<String, ReportError> {
     );
     s.push_str("</svg>\n");
     Ok(s)
+}
+
+/// A polyline's points drawing `points` (x, y) as steps: each value holds
+/// until the next point, and the last until `end_x` when given.
+fn step_points(points: impl Iterator<Item = (f64, f64)>, end_x: Option<f64>) -> String {
+    let mut pts = String::new();
+    let mut prev: Option<f64> = None;
+    for (px, py) in points {
+        if let Some(pv) = prev {
+            let _ = write!(pts, "{px:.1},{pv:.1} ");
+        }
+        let _ = write!(pts, "{px:.1},{py:.1} ");
+        prev = Some(py);
+    }
+    if let (Some(pv), Some(ex)) = (prev, end_x) {
+        let _ = write!(pts, "{ex:.1},{pv:.1}");
+    }
+    pts
 }
 
 /// The record's concurrency timeline: (ms, limit, running), in order.
@@ -616,19 +628,12 @@ fn concurrency_panel(
         ("limit", "#c2410c", r#" stroke-dasharray="6 3""#, 1usize),
         ("running", "#2f6fd0", "", 2usize),
     ] {
-        let mut pts = String::new();
-        let mut prev: Option<f64> = None;
-        for p in timeline {
-            let val = if pick == 1 { p.1 } else { p.2 };
-            if let Some(pv) = prev {
-                let _ = write!(pts, "{:.1},{:.1} ", x(p.0), y(pv));
-            }
-            let _ = write!(pts, "{:.1},{:.1} ", x(p.0), y(val));
-            prev = Some(val);
-        }
-        if let Some(pv) = prev {
-            let _ = write!(pts, "{:.1},{:.1}", x(last), y(pv));
-        }
+        let pts = step_points(
+            timeline
+                .iter()
+                .map(|p| (x(p.0), y(if pick == 1 { p.1 } else { p.2 }))),
+            Some(x(last)),
+        );
         let _ = writeln!(
             s,
             r#"<polyline class="{class}" points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,

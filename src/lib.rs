@@ -33,6 +33,7 @@ pub mod hypervisor;
 pub mod openflow;
 pub mod order;
 pub mod ovsdb;
+pub mod predict;
 pub mod rate;
 pub mod report;
 pub mod reserve;

@@ -121,16 +121,30 @@ enum Cmd {
         #[arg(long, default_value_t = solive::reserve::DEFAULT_MAX_RESERVE)]
         max_reserve: f64,
     },
-    /// Order VMs for migration: JSON on stdin
+    /// Order VMs for migration and predict the evacuation: JSON on stdin
     /// ({"capacity_bps": C, "vms": [{"name", "non_zero_pages",
-    /// "dirty_pages_per_sec", "tx_bps", "rx_bps"}, ...]}), the order and its
-    /// reasons as JSON on stdout.
+    /// "dirty_pages_per_sec", "tx_bps", "rx_bps"}, ...]}, and any of
+    /// `POST /v1/plan`'s other fields), the order, its reasons and its
+    /// forecast as JSON on stdout.
     Plan {
         #[arg(long, value_enum)]
         mode: PlanMode,
         /// Margin, percent of capacity, within which a VM counts as balanced.
         #[arg(long, default_value_t = solive::order::DEFAULT_BALANCE_PCT)]
         balance_pct: f64,
+        /// `predict`: the order the model says ends first (or saves most
+        /// by the deadline) instead of the paper's rules.
+        #[arg(long, value_enum, default_value = "rules")]
+        order: PlanOrder,
+        /// Plan to move the most priority weight by this many seconds.
+        #[arg(long)]
+        deadline_s: Option<f64>,
+        /// What the source host can send in all, bit/s (default: C).
+        #[arg(long)]
+        push_bps: Option<f64>,
+        /// Migrations at once.
+        #[arg(long)]
+        concurrency: Option<u32>,
     },
     /// Scatter-gather through intermediaries' Redis stores (README
     /// "Scatter-gather"): the two relays of a migration stream.
@@ -244,6 +258,12 @@ impl ApiArgs {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PlanOrder {
+    Rules,
+    Predict,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum PlanMode {
     Precopy,
@@ -311,18 +331,32 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             print!("{}", solive::reserve::replay::replay(params, &input)?);
             Ok(())
         }
-        Cmd::Plan { mode, balance_pct } => {
+        Cmd::Plan {
+            mode,
+            balance_pct,
+            order,
+            deadline_s,
+            push_bps,
+            concurrency,
+        } => {
             let mut input = String::new();
             std::io::stdin()
                 .read_to_string(&mut input)
                 .context("reading stdin")?;
-            let input: solive::order::PlanInput =
+            let mut req: solive::order::PlanRequest =
                 serde_json::from_str(&input).context("invalid plan input")?;
-            let mode = match mode {
+            req.mode = match mode {
                 PlanMode::Precopy => solive::order::Mode::Precopy,
                 PlanMode::Postcopy => solive::order::Mode::Postcopy,
             };
-            let plan = solive::order::plan(&input, mode, balance_pct)?;
+            req.balance_pct = balance_pct;
+            if order == PlanOrder::Predict {
+                req.order = solive::order::OrderBy::Predict;
+            }
+            req.model.deadline_s = deadline_s.or(req.model.deadline_s);
+            req.model.push_bps = push_bps.or(req.model.push_bps);
+            req.model.concurrency = concurrency.or(req.model.concurrency);
+            let plan = req.plan()?;
             println!("{}", serde_json::to_string_pretty(&plan)?);
             Ok(())
         }

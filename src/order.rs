@@ -39,6 +39,31 @@ pub struct VmLoad {
     pub tx_bps: f64,
     /// What the VM receives, bit/s.
     pub rx_bps: f64,
+    /// Its memory, KiB (the prediction's ceiling of what it can dirty;
+    /// absent: its non-zero pages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_kib: Option<u64>,
+    /// Its weight in a deadline plan, 1 to 1000 (absent: 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+}
+
+/// The highest priority a VM may have.
+pub const MAX_PRIORITY: u32 = 1000;
+
+impl VmLoad {
+    /// What the prediction needs of it.
+    pub fn model_input(&self) -> crate::predict::model::VmInput {
+        crate::predict::model::VmInput {
+            name: self.name.clone(),
+            memory_kib: self.memory_kib.unwrap_or(self.non_zero_pages * 4),
+            non_zero_pages: self.non_zero_pages,
+            dirty_pages_per_sec: self.dirty_pages_per_sec,
+            tx_bps: self.tx_bps,
+            rx_bps: self.rx_bps,
+            priority: self.priority.unwrap_or(1),
+        }
+    }
 }
 
 /// The input of `solive plan` and `POST /v1/plan`.
@@ -58,6 +83,53 @@ pub struct PlanRequest {
     pub mode: Mode,
     #[serde(default = "default_balance")]
     pub balance_pct: f64,
+    /// `"rules"` (the paper's, default) or `"predict"` (the order the model
+    /// says ends first, or saves most by `deadline_s`).
+    #[serde(default)]
+    pub order: OrderBy,
+    /// The model's other inputs ([`crate::predict`]).
+    #[serde(flatten)]
+    pub model: ModelInputs,
+}
+
+/// How the order is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderBy {
+    #[default]
+    Rules,
+    Predict,
+}
+
+/// What the prediction of a plan needs beyond the VMs; all optional.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ModelInputs {
+    /// The destination's link, bit/s (absent: `capacity_bps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_capacity_bps: Option<f64>,
+    /// What the source host can send in all, bit/s (absent: the link's
+    /// capacity; the testbed's TCG guests push about 30e6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_bps: Option<f64>,
+    /// Migrations at once (absent: 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Reserve bandwidth (absent: yes): the migrations then get at least
+    /// `urgency` percent of each link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urgency: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_stall: Option<crate::evacuation::converge::OnStall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_downtime_ms: Option<u64>,
+    /// Preparation before memory moves, s (absent: 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_s: Option<f64>,
+    /// Plan to move the most priority weight by this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_s: Option<f64>,
 }
 
 fn default_mode() -> Mode {
@@ -72,14 +144,108 @@ fn default_balance() -> f64 {
 }
 
 impl PlanRequest {
+    /// The rules' plan, then the model's forecast of it (or of the order
+    /// the model prefers, with `"order": "predict"`).
     pub fn plan(self) -> Result<Plan, PlanError> {
         let input = PlanInput {
             capacity_bps: self.capacity_bps,
             vms: self.vms,
         };
-        plan(&input, self.mode, self.balance_pct)
+        let mut p = plan(&input, self.mode, self.balance_pct)?;
+        let sc = self.model.scenario(&input, self.mode)?;
+        let (order, forecast) = crate::predict::forecast(
+            &sc,
+            &p.order,
+            self.order == OrderBy::Predict,
+            self.model.deadline_s,
+        );
+        p.reorder(&order);
+        p.prediction = Some(forecast);
+        Ok(p)
     }
 }
+
+impl ModelInputs {
+    /// The scenario to simulate, after checking each field.
+    pub fn scenario(
+        &self,
+        input: &PlanInput,
+        mode: Mode,
+    ) -> Result<crate::predict::schedule::Scenario, PlanError> {
+        use crate::evacuation::converge::{OnStall, QEMU_DEFAULT_DOWNTIME_MS};
+        use crate::predict::{model::Params, schedule};
+        let c = input.capacity_bps;
+        let positive = |field: &'static str, v: Option<f64>| match v {
+            Some(x) if !(x.is_finite() && x > 0.0) => Err(PlanError::Field {
+                field,
+                message: format!("must be a positive number of seconds or bit/s, not {x}"),
+            }),
+            _ => Ok(()),
+        };
+        positive("destination_capacity_bps", self.destination_capacity_bps)?;
+        positive("push_bps", self.push_bps)?;
+        positive("startup_s", self.startup_s)?;
+        positive("deadline_s", self.deadline_s)?;
+        let field = |field: &'static str, message: String| PlanError::Field { field, message };
+        let concurrency = self.concurrency.unwrap_or(1);
+        if !(1..=crate::evacuation::request::MAX_PARALLEL).contains(&concurrency) {
+            return Err(field(
+                "concurrency",
+                format!(
+                    "must be from 1 to {}, not {concurrency}",
+                    crate::evacuation::request::MAX_PARALLEL
+                ),
+            ));
+        }
+        let urgency = self.urgency.unwrap_or(50.0);
+        if !(0.0..=100.0).contains(&urgency) {
+            return Err(field(
+                "urgency",
+                format!("must be from 0 to 100, not {urgency}"),
+            ));
+        }
+        let max_downtime_ms = self.max_downtime_ms.unwrap_or(2000);
+        if !(QEMU_DEFAULT_DOWNTIME_MS..=60_000).contains(&max_downtime_ms) {
+            return Err(field(
+                "max_downtime_ms",
+                format!("must be from {QEMU_DEFAULT_DOWNTIME_MS} to 60000, not {max_downtime_ms}"),
+            ));
+        }
+        for (index, v) in input.vms.iter().enumerate() {
+            if let Some(p) = v.priority.filter(|p| !(1..=MAX_PRIORITY).contains(p)) {
+                return Err(PlanError::Vm {
+                    index,
+                    message: format!("priority must be from 1 to {MAX_PRIORITY}, not {p}"),
+                });
+            }
+        }
+        let base = Params::default();
+        Ok(schedule::Scenario {
+            vms: input.vms.iter().map(VmLoad::model_input).collect(),
+            mode,
+            params: Params {
+                startup_s: self.startup_s.unwrap_or(base.startup_s),
+                max_downtime_ms,
+                on_stall: self.on_stall.unwrap_or(OnStall::Downtime),
+                ..base
+            },
+            source_capacity_bps: c,
+            destination_capacity_bps: self.destination_capacity_bps.unwrap_or(c),
+            push_bps: self.push_bps.unwrap_or(c),
+            floor: if self.reserve.unwrap_or(true) {
+                urgency / 100.0
+            } else {
+                schedule::FLOOR_WITHOUT_RESERVATION
+            },
+            concurrency,
+            horizon_s: HORIZON_S,
+        })
+    }
+}
+
+/// How far ahead a prediction looks: what has not ended in a day is
+/// reported as never ending.
+pub const HORIZON_S: f64 = 86_400.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -104,7 +270,20 @@ pub struct Placement {
 pub struct Plan {
     pub mode: Mode,
     pub order: Vec<String>,
+    /// Each VM's group and reason by the paper's rules, in `order`.
     pub vms: Vec<Placement>,
+    /// The model's forecast of `order` ([`crate::predict`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<crate::predict::Forecast>,
+}
+
+impl Plan {
+    /// Takes `order` (the same VMs), the placements following it.
+    pub fn reorder(&mut self, order: &[String]) {
+        self.vms
+            .sort_by_key(|p| order.iter().position(|o| *o == p.name));
+        self.order = order.to_vec();
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -119,6 +298,11 @@ pub enum PlanError {
     Vm { index: usize, message: String },
     #[error("vms: {0:?} appears twice")]
     Duplicate(String),
+    #[error("{field}: {message}")]
+    Field {
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// Orders the VMs. `balance_pct` is B, in percent of the capacity.
@@ -202,6 +386,7 @@ pub fn plan(input: &PlanInput, mode: Mode, balance_pct: f64) -> Result<Plan, Pla
         mode,
         order: placed.iter().map(|(p, _)| p.name.clone()).collect(),
         vms: placed.into_iter().map(|(p, _)| p).collect(),
+        prediction: None,
     })
 }
 
@@ -253,6 +438,8 @@ mod tests {
             dirty_pages_per_sec: d,
             tx_bps: out / 100.0 * c,
             rx_bps: inc / 100.0 * c,
+            memory_kib: None,
+            priority: None,
         };
         PlanInput {
             capacity_bps: c,
@@ -311,6 +498,8 @@ mod tests {
                 dirty_pages_per_sec: 0.0,
                 tx_bps: 5.0,
                 rx_bps: 0.0,
+                memory_kib: None,
+                priority: None,
             }],
         };
         assert_eq!(
@@ -331,6 +520,8 @@ mod tests {
             dirty_pages_per_sec: d,
             tx_bps: 50.0,
             rx_bps: 0.0,
+            memory_kib: None,
+            priority: None,
         };
         let input = PlanInput {
             capacity_bps: 100.0,
@@ -374,5 +565,90 @@ mod tests {
             Err(PlanError::NoVms)
         );
         assert!(plan(&table_one(), Mode::Precopy, 120.0).is_err());
+    }
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+
+    fn req(extra: &str) -> Result<Plan, String> {
+        let body = format!(
+            r#"{{"capacity_bps":100e6,"vms":[
+            {{"name":"no","non_zero_pages":24414,"dirty_pages_per_sec":0,"tx_bps":60e6,"rx_bps":0}},
+            {{"name":"a","non_zero_pages":2441,"dirty_pages_per_sec":0,"tx_bps":0,"rx_bps":0,"priority":5}},
+            {{"name":"b","non_zero_pages":2441,"dirty_pages_per_sec":0,"tx_bps":0,"rx_bps":0,"priority":5}}]{extra}}}"#
+        );
+        let r: PlanRequest = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        r.plan().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(req(r#","capacity_mbps":1"#)
+            .unwrap_err()
+            .contains("capacity_mbps"));
+    }
+
+    /// Every plan carries its forecast; the rules' order here is "no"
+    /// first (it sends 60% of C).
+    #[test]
+    fn a_plan_predicts_its_order() {
+        let p = req("").unwrap();
+        assert_eq!(p.order[0], "no");
+        let f = p.prediction.unwrap();
+        assert_eq!(f.schedule.vms.len(), 3);
+        assert_eq!(f.schedule.vms[0].name, "no");
+        // "no" leaves 40 Mbit/s, but the reservation (urgency 50%) holds
+        // 50 for the migration: 100 MB in 16 s, plus 2 s to start and the
+        // 150 ms pause.
+        let no = &f.schedule.vms[0];
+        assert!((no.duration_s.unwrap() - 18.15).abs() < 0.01, "{no:?}");
+        assert!(f.search.is_none() && f.deadline.is_none());
+    }
+
+    /// With a deadline the prediction names who will not make it; by
+    /// prediction the small VMs go first and both make it.
+    #[test]
+    fn a_deadline_plan() {
+        let p = req(r#","deadline_s":12"#).unwrap();
+        let d = p.prediction.unwrap().deadline.unwrap();
+        assert_eq!((d.saved_priority, d.total_priority), (0, 11));
+        assert_eq!(d.at_risk.len(), 3);
+        let p = req(r#","deadline_s":12,"order":"predict""#).unwrap();
+        assert_eq!(p.order[2], "no");
+        assert_eq!(p.vms[2].name, "no");
+        let f = p.prediction.unwrap();
+        let d = f.deadline.unwrap();
+        assert_eq!((d.saved_priority, d.rules_saved_priority), (10, 0));
+        assert_eq!(d.at_risk.len(), 1);
+        assert_eq!(d.at_risk[0].name, "no");
+        assert!(d.at_risk[0].reason.contains("after the deadline"), "{d:?}");
+        let s = f.search.unwrap();
+        assert_eq!(s.rules_order[0], "no");
+        assert!(s.simulations <= 12, "{s:?}");
+    }
+
+    #[test]
+    fn bad_model_inputs_name_their_field() {
+        for (extra, field) in [
+            (r#","deadline_s":-1"#, "deadline_s"),
+            (r#","deadline_s":0"#, "deadline_s"),
+            (r#","concurrency":0"#, "concurrency"),
+            (r#","push_bps":0"#, "push_bps"),
+            (r#","max_downtime_ms":10"#, "max_downtime_ms"),
+            (r#","order":"fastest""#, "fastest"),
+        ] {
+            let e = req(extra).unwrap_err();
+            assert!(e.contains(field), "{extra}: {e}");
+        }
+        let e = req(r#","deadline_s":"soon""#).unwrap_err();
+        assert!(e.contains("invalid type"), "{e}");
+        let body = r#"{"capacity_bps":1e6,"vms":[{"name":"a","non_zero_pages":1,"dirty_pages_per_sec":0,"tx_bps":0,"rx_bps":0,"priority":0}]}"#;
+        let e = serde_json::from_str::<PlanRequest>(body)
+            .unwrap()
+            .plan()
+            .unwrap_err();
+        assert!(e.to_string().starts_with("vms[0]: priority"), "{e}");
     }
 }

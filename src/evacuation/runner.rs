@@ -247,6 +247,8 @@ fn vm_load(l: &VmLoadRecord) -> VmLoad {
         dirty_pages_per_sec: l.hypervisor.dirty_pages_per_sec,
         tx_bps: l.tx_bps.unwrap_or(0.0),
         rx_bps: l.rx_bps.unwrap_or(0.0),
+        memory_kib: Some(l.hypervisor.memory_kib),
+        priority: None,
     }
 }
 

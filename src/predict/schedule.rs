@@ -100,16 +100,34 @@ enum Place {
     Destination,
 }
 
-/// Simulates `order` (indices into `sc.vms`). `already` are migrations
-/// under way at time 0 (a running evacuation re-predicted), by index.
+/// Simulates `order` (indices into `sc.vms`).
 pub fn simulate(sc: &Scenario, order: &[usize]) -> Schedule {
-    simulate_from(sc, order, Vec::new())
+    simulate_from(sc, order, Vec::new(), &[])
 }
 
-/// [`simulate`], with migrations already running at time 0.
-pub fn simulate_from(sc: &Scenario, order: &[usize], already: Vec<(usize, Migration)>) -> Schedule {
+/// One VM's course alone, with the VMs in `moved` (by index) on the
+/// destination already and the others on the source: with one migration
+/// at a time this is all its course depends on (the search's memo).
+pub fn alone(sc: &Scenario, vm: usize, moved: &[usize]) -> PlannedVm {
+    simulate_from(sc, &[vm], Vec::new(), moved)
+        .vms
+        .swap_remove(0)
+}
+
+/// [`simulate`], with migrations already running at time 0 (a running
+/// evacuation re-predicted: `already`, by index) and VMs that have moved
+/// (`moved`).
+pub fn simulate_from(
+    sc: &Scenario,
+    order: &[usize],
+    already: Vec<(usize, Migration)>,
+    moved: &[usize],
+) -> Schedule {
     let n = sc.vms.len();
     let mut place = vec![Place::Source; n];
+    for &i in moved {
+        place[i] = Place::Destination;
+    }
     let mut out: Vec<PlannedVm> = sc
         .vms
         .iter()

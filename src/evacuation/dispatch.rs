@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::concurrency::{self, Feedback, Sample};
 use super::record::{ConcurrencyRecord, EvacuationRecord};
-use super::request::{Concurrency, MAX_PARALLEL};
+use super::request::{Concurrency, OnDeadline, MAX_PARALLEL};
 use super::runner::{migrate_one, Job};
 
 /// What the dispatcher keeps of one running migration.
@@ -28,6 +28,11 @@ struct Running {
     released_ms: Option<u64>,
     /// Its stalls recorded so far.
     stalls: usize,
+    /// Whether it has run with no other migration beside it (what its
+    /// rate says of the host: [`super::forecast::observation`]).
+    alone: bool,
+    /// The sum and count of the rates QEMU reported while it sent, bit/s.
+    rates: (f64, u32),
 }
 
 /// Migrates `order`'s VMs, at most `mode`'s number at once; returns when
@@ -48,6 +53,8 @@ pub(super) async fn run_all(
         Concurrency::Fixed(_) => None,
     };
     let mut rec = ConcurrencyRecord::new(mode);
+    // The latest forecast from now, for each start's prediction.
+    let mut current: Option<crate::predict::schedule::Schedule> = None;
     if let Some(f) = &feedback {
         rec.decisions.push(f.start(job.ms()));
     }
@@ -55,8 +62,34 @@ pub(super) async fn run_all(
     let mut tick = tokio::time::interval(job.evac.inner.settings.period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut written = None;
+    let (request, upfront): (_, BTreeMap<String, Option<u64>>) = match job.evac.get(job.id) {
+        Some(r) => (
+            Some(r.request),
+            r.vms
+                .iter()
+                .map(|v| (v.name.clone(), v.predicted_ms))
+                .collect(),
+        ),
+        None => (None, BTreeMap::new()),
+    };
+    // With `on_deadline: "stop"`, nothing starts after this (ms since the
+    // evacuation was created).
+    let stop_at = request
+        .as_ref()
+        .filter(|r| r.on_deadline == OnDeadline::Stop)
+        .and_then(|r| r.deadline_s)
+        .map(|d| (d * 1000.0) as u64);
     loop {
         let now = job.ms();
+        if stop_at.is_some_and(|t| now >= t) && !pending.is_empty() {
+            let left: Vec<String> = pending.drain(..).collect();
+            tracing::info!(evacuation = job.id, vms = ?left, "deadline passed: not starting the rest");
+            job.evac.update(job.id, |r| {
+                for v in r.vms.iter_mut().filter(|v| left.contains(&v.name)) {
+                    v.error = Some("not started: the deadline passed (on_deadline: stop)".into());
+                }
+            });
+        }
         let lead = lead_ms(&leads);
         let limit = match (&feedback, mode) {
             (Some(f), _) => f.limit(),
@@ -66,11 +99,44 @@ pub(super) async fn run_all(
         let mut holding = holding(&running, feedback.is_some(), now, lead);
         while holding < limit as usize && !cancel.is_cancelled() {
             let Some(vm) = pending.pop_front() else { break };
+            let at_start = predicted_now(&current, &vm).or(upfront.get(&vm).copied().flatten());
+            if let (Some(t), Some(d)) = (stop_at, at_start) {
+                if now + d > t {
+                    // It would still run at the deadline: under "stop"
+                    // its bandwidth goes to those that can make it.
+                    let why = format!(
+                        "not started: predicted to end at {:.0} s, after the deadline ({:.0} s; on_deadline: stop)",
+                        (now + d) as f64 / 1000.0,
+                        t as f64 / 1000.0
+                    );
+                    tracing::info!(evacuation = job.id, vm, "{why}");
+                    job.evac.update(job.id, |r| {
+                        if let Some(v) = r.vm_mut(&vm) {
+                            v.error = Some(why);
+                        }
+                    });
+                    continue;
+                }
+            }
+            job.evac.update(job.id, |r| {
+                if let Some(v) = r.vm_mut(&vm) {
+                    v.predicted_at_start_ms = at_start.or(v.predicted_ms);
+                }
+            });
             let (job, cancel, name) = (job.clone(), cancel.clone(), vm.clone());
             let handle = tasks.spawn(async move { migrate_one(&job, &name, &cancel).await });
             names.insert(handle.id(), vm.clone());
-            running.insert(vm, Running::default());
+            running.insert(
+                vm,
+                Running {
+                    alone: true,
+                    ..Running::default()
+                },
+            );
             holding += 1;
+        }
+        if running.len() > 1 {
+            running.values_mut().for_each(|r| r.alone = false);
         }
         rec.point(now, limit, running.len() as u32);
         if feedback.is_some() && !leads.is_empty() {
@@ -95,13 +161,28 @@ pub(super) async fn run_all(
                     }
                 };
                 if let Some(vm) = names.remove(&id) {
-                    running.remove(&vm);
+                    if let Some(run) = running.remove(&vm) {
+                        learn(job, &vm, &run);
+                    }
                 }
             }
             _ = tick.tick() => {
-                let Some(f) = feedback.as_mut() else { continue };
                 let Some(r) = job.evac.get(job.id) else { continue };
-                let s = sample(&r, &mut running, &mut leads, pending.len(), job.ms(), job.reservation.urgency);
+                let now = job.ms();
+                let s = sample(&r, &mut running, &mut leads, pending.len(), now, job.reservation.urgency);
+                if let Some(sc) = &job.scenario {
+                    let list: Vec<String> = pending.iter().cloned().collect();
+                    let learned = job.evac.inner.learned.lock().expect("learned").clone();
+                    let sc = super::forecast::refreshed(sc, &r, &learned);
+                    let schedule = super::forecast::now(&sc, &r, &list, now);
+                    current = Some(schedule.clone());
+                    job.evac.update(job.id, |r| {
+                        if let Some(p) = r.prediction.as_mut() {
+                            p.current = Some(super::forecast::Current { at_ms: now, schedule });
+                        }
+                    });
+                }
+                let Some(f) = feedback.as_mut() else { continue };
                 if let Some(d) = f.observe(&s) {
                     tracing::info!(evacuation = job.id, from = d.from, to = d.to, reason = ?d.reason, "concurrency");
                     rec.decisions.push(d);
@@ -111,6 +192,31 @@ pub(super) async fn run_all(
             // as cancelled.
             _ = cancel.cancelled(), if !pending.is_empty() => pending.clear(),
         }
+    }
+}
+
+/// `vm`'s migration time by the latest forecast, ms.
+fn predicted_now(current: &Option<crate::predict::schedule::Schedule>, vm: &str) -> Option<u64> {
+    let p = current.as_ref()?.vms.iter().find(|p| p.name == vm)?;
+    // From its predicted start: it starts now.
+    p.end_s
+        .zip(p.start_s)
+        .map(|(e, s)| ((e - s) * 1000.0).max(0.0) as u64)
+}
+
+/// Teaches the model what a finished migration measured.
+fn learn(job: &Job, vm: &str, run: &Running) {
+    let Some(r) = job.evac.get(job.id) else {
+        return;
+    };
+    let Some(v) = r.vms.iter().find(|v| v.name == vm) else {
+        return;
+    };
+    let rate = (run.rates.1 > 0).then(|| run.rates.0 / run.rates.1 as f64);
+    if let Some(o) =
+        super::forecast::observation(&r.request.source, v, run.sent_ms, rate, run.alone)
+    {
+        job.evac.inner.learned.lock().expect("learned").observe(&o);
     }
 }
 
@@ -152,11 +258,23 @@ fn sample(
             continue;
         };
         let p = v.progress.filter(|p| p.data_processed > 0);
-        if let (Some(_), None) = (p, run.sent_ms) {
-            run.sent_ms = Some(now);
+        if let (Some(p), None) = (p, run.sent_ms) {
+            // Its first bytes went out before this period saw them: back
+            // by what it sent at the rate QEMU reports.
+            let back = if p.mem_bps > 0 {
+                (p.data_processed as f64 / p.mem_bps as f64 * 1000.0) as u64
+            } else {
+                0
+            };
+            let first = now.saturating_sub(back).max(v.started_ms.unwrap_or(0));
+            run.sent_ms = Some(first);
             if let Some(start) = v.started_ms {
-                leads.push(now.saturating_sub(start));
+                leads.push(first.saturating_sub(start));
             }
+        }
+        if let Some(p) = p.filter(|p| p.mem_bps > 0) {
+            run.rates.0 += p.mem_bps as f64 * 8.0;
+            run.rates.1 += 1;
         }
         if let Some(p) = p {
             s.aggregate_bps += p.mem_bps as f64 * 8.0;

@@ -11,6 +11,7 @@
 pub mod concurrency;
 pub mod converge;
 mod dispatch;
+pub mod forecast;
 pub mod metric;
 pub mod ports;
 pub mod record;
@@ -94,6 +95,9 @@ struct Inner {
     relay_ports: Arc<ports::PortPool>,
     /// The direct migrations' destination ports, shared the same way.
     migration_ports: Arc<ports::PortPool>,
+    /// What finished migrations taught the model (push rate per host,
+    /// start-up): the next forecast starts from it.
+    learned: Mutex<crate::predict::learn::Learned>,
 }
 
 /// libvirt's own migration port range, 49152-49215: the ports a destination's
@@ -139,6 +143,7 @@ impl Evacuations {
                 records: Mutex::new(BTreeMap::new()),
                 running: Mutex::new(BTreeMap::new()),
                 stopping: CancellationToken::new(),
+                learned: Mutex::new(Default::default()),
             }),
         }
     }

@@ -105,6 +105,12 @@ pub struct VmRecord {
     /// Each time its pre-copy stopped converging, and what solive did.
     #[serde(default)]
     pub stalls: Vec<StallRecord>,
+    /// Its migration time by the up-front forecast, and by the forecast
+    /// in force when it started, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_at_start_ms: Option<u64>,
 }
 
 /// One stall of a pre-copy migration (see [`super::converge`]).
@@ -147,6 +153,8 @@ impl VmRecord {
             evicted_ms: None,
             scatter: None,
             stalls: Vec::new(),
+            predicted_ms: None,
+            predicted_at_start_ms: None,
         }
     }
 }
@@ -180,6 +188,9 @@ pub struct EvacuationRecord {
     /// How many migrations ran at once, and why.
     #[serde(default)]
     pub concurrency: Option<ConcurrencyRecord>,
+    /// The model's forecasts, and how they compare ([`super::forecast`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<super::forecast::PredictionRecord>,
 }
 
 /// The course of an evacuation's concurrency.
@@ -248,6 +259,7 @@ impl EvacuationRecord {
             error: None,
             metrics: None,
             concurrency: None,
+            prediction: None,
         }
     }
 
@@ -295,6 +307,7 @@ impl EvacuationRecord {
             &individual,
             self.request.score_weight,
         );
+        super::forecast::settle(self);
         self.state = if cancelled {
             EvacuationState::Cancelled
         } else if all_done {

@@ -1,7 +1,7 @@
 //! `POST /v1/evacuations`: what a cloud manager asks for, and its checks.
 //! Pure: the caller supplies what it knows of the hosts and the source's VMs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +26,10 @@ pub struct EvacuationRequest {
     /// Algorithm 1's threshold, percent.
     #[serde(default = "default_threshold")]
     pub threshold: f64,
-    /// `"auto"` (solive's order, paper section IV) or the VMs' names in the
-    /// order to migrate them.
+    /// `"auto"` (solive's order, paper section IV), `"predict"` (the order
+    /// the model says ends first, or saves most by `deadline_s`:
+    /// [`crate::predict::search`]) or the VMs' names in the order to
+    /// migrate them.
     #[serde(default)]
     pub order: OrderSpec,
     /// How many migrations run at once: `"auto"` (the feedback controller,
@@ -69,6 +71,35 @@ pub struct EvacuationRequest {
     /// The longest downtime `on_stall: "downtime"` may allow, ms.
     #[serde(default = "default_max_downtime")]
     pub max_downtime_ms: u64,
+    /// Plan to move the most priority weight within this many seconds of
+    /// the start ([`crate::predict`]); the record says up front which VMs
+    /// the model says will not make it, and at the end which did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_s: Option<f64>,
+    /// VMs' weights for the deadline, 1 to 1000 (absent VMs: 1).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub priorities: BTreeMap<String, u32>,
+    /// What happens at the deadline: `continue` (default) or `stop`.
+    #[serde(default, skip_serializing_if = "is_continue")]
+    pub on_deadline: OnDeadline,
+}
+
+/// What happens when the deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDeadline {
+    /// Go on with the rest as planned.
+    #[default]
+    Continue,
+    /// Start nothing more: the VMs not started stay where they are. A
+    /// migration running at the deadline is finished, not aborted: its
+    /// bytes are sent already, an abort would leave the VM on the site
+    /// being evacuated, and an operator who wants it stopped cancels.
+    Stop,
+}
+
+fn is_continue(o: &OnDeadline) -> bool {
+    *o == OnDeadline::Continue
 }
 
 fn default_stall_iterations() -> u64 {
@@ -100,6 +131,13 @@ fn default_reserve() -> bool {
 pub enum OrderSpec {
     Named(String),
     Explicit(Vec<String>),
+}
+
+impl OrderSpec {
+    /// Whether the model chooses the order.
+    pub fn by_prediction(&self) -> bool {
+        matches!(self, OrderSpec::Named(s) if s == "predict")
+    }
 }
 
 impl Default for OrderSpec {
@@ -261,6 +299,25 @@ impl EvacuationRequest {
                 format!("must be from 0 to 100, not {}", self.balance_pct),
             ));
         }
+        if let Some(d) = self.deadline_s {
+            if !(d.is_finite() && d > 0.0) {
+                return Err(invalid(
+                    "deadline_s",
+                    format!("must be a positive number of seconds from the start, not {d}"),
+                ));
+            }
+        }
+        for (vm, p) in &self.priorities {
+            if !(1..=crate::order::MAX_PRIORITY).contains(p) {
+                return Err(invalid(
+                    "priorities",
+                    format!(
+                        "{vm:?}: must be from 1 to {}, not {p}",
+                        crate::order::MAX_PRIORITY
+                    ),
+                ));
+            }
+        }
         Ok(params)
     }
 
@@ -329,12 +386,18 @@ impl EvacuationRequest {
                 None => RequestError::NoVms(self.source.clone()),
             });
         }
+        if let Some(vm) = self.priorities.keys().find(|v| !vms.contains(v)) {
+            return Err(invalid(
+                "priorities",
+                format!("{vm:?} is not one of the VMs to move"),
+            ));
+        }
         let order = match &self.order {
-            OrderSpec::Named(s) if s == "auto" => None,
+            OrderSpec::Named(s) if s == "auto" || s == "predict" => None,
             OrderSpec::Named(s) => {
                 return Err(invalid(
                     "order",
-                    format!("must be \"auto\" or a list of VM names, not {s:?}"),
+                    format!("must be \"auto\", \"predict\" or a list of VM names, not {s:?}"),
                 ))
             }
             OrderSpec::Explicit(list) => {

@@ -13,6 +13,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::converge::{self, OnStall, Stall};
+use super::forecast;
 use super::record::{EvacuationState, StallRecord, VmLoadRecord, VmState};
 use super::request::Validated;
 use super::{Evacuations, HostHypervisor};
@@ -47,6 +48,8 @@ pub(super) struct Job {
     convergence: converge::Policy,
     /// TCP connections per migration (None: one).
     parallel_connections: Option<u32>,
+    /// The model's scenario, for the forecasts re-made each period.
+    pub(super) scenario: Option<Arc<crate::predict::schedule::Scenario>>,
 }
 
 impl Job {
@@ -87,10 +90,19 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
         .as_ref()
         .map_or(0.0, |h| h.capacity_mbps as f64 * 1e6);
 
-    // Measure and plan (unless the request gave the order).
+    let dest_capacity_bps = inner
+        .controller
+        .host(&req.destination)
+        .await
+        .ok()
+        .flatten()
+        .map_or(capacity_bps, |h| h.capacity_mbps as f64 * 1e6);
+
+    // Measure and plan (unless the request gave the order), then forecast.
     let measured = measure(&evac, &source, source_view.as_ref(), &valid.vms).await;
-    let order = match (valid.order.clone(), measured) {
-        (_, Err(e)) => {
+    let loads = match measured {
+        Ok(loads) => loads,
+        Err(e) => {
             evac.update(id, |r| {
                 r.error = Some(e);
                 r.finish(t0.elapsed().as_millis() as u64, valid.vms.clone(), false);
@@ -102,22 +114,19 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
             release(&evac, id);
             return;
         }
-        (Some(order), Ok(loads)) => {
-            evac.update(id, |r| r.measurements = loads);
-            order
-        }
-        (None, Ok(loads)) => {
+    };
+    let mut plan = None;
+    let mut order = match valid.order.clone() {
+        Some(order) => order,
+        None => {
             let input = PlanInput {
                 capacity_bps,
                 vms: loads.iter().map(vm_load).collect(),
             };
             match order::plan(&input, req.mode, req.balance_pct) {
-                Ok(plan) => {
-                    let order = plan.order.clone();
-                    evac.update(id, |r| {
-                        r.measurements = loads;
-                        r.plan = Some(plan);
-                    });
+                Ok(p) => {
+                    let order = p.order.clone();
+                    plan = Some(p);
                     order
                 }
                 Err(e) => {
@@ -125,7 +134,6 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
                     // request's order rather than refuse to evacuate.
                     tracing::warn!(id, error = %e, "cannot plan; migrating in the given order");
                     evac.update(id, |r| {
-                        r.measurements = loads;
                         r.error = Some(format!("no plan: {e}; migrated in the listed order"));
                     });
                     valid.vms.clone()
@@ -133,6 +141,46 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
             }
         }
     };
+    let learned = evac.inner.learned.lock().expect("learned").clone();
+    let scenario = forecast::scenario(&req, &loads, (capacity_bps, dest_capacity_bps), &learned);
+    let mut upfront = None;
+    match &scenario {
+        Ok(sc) => {
+            // The deadline counts from the request; measuring took some.
+            let deadline = req
+                .deadline_s
+                .map(|d| (d - t0.elapsed().as_secs_f64()).max(0.0));
+            let (chosen, f) =
+                crate::predict::forecast(sc, &order, req.order.by_prediction(), deadline);
+            if let Some(p) = plan.as_mut() {
+                p.reorder(&chosen);
+            }
+            order = chosen;
+            upfront = Some(f);
+        }
+        Err(e) => tracing::warn!(id, error = %e, "no forecast"),
+    }
+    evac.update(id, |r| {
+        r.measurements = loads;
+        r.plan = plan;
+        if let Some(f) = upfront {
+            for v in &mut r.vms {
+                v.predicted_ms = f
+                    .schedule
+                    .vms
+                    .iter()
+                    .find(|p| p.name == v.name)
+                    .and_then(|p| p.duration_s)
+                    .map(|d| (d * 1000.0) as u64);
+            }
+            r.prediction = Some(forecast::PredictionRecord {
+                upfront: f,
+                current: None,
+                accuracy: None,
+                deadline: None,
+            });
+        }
+    });
     evac.update(id, |r| {
         r.order = order.clone();
         r.vms
@@ -170,6 +218,7 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
             max_downtime_ms: req.max_downtime_ms,
         },
         parallel_connections: req.parallel_connections,
+        scenario: scenario.ok().map(Arc::new),
     };
     // Validated when the evacuation was accepted.
     let concurrency = req.concurrency().unwrap_or_default();

@@ -1,0 +1,295 @@
+//! An evacuation's predictions ([`crate::predict`]) on its record: the
+//! forecast made before the first migration, the one re-made every period
+//! from what the running migrations report, and at the end predicted
+//! against actual. Pure: the runner and the dispatcher call these with what
+//! they hold.
+
+use serde::{Deserialize, Serialize};
+
+use super::record::{EvacuationRecord, VmLoadRecord, VmState};
+use super::request::{Concurrency, EvacuationRequest, OnDeadline};
+use crate::hypervisor::MigrationProgress;
+use crate::order::{ModelInputs, PlanError, PlanInput, VmLoad};
+use crate::predict::learn::{Learned, Observation};
+use crate::predict::model::{Migration, PAGE};
+use crate::predict::schedule::{simulate_from, Scenario, Schedule};
+use crate::predict::Forecast;
+
+/// The record's `prediction`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictionRecord {
+    /// Before the first migration, with what was learned until then.
+    pub upfront: Forecast,
+    /// Re-made each period from the running migrations' progress; times in
+    /// seconds since the evacuation was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<Current>,
+    /// Once finished: the median and worst error of the up-front and
+    /// at-start predictions of the VMs' migration times, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<Accuracy>,
+    /// With a deadline: what the forecast said and what happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DeadlineOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Current {
+    pub at_ms: u64,
+    pub schedule: Schedule,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    pub migrations: usize,
+    pub upfront_median_pct: f64,
+    pub upfront_worst_pct: f64,
+    pub at_start_median_pct: f64,
+    pub at_start_worst_pct: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadlineOutcome {
+    pub deadline_s: f64,
+    pub on_deadline: OnDeadline,
+    /// The VMs the up-front forecast said would not make it.
+    pub predicted_to_miss: Vec<String>,
+    /// Moved by the deadline.
+    pub made: Vec<String>,
+    /// Moved, after it.
+    pub late: Vec<String>,
+    /// Not moved (not started, failed or cancelled).
+    pub not_moved: Vec<String>,
+}
+
+/// The scenario of `req` on what was measured. `capacities`: the source's
+/// and the destination's links, bit/s; the push rate and start-up come
+/// from `learned` (the link's capacity before the source has migrated
+/// anything: the model then assumes the link, not the host, bounds).
+pub fn scenario(
+    req: &EvacuationRequest,
+    loads: &[VmLoadRecord],
+    capacities: (f64, f64),
+    learned: &Learned,
+) -> Result<Scenario, PlanError> {
+    let input = PlanInput {
+        capacity_bps: capacities.0,
+        vms: loads
+            .iter()
+            .map(|l| VmLoad {
+                name: l.hypervisor.name.clone(),
+                non_zero_pages: l.hypervisor.non_zero_pages,
+                dirty_pages_per_sec: l.hypervisor.dirty_pages_per_sec,
+                tx_bps: l.tx_bps.unwrap_or(0.0),
+                rx_bps: l.rx_bps.unwrap_or(0.0),
+                memory_kib: Some(l.hypervisor.memory_kib),
+                priority: req.priorities.get(&l.hypervisor.name).copied(),
+            })
+            .collect(),
+    };
+    let concurrency = match req.concurrency() {
+        // Auto starts at one and adds only what pays.
+        Ok(Concurrency::Fixed(n)) => n,
+        _ => 1,
+    };
+    let model = ModelInputs {
+        destination_capacity_bps: Some(capacities.1).filter(|c| *c > 0.0),
+        push_bps: Some(learned.push(&req.source, capacities.0)).filter(|p| *p > 0.0),
+        concurrency: Some(concurrency),
+        reserve: Some(req.reserve),
+        urgency: Some(req.urgency),
+        on_stall: Some(req.on_stall),
+        max_downtime_ms: Some(req.max_downtime_ms),
+        startup_s: None,
+        deadline_s: req.deadline_s,
+    };
+    let mut sc = model.scenario(&input, req.mode)?;
+    sc.params = learned.params(sc.params);
+    sc.params.stall_iterations = req.stall_iterations;
+    Ok(sc)
+}
+
+/// The forecast from now: the running migrations resumed from their
+/// progress (what remains of the current pass, the dirty rate QEMU sees),
+/// the pending ones after them in `pending`'s order; times shifted to the
+/// evacuation's clock.
+pub fn now(sc: &Scenario, r: &EvacuationRecord, pending: &[String], now_ms: u64) -> Schedule {
+    let mut sc = sc.clone();
+    let names: Vec<String> = sc.vms.iter().map(|v| v.name.clone()).collect();
+    let index = |name: &str| names.iter().position(|n| n == name);
+    let mut moved = Vec::new();
+    let mut running = Vec::new();
+    for v in &r.vms {
+        let Some(i) = index(&v.name) else { continue };
+        match v.state {
+            VmState::Done | VmState::Postcopy => moved.push(i),
+            VmState::Migrating => {
+                let p: Option<MigrationProgress> = v.progress;
+                if let Some(p) = p.filter(|p| p.mem_dirty_rate > 0) {
+                    sc.vms[i].dirty_pages_per_sec = p.mem_dirty_rate as f64;
+                }
+                let sending = p.is_some_and(|p| p.data_processed > 0);
+                let left = p
+                    .filter(|_| sending)
+                    .map_or(sc.vms[i].non_zero_pages as f64 * PAGE, |p| {
+                        p.data_remaining as f64
+                    });
+                running.push((
+                    i,
+                    Migration::resume(&sc.vms[i], sc.mode, &sc.params, left, !sending),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let order: Vec<usize> = pending.iter().filter_map(|n| index(n)).collect();
+    let was_running: Vec<usize> = running.iter().map(|(i, _)| *i).collect();
+    let mut s = simulate_from(&sc, &order, running, &moved);
+    let shift = now_ms as f64 / 1000.0;
+    for p in &mut s.vms {
+        p.start_s = p.start_s.map(|t| t + shift);
+        p.end_s = p.end_s.map(|t| t + shift);
+        if index(&p.name).is_some_and(|i| was_running.contains(&i)) {
+            // Its start is the real one; its duration runs from there.
+            let started = r
+                .vms
+                .iter()
+                .find(|v| v.name == p.name)
+                .and_then(|v| v.started_ms)
+                .map(|t| t as f64 / 1000.0);
+            p.start_s = started.or(p.start_s);
+            p.duration_s = p.end_s.zip(p.start_s).map(|(e, s)| e - s);
+        }
+    }
+    s.total_migration_s = s.total_migration_s.map(|t| t + shift);
+    s.eviction_s = s.total_migration_s;
+    s
+}
+
+/// `sc` with what has been learned since it was made, and what the
+/// running migrations show now: their summed rate against their summed caps
+/// (the same rule as a finished migration's, [`Learned::observe`]), so the
+/// forecast follows a host that pushes less than the link gives from the
+/// first period of the first migration on.
+pub fn refreshed(sc: &Scenario, r: &EvacuationRecord, learned: &Learned) -> Scenario {
+    let mut l = learned.clone();
+    let sending: Vec<_> = r
+        .vms
+        .iter()
+        .filter(|v| v.state == VmState::Migrating)
+        .filter_map(|v| {
+            v.progress
+                .filter(|p| p.mem_bps > 0)
+                .map(|p| (p, v.cap_mibs))
+        })
+        .collect();
+    if !sending.is_empty() {
+        l.observe(&Observation {
+            source: &r.request.source,
+            rate_bps: sending.iter().map(|(p, _)| p.mem_bps as f64 * 8.0).sum(),
+            link_bps: sending
+                .iter()
+                .map(|(_, c)| c.unwrap_or(0) as f64 * 1_048_576.0 * 8.0)
+                .sum(),
+            startup_s: None,
+            downtime_ms: None,
+            last_transfer_ms: None,
+        });
+    }
+    let mut sc = sc.clone();
+    sc.push_bps = l.push(&r.request.source, sc.push_bps);
+    sc.params = l.params(sc.params);
+    sc
+}
+
+/// What a finished migration teaches: its rate while it sent (the mean
+/// of the rates QEMU reported each period, `rate_bps`; else its bytes over
+/// its time from its first bytes), the link's share it had (its cap), its
+/// start-up (to the period that first saw bytes: up to a period long).
+/// Only a migration that ran alone says what the host pushes.
+pub fn observation<'a>(
+    source: &'a str,
+    v: &super::record::VmRecord,
+    sent_ms: Option<u64>,
+    rate_bps: Option<f64>,
+    alone: bool,
+) -> Option<Observation<'a>> {
+    if v.state != VmState::Done {
+        return None;
+    }
+    let (started, ended, bytes) = (v.started_ms?, v.ended_ms?, v.bytes?);
+    let from = sent_ms.unwrap_or(started).clamp(started, ended);
+    let secs = (ended - from) as f64 / 1000.0;
+    let rate = rate_bps.or((secs > 0.0).then(|| bytes as f64 * 8.0 / secs));
+    Some(Observation {
+        source,
+        rate_bps: rate.filter(|_| alone).unwrap_or(0.0),
+        link_bps: v.cap_mibs.map_or(0.0, |c| c as f64 * 1_048_576.0 * 8.0),
+        startup_s: sent_ms.map(|s| s.saturating_sub(started) as f64 / 1000.0),
+        downtime_ms: None,
+        last_transfer_ms: None,
+    })
+}
+
+/// Once finished: the errors of the predictions, and the deadline's outcome.
+pub fn settle(r: &mut EvacuationRecord) {
+    let Some(pred) = r.prediction.as_mut() else {
+        return;
+    };
+    let errs = |f: fn(&super::record::VmRecord) -> Option<u64>| -> Vec<f64> {
+        r.vms
+            .iter()
+            .filter(|v| v.state == VmState::Done)
+            .filter_map(|v| {
+                let actual = v.duration_ms? as f64;
+                let p = f(v)? as f64;
+                (actual > 0.0).then(|| ((p - actual) / actual * 100.0).abs())
+            })
+            .collect()
+    };
+    let up = errs(|v| v.predicted_ms);
+    let at = errs(|v| v.predicted_at_start_ms);
+    if !up.is_empty() {
+        pred.accuracy = Some(Accuracy {
+            migrations: up.len(),
+            upfront_median_pct: median(&up),
+            upfront_worst_pct: up.iter().cloned().fold(0.0, f64::max),
+            at_start_median_pct: median(&at),
+            at_start_worst_pct: at.iter().cloned().fold(0.0, f64::max),
+        });
+    }
+    if let (Some(d), Some(plan)) = (r.request.deadline_s, pred.upfront.deadline.as_ref()) {
+        // Deadlines count from the request, as an operator counts them.
+        let by = (d * 1000.0) as u64;
+        let mut o = DeadlineOutcome {
+            deadline_s: d,
+            on_deadline: r.request.on_deadline,
+            predicted_to_miss: plan.at_risk.iter().map(|a| a.name.clone()).collect(),
+            made: Vec::new(),
+            late: Vec::new(),
+            not_moved: Vec::new(),
+        };
+        for v in &r.vms {
+            match (v.state, v.ended_ms) {
+                (VmState::Done, Some(e)) if e <= by => o.made.push(v.name.clone()),
+                (VmState::Done, _) => o.late.push(v.name.clone()),
+                _ => o.not_moved.push(v.name.clone()),
+            }
+        }
+        pred.deadline = Some(o);
+    }
+}
+
+fn median(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}

@@ -171,6 +171,17 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Check the migration-time model against finished evacuation records
+    /// (JSON files, replayed in the order given, the model learning from
+    /// each migration as a running controller would): each migration's
+    /// predicted time up front and at its start against the actual, as
+    /// CSV on stdout, the median and worst errors on stderr.
+    PredictCheck {
+        /// The testbed topology the records ran on (its hosts' capacities).
+        #[arg(long)]
+        topology: PathBuf,
+        records: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -459,6 +470,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serve(config))
         }
+        Cmd::PredictCheck { topology, records } => predict_check(&topology, &records),
         Cmd::Report { api, id, out } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -472,6 +484,73 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn predict_check(topology: &std::path::Path, records: &[PathBuf]) -> anyhow::Result<()> {
+    use solive::evacuation::replay;
+    let topo = solive::topology::Topology::load(topology)?;
+    let capacity = |name: &str| {
+        topo.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.capacity_mbps as f64 * 1e6)
+            .with_context(|| format!("host {name:?} is not in {}", topology.display()))
+    };
+    let mut learned = solive::predict::learn::Learned::default();
+    let mut rows = Vec::new();
+    for path in records {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let rec: solive::evacuation::EvacuationRecord = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not an evacuation record", path.display()))?;
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        if let Some(why) = replay::skip_reason(&rec) {
+            eprintln!("{name}: skipped ({why})");
+            continue;
+        }
+        let caps = (
+            capacity(&rec.request.source)?,
+            capacity(&rec.request.destination)?,
+        );
+        rows.extend(replay::replay(&name, &rec, caps, &mut learned));
+    }
+    println!("record,vm,position,actual_s,upfront_s,at_start_s,upfront_err_pct,at_start_err_pct");
+    let f = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.2}"));
+    for r in &rows {
+        println!(
+            "{},{},{},{:.2},{},{},{},{}",
+            r.record,
+            r.vm,
+            r.position,
+            r.actual_s,
+            f(r.upfront_s),
+            f(r.at_start_s),
+            f(r.upfront_err_pct),
+            f(r.at_start_err_pct)
+        );
+    }
+    for (what, errs) in [
+        (
+            "up front",
+            rows.iter()
+                .filter_map(|r| r.upfront_err_pct)
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "at start",
+            rows.iter().filter_map(|r| r.at_start_err_pct).collect(),
+        ),
+    ] {
+        match replay::summary(errs.into_iter()) {
+            Some((n, median, worst)) => {
+                eprintln!("{what}: {n} migrations, median |error| {median:.1}%, worst {worst:.1}%")
+            }
+            None => eprintln!("{what}: no migrations"),
+        }
+    }
+    Ok(())
 }
 
 fn scatter(cmd: ScatterCmd) -> anyhow::Result<()> {

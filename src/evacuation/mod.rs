@@ -15,6 +15,7 @@ pub mod forecast;
 pub mod metric;
 pub mod ports;
 pub mod record;
+pub mod replay;
 pub mod request;
 mod runner;
 pub mod scatter;

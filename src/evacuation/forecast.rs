@@ -76,15 +76,7 @@ pub fn scenario(
         capacity_bps: capacities.0,
         vms: loads
             .iter()
-            .map(|l| VmLoad {
-                name: l.hypervisor.name.clone(),
-                non_zero_pages: l.hypervisor.non_zero_pages,
-                dirty_pages_per_sec: l.hypervisor.dirty_pages_per_sec,
-                tx_bps: l.tx_bps.unwrap_or(0.0),
-                rx_bps: l.rx_bps.unwrap_or(0.0),
-                memory_kib: Some(l.hypervisor.memory_kib),
-                priority: req.priorities.get(&l.hypervisor.name).copied(),
-            })
+            .map(|l| vm_load(l, req.priorities.get(&l.hypervisor.name).copied()))
             .collect(),
     };
     let concurrency = match req.concurrency() {
@@ -107,6 +99,20 @@ pub fn scenario(
     sc.params = learned.params(sc.params);
     sc.params.stall_iterations = req.stall_iterations;
     Ok(sc)
+}
+
+/// A measured VM as the plan and the model take it (a VM's traffic not
+/// found on the source's bridge counts as none).
+pub fn vm_load(l: &VmLoadRecord, priority: Option<u32>) -> VmLoad {
+    VmLoad {
+        name: l.hypervisor.name.clone(),
+        non_zero_pages: l.hypervisor.non_zero_pages,
+        dirty_pages_per_sec: l.hypervisor.dirty_pages_per_sec,
+        tx_bps: l.tx_bps.unwrap_or(0.0),
+        rx_bps: l.rx_bps.unwrap_or(0.0),
+        memory_kib: Some(l.hypervisor.memory_kib),
+        priority,
+    }
 }
 
 /// The forecast from now: the running migrations resumed from their
@@ -280,7 +286,8 @@ pub fn settle(r: &mut EvacuationRecord) {
     }
 }
 
-fn median(xs: &[f64]) -> f64 {
+/// The median (0 for none).
+pub fn median(xs: &[f64]) -> f64 {
     if xs.is_empty() {
         return 0.0;
     }

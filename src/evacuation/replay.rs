@@ -127,18 +127,9 @@ pub fn replay(
 
 /// Median and worst of the absolute errors, percent.
 pub fn summary(errs: impl Iterator<Item = f64>) -> Option<(usize, f64, f64)> {
-    let mut v: Vec<f64> = errs.map(f64::abs).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    Some((n, median, v[n - 1]))
+    let v: Vec<f64> = errs.map(f64::abs).collect();
+    let worst = v.iter().cloned().reduce(f64::max)?;
+    Some((v.len(), forecast::median(&v), worst))
 }
 
 #[cfg(test)]

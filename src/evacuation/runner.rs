@@ -21,7 +21,7 @@ use crate::controller::enforce::Role;
 use crate::controller::reservation::{MigrationReport, ReservationRequest};
 use crate::controller::{HostView, ReservationView};
 use crate::hypervisor::{bps_to_mibs, MigrateOptions, MigrationStats};
-use crate::order::{self, Mode, PlanInput, VmLoad};
+use crate::order::{self, Mode, PlanInput};
 
 /// Everything one VM's migration needs, cloned into its task.
 #[derive(Clone)]
@@ -121,7 +121,7 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
         None => {
             let input = PlanInput {
                 capacity_bps,
-                vms: loads.iter().map(vm_load).collect(),
+                vms: loads.iter().map(|l| forecast::vm_load(l, None)).collect(),
             };
             match order::plan(&input, req.mode, req.balance_pct) {
                 Ok(p) => {
@@ -287,18 +287,6 @@ fn release(evac: &Evacuations, id: u64) {
     // The task handle is no longer needed once the record is final (and
     // `wait` may have taken it already).
     evac.running().remove(&id);
-}
-
-fn vm_load(l: &VmLoadRecord) -> VmLoad {
-    VmLoad {
-        name: l.hypervisor.name.clone(),
-        non_zero_pages: l.hypervisor.non_zero_pages,
-        dirty_pages_per_sec: l.hypervisor.dirty_pages_per_sec,
-        tx_bps: l.tx_bps.unwrap_or(0.0),
-        rx_bps: l.rx_bps.unwrap_or(0.0),
-        memory_kib: Some(l.hypervisor.memory_kib),
-        priority: None,
-    }
 }
 
 /// The VM's port on the source's bridge: the interface whose external_ids

@@ -258,7 +258,7 @@ fn per_migration_rate(sc: &Scenario, place: &[Place], running: &[(usize, Migrati
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn vm(name: &str, pages: u64, tx_mbps: f64, rx_mbps: f64) -> VmInput {
@@ -273,7 +273,9 @@ mod tests {
         }
     }
 
-    fn scenario(vms: Vec<VmInput>, concurrency: u32) -> Scenario {
+    /// A 100 Mbit/s link each way, no start-up or fixed pause, no host
+    /// bound, a 10% floor: the figures the tests compute by hand.
+    pub(crate) fn scenario(vms: Vec<VmInput>, concurrency: u32) -> Scenario {
         Scenario {
             vms,
             mode: Mode::Precopy,

@@ -342,8 +342,7 @@ pub fn miss_reason(p: &super::schedule::PlannedVm, deadline_s: f64) -> Option<St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::order::Mode;
-    use crate::predict::model::{Params, VmInput};
+    use crate::predict::model::VmInput;
 
     fn vm(name: &str, mb: u64, tx_mbps: f64, priority: u32) -> VmInput {
         VmInput {
@@ -358,21 +357,7 @@ mod tests {
     }
 
     fn scenario(vms: Vec<VmInput>) -> Scenario {
-        Scenario {
-            vms,
-            mode: Mode::Precopy,
-            params: Params {
-                startup_s: 0.0,
-                downtime_overhead_ms: 0.0,
-                ..Params::default()
-            },
-            source_capacity_bps: 100e6,
-            destination_capacity_bps: 100e6,
-            push_bps: 1e9,
-            floor: 0.1,
-            concurrency: 1,
-            horizon_s: 1e6,
-        }
+        crate::predict::schedule::tests::scenario(vms, 1)
     }
 
     /// The sender first ends soonest (see the schedule's tests), whatever

@@ -173,7 +173,7 @@ pub(super) async fn run_all(
                 if let Some(sc) = &job.scenario {
                     let list: Vec<String> = pending.iter().cloned().collect();
                     let learned = job.evac.inner.learned.lock().expect("learned").clone();
-                    let sc = super::forecast::refreshed(sc, &r, &learned);
+                    let sc = super::forecast::refreshed(sc, &r, &learned, now);
                     let schedule = super::forecast::now(&sc, &r, &list, now);
                     current = Some(schedule.clone());
                     job.evac.update(job.id, |r| {

@@ -177,22 +177,34 @@ pub fn now(sc: &Scenario, r: &EvacuationRecord, pending: &[String], now_ms: u64)
 /// (the same rule as a finished migration's, [`Learned::observe`]), so the
 /// forecast follows a host that pushes less than the link gives from the
 /// first period of the first migration on.
-pub fn refreshed(sc: &Scenario, r: &EvacuationRecord, learned: &Learned) -> Scenario {
+pub fn refreshed(sc: &Scenario, r: &EvacuationRecord, learned: &Learned, now_ms: u64) -> Scenario {
     let mut l = learned.clone();
-    let sending: Vec<_> = r
+    let startup_s = l.params(sc.params).startup_s;
+    let sending: Vec<(f64, Option<u64>)> = r
         .vms
         .iter()
         .filter(|v| v.state == VmState::Migrating)
         .filter_map(|v| {
-            v.progress
-                .filter(|p| p.mem_bps > 0)
-                .map(|p| (p, v.cap_mibs))
+            let p = v.progress.filter(|p| p.data_processed > 0)?;
+            // libvirt leaves the rate out of some jobs' statistics (seen on
+            // the testbed for a whole migration): then its mean since its
+            // first bytes.
+            let rate = if p.mem_bps > 0 {
+                p.mem_bps as f64 * 8.0
+            } else {
+                let secs = now_ms.saturating_sub(v.started_ms?) as f64 / 1000.0 - startup_s;
+                if secs <= 1.0 {
+                    return None;
+                }
+                p.data_processed as f64 * 8.0 / secs
+            };
+            Some((rate, v.cap_mibs))
         })
         .collect();
     if !sending.is_empty() {
         l.observe(&Observation {
             source: &r.request.source,
-            rate_bps: sending.iter().map(|(p, _)| p.mem_bps as f64 * 8.0).sum(),
+            rate_bps: sending.iter().map(|(b, _)| b).sum(),
             link_bps: sending
                 .iter()
                 .map(|(_, c)| c.unwrap_or(0) as f64 * 1_048_576.0 * 8.0)

@@ -364,9 +364,9 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             if order == PlanOrder::Predict {
                 req.order = solive::order::OrderBy::Predict;
             }
-            req.model.deadline_s = deadline_s.or(req.model.deadline_s);
-            req.model.push_bps = push_bps.or(req.model.push_bps);
-            req.model.concurrency = concurrency.or(req.model.concurrency);
+            req.deadline_s = deadline_s.or(req.deadline_s);
+            req.push_bps = push_bps.or(req.push_bps);
+            req.concurrency = concurrency.or(req.concurrency);
             let plan = req.plan()?;
             println!("{}", serde_json::to_string_pretty(&plan)?);
             Ok(())

@@ -87,9 +87,27 @@ pub struct PlanRequest {
     /// says ends first, or saves most by `deadline_s`).
     #[serde(default)]
     pub order: OrderBy,
-    /// The model's other inputs ([`crate::predict`]).
-    #[serde(flatten)]
-    pub model: ModelInputs,
+    /// The model's other inputs ([`crate::predict`]), as fields of the
+    /// body (not flattened: serde's flatten would hide a bad field's name
+    /// from the 400).
+    #[serde(default)]
+    pub destination_capacity_bps: Option<f64>,
+    #[serde(default)]
+    pub push_bps: Option<f64>,
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    #[serde(default)]
+    pub reserve: Option<bool>,
+    #[serde(default)]
+    pub urgency: Option<f64>,
+    #[serde(default)]
+    pub on_stall: Option<crate::evacuation::converge::OnStall>,
+    #[serde(default)]
+    pub max_downtime_ms: Option<u64>,
+    #[serde(default)]
+    pub startup_s: Option<f64>,
+    #[serde(default)]
+    pub deadline_s: Option<f64>,
 }
 
 /// How the order is chosen.
@@ -152,12 +170,23 @@ impl PlanRequest {
             vms: self.vms,
         };
         let mut p = plan(&input, self.mode, self.balance_pct)?;
-        let sc = self.model.scenario(&input, self.mode)?;
+        let model = ModelInputs {
+            destination_capacity_bps: self.destination_capacity_bps,
+            push_bps: self.push_bps,
+            concurrency: self.concurrency,
+            reserve: self.reserve,
+            urgency: self.urgency,
+            on_stall: self.on_stall,
+            max_downtime_ms: self.max_downtime_ms,
+            startup_s: self.startup_s,
+            deadline_s: self.deadline_s,
+        };
+        let sc = model.scenario(&input, self.mode)?;
         let (order, forecast) = crate::predict::forecast(
             &sc,
             &p.order,
             self.order == OrderBy::Predict,
-            self.model.deadline_s,
+            self.deadline_s,
         );
         p.reorder(&order);
         p.prediction = Some(forecast);

@@ -181,6 +181,46 @@ async fn reservations_validate_and_round_trip() {
         let r = http.post(&plan_url).json(&bad).send().await.unwrap();
         assert_eq!(r.status(), 400, "{bad}");
     }
+    // The forecast comes with every plan; "predict" searches orders, and a
+    // deadline names who will not make it.
+    let mut body = body.clone();
+    body["capacity_bps"] = serde_json::json!(100e6);
+    body["mode"] = serde_json::json!("precopy");
+    body["order"] = serde_json::json!("predict");
+    body["deadline_s"] = serde_json::json!(0.5);
+    let v: serde_json::Value = http
+        .post(&plan_url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let p = &v["prediction"];
+    assert_eq!(p["schedule"]["vms"].as_array().unwrap().len(), 2, "{v}");
+    assert!(
+        p["schedule"]["total_migration_s"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    assert_eq!(p["search"]["method"], "exhaustive", "{v}");
+    assert_eq!(p["deadline"]["at_risk"].as_array().unwrap().len(), 2, "{v}");
+    for (field, value) in [
+        ("deadline_s", serde_json::json!(-1)),
+        ("deadline_s", serde_json::json!("soon")),
+        ("concurrency", serde_json::json!(0)),
+        ("order", serde_json::json!("fastest")),
+    ] {
+        let mut bad = body.clone();
+        bad[field] = value;
+        let r = http.post(&plan_url).json(&bad).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(field),
+            "{e}"
+        );
+    }
 
     let r = http
         .post(&base)

@@ -18,6 +18,7 @@ use super::concurrency::{self, Feedback, Sample};
 use super::record::{ConcurrencyRecord, EvacuationRecord};
 use super::request::{Concurrency, OnDeadline, MAX_PARALLEL};
 use super::runner::{migrate_one, Job};
+use crate::hypervisor::mibs_to_bps;
 
 /// What the dispatcher keeps of one running migration.
 #[derive(Debug, Default)]
@@ -120,7 +121,7 @@ pub(super) async fn run_all(
             }
             job.evac.update(job.id, |r| {
                 if let Some(v) = r.vm_mut(&vm) {
-                    v.predicted_at_start_ms = at_start.or(v.predicted_ms);
+                    v.predicted_at_start_ms = at_start;
                 }
             });
             let (job, cancel, name) = (job.clone(), cancel.clone(), vm.clone());
@@ -278,7 +279,7 @@ fn sample(
         }
         if let Some(p) = p {
             s.aggregate_bps += p.mem_bps as f64 * 8.0;
-            s.caps_bps += v.cap_mibs.unwrap_or(0) as f64 * 1_048_576.0 * 8.0;
+            s.caps_bps += v.cap_mibs.map_or(0.0, mibs_to_bps);
             if run.released_ms.is_none() && concurrency::in_tail(p.data_remaining, p.mem_bps, lead)
             {
                 run.released_ms = Some(now);

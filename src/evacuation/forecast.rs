@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::record::{EvacuationRecord, VmLoadRecord, VmState};
 use super::request::{Concurrency, EvacuationRequest, OnDeadline};
-use crate::hypervisor::MigrationProgress;
+use crate::hypervisor::{mibs_to_bps, MigrationProgress};
 use crate::order::{ModelInputs, PlanError, PlanInput, VmLoad};
 use crate::predict::learn::{Learned, Observation};
 use crate::predict::model::{Migration, PAGE};
@@ -207,7 +207,7 @@ pub fn refreshed(sc: &Scenario, r: &EvacuationRecord, learned: &Learned, now_ms:
             rate_bps: sending.iter().map(|(b, _)| b).sum(),
             link_bps: sending
                 .iter()
-                .map(|(_, c)| c.unwrap_or(0) as f64 * 1_048_576.0 * 8.0)
+                .map(|(_, c)| c.map_or(0.0, mibs_to_bps))
                 .sum(),
             startup_s: None,
             downtime_ms: None,
@@ -242,7 +242,7 @@ pub fn observation<'a>(
     Some(Observation {
         source,
         rate_bps: rate.filter(|_| alone).unwrap_or(0.0),
-        link_bps: v.cap_mibs.map_or(0.0, |c| c as f64 * 1_048_576.0 * 8.0),
+        link_bps: v.cap_mibs.map_or(0.0, mibs_to_bps),
         startup_s: sent_ms.map(|s| s.saturating_sub(started) as f64 / 1000.0),
         downtime_ms: None,
         last_transfer_ms: None,
@@ -254,26 +254,26 @@ pub fn settle(r: &mut EvacuationRecord) {
     let Some(pred) = r.prediction.as_mut() else {
         return;
     };
-    let errs = |f: fn(&super::record::VmRecord) -> Option<u64>| -> Vec<f64> {
-        r.vms
-            .iter()
-            .filter(|v| v.state == VmState::Done)
-            .filter_map(|v| {
-                let actual = v.duration_ms? as f64;
-                let p = f(v)? as f64;
-                (actual > 0.0).then(|| ((p - actual) / actual * 100.0).abs())
-            })
-            .collect()
+    let errs = |f: fn(&super::record::VmRecord) -> Option<u64>| {
+        summary(
+            r.vms
+                .iter()
+                .filter(|v| v.state == VmState::Done)
+                .filter_map(|v| {
+                    let actual = v.duration_ms? as f64;
+                    let p = f(v)? as f64;
+                    (actual > 0.0).then(|| (p - actual) / actual * 100.0)
+                }),
+        )
     };
-    let up = errs(|v| v.predicted_ms);
-    let at = errs(|v| v.predicted_at_start_ms);
-    if !up.is_empty() {
+    if let Some((migrations, up_median, up_worst)) = errs(|v| v.predicted_ms) {
+        let (_, at_median, at_worst) = errs(|v| v.predicted_at_start_ms).unwrap_or_default();
         pred.accuracy = Some(Accuracy {
-            migrations: up.len(),
-            upfront_median_pct: median(&up),
-            upfront_worst_pct: up.iter().cloned().fold(0.0, f64::max),
-            at_start_median_pct: median(&at),
-            at_start_worst_pct: at.iter().cloned().fold(0.0, f64::max),
+            migrations,
+            upfront_median_pct: up_median,
+            upfront_worst_pct: up_worst,
+            at_start_median_pct: at_median,
+            at_start_worst_pct: at_worst,
         });
     }
     if let (Some(d), Some(plan)) = (r.request.deadline_s, pred.upfront.deadline.as_ref()) {
@@ -298,11 +298,15 @@ pub fn settle(r: &mut EvacuationRecord) {
     }
 }
 
-/// The median (0 for none).
-pub fn median(xs: &[f64]) -> f64 {
-    if xs.is_empty() {
-        return 0.0;
-    }
+/// How many, the median and the worst of the absolute values of `errs`
+/// (signed errors, percent); None for none.
+pub fn summary(errs: impl Iterator<Item = f64>) -> Option<(usize, f64, f64)> {
+    let v: Vec<f64> = errs.map(f64::abs).collect();
+    let worst = v.iter().cloned().reduce(f64::max)?;
+    Some((v.len(), median(&v), worst))
+}
+
+fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();

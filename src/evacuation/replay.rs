@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::forecast;
 use super::record::{EvacuationRecord, VmState};
+use crate::hypervisor::mibs_to_bps;
 use crate::predict::learn::{Learned, Observation};
 use crate::predict::schedule::{alone, simulate};
 
@@ -112,9 +113,7 @@ pub fn replay(
                 } else {
                     0.0
                 },
-                link_bps: v
-                    .cap_mibs
-                    .map_or(capacities.0, |c| c as f64 * 1_048_576.0 * 8.0),
+                link_bps: v.cap_mibs.map_or(capacities.0, mibs_to_bps),
                 startup_s: None,
                 downtime_ms: None,
                 last_transfer_ms: None,
@@ -125,12 +124,7 @@ pub fn replay(
     rows
 }
 
-/// Median and worst of the absolute errors, percent.
-pub fn summary(errs: impl Iterator<Item = f64>) -> Option<(usize, f64, f64)> {
-    let v: Vec<f64> = errs.map(f64::abs).collect();
-    let worst = v.iter().cloned().reduce(f64::max)?;
-    Some((v.len(), forecast::median(&v), worst))
-}
+pub use forecast::summary;
 
 #[cfg(test)]
 mod tests {

@@ -180,8 +180,6 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
                 deadline: None,
             });
         }
-    });
-    evac.update(id, |r| {
         r.order = order.clone();
         r.vms
             .sort_by_key(|v| order.iter().position(|o| *o == v.name));

@@ -189,6 +189,12 @@ pub fn bps_to_mibs(bps: f64) -> u64 {
     ((bps / 8.0 / 1_048_576.0).ceil() as u64).max(1)
 }
 
+/// A libvirt speed cap (MiB/s) in bit/s: what a migration's part of the
+/// link is, as the forecasts and the concurrency controller compare rates.
+pub fn mibs_to_bps(mibs: u64) -> f64 {
+    mibs as f64 * 1_048_576.0 * 8.0
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -12,6 +12,12 @@
 //! - [`reserve`]: Algorithm 1 (urgency-driven bandwidth reservation) as a pure
 //!   step, and its replay over recorded traces.
 //! - [`order`]: the migration order (paper section IV) as a pure function.
+//! - [`place`]: which destination each VM goes to, when there are several.
+//! - [`predict`]: the migration-time model, the fluid simulation of an
+//!   evacuation, the search for the best order, the deadline plan.
+//! - [`simulate`]: a whole site's evacuation in simulated time
+//!   (`solive simulate`), with the same placement, order, Algorithm 1 and
+//!   concurrency rules as a real one.
 //! - [`config`]: the TOML configuration of `solive serve`.
 //! - [`topology`]: the topology files shared with the testbed.
 //! - [`controller`]: the single owner of controller state; host tasks, polling,
@@ -33,12 +39,14 @@ pub mod hypervisor;
 pub mod openflow;
 pub mod order;
 pub mod ovsdb;
+pub mod place;
 pub mod predict;
 pub mod rate;
 pub mod report;
 pub mod reserve;
 pub mod scatter;
 pub mod server;
+pub mod simulate;
 pub mod store;
 pub mod switch;
 pub mod topology;

@@ -171,6 +171,57 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Evacuate a whole site in simulated time (README "Simulating a
+    /// site"): the same placement, order, Algorithm 1 and concurrency
+    /// rules as a real evacuation, on a fluid model of the hosts' links.
+    /// Prints a summary; writes the record (JSON) and its timeline (SVG).
+    Simulate {
+        /// A testbed topology (its guests' model inputs estimated).
+        #[arg(long, group = "input")]
+        topology: Option<PathBuf>,
+        /// A site as JSON: {"name", "hosts": [{"name", "role",
+        /// "capacity_bps", ...}], "vms": [{"name", "host", "memory_kib",
+        /// "non_zero_pages", "dirty_pages_per_sec", ...}]}.
+        #[arg(long, group = "input")]
+        site: Option<PathBuf>,
+        /// A made-up site: SOURCES:DESTINATIONS:VMS[:SEED].
+        #[arg(long, group = "input")]
+        generate: Option<solive::simulate::generate::Spec>,
+        /// Write the site simulated as JSON (to edit and rerun with --site).
+        #[arg(long)]
+        write_site: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "precopy")]
+        mode: PlanMode,
+        #[arg(long, value_enum, default_value = "rules")]
+        order: PlanOrder,
+        /// Per source: "auto" (the feedback controller) or a number.
+        #[arg(long, default_value = "auto")]
+        concurrency: String,
+        /// No reservation: the migrations compete with the VMs' traffic.
+        #[arg(long)]
+        no_reserve: bool,
+        #[arg(long, default_value_t = 50.0)]
+        urgency: f64,
+        #[arg(long, default_value_t = 10.0)]
+        threshold: f64,
+        #[arg(long, value_enum, default_value = "downtime")]
+        on_stall: OnStallArg,
+        #[arg(long, default_value_t = solive::evacuation::request::DEFAULT_MAX_DOWNTIME_MS)]
+        max_downtime_ms: u64,
+        /// Plan to, and report what made it by, this many seconds.
+        #[arg(long)]
+        deadline_s: Option<f64>,
+        /// With --topology: what each host can send in all, bit/s (the
+        /// testbed's TCG guests: about 30e6; default: the link).
+        #[arg(long)]
+        push_bps: Option<f64>,
+        /// Where to write the record (JSON).
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Where to write the timeline (SVG, as `solive report` draws).
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
     /// Check the migration-time model against finished evacuation records
     /// (JSON files, replayed in the order given, the model learning from
     /// each migration as a running controller would): each migration's
@@ -288,6 +339,19 @@ enum OnStallArg {
     Postcopy,
     Abort,
     None,
+}
+
+impl From<OnStallArg> for solive::evacuation::converge::OnStall {
+    fn from(a: OnStallArg) -> Self {
+        use solive::evacuation::converge::OnStall;
+        match a {
+            OnStallArg::Downtime => OnStall::Downtime,
+            OnStallArg::Throttle => OnStall::Throttle,
+            OnStallArg::Postcopy => OnStall::Postcopy,
+            OnStallArg::Abort => OnStall::Abort,
+            OnStallArg::None => OnStall::None,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -471,6 +535,87 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             rt.block_on(serve(config))
         }
         Cmd::PredictCheck { topology, records } => predict_check(&topology, &records),
+        Cmd::Simulate {
+            topology,
+            site,
+            generate,
+            write_site,
+            mode,
+            order,
+            concurrency,
+            no_reserve,
+            urgency,
+            threshold,
+            on_stall,
+            max_downtime_ms,
+            deadline_s,
+            push_bps,
+            record,
+            svg,
+        } => {
+            use solive::simulate;
+            let site = match (topology, site, generate) {
+                (Some(t), _, _) => {
+                    simulate::Site::from_topology(&solive::topology::Topology::load(&t)?, push_bps)
+                }
+                (_, Some(path), _) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not a site", path.display()))?
+                }
+                (_, _, Some(spec)) => simulate::generate::site(&spec),
+                _ => anyhow::bail!("give --topology, --site or --generate"),
+            };
+            if let Some(path) = write_site {
+                std::fs::write(&path, serde_json::to_string_pretty(&site)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            let concurrency = match concurrency.as_str() {
+                "auto" => solive::evacuation::Concurrency::Auto,
+                n => solive::evacuation::Concurrency::Fixed(n.parse().with_context(|| {
+                    format!("--concurrency must be \"auto\" or a number, not {n:?}")
+                })?),
+            };
+            let opts = simulate::Options {
+                mode: match mode {
+                    PlanMode::Precopy => solive::order::Mode::Precopy,
+                    PlanMode::Postcopy => solive::order::Mode::Postcopy,
+                },
+                order: match order {
+                    PlanOrder::Rules => simulate::OrderChoice::Rules,
+                    PlanOrder::Predict => simulate::OrderChoice::Predict,
+                },
+                concurrency,
+                reserve: if no_reserve {
+                    None
+                } else {
+                    Some(solive::reserve::Params::new(
+                        urgency,
+                        threshold,
+                        solive::reserve::DEFAULT_MAX_RESERVE,
+                    )?)
+                },
+                on_stall: on_stall.into(),
+                max_downtime_ms,
+                deadline_s,
+                ..simulate::Options::default()
+            };
+            let started = std::time::Instant::now();
+            let rec = simulate::simulate(&site, &opts)?;
+            let wall = started.elapsed().as_secs_f64();
+            print!("{}", simulate::summary(&rec, wall));
+            if let Some(path) = record {
+                std::fs::write(&path, serde_json::to_string_pretty(&rec)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let Some(path) = svg {
+                let svg = solive::report::evacuation_svg(&serde_json::to_value(&rec)?)?;
+                std::fs::write(&path, svg)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        }
         Cmd::Report { api, id, out } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

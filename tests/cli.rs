@@ -336,3 +336,89 @@ async fn report_draws_a_finished_evacuation_to_svg() {
     assert!(!missing.exists());
     solive.stop().await;
 }
+
+/// `solive simulate` on a made-up site: the summary, a record shaped like a
+/// real one (VMs with their routes, metrics, concurrency), its SVG, and the
+/// site written back, which `--site` reads and simulates the same.
+#[test]
+fn simulate_a_site_writes_its_record_and_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+    let out = solive(&[
+        "simulate",
+        "--generate",
+        "4:2:40:5",
+        "--deadline-s",
+        "20",
+        "--record",
+        &p("r.json"),
+        "--svg",
+        &p("r.svg"),
+        "--write-site",
+        &p("site.json"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("40 VMs from 4 sources to 2 destinations"),
+        "{text}"
+    );
+    assert!(text.contains("deadline 20 s:"), "{text}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("r.json")).unwrap()).unwrap();
+    assert_eq!(r["vms"].as_array().unwrap().len(), 40);
+    assert!(r["vms"][0]["started_ms"].is_u64() && r["vms"][0]["destination"].is_string());
+    assert!(r["metrics"]["score_s"].is_f64());
+    assert!(std::fs::read_to_string(p("r.svg"))
+        .unwrap()
+        .starts_with("<svg"));
+    let again = solive(&["simulate", "--site", &p("site.json"), "--deadline-s", "20"]);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).lines().nth(1),
+        text.lines().nth(1)
+    );
+}
+
+#[test]
+fn simulate_rejects_bad_input_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("bad.json");
+    std::fs::write(
+        &site,
+        r#"{"name":"x","hosts":[{"name":"a","role":"source","capacity_bps":1e9},
+            {"name":"b","role":"destination","capacity_bps":1e9}],
+            "vms":[{"name":"v","host":"c","memory_kib":1024,"non_zero_pages":1,
+                    "dirty_pages_per_sec":0}]}"#,
+    )
+    .unwrap();
+    for (args, needle) in [
+        (
+            vec!["simulate", "--site", site.to_str().unwrap()],
+            "vms[0].host",
+        ),
+        (
+            vec!["simulate", "--generate", "2:1"],
+            "SOURCES:DESTINATIONS:VMS",
+        ),
+        (
+            vec!["simulate", "--generate", "2:1:4", "--concurrency", "0"],
+            "concurrency",
+        ),
+        (
+            vec!["simulate", "--generate", "2:1:4", "--deadline-s=-1"],
+            "deadline_s",
+        ),
+        (vec!["simulate"], "--topology, --site or --generate"),
+    ] {
+        let out = solive(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+}

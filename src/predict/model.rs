@@ -151,6 +151,9 @@ pub struct Migration {
     postcopy: bool,
     /// The phase that follows start-up.
     after_startup: Phase,
+    /// The dirty set the last pass left, bytes (what QEMU reports as the
+    /// next pass's size).
+    last_dirty: Option<f64>,
 }
 
 impl Migration {
@@ -202,6 +205,7 @@ impl Migration {
             never: false,
             throttle_pct: 0.0,
             postcopy,
+            last_dirty: None,
         }
     }
 
@@ -216,6 +220,34 @@ impl Migration {
     /// Whether it resends its working set for ever (the remedy spent).
     pub fn never_converges(&self) -> bool {
         self.never
+    }
+
+    /// Whether a stall has been seen (and its remedy applied).
+    pub fn stalled(&self) -> bool {
+        self.stalled
+    }
+
+    /// Bytes left in the pass it sends now (None at start-up, in the
+    /// pause, or once ended): libvirt's "remaining".
+    pub fn left(&self) -> Option<f64> {
+        match self.phase {
+            Phase::Pass { left, .. } | Phase::Postcopy { left } => Some(left),
+            _ => None,
+        }
+    }
+
+    /// The rate, bit/s, its last dirty set needs to fit the downtime limit
+    /// (None before a pre-copy pass has ended, and for post-copy): what the
+    /// controller keeps a pre-copy's part of the link at or above.
+    pub fn need_bps(&self) -> Option<f64> {
+        if self.postcopy {
+            return None;
+        }
+        let dirty = self.last_dirty?;
+        Some(crate::evacuation::converge::needed_rate_bps(
+            dirty as u64,
+            self.limit_ms as u64,
+        ))
     }
 
     /// Whether it sends bytes now (start-up and the pause do not).
@@ -298,6 +330,7 @@ impl Migration {
         self.passes += 1;
         let dirty_rate = self.dirty_bps * (1.0 - self.throttle_pct / 100.0);
         let dirty = (dirty_rate * elapsed_s).min(self.ceiling);
+        self.last_dirty = Some(dirty);
         let pause_ms = |d: f64| {
             if rate > 0.0 {
                 d / rate * 1000.0

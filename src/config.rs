@@ -210,6 +210,13 @@ pub struct HostConfig {
     /// be an intermediary of scatter-gather migrations.
     #[serde(default)]
     pub store: Option<String>,
+    /// What this host offers guests in all, for placing VMs when an
+    /// evacuation names several destinations (what its VMs use is taken
+    /// off); absent: not limited.
+    #[serde(default)]
+    pub guest_memory_mib: Option<u64>,
+    #[serde(default)]
+    pub guest_vcpus: Option<u32>,
 }
 
 /// How a host enforces reservations (see `controller::enforce`).
@@ -278,6 +285,8 @@ impl Config {
                     libvirt: None,
                     exec: Vec::new(),
                     store: None,
+                    guest_memory_mib: None,
+                    guest_vcpus: None,
                 });
             }
         }

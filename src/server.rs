@@ -52,6 +52,10 @@ pub fn hypervisors(config: &Config) -> BTreeMap<String, HostHypervisor> {
                     hv,
                     uri,
                     migrate_uri: h.address.map(|a| format!("tcp://{a}")),
+                    room: evacuation::Room {
+                        memory_mib: h.guest_memory_mib,
+                        vcpus: h.guest_vcpus,
+                    },
                 },
             ))
         })

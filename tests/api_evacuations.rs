@@ -262,3 +262,80 @@ async fn evacuation_over_rest() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     solive.stop().await;
 }
+
+/// Several destinations over REST: each VM placed where there is room (the
+/// record says where), a request naming `sources` answered with the list of
+/// evacuations, and a site without room a 409 naming the destinations,
+/// before anything moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_evacuation_over_rest() {
+    let cloud = FakeCloud::new();
+    for n in ["a", "b", "c"] {
+        cloud.add_vm("h1", n, vm(4));
+    }
+    let mut toml = String::from(
+        "[controller]\nopenflow_listen = \"127.0.0.1:0\"\nperiod_ms = 200\n[api]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    for (i, h) in ["h1", "h2", "h3"].iter().enumerate() {
+        toml += &format!(
+            "[[hosts]]\nname = \"{h}\"\novsdb = \"unix:/nonexistent/{h}.sock\"\nbridge = \"br{i}\"\n\
+             uplink = \"up{i}\"\ncapacity_mbps = 100\naddress = \"10.0.0.{}\"\n",
+            i + 1
+        );
+    }
+    let config = Config::parse(&toml).unwrap();
+    // Room for one 64 MiB guest on each destination.
+    let mut hvs = cloud.host_hypervisors(&["h1", "h2", "h3"]);
+    for h in ["h2", "h3"] {
+        hvs.get_mut(h).unwrap().room.memory_mib = Some(64);
+    }
+    let solive = Solive::start_with_hypervisors(
+        config,
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        hvs,
+    )
+    .await;
+    let base = solive.api.clone();
+    let (status, body) = post(&base, r#"{"sources":["h1"],"destinations":["h2","h3"]}"#).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("h2 has 0 MiB"),
+        "{body}"
+    );
+    assert_eq!(cloud.vms_on("h1").len(), 3);
+    let (status, body) = post(
+        &base,
+        r#"{"sources":["h1"],"destinations":["h2","h3"],"vms":["a","b"]}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let recs = body["evacuations"].as_array().unwrap();
+    assert_eq!(recs.len(), 1);
+    let id = recs[0]["id"].as_u64().unwrap();
+    let dests: Vec<&str> = recs[0]["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["destination"].as_str().unwrap())
+        .collect();
+    assert_eq!(dests.len(), 2);
+    assert_ne!(dests[0], dests[1], "one guest each: {dests:?}");
+    eventually(30, "the evacuation done", || {
+        let url = format!("{base}/v1/evacuations/{id}");
+        async move {
+            let (_, r) = call(reqwest::Method::GET, url).await;
+            if r["state"] == "done" {
+                Ok(())
+            } else {
+                Err(format!("{}", r["state"]))
+            }
+        }
+    })
+    .await;
+    assert_eq!(cloud.vms_on("h2").len(), 1);
+    assert_eq!(cloud.vms_on("h3").len(), 1);
+    assert_eq!(cloud.vms_on("h1"), vec!["c"]);
+}

@@ -18,18 +18,38 @@ impl From<EvacuationError> for ApiError {
                 ApiError::Conflict(e.to_string())
             }
             EvacuationError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            EvacuationError::Hypervisor(_) => ApiError::Unavailable(e.to_string()),
+            // The hosts are full: the request is fine, the site is not.
+            EvacuationError::NoRoom(_) => ApiError::Conflict(e.to_string()),
+            EvacuationError::Hypervisor(_) | EvacuationError::List { .. } => {
+                ApiError::Unavailable(e.to_string())
+            }
         }
     }
+}
+
+/// What `POST /v1/evacuations` answers: a request naming `sources` gets
+/// every evacuation it started, `{"evacuations": [record, ...]}` (one per
+/// source); any other, the record.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Created {
+    One(Box<EvacuationRecord>),
+    Many { evacuations: Vec<EvacuationRecord> },
 }
 
 pub async fn create(
     State(s): State<AppState>,
     body: Result<Json<EvacuationRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<EvacuationRecord>), ApiError> {
+) -> Result<(StatusCode, Json<Created>), ApiError> {
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let rec = s.evacuations.start(req).await?;
-    Ok((StatusCode::CREATED, Json(rec)))
+    let many = req.sources.is_some();
+    let mut recs = s.evacuations.start_all(req).await?;
+    let body = if many {
+        Created::Many { evacuations: recs }
+    } else {
+        Created::One(Box::new(recs.remove(0)))
+    };
+    Ok((StatusCode::CREATED, Json(body)))
 }
 
 /// One line of the list: what a dashboard shows without the details.

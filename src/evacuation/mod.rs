@@ -40,6 +40,17 @@ pub struct HostHypervisor {
     pub uri: String,
     /// Where migration data goes, e.g. `tcp://10.0.0.2` (the fabric).
     pub migrate_uri: Option<String>,
+    /// What it offers guests, for the placement (`[[hosts]]
+    /// guest_memory_mib`, `guest_vcpus`).
+    pub room: Room,
+}
+
+/// A host's room for guests in all (what its VMs use is taken off when a
+/// placement is made); None: not limited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Room {
+    pub memory_mib: Option<u64>,
+    pub vcpus: Option<u32>,
 }
 
 /// How the runners work.
@@ -80,6 +91,16 @@ pub enum EvacuationError {
     Finished(u64),
     #[error("source: cannot list its VMs: {0}")]
     Hypervisor(#[from] HypervisorError),
+    #[error("{host}: cannot list its VMs: {source}")]
+    List {
+        host: String,
+        #[source]
+        source: HypervisorError,
+    },
+    /// No destination has room for a VM (a 409: the hosts are full, the
+    /// request is fine).
+    #[error("destinations: {0}")]
+    NoRoom(#[from] crate::place::PlaceError),
 }
 
 struct Inner {
@@ -167,43 +188,213 @@ impl Evacuations {
         self.inner.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Validates `req`, records it and starts it; returns the new record.
+    /// Validates `req`, records it and starts it; returns the new record
+    /// (the first, when it names several sources: [`Self::start_all`]).
     pub async fn start(&self, req: EvacuationRequest) -> Result<EvacuationRecord, EvacuationError> {
+        let mut all = self.start_all(req).await?;
+        Ok(all.remove(0))
+    }
+
+    /// Validates `req`; when it names several hosts, places each VM on a
+    /// destination with room ([`crate::place`]); records one evacuation
+    /// per source and starts them all at once, or none if any cannot
+    /// start. Returns the new records, one per source with VMs to move.
+    pub async fn start_all(
+        &self,
+        req: EvacuationRequest,
+    ) -> Result<Vec<EvacuationRecord>, EvacuationError> {
         let hosts = self.hosts();
         // Hosts first, so an unknown source is named as such and not as a
         // hypervisor failure.
         let params = req.check(&hosts)?;
-        let source = &self.inner.hosts[&req.source];
-        let on_source: Vec<String> = source
-            .hv
-            .list()
-            .await?
-            .into_iter()
-            .map(|v| v.name)
-            .collect();
-        let valid = req.select(params, &on_source)?;
-        self.check_intermediaries(&req)?;
-        let mut records = self.records();
-        if let Some(busy) = records
-            .values()
-            .find(|r| r.request.source == req.source && !r.state.finished())
-        {
-            return Err(EvacuationError::Busy {
-                host: req.source.clone(),
-                id: busy.id,
+        let sites = req.sites(&hosts)?;
+        let mut on_sources: BTreeMap<String, Vec<crate::hypervisor::VmInfo>> = BTreeMap::new();
+        for s in &sites.sources {
+            let list = self.inner.hosts[s].hv.list().await;
+            let list = match (list, sites.sources.len()) {
+                (Ok(l), _) => l,
+                (Err(e), 1) => return Err(EvacuationError::Hypervisor(e)),
+                (Err(e), _) => {
+                    return Err(EvacuationError::List {
+                        host: s.clone(),
+                        source: e,
+                    })
+                }
+            };
+            on_sources.insert(s.clone(), list);
+        }
+        let simple =
+            sites.sources.len() == 1 && sites.destinations.len() == 1 && req.placement.is_empty();
+        let children = if simple {
+            let mut r = req.clone();
+            r.source = sites.sources[0].clone();
+            r.destination = sites.destinations[0].clone();
+            r.sources = None;
+            r.destinations = None;
+            vec![r]
+        } else {
+            let by_source = site_vms(&req, &on_sources)?;
+            let wanted: Vec<String> = by_source.values().flatten().cloned().collect();
+            let placement = self.place(&req, &sites, &wanted, &on_sources).await?;
+            req.per_source(&by_source, &placement)
+        };
+        let mut items = Vec::new();
+        for c in children {
+            let on_source: Vec<String> = on_sources[&c.source]
+                .iter()
+                .map(|v| v.name.clone())
+                .collect();
+            let valid = c.select(params, &on_source)?;
+            self.check_intermediaries(&c)?;
+            items.push((c, valid));
+        }
+        self.launch(items)
+    }
+
+    /// Places `wanted` on the destinations: the request's own `placement`
+    /// first, then [`crate::place::place`] for the rest, against each
+    /// destination's room (its configured room less what its VMs use now).
+    async fn place(
+        &self,
+        req: &EvacuationRequest,
+        sites: &request::Sites,
+        wanted: &[String],
+        on_sources: &BTreeMap<String, Vec<crate::hypervisor::VmInfo>>,
+    ) -> Result<BTreeMap<String, String>, EvacuationError> {
+        use crate::place;
+        let info = |vm: &str| {
+            on_sources
+                .values()
+                .flatten()
+                .find(|v| v.name == vm)
+                .cloned()
+        };
+        let mut dests = Vec::new();
+        for d in &sites.destinations {
+            let h = &self.inner.hosts[d];
+            let resident = h.hv.list().await.map_err(|e| EvacuationError::List {
+                host: d.clone(),
+                source: e,
+            })?;
+            let mem: u64 = resident.iter().map(|v| v.memory_kib.div_ceil(1024)).sum();
+            let cpus: u32 = resident.iter().map(|v| v.vcpus).sum();
+            let capacity_bps = self
+                .inner
+                .controller
+                .host(d)
+                .await
+                .ok()
+                .flatten()
+                .map_or(1e9, |v| v.capacity_mbps as f64 * 1e6);
+            dests.push(place::Destination {
+                name: d.clone(),
+                free_memory_mib: h.room.memory_mib.map(|m| m.saturating_sub(mem)),
+                free_vcpus: h.room.vcpus.map(|c| c.saturating_sub(cpus)),
+                capacity_bps,
+                tx_bps: 0.0,
+                rx_bps: 0.0,
             });
         }
-        let id = records.keys().next_back().map_or(1, |k| k + 1);
-        let mut rec = EvacuationRecord::new(id, req, crate::clock::unix_ms());
-        rec.vms = valid.vms.iter().map(|n| VmRecord::pending(n)).collect();
-        records.insert(id, rec.clone());
+        // What a VM would send is not measured yet: its memory stands for
+        // it (the non-zero pages come with the measurement).
+        let guest = |vm: &str| {
+            let v = info(vm).unwrap_or_else(|| crate::hypervisor::VmInfo {
+                name: vm.to_string(),
+                state: String::new(),
+                memory_kib: 0,
+                vcpus: 0,
+                cpu_time_ns: 0,
+            });
+            place::Guest {
+                name: vm.to_string(),
+                memory_mib: v.memory_kib.div_ceil(1024),
+                vcpus: v.vcpus,
+                tx_bps: 0.0,
+                rx_bps: 0.0,
+                bytes: v.memory_kib as f64 * 1024.0,
+            }
+        };
+        let mut placement = BTreeMap::new();
+        for (vm, d) in &req.placement {
+            if !wanted.contains(vm) {
+                return Err(RequestError::Invalid {
+                    field: "placement",
+                    message: format!("{vm:?} is not one of the VMs to move"),
+                }
+                .into());
+            }
+            let i = dests
+                .iter()
+                .position(|x| &x.name == d)
+                .expect("checked by sites()");
+            // Placed by the request, but only where it fits.
+            place::place(&[guest(vm)], &dests[i..=i])?;
+            let g = guest(vm);
+            let x = &mut dests[i];
+            x.free_memory_mib = x.free_memory_mib.map(|m| m - g.memory_mib);
+            x.free_vcpus = x.free_vcpus.map(|c| c - g.vcpus);
+            placement.insert(vm.clone(), d.clone());
+        }
+        let rest: Vec<place::Guest> = wanted
+            .iter()
+            .filter(|v| !placement.contains_key(*v))
+            .map(|v| guest(v))
+            .collect();
+        for a in place::place(&rest, &dests)? {
+            placement.insert(a.vm, a.destination);
+        }
+        tracing::info!(?placement, "placed");
+        Ok(placement)
+    }
+
+    /// Records the evacuations and starts them, all or none (a source
+    /// being evacuated already refuses the lot).
+    fn launch(
+        &self,
+        items: Vec<(EvacuationRequest, request::Validated)>,
+    ) -> Result<Vec<EvacuationRecord>, EvacuationError> {
+        let mut records = self.records();
+        for (req, _) in &items {
+            if let Some(busy) = records
+                .values()
+                .find(|r| r.request.source == req.source && !r.state.finished())
+            {
+                return Err(EvacuationError::Busy {
+                    host: req.source.clone(),
+                    id: busy.id,
+                });
+            }
+        }
+        let first = records.keys().next_back().map_or(1, |k| k + 1);
+        let group = (items.len() > 1).then_some(first);
+        let mut started = Vec::new();
+        for (i, (req, valid)) in items.into_iter().enumerate() {
+            let id = first + i as u64;
+            let mut rec = EvacuationRecord::new(id, req, crate::clock::unix_ms());
+            rec.group = group;
+            rec.vms = valid
+                .vms
+                .iter()
+                .map(|n| {
+                    let mut v = VmRecord::pending(n);
+                    v.destination = rec.request.placement.get(n).cloned();
+                    v
+                })
+                .collect();
+            records.insert(id, rec.clone());
+            started.push((rec, valid));
+        }
         drop(records);
-        self.persist(&rec);
-        tracing::info!(id, source = %rec.request.source, destination = %rec.request.destination, vms = ?valid.vms, "evacuation started");
-        let cancel = self.inner.stopping.child_token();
-        let task = tokio::spawn(runner::run(self.clone(), id, valid, cancel.clone()));
-        self.running().insert(id, (cancel, task));
-        Ok(rec)
+        let mut out = Vec::new();
+        for (rec, valid) in started {
+            self.persist(&rec);
+            tracing::info!(id = rec.id, source = %rec.request.source, destination = %rec.request.destination, placement = ?rec.request.placement, vms = ?valid.vms, "evacuation started");
+            let cancel = self.inner.stopping.child_token();
+            let task = tokio::spawn(runner::run(self.clone(), rec.id, valid, cancel.clone()));
+            self.running().insert(rec.id, (cancel, task));
+            out.push(rec);
+        }
+        Ok(out)
     }
 
     /// Each named intermediary must be another host with a store.
@@ -211,6 +402,13 @@ impl Evacuations {
         let Some(list) = &req.intermediaries else {
             return Ok(());
         };
+        if !list.is_empty() && req.destinations.is_some() {
+            return Err(RequestError::Invalid {
+                field: "intermediaries",
+                message: "migrating through intermediaries needs one destination, not several"
+                    .into(),
+            });
+        }
         let can = self
             .inner
             .settings
@@ -333,8 +531,16 @@ impl Evacuations {
             }
         };
         let on_source = list(&rec.request.source).await;
-        let on_dest = list(&rec.request.destination).await;
+        let mut on_dests = BTreeMap::new();
+        for v in &rec.vms {
+            let d = rec.request.destination_of(&v.name).to_string();
+            if let std::collections::btree_map::Entry::Vacant(e) = on_dests.entry(d) {
+                let l = list(e.key()).await;
+                e.insert(l);
+            }
+        }
         for v in &mut rec.vms {
+            let dest = rec.request.destination_of(&v.name);
             match v.state {
                 VmState::Pending => v.state = VmState::Cancelled,
                 VmState::Migrating | VmState::Postcopy => {
@@ -342,7 +548,7 @@ impl Evacuations {
                     let at = whereabouts(
                         &v.name,
                         (&rec.request.source, &on_source),
-                        (&rec.request.destination, &on_dest),
+                        (dest, &on_dests[dest]),
                     );
                     v.error = Some(format!(
                         "the controller stopped during the migration; the VM is {at}"
@@ -366,6 +572,65 @@ impl Evacuations {
         rec.error
             .get_or_insert_with(|| "the controller stopped while it ran".into());
     }
+}
+
+/// The VMs to move of a request naming several hosts, by source: the
+/// request's `vms` (each on one of the sources, none twice), or every VM
+/// on the sources; its priorities must name VMs among them.
+fn site_vms(
+    req: &EvacuationRequest,
+    on_sources: &BTreeMap<String, Vec<crate::hypervisor::VmInfo>>,
+) -> Result<BTreeMap<String, Vec<String>>, RequestError> {
+    let source_of = |vm: &str| {
+        on_sources
+            .iter()
+            .find(|(_, l)| l.iter().any(|v| v.name == vm))
+            .map(|(s, _)| s.clone())
+    };
+    let mut by_source: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    match &req.vms {
+        Some(list) => {
+            if list.is_empty() {
+                return Err(RequestError::Invalid {
+                    field: "vms",
+                    message: "the list is empty".into(),
+                });
+            }
+            for (i, vm) in list.iter().enumerate() {
+                if list[..i].contains(vm) {
+                    return Err(RequestError::Invalid {
+                        field: "vms",
+                        message: format!("{vm:?} is listed twice"),
+                    });
+                }
+                let Some(s) = source_of(vm) else {
+                    return Err(RequestError::UnknownVm {
+                        host: on_sources.keys().cloned().collect::<Vec<_>>().join(", "),
+                        name: vm.clone(),
+                    });
+                };
+                by_source.entry(s).or_default().push(vm.clone());
+            }
+        }
+        None => {
+            for (s, l) in on_sources {
+                by_source.insert(s.clone(), l.iter().map(|v| v.name.clone()).collect());
+            }
+        }
+    }
+    if by_source.values().all(Vec::is_empty) {
+        return Err(RequestError::NoVms(
+            on_sources.keys().cloned().collect::<Vec<_>>().join(", "),
+        ));
+    }
+    let all: Vec<&String> = by_source.values().flatten().collect();
+    if let Some(vm) = req.priorities.keys().find(|v| !all.contains(v)) {
+        return Err(RequestError::Invalid {
+            field: "priorities",
+            message: format!("{vm:?} is not one of the VMs to move"),
+        });
+    }
+    Ok(by_source)
 }
 
 /// Where a VM is, as the two hosts' hypervisors list it (their `list()`

@@ -111,6 +111,9 @@ pub struct VmRecord {
     pub predicted_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_at_start_ms: Option<u64>,
+    /// Where it goes, when the evacuation has several destinations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
 }
 
 /// One stall of a pre-copy migration (see [`super::converge`]).
@@ -155,6 +158,7 @@ impl VmRecord {
             stalls: Vec::new(),
             predicted_ms: None,
             predicted_at_start_ms: None,
+            destination: None,
         }
     }
 }
@@ -191,6 +195,10 @@ pub struct EvacuationRecord {
     /// The model's forecasts, and how they compare ([`super::forecast`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prediction: Option<super::forecast::PredictionRecord>,
+    /// With several sources in one request: the id of the first of the
+    /// evacuations it started (one per source), the same on each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<u64>,
 }
 
 /// The course of an evacuation's concurrency.
@@ -260,6 +268,7 @@ impl EvacuationRecord {
             metrics: None,
             concurrency: None,
             prediction: None,
+            group: None,
         }
     }
 

@@ -9,12 +9,30 @@ use super::converge::{OnStall, DEFAULT_STALL_ITERATIONS, QEMU_DEFAULT_DOWNTIME_M
 use crate::order::Mode;
 use crate::reserve::{Params, DEFAULT_MAX_RESERVE};
 
-/// Empty `source` onto `destination`.
+/// Empty `source` onto `destination`; or several sources (`sources`) onto
+/// several destinations (`destinations`), each VM placed on a destination
+/// with room ([`crate::place`]), one evacuation per source running at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvacuationRequest {
+    /// The host to empty (or give `sources`).
+    #[serde(default)]
     pub source: String,
+    /// Where its VMs go (or give `destinations`; with both, `destination`
+    /// must be one of them).
+    #[serde(default)]
     pub destination: String,
+    /// Several hosts to empty at once (a rack, a site).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<String>>,
+    /// Several hosts to receive them: each VM goes to one with room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<Vec<String>>,
+    /// Where each VM goes, when there are several destinations: set by
+    /// solive's placement; entries given in the request are kept (each
+    /// must name a VM to move and one of the destinations).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub placement: BTreeMap<String, String>,
     /// The VMs to move; every VM on the source when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vms: Option<Vec<String>>,
@@ -231,6 +249,13 @@ fn invalid(field: &'static str, message: impl Into<String>) -> RequestError {
     }
 }
 
+/// The hosts of a request ([`EvacuationRequest::sites`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sites {
+    pub sources: Vec<String>,
+    pub destinations: Vec<String>,
+}
+
 /// What validation settles: the parameters and the VMs to move.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Validated {
@@ -249,17 +274,7 @@ impl EvacuationRequest {
                 let crate::reserve::algorithm::ParamError::OutOfRange { name, .. } = &e;
                 invalid(name, e.to_string())
             })?;
-        for (field, name) in [("source", &self.source), ("destination", &self.destination)] {
-            if !hosts.contains(name) {
-                return Err(RequestError::UnknownHost {
-                    field,
-                    name: name.clone(),
-                });
-            }
-        }
-        if self.source == self.destination {
-            return Err(invalid("destination", "the destination is the source"));
-        }
+        self.sites(hosts)?;
         self.concurrency()?;
         if let Some(n) = self.parallel_connections {
             if !(1..=MAX_CONNECTIONS).contains(&n) {
@@ -319,6 +334,128 @@ impl EvacuationRequest {
             }
         }
         Ok(params)
+    }
+
+    /// The sources and the destinations, from `source`/`sources` and
+    /// `destination`/`destinations`, each a known host, none twice, none
+    /// both; every `placement` entry pointing at one of the destinations.
+    pub fn sites(&self, hosts: &BTreeSet<String>) -> Result<Sites, RequestError> {
+        let list = |field: &'static str,
+                    one: &String,
+                    many: &Option<Vec<String>>|
+         -> Result<Vec<String>, RequestError> {
+            let names = match (one.is_empty(), many) {
+                (true, None) => return Err(invalid(field, "is missing")),
+                (false, None) => vec![one.clone()],
+                (_, Some(v)) if v.is_empty() => return Err(invalid(field, "the list is empty")),
+                (_, Some(v)) => v.clone(),
+            };
+            for (i, name) in names.iter().enumerate() {
+                if names[..i].contains(name) {
+                    return Err(invalid(field, format!("{name:?} is listed twice")));
+                }
+                if !hosts.contains(name) {
+                    return Err(RequestError::UnknownHost {
+                        field,
+                        name: name.clone(),
+                    });
+                }
+            }
+            Ok(names)
+        };
+        let sources = list("source", &self.source, &self.sources)?;
+        let destinations = list("destination", &self.destination, &self.destinations)?;
+        if self.sources.is_some() && !self.source.is_empty() && !sources.contains(&self.source) {
+            return Err(invalid(
+                "source",
+                format!("{:?} is not one of the sources", self.source),
+            ));
+        }
+        if self.destinations.is_some()
+            && !self.destination.is_empty()
+            && !destinations.contains(&self.destination)
+        {
+            return Err(invalid(
+                "destination",
+                format!("{:?} is not one of the destinations", self.destination),
+            ));
+        }
+        if let Some(both) = destinations.iter().find(|d| sources.contains(d)) {
+            if self.sources.is_none() && self.destinations.is_none() {
+                return Err(invalid("destination", "the destination is the source"));
+            }
+            return Err(invalid(
+                "destination",
+                format!("{both:?} is a source: a host cannot be emptied and filled at once"),
+            ));
+        }
+        for (vm, d) in &self.placement {
+            if !destinations.contains(d) {
+                return Err(invalid(
+                    "placement",
+                    format!("{vm:?}: {d:?} is not one of the destinations"),
+                ));
+            }
+        }
+        Ok(Sites {
+            sources,
+            destinations,
+        })
+    }
+
+    /// One request per source, for the VMs placed (`placement`: VM to
+    /// destination, every VM of `vms_by_source`): each names its source,
+    /// its VMs, the destinations they go to (the first as `destination`)
+    /// and its part of the placement, priorities and explicit order.
+    pub fn per_source(
+        &self,
+        vms_by_source: &BTreeMap<String, Vec<String>>,
+        placement: &BTreeMap<String, String>,
+    ) -> Vec<EvacuationRequest> {
+        vms_by_source
+            .iter()
+            .filter(|(_, vms)| !vms.is_empty())
+            .map(|(source, vms)| {
+                let mut dests: Vec<String> = Vec::new();
+                for vm in vms {
+                    if let Some(d) = placement.get(vm).filter(|d| !dests.contains(d)) {
+                        dests.push(d.clone());
+                    }
+                }
+                let mut r = self.clone();
+                r.source = source.clone();
+                r.sources = None;
+                r.destination = dests.first().cloned().unwrap_or_default();
+                r.destinations = (dests.len() > 1).then_some(dests.clone());
+                r.placement = if dests.len() > 1 {
+                    vms.iter()
+                        .filter_map(|v| placement.get(v).map(|d| (v.clone(), d.clone())))
+                        .collect()
+                } else {
+                    BTreeMap::new()
+                };
+                r.vms = Some(vms.clone());
+                r.priorities.retain(|vm, _| vms.contains(vm));
+                if let OrderSpec::Explicit(list) = &self.order {
+                    r.order = OrderSpec::Explicit(
+                        list.iter().filter(|v| vms.contains(v)).cloned().collect(),
+                    );
+                }
+                r
+            })
+            .collect()
+    }
+
+    /// Where `vm` goes: its placement, else `destination`.
+    pub fn destination_of(&self, vm: &str) -> &str {
+        self.placement.get(vm).map_or(&self.destination, |d| d)
+    }
+
+    /// Whether this request needs the placement (several sources or
+    /// several destinations).
+    pub fn is_site(&self) -> bool {
+        self.sources.as_ref().is_some_and(|s| s.len() > 1)
+            || self.destinations.as_ref().is_some_and(|d| d.len() > 1)
     }
 
     /// The concurrency asked for: `concurrency`, else `max_parallel`, else

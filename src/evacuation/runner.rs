@@ -6,6 +6,7 @@
 //! and goes on with the next: a failed or aborted pre-copy migration leaves
 //! the VM running on the source, which is the safe place for it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::join_all;
@@ -30,7 +31,13 @@ pub(super) struct Job {
     pub(super) id: u64,
     t0: Instant,
     source: HostHypervisor,
+    /// The destination of the VM at hand ([`Job::for_vm`]): the
+    /// evacuation's, or with several its placement's.
     dest: HostHypervisor,
+    /// Every destination of the evacuation, by name.
+    dests: Arc<BTreeMap<String, HostHypervisor>>,
+    /// Where each VM goes, with several destinations.
+    placement: Arc<BTreeMap<String, String>>,
     pub(super) reservation: ReservationRequest,
     mode: Mode,
     /// Whether to reserve at all.
@@ -53,6 +60,21 @@ pub(super) struct Job {
 }
 
 impl Job {
+    /// The job of one VM: its own destination (hypervisor and the
+    /// reservation's destination) when the evacuation has several.
+    fn for_vm(&self, vm: &str) -> Job {
+        let mut job = self.clone();
+        if let Some((name, h)) = self
+            .placement
+            .get(vm)
+            .and_then(|d| self.dests.get(d).map(|h| (d, h)))
+        {
+            job.dest = h.clone();
+            job.reservation.destination = name.clone();
+        }
+        job
+    }
+
     pub(super) fn ms(&self) -> u64 {
         self.t0.elapsed().as_millis() as u64
     }
@@ -85,18 +107,28 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
         inner.hosts[&req.source].clone(),
         inner.hosts[&req.destination].clone(),
     );
+    // Every destination (validated when the evacuation was accepted).
+    let dests: BTreeMap<String, HostHypervisor> = std::iter::once(&req.destination)
+        .chain(req.placement.values())
+        .filter_map(|d| inner.hosts.get(d).map(|h| (d.clone(), h.clone())))
+        .collect();
     let source_view = inner.controller.host(&req.source).await.ok().flatten();
     let capacity_bps = source_view
         .as_ref()
         .map_or(0.0, |h| h.capacity_mbps as f64 * 1e6);
 
-    let dest_capacity_bps = inner
-        .controller
-        .host(&req.destination)
-        .await
-        .ok()
-        .flatten()
-        .map_or(capacity_bps, |h| h.capacity_mbps as f64 * 1e6);
+    // With several destinations the forecast takes the slowest link.
+    let mut dest_capacity_bps = f64::INFINITY;
+    for d in dests.keys() {
+        let c = inner
+            .controller
+            .host(d)
+            .await
+            .ok()
+            .flatten()
+            .map_or(capacity_bps, |h| h.capacity_mbps as f64 * 1e6);
+        dest_capacity_bps = dest_capacity_bps.min(c);
+    }
 
     // Measure and plan (unless the request gave the order), then forecast.
     let measured = measure(&evac, &source, source_view.as_ref(), &valid.vms).await;
@@ -194,6 +226,8 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
         t0,
         source: source.clone(),
         dest,
+        dests: Arc::new(dests),
+        placement: Arc::new(req.placement.clone()),
         reservation: ReservationRequest {
             source: req.source.clone(),
             destination: req.destination.clone(),
@@ -232,7 +266,11 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
         }
     });
     let names: Vec<String> = valid.vms.clone();
-    let (on_source, on_dest) = futures::join!(source.hv.list(), job.dest.hv.list());
+    let on_source = source.hv.list().await;
+    let mut on_dests = BTreeMap::new();
+    for (name, h) in job.dests.iter() {
+        on_dests.insert(name.clone(), h.hv.list().await);
+    }
     let left = match on_source {
         Ok(list) => list
             .into_iter()
@@ -247,14 +285,17 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
     // A migration that completed is only worth its name if the destination
     // runs the VM: on the testbed guests have died right after a post-copy
     // migration, and libvirt's migrate call had already returned success.
-    if let Err(e) = &on_dest {
-        tracing::warn!(id, error = %e, "cannot list the destination's VMs at the end");
+    for (d, l) in &on_dests {
+        if let Err(e) = l {
+            tracing::warn!(id, destination = %d, error = %e, "cannot list the destination's VMs at the end");
+        }
     }
     let now = t0.elapsed().as_millis() as u64;
     evac.update(id, |r| {
-        if let Ok(list) = &on_dest {
-            let dest = &r.request.destination;
-            for v in r.vms.iter_mut().filter(|v| v.state == VmState::Done) {
+        let req = r.request.clone();
+        for v in r.vms.iter_mut().filter(|v| v.state == VmState::Done) {
+            let dest = req.destination_of(&v.name);
+            if let Some(Ok(list)) = on_dests.get(dest) {
                 let state = list.iter().find(|x| x.name == v.name).map(|x| x.state.as_str());
                 if state == Some("running") {
                     continue;
@@ -383,6 +424,7 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
     if cancel.is_cancelled() {
         return;
     }
+    let job = &job.for_vm(vm);
     let controller = &job.evac.inner.controller;
     let scatter = &job.evac.inner.settings.scatter;
     // Through intermediaries when asked, or (when the request leaves it to

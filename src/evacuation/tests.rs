@@ -72,6 +72,7 @@ address = "10.0.0.3"
                     uri: FakeCloud::uri(h),
                     // As `serve` makes it from the host's address.
                     migrate_uri: Some(format!("tcp://10.0.0.{n}")),
+                    room: Default::default(),
                 },
             )
         })
@@ -1065,4 +1066,175 @@ async fn deadline_and_priorities_are_checked() {
         let e = r.unwrap_err().to_string();
         assert!(e.starts_with(field), "{body}: {e}");
     }
+}
+
+/// Two sources and two destinations (`s1`, `s2` into `d1`, `d2`), the
+/// destinations offering `room_mib` each to guests.
+fn setup_site(cloud: &FakeCloud, room_mib: u64) -> Evacuations {
+    let mut text = String::from(
+        "[controller]\nopenflow_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let names = ["s1", "s2", "d1", "d2"];
+    for (n, h) in names.iter().enumerate() {
+        text += &format!(
+            "[[hosts]]\nname = \"{h}\"\novsdb = \"unix:/nonexistent/{h}.sock\"\nbridge = \"br{n}\"\nuplink = \"up{n}\"\ncapacity_mbps = 100\naddress = \"10.0.0.{}\"\n",
+            n + 1
+        );
+    }
+    let (controller, handle) = Controller::new(Config::parse(&text).unwrap());
+    tokio::spawn(controller.run());
+    let hosts = names
+        .iter()
+        .enumerate()
+        .map(|(n, h)| {
+            let hv: Arc<dyn Hypervisor> = Arc::new(cloud.host(h));
+            let room = Room {
+                memory_mib: h.starts_with('d').then_some(room_mib),
+                vcpus: None,
+            };
+            let hh = HostHypervisor {
+                hv,
+                uri: FakeCloud::uri(h),
+                migrate_uri: Some(format!("tcp://10.0.0.{}", n + 1)),
+                room,
+            };
+            (h.to_string(), hh)
+        })
+        .collect();
+    Evacuations::new(handle, hosts, Settings::default(), None)
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_sources_into_several_destinations_with_room() {
+    let cloud = FakeCloud::new();
+    for (h, names) in [("s1", ["a1", "a2", "a3"]), ("s2", ["b1", "b2", "b3"])] {
+        for n in names {
+            cloud.add_vm(h, n, vm(8, 0.0));
+        }
+    }
+    // A guest on d1 already: d1 has room for three more 256 MiB guests,
+    // d2 for four.
+    cloud.add_vm("d1", "resident", vm(8, 0.0));
+    let evac = setup_site(&cloud, 1024);
+    let recs = evac
+        .start_all(req(
+            r#"{"sources":["s1","s2"],"destinations":["d1","d2"],"deadline_s":600,"priorities":{"a1":5}}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0].group, Some(recs[0].id));
+    assert_eq!(recs[1].group, Some(recs[0].id));
+    let mut placed = BTreeMap::new();
+    for r in &recs {
+        let done = evac.wait(r.id).await.unwrap();
+        assert_eq!(done.state, EvacuationState::Done, "{done:#?}");
+        assert_eq!(
+            done.request.priorities.len(),
+            usize::from(done.request.source == "s1")
+        );
+        for v in &done.vms {
+            placed.insert(
+                v.name.clone(),
+                done.request.destination_of(&v.name).to_string(),
+            );
+        }
+    }
+    // Each VM is where its record says it went, every destination within
+    // its room (four guests each), both used.
+    let (on_d1, on_d2) = (cloud.vms_on("d1"), cloud.vms_on("d2"));
+    assert_eq!(on_d1.len() + on_d2.len(), 7, "{on_d1:?} {on_d2:?}");
+    assert!(
+        on_d1.len() <= 4 && on_d2.len() <= 4 && on_d2.len() >= 2,
+        "{on_d1:?} {on_d2:?}"
+    );
+    for (vm, d) in &placed {
+        assert!(cloud.vms_on(d).contains(vm), "{vm} not on {d}");
+    }
+    assert!(cloud.vms_on("s1").is_empty() && cloud.vms_on("s2").is_empty());
+    // Each migration went to its own destination's address.
+    for (vm, uri) in cloud.migrate_uris() {
+        let n = if placed[&vm] == "d1" { 3 } else { 4 };
+        assert!(
+            uri.unwrap().starts_with(&format!("tcp://10.0.0.{n}:")),
+            "{vm}"
+        );
+    }
+    assert_no_reservations(&evac).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_site_that_does_not_fit_or_is_misnamed_is_refused_before_anything_moves() {
+    let cloud = FakeCloud::new();
+    for n in ["a1", "a2", "a3"] {
+        cloud.add_vm("s1", n, vm(8, 0.0));
+    }
+    cloud.add_vm("s2", "b1", vm(8, 0.0));
+    cloud.add_vm("s2", "b2", vm(8, 0.0));
+    let evac = setup_site(&cloud, 512);
+    // Room for four 256 MiB guests in all, five to place.
+    let e = evac
+        .start_all(req(r#"{"sources":["s1","s2"],"destinations":["d1","d2"]}"#))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, EvacuationError::NoRoom(_)), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("d1 has 0 MiB") && text.contains("d2 has 0 MiB"),
+        "{text}"
+    );
+    // A placement the request gives is kept only where it fits.
+    let e = evac
+        .start_all(req(
+            r#"{"sources":["s1"],"destinations":["d1","d2"],"vms":["a1"],"placement":{"a1":"d2"}}"#,
+        ))
+        .await
+        .unwrap();
+    let done = evac.wait(e[0].id).await.unwrap();
+    assert_eq!(
+        done.vms[0].destination.as_deref(),
+        None,
+        "one destination used: {done:#?}"
+    );
+    assert_eq!(done.request.destination, "d2");
+    assert!(cloud.vms_on("d2").contains(&"a1".to_string()));
+    for (json, needle) in [
+        (
+            r#"{"sources":["s1","s1"],"destinations":["d1"]}"#,
+            "source: \"s1\" is listed twice",
+        ),
+        (
+            r#"{"sources":["s1"],"destinations":["d1","s1"]}"#,
+            "is a source",
+        ),
+        (
+            r#"{"sources":["s1","zz"],"destination":"d1"}"#,
+            "unknown host \"zz\"",
+        ),
+        (
+            r#"{"sources":["s1","s2"],"destinations":["d1"],"vms":["a2","nope"]}"#,
+            "\"nope\" is not a VM on s1, s2",
+        ),
+        (
+            r#"{"sources":["s1","s2"],"destinations":["d1","d2"],"priorities":{"x":2}}"#,
+            "priorities",
+        ),
+        (
+            r#"{"sources":["s1"],"destinations":["d1","d2"],"placement":{"a2":"s2"}}"#,
+            "placement",
+        ),
+        (r#"{"destination":"d1"}"#, "source: is missing"),
+        (
+            r#"{"sources":[],"destination":"d1"}"#,
+            "source: the list is empty",
+        ),
+        (
+            r#"{"sources":["s1"],"destinations":["d1","d2"],"intermediaries":["s2"]}"#,
+            "intermediaries",
+        ),
+    ] {
+        let e = evac.start_all(req(json)).await.unwrap_err().to_string();
+        assert!(e.contains(needle), "{json}: {e}");
+    }
+    assert_eq!(cloud.vms_on("s1").len(), 2);
 }

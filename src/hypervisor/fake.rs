@@ -221,6 +221,7 @@ impl FakeCloud {
                     hv,
                     uri: FakeCloud::uri(h),
                     migrate_uri: None,
+                    room: Default::default(),
                 };
                 (h.to_string(), hh)
             })

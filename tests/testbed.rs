@@ -935,3 +935,101 @@ capacity_mbps = 100
     assert!(cpu("idle") > c0, "idle does not run on h2");
     tb.down();
 }
+
+/// Two sources emptied at once into two destinations, with a deadline not
+/// every VM can make (issue 13): each VM goes to a destination with room
+/// (two 96 MiB guests each, from the configured `guest_memory_mib`), one
+/// evacuation per source runs at once, and what the up-front forecast said
+/// would miss the deadline is what did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sources_into_two_destinations_before_a_deadline() {
+    use serde_json::json;
+    let _lock = lock();
+    require_tools(&[]);
+    let tb = Testbed::up("site-2x2", "/tmp/solive-testbed-site");
+    for (h, vm) in [("s1", "a1"), ("s1", "a2"), ("s2", "b1"), ("s2", "b2")] {
+        tb.wait_ready(h, vm, 120);
+    }
+    let mut config = solive::config::Config::load(&tb.state.join("solive.toml")).unwrap();
+    for h in &mut config.hosts {
+        if h.name.starts_with('d') {
+            h.guest_memory_mib = Some(200);
+        }
+    }
+    let solive = support::Solive::start_with(
+        config,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await;
+    // One at a time per source: each source's first VM ends near 47 s,
+    // its second near 94 s; 70 s lies between, with room either side for
+    // the forecast's error.
+    let (s, v) = post_json(
+        &solive.api,
+        "/v1/evacuations",
+        json!({"sources": ["s1", "s2"], "destinations": ["d1", "d2"],
+               "concurrency": 1, "deadline_s": 70}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let ids: Vec<u64> = v["evacuations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{v}");
+    let (mut predicted, mut missed, mut made) = (Vec::new(), Vec::new(), Vec::new());
+    for id in ids {
+        let rec = evacuation_end(&solive, id, 400).await;
+        assert_eq!(rec["state"], "done", "{rec:#}");
+        let d = &rec["prediction"]["deadline"];
+        let names = |k: &str| -> Vec<String> {
+            d[k].as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| n.as_str().unwrap().to_string())
+                .collect()
+        };
+        eprintln!(
+            "{}: up front {:?} at risk; made {:?}, late {:?}; ended {:?}",
+            rec["request"]["source"],
+            names("predicted_to_miss"),
+            names("made"),
+            names("late"),
+            rec["vms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| (v["name"].clone(), v["ended_ms"].clone(), v["destination"].clone()))
+                .collect::<Vec<_>>()
+        );
+        predicted.extend(names("predicted_to_miss"));
+        missed.extend(names("late"));
+        missed.extend(names("not_moved"));
+        made.extend(names("made"));
+        // Every VM runs where its record says it went.
+        for v in rec["vms"].as_array().unwrap() {
+            let vm = v["name"].as_str().unwrap();
+            let dest = v["destination"]
+                .as_str()
+                .or(rec["request"]["destination"].as_str())
+                .unwrap();
+            assert_eq!(tb.virsh(dest, &["domstate", vm]).trim(), "running", "{vm} on {dest}");
+        }
+    }
+    predicted.sort();
+    missed.sort();
+    assert!(!made.is_empty() && !missed.is_empty(), "made {made:?}, missed {missed:?}");
+    assert_eq!(predicted, missed, "the up-front forecast against what happened");
+    // Room: two guests on each destination, none left on the sources.
+    for d in ["d1", "d2"] {
+        assert_eq!(tb.virsh(d, &["list", "--name"]).split_whitespace().count(), 2, "{d}");
+    }
+    for s in ["s1", "s2"] {
+        assert!(tb.virsh(s, &["list", "--name"]).trim().is_empty(), "{s}");
+    }
+    assert_eq!(solive.get("/v1/reservations").await, json!([]));
+    solive.stop().await;
+    tb.down();
+}

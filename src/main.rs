@@ -41,14 +41,19 @@ enum Cmd {
     },
     /// Empty a host: solive measures its VMs, orders them and migrates them,
     /// as many at once as `--concurrency` allows, each with its part of the
-    /// link's bandwidth reservation.
+    /// link's bandwidth reservation. Repeat `--from` to empty several hosts
+    /// at once, `--to` to spread the VMs over several destinations (each VM
+    /// where there is room).
     Evacuate {
         #[command(flatten)]
         api: ApiArgs,
-        #[arg(long = "from")]
-        source: String,
-        #[arg(long = "to")]
-        destination: String,
+        #[arg(long = "from", required = true)]
+        source: Vec<String>,
+        #[arg(long = "to", required = true)]
+        destination: Vec<String>,
+        /// Plan to move the most priority weight within this many seconds.
+        #[arg(long)]
+        deadline_s: Option<f64>,
         /// Algorithm 1's urgency, percent of the uplink.
         #[arg(long, default_value_t = 50.0)]
         urgency: f64,
@@ -476,6 +481,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             no_reserve,
             on_stall,
             max_downtime_ms,
+            deadline_s,
             watch,
         } => {
             let on_stall = match on_stall {
@@ -486,7 +492,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 OnStallArg::None => "none",
             };
             let mut body = serde_json::json!({
-                "source": source, "destination": destination, "urgency": urgency,
+                "urgency": urgency,
                 "threshold": threshold, "reserve": !no_reserve, "score_weight": score_weight,
                 "mode": match mode { PlanMode::Precopy => "precopy", PlanMode::Postcopy => "postcopy" },
                 "on_stall": on_stall, "max_downtime_ms": max_downtime_ms,
@@ -499,6 +505,18 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             }
             if let Some(n) = parallel_connections {
                 body["parallel_connections"] = serde_json::json!(n);
+            }
+            // One host: the plain fields; several: the lists.
+            match source.as_slice() {
+                [one] => body["source"] = serde_json::json!(one),
+                many => body["sources"] = serde_json::json!(many),
+            }
+            match destination.as_slice() {
+                [one] => body["destination"] = serde_json::json!(one),
+                many => body["destinations"] = serde_json::json!(many),
+            }
+            if let Some(d) = deadline_s {
+                body["deadline_s"] = serde_json::json!(d);
             }
             if !vms.is_empty() {
                 body["vms"] = serde_json::json!(vms);
@@ -781,14 +799,30 @@ where
 /// `solive evacuate`: starts it, then with `watch` redraws the VMs' progress
 /// every second until it ends.
 async fn evacuate(api: ApiArgs, body: serde_json::Value, watch: bool) -> anyhow::Result<()> {
-    use std::io::IsTerminal;
     let c = api.client()?;
     let r = c.post("/v1/evacuations", &body).await?;
-    let id = r["id"].as_u64().context("the server's answer has no id")?;
-    if !watch {
-        println!("evacuation {id} started: solive evacuations {id}");
-        return Ok(());
+    // Several sources: one evacuation each, running at once.
+    let ids: Vec<u64> = match r["evacuations"].as_array() {
+        Some(list) => list.iter().filter_map(|e| e["id"].as_u64()).collect(),
+        None => r["id"].as_u64().into_iter().collect(),
+    };
+    anyhow::ensure!(!ids.is_empty(), "the server's answer has no id");
+    let mut failed = Vec::new();
+    for id in ids {
+        if !watch {
+            println!("evacuation {id} started: solive evacuations {id}");
+        } else if let Err(e) = watch_one(&c, id).await {
+            failed.push(e.to_string());
+        }
     }
+    anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));
+    Ok(())
+}
+
+/// Shows evacuation `id`'s progress until it ends, then its summary; an
+/// error unless every VM migrated.
+async fn watch_one(c: &solive::client::Client, id: u64) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     let tty = std::io::stdout().is_terminal();
     let mut last = String::new();
     // Into a file or pipe: a drawing when a VM changes state, else every 10 s.

@@ -1001,7 +1001,11 @@ async fn two_sources_into_two_destinations_before_a_deadline() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|v| (v["name"].clone(), v["ended_ms"].clone(), v["destination"].clone()))
+                .map(|v| (
+                    v["name"].clone(),
+                    v["ended_ms"].clone(),
+                    v["destination"].clone()
+                ))
                 .collect::<Vec<_>>()
         );
         predicted.extend(names("predicted_to_miss"));
@@ -1015,16 +1019,30 @@ async fn two_sources_into_two_destinations_before_a_deadline() {
                 .as_str()
                 .or(rec["request"]["destination"].as_str())
                 .unwrap();
-            assert_eq!(tb.virsh(dest, &["domstate", vm]).trim(), "running", "{vm} on {dest}");
+            assert_eq!(
+                tb.virsh(dest, &["domstate", vm]).trim(),
+                "running",
+                "{vm} on {dest}"
+            );
         }
     }
     predicted.sort();
     missed.sort();
-    assert!(!made.is_empty() && !missed.is_empty(), "made {made:?}, missed {missed:?}");
-    assert_eq!(predicted, missed, "the up-front forecast against what happened");
+    assert!(
+        !made.is_empty() && !missed.is_empty(),
+        "made {made:?}, missed {missed:?}"
+    );
+    assert_eq!(
+        predicted, missed,
+        "the up-front forecast against what happened"
+    );
     // Room: two guests on each destination, none left on the sources.
     for d in ["d1", "d2"] {
-        assert_eq!(tb.virsh(d, &["list", "--name"]).split_whitespace().count(), 2, "{d}");
+        assert_eq!(
+            tb.virsh(d, &["list", "--name"]).split_whitespace().count(),
+            2,
+            "{d}"
+        );
     }
     for s in ["s1", "s2"] {
         assert!(tb.virsh(s, &["list", "--name"]).trim().is_empty(), "{s}");

@@ -115,8 +115,12 @@ fn one() -> u32 {
 
 /// How a testbed guest's non-zero memory is estimated from its topology:
 /// the guest kernel and its boot leave this much beside the fill (a
-/// 128 MiB guest filling 64 MiB measures 28,500 non-zero pages: 111 MiB).
+/// 128 MiB guest filling 64 MiB measures 28,500 non-zero pages: 111 MiB)...
 pub const TESTBED_BASE_MIB: u64 = 47;
+
+/// ...and at least this much whatever the fill (96 MiB guests filling
+/// 8 MiB send about 80 MB: `topologies/paper-8vm-link.toml`).
+pub const TESTBED_BOOT_MIB: u64 = 75;
 
 /// What the testbed's memory workload dirties, pages/s per MiB of its
 /// working set (M rewriting 2 MiB measures 256 pages/s by QEMU's
@@ -126,7 +130,7 @@ pub const TESTBED_DIRTY_PAGES_PER_MIB: f64 = 128.0;
 impl Site {
     /// A testbed topology as a site: hosts by role, each guest's model
     /// inputs estimated from its workload (non-zero memory: its fill plus
-    /// [`TESTBED_BASE_MIB`]; a memory workload dirties its working set at
+    /// [`TESTBED_BASE_MIB`], at least [`TESTBED_BOOT_MIB`]; a memory workload dirties its working set at
     /// [`TESTBED_DIRTY_PAGES_PER_MIB`]; a network one sends or receives its
     /// `rate_mbps`). `push_bps`: what each host can send (the testbed's TCG
     /// guests: about 30e6), absent: its link.
@@ -149,7 +153,9 @@ impl Site {
             .flat_map(|h| h.vms.iter().map(move |v| (h, v)))
             .map(|(h, v)| {
                 let fill = v.fill_mib.unwrap_or(0);
-                let non_zero_mib = (fill + TESTBED_BASE_MIB).min(v.memory_mib);
+                let non_zero_mib = (fill + TESTBED_BASE_MIB)
+                    .max(TESTBED_BOOT_MIB)
+                    .min(v.memory_mib);
                 let rate = v.rate_mbps.unwrap_or(0.0) * 1e6;
                 let ws = v.working_set_mib.filter(|_| v.workload == Workload::Memory);
                 SiteVm {

@@ -73,6 +73,9 @@ pub(super) async fn run_all(
         ),
         None => (None, BTreeMap::new()),
     };
+    // `"order": "predict"`: the order of the VMs not started is re-made
+    // from what has been measured each time a slot is free.
+    let by_prediction = request.as_ref().is_some_and(|r| r.order.by_prediction());
     // With `on_deadline: "stop"`, nothing starts after this (ms since the
     // evacuation was created).
     let stop_at = request
@@ -98,6 +101,9 @@ pub(super) async fn run_all(
             (None, Concurrency::Auto) => 1,
         };
         let mut holding = holding(&running, feedback.is_some(), now, lead);
+        if holding < limit as usize && by_prediction && pending.len() > 1 {
+            replan(job, &mut pending, now).await;
+        }
         while holding < limit as usize && !cancel.is_cancelled() {
             let Some(vm) = pending.pop_front() else { break };
             let at_start = predicted_now(&current, &vm).or(upfront.get(&vm).copied().flatten());
@@ -194,6 +200,37 @@ pub(super) async fn run_all(
             _ = cancel.cancelled(), if !pending.is_empty() => pending.clear(),
         }
     }
+}
+
+/// Re-orders `pending` by the model's search from now
+/// ([`super::forecast::replan`]), off the runtime's threads (a search may
+/// run thousands of simulations), and records the change.
+async fn replan(job: &Job, pending: &mut VecDeque<String>, now: u64) {
+    let (Some(sc), Some(r)) = (job.scenario.clone(), job.evac.get(job.id)) else {
+        return;
+    };
+    let learned = job.evac.inner.learned.lock().expect("learned").clone();
+    let list: Vec<String> = pending.iter().cloned().collect();
+    let found = tokio::task::spawn_blocking(move || {
+        let sc = super::forecast::refreshed(&sc, &r, &learned, now);
+        super::forecast::replan(&sc, &r, &list, now)
+    })
+    .await;
+    let Ok(Some(change)) = found else { return };
+    tracing::info!(evacuation = job.id, from = ?change.from, to = ?change.to, "re-planned the order");
+    *pending = change.to.iter().cloned().collect();
+    job.evac.update(job.id, |r| {
+        // The record's order is the one migrated in: what has started,
+        // then the new order.
+        r.order.retain(|n| !change.from.contains(n));
+        r.order.extend(change.to.iter().cloned());
+        let order = r.order.clone();
+        r.vms
+            .sort_by_key(|v| order.iter().position(|o| *o == v.name));
+        if let Some(p) = r.prediction.as_mut() {
+            p.replans.push(change);
+        }
+    });
 }
 
 /// `vm`'s migration time by the latest forecast, ms.

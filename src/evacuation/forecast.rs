@@ -31,6 +31,85 @@ pub struct PredictionRecord {
     /// With a deadline: what the forecast said and what happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DeadlineOutcome>,
+    /// With `"order": "predict"`: each time the order of the VMs not yet
+    /// started was changed between migrations ([`replan`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replans: Vec<Replan>,
+}
+
+/// One change of the order during an evacuation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replan {
+    pub at_ms: u64,
+    /// The VMs not yet started, before and after.
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+    /// Priority weight the model says the new order moves by the deadline
+    /// (the old order's in `from_saved`), with a deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_saved: Option<u64>,
+}
+
+/// The order the model says is best now for the VMs not yet started
+/// (`pending`, in their current order), from what has been measured and
+/// learned (`sc`, refreshed) and what has moved (the record): the same
+/// search as the plan's ([`crate::predict::search`]), the deadline counted
+/// from now. Between migrations, when a slot is free: with one migration
+/// at a time nothing else runs then, so the model's start is exact; with
+/// several, the running ones are left out of it (they end on their own).
+/// Some only when the order changes.
+pub fn replan(
+    sc: &Scenario,
+    r: &EvacuationRecord,
+    pending: &[String],
+    now_ms: u64,
+) -> Option<Replan> {
+    use crate::predict::search::{best_order_from, Objective};
+    if pending.len() < 2 {
+        return None;
+    }
+    let index = |n: &str| sc.vms.iter().position(|v| v.name == n);
+    let start: Vec<usize> = pending.iter().filter_map(|n| index(n)).collect();
+    let moved: Vec<usize> = r
+        .vms
+        .iter()
+        .filter(|v| matches!(v.state, VmState::Done | VmState::Postcopy))
+        .filter_map(|v| index(&v.name))
+        .collect();
+    let deadline = r
+        .request
+        .deadline_s
+        .map(|d| d - now_ms as f64 / 1000.0)
+        .filter(|d| *d > 0.0);
+    let found = best_order_from(
+        sc,
+        &start,
+        &moved,
+        Objective {
+            deadline_s: deadline,
+        },
+    );
+    if found.order == start {
+        return None;
+    }
+    let saved = |order: &[usize]| {
+        deadline.map(|d| {
+            crate::predict::schedule::simulate_from(sc, order, Vec::new(), &moved).saved(&sc.vms, d)
+        })
+    };
+    Some(Replan {
+        at_ms: now_ms,
+        from: pending.to_vec(),
+        to: found
+            .order
+            .iter()
+            .map(|&i| sc.vms[i].name.clone())
+            .collect(),
+        saved: saved(&found.order),
+        from_saved: saved(&start),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

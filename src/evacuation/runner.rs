@@ -210,6 +210,7 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
                 current: None,
                 accuracy: None,
                 deadline: None,
+                replans: Vec::new(),
             });
         }
         r.order = order.clone();

@@ -1238,3 +1238,44 @@ async fn a_site_that_does_not_fit_or_is_misnamed_is_refused_before_anything_move
     }
     assert_eq!(cloud.vms_on("s1").len(), 2);
 }
+
+/// `"order": "predict"` re-plans between migrations from what it measured:
+/// up front the host is taken to push what the link gives, every VM makes
+/// the deadline and the paper's order stands (first, big, small); the
+/// first migration shows the host pushes 1 MiB/s, so by the time it ends
+/// only the small VM can still make the deadline, and only if it goes
+/// next: the order is changed, and it does.
+#[tokio::test(start_paused = true)]
+async fn the_order_is_re_planned_from_what_was_measured() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "first", vm(16, 2.0));
+    cloud.add_vm("h1", "big", vm(64, 1.0));
+    cloud.add_vm("h1", "small", vm(8, 0.0));
+    cloud.set_link("h1", 100.0);
+    cloud.set_migration_speed("h1", 1.0);
+    cloud.set_startup(Duration::from_secs(2));
+    let evac = setup(&cloud);
+    let id = start(
+        &evac,
+        r#"{"source":"h1","destination":"h2","concurrency":1,"order":"predict",
+            "deadline_s":40,"priorities":{"small":10}}"#,
+    )
+    .await;
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Done, "{rec:#?}");
+    let p = rec.prediction.as_ref().unwrap();
+    assert_eq!(
+        p.upfront.deadline.as_ref().unwrap().at_risk,
+        vec![],
+        "{p:#?}"
+    );
+    assert_eq!(p.replans.len(), 1, "{:#?}", p.replans);
+    let change = &p.replans[0];
+    assert_eq!(change.from, ["big", "small"]);
+    assert_eq!(change.to, ["small", "big"]);
+    assert_eq!((change.from_saved, change.saved), (Some(0), Some(10)));
+    assert_eq!(rec.order, ["first", "small", "big"]);
+    let d = p.deadline.as_ref().unwrap();
+    assert!(d.made.contains(&"small".to_string()), "{d:?}");
+    assert!(d.late.contains(&"big".to_string()), "{d:?}");
+}

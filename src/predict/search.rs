@@ -17,7 +17,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use super::schedule::{alone, simulate, Scenario, Schedule};
+use super::schedule::{alone, simulate_from, Scenario, Schedule};
 
 /// Every order is tried up to this many VMs.
 pub const EXHAUSTIVE_MAX: usize = 8;
@@ -82,11 +82,27 @@ pub struct Found {
 /// local search's first start, and the tie-breaker: among equal plans the
 /// one found first wins, and the paper's order is tried first).
 pub fn best_order(sc: &Scenario, start: &[usize], obj: Objective) -> Found {
-    match sc.vms.len() {
-        n if n <= EXHAUSTIVE_MAX && sc.concurrency <= 1 => sequential(sc, start, obj),
-        n if n <= EXHAUSTIVE_MAX_CONCURRENT => exhaustive(sc, start, obj),
-        _ => local(sc, start, obj),
+    best_order_from(sc, start, &[], obj)
+}
+
+/// [`best_order`] of the VMs in `start` only, with those in `moved` on
+/// the destination already (a running evacuation re-planned between
+/// migrations: `obj`'s deadline then counts from now).
+pub fn best_order_from(sc: &Scenario, start: &[usize], moved: &[usize], obj: Objective) -> Found {
+    // The sequential walk keys its memo on a bit per VM.
+    let fits_mask = sc.vms.len() <= 64;
+    match start.len() {
+        n if n <= EXHAUSTIVE_MAX && sc.concurrency <= 1 && fits_mask => {
+            sequential(sc, start, moved, obj)
+        }
+        n if n <= EXHAUSTIVE_MAX_CONCURRENT => exhaustive(sc, start, moved, obj),
+        _ => local(sc, start, moved, obj),
     }
+}
+
+/// `order` simulated with `moved` on the destination already.
+fn simulate(sc: &Scenario, order: &[usize], moved: &[usize]) -> Schedule {
+    simulate_from(sc, order, Vec::new(), moved)
 }
 
 /// With several at once every order is one full simulation; beyond this
@@ -98,7 +114,7 @@ pub const EXHAUSTIVE_MAX_CONCURRENT: usize = 7;
 /// ([`alone`]: n·2ⁿ⁻¹ at most, 1,024 for 8 VMs) and the orders are walked
 /// depth first on those, a branch dropped as soon as it cannot beat the
 /// best (its time already longer, or its priority weight unreachable).
-fn sequential(sc: &Scenario, start: &[usize], obj: Objective) -> Found {
+fn sequential(sc: &Scenario, start: &[usize], moved: &[usize], obj: Objective) -> Found {
     struct Walk<'a> {
         sc: &'a Scenario,
         obj: Objective,
@@ -204,10 +220,11 @@ fn sequential(sc: &Scenario, start: &[usize], obj: Objective) -> Found {
         path: Vec::new(),
         simulations: 0,
     };
-    w.walk(start, 0, 0.0, 0);
+    let mask = moved.iter().fold(0u64, |m, &i| m | 1 << i);
+    w.walk(start, mask, 0.0, 0);
     let order = w.best.map(|(o, _)| o).unwrap_or_else(|| start.to_vec());
     Found {
-        schedule: simulate(sc, &order),
+        schedule: simulate(sc, &order, moved),
         order,
         method: Method::Exhaustive,
         simulations: w.simulations,
@@ -218,9 +235,9 @@ fn sequential(sc: &Scenario, start: &[usize], obj: Objective) -> Found {
 /// (the paper's order is tried first) stays.
 const TIE_S: f64 = 1e-6;
 
-fn exhaustive(sc: &Scenario, start: &[usize], obj: Objective) -> Found {
+fn exhaustive(sc: &Scenario, start: &[usize], moved: &[usize], obj: Objective) -> Found {
     let mut perm = start.to_vec();
-    let mut best = (perm.clone(), simulate(sc, &perm));
+    let mut best = (perm.clone(), simulate(sc, &perm, moved));
     let mut best_score = Score::of(sc, &best.1, obj);
     let mut simulations = 1;
     // Heap's algorithm, iterative: every permutation once.
@@ -231,7 +248,7 @@ fn exhaustive(sc: &Scenario, start: &[usize], obj: Objective) -> Found {
         if c[i] < i {
             let j = if i % 2 == 0 { 0 } else { c[i] };
             perm.swap(j, i);
-            let s = simulate(sc, &perm);
+            let s = simulate(sc, &perm, moved);
             simulations += 1;
             let score = Score::of(sc, &s, obj);
             if score.cmp(&best_score) == Ordering::Less {
@@ -253,16 +270,16 @@ fn exhaustive(sc: &Scenario, start: &[usize], obj: Objective) -> Found {
     }
 }
 
-fn local(sc: &Scenario, start: &[usize], obj: Objective) -> Found {
+fn local(sc: &Scenario, start: &[usize], moved: &[usize], obj: Objective) -> Found {
     let mut simulations = 0;
     let mut starts = vec![start.to_vec()];
     if obj.deadline_s.is_some() {
-        starts.push(greedy_by_priority(sc, start));
+        starts.push(greedy_by_priority(sc, start, moved));
     }
     let mut best: Option<(Vec<usize>, Schedule, Score)> = None;
     for s0 in starts {
         let mut cur = s0;
-        let mut cur_s = simulate(sc, &cur);
+        let mut cur_s = simulate(sc, &cur, moved);
         simulations += 1;
         let mut cur_score = Score::of(sc, &cur_s, obj);
         'improve: while simulations < LOCAL_BUDGET {
@@ -274,7 +291,7 @@ fn local(sc: &Scenario, start: &[usize], obj: Objective) -> Found {
                     let mut cand = cur.clone();
                     let v = cand.remove(from);
                     cand.insert(to, v);
-                    let s = simulate(sc, &cand);
+                    let s = simulate(sc, &cand, moved);
                     simulations += 1;
                     let score = Score::of(sc, &s, obj);
                     if score.cmp(&cur_score) == Ordering::Less {
@@ -303,9 +320,9 @@ fn local(sc: &Scenario, start: &[usize], obj: Objective) -> Found {
 
 /// Highest priority per predicted second alone first: the deadline's
 /// greedy start (weighted shortest job first).
-fn greedy_by_priority(sc: &Scenario, start: &[usize]) -> Vec<usize> {
+fn greedy_by_priority(sc: &Scenario, start: &[usize], moved: &[usize]) -> Vec<usize> {
     let alone = |i: usize| {
-        simulate(sc, &[i]).vms[0]
+        simulate(sc, &[i], moved).vms[0]
             .duration_s
             .unwrap_or(f64::INFINITY)
             .max(1e-9)
@@ -343,6 +360,7 @@ pub fn miss_reason(p: &super::schedule::PlannedVm, deadline_s: f64) -> Option<St
 mod tests {
     use super::*;
     use crate::predict::model::VmInput;
+    use crate::predict::schedule::simulate;
 
     fn vm(name: &str, mb: u64, tx_mbps: f64, priority: u32) -> VmInput {
         VmInput {

@@ -22,7 +22,8 @@ fn vm(non_zero_mib: u64) -> FakeVm {
     }
 }
 
-async fn start(cloud: &FakeCloud) -> Solive {
+/// Hosts h1, h2 and h3 at 100 Mbit/s, no switches.
+fn config() -> Config {
     let mut toml = String::from(
         "[controller]\nopenflow_listen = \"127.0.0.1:0\"\nperiod_ms = 200\n[api]\nlisten = \"127.0.0.1:0\"\n",
     );
@@ -33,7 +34,11 @@ async fn start(cloud: &FakeCloud) -> Solive {
             i + 1
         );
     }
-    let config = Config::parse(&toml).unwrap();
+    Config::parse(&toml).unwrap()
+}
+
+async fn start(cloud: &FakeCloud) -> Solive {
+    let config = config();
     // h3 has no hypervisor: it cannot take part in evacuations.
     let hvs = cloud.host_hypervisors(&["h1", "h2"]);
     Solive::start_with_hypervisors(config, TcpListener::bind("127.0.0.1:0").await.unwrap(), hvs)
@@ -273,17 +278,7 @@ async fn a_site_evacuation_over_rest() {
     for n in ["a", "b", "c"] {
         cloud.add_vm("h1", n, vm(4));
     }
-    let mut toml = String::from(
-        "[controller]\nopenflow_listen = \"127.0.0.1:0\"\nperiod_ms = 200\n[api]\nlisten = \"127.0.0.1:0\"\n",
-    );
-    for (i, h) in ["h1", "h2", "h3"].iter().enumerate() {
-        toml += &format!(
-            "[[hosts]]\nname = \"{h}\"\novsdb = \"unix:/nonexistent/{h}.sock\"\nbridge = \"br{i}\"\n\
-             uplink = \"up{i}\"\ncapacity_mbps = 100\naddress = \"10.0.0.{}\"\n",
-            i + 1
-        );
-    }
-    let config = Config::parse(&toml).unwrap();
+    let config = config();
     // Room for one 64 MiB guest on each destination.
     let mut hvs = cloud.host_hypervisors(&["h1", "h2", "h3"]);
     for h in ["h2", "h3"] {

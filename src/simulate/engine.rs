@@ -556,6 +556,28 @@ mod tests {
         }
     }
 
+    /// No start-up or fixed pause, a 10% floor without reservation, one at
+    /// a time: what the tests compute by hand; they change what they need.
+    fn input(hosts: Vec<Host>, vms: Vec<VmInput>, at: Vec<usize>, sources: Vec<Source>) -> Input {
+        Input {
+            hosts,
+            vms,
+            at,
+            sources,
+            mode: Mode::Precopy,
+            params: Params {
+                startup_s: 0.0,
+                downtime_overhead_ms: 0.0,
+                ..Params::default()
+            },
+            bandwidth: Bandwidth::Floor(0.1),
+            concurrency: Concurrency::Fixed(1),
+            max_concurrency: 4,
+            period_s: 1.0,
+            horizon_s: 1e6,
+        }
+    }
+
     /// One source and one destination without reservation: the clock gives
     /// what the planner's fluid model gives (its periods change nothing
     /// then), in every order and at 1 and 2 at once.
@@ -570,22 +592,17 @@ mod tests {
             let sc = scenario(vms.clone(), conc);
             for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2]] {
                 let want = schedule::simulate(&sc, &order);
-                let inp = Input {
-                    hosts: vec![host("h1", 100.0), host("h2", 100.0)],
-                    vms: vms.clone(),
-                    at: vec![0; 3],
-                    sources: vec![Source {
+                let mut inp = input(
+                    vec![host("h1", 100.0), host("h2", 100.0)],
+                    vms.clone(),
+                    vec![0; 3],
+                    vec![Source {
                         host: 0,
                         order: order.iter().map(|&i| (i, 1)).collect(),
                     }],
-                    mode: sc.mode,
-                    params: sc.params,
-                    bandwidth: Bandwidth::Floor(sc.floor),
-                    concurrency: Concurrency::Fixed(conc),
-                    max_concurrency: 4,
-                    period_s: 1.0,
-                    horizon_s: sc.horizon_s,
-                };
+                );
+                (inp.params, inp.bandwidth) = (sc.params, Bandwidth::Floor(sc.floor));
+                inp.concurrency = Concurrency::Fixed(conc);
                 let got = run(&inp);
                 for p in &want.vms {
                     let i = vms.iter().position(|v| v.name == p.name).unwrap();
@@ -610,11 +627,11 @@ mod tests {
     /// uplink never carries more than it has.
     #[test]
     fn two_sources_share_one_destination() {
-        let inp = Input {
-            hosts: vec![host("s1", 100.0), host("s2", 100.0), host("d", 100.0)],
-            vms: vec![vm("a", 100.0, 0.0, 0.0, 0.0), vm("b", 100.0, 0.0, 0.0, 0.0)],
-            at: vec![0, 1],
-            sources: vec![
+        let inp = input(
+            vec![host("s1", 100.0), host("s2", 100.0), host("d", 100.0)],
+            vec![vm("a", 100.0, 0.0, 0.0, 0.0), vm("b", 100.0, 0.0, 0.0, 0.0)],
+            vec![0, 1],
+            vec![
                 Source {
                     host: 0,
                     order: vec![(0, 2)],
@@ -624,18 +641,7 @@ mod tests {
                     order: vec![(1, 2)],
                 },
             ],
-            mode: Mode::Precopy,
-            params: Params {
-                startup_s: 0.0,
-                downtime_overhead_ms: 0.0,
-                ..Params::default()
-            },
-            bandwidth: Bandwidth::Floor(0.1),
-            concurrency: Concurrency::Fixed(1),
-            max_concurrency: 4,
-            period_s: 1.0,
-            horizon_s: 1e6,
-        };
+        );
         let out = run(&inp);
         // 100 MB each at 50 Mbit/s: 16 s, together.
         for c in out.courses.iter().flatten() {
@@ -661,22 +667,18 @@ mod tests {
             vm("a", 100.0, 0.0, 0.0, 0.0),
             vm("b", 100.0, 0.0, 0.0, 0.0),
         ];
-        let inp = Input {
-            hosts: vec![host("h1", 100.0), host("h2", 100.0)],
+        let mut inp = input(
+            vec![host("h1", 100.0), host("h2", 100.0)],
             vms,
-            at: vec![0; 3],
-            sources: vec![Source {
+            vec![0; 3],
+            vec![Source {
                 host: 0,
                 order: vec![(0, 1), (1, 1), (2, 1)],
             }],
-            mode: Mode::Precopy,
-            params: Params::default(),
-            bandwidth: Bandwidth::Reserve(reserve::Params::new(30.0, 5.0, 95.0).unwrap()),
-            concurrency: Concurrency::Auto,
-            max_concurrency: 4,
-            period_s: 1.0,
-            horizon_s: 1e5,
-        };
+        );
+        inp.params = Params::default();
+        inp.bandwidth = Bandwidth::Reserve(reserve::Params::new(30.0, 5.0, 95.0).unwrap());
+        inp.concurrency = Concurrency::Auto;
         let out = run(&inp);
         let up = &out.uplinks[0];
         assert!((up[0].reserve_pct - 40.0).abs() < 1e-6, "{:?}", up[0]);

@@ -363,3 +363,93 @@ async fn switches_in_side_by_side_sandboxes() {
     assert_ne!(dpids[0], dpids[1]);
     solive.stop().await;
 }
+
+/// Anyone who reaches the OpenFlow port can claim a datapath id. A second
+/// connection claiming the id of a bridge already connected is refused and
+/// closed; the real switch stays attached and keeps its state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_claiming_a_connected_datapath_id_is_refused() {
+    use futures::{SinkExt, StreamExt};
+    use solive::openflow::{Body, Hello, Message, OfCodec, SwitchFeatures};
+    use tokio_util::codec::Framed;
+    let _lock = support::lock();
+    let sb = Sandbox::start();
+    sb.add_bridge("br0");
+    let of = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = of.local_addr().unwrap();
+    let mut config =
+        Config::parse(&config_toml(&[("h1", &sb.db, "br0", "br0", 100)], 200)).unwrap();
+    config.controller.openflow_listen = addr;
+    let solive = Solive::start_with(config, of).await;
+    let h1 = solive
+        .host_when("h1", "h1 connected", |h| h["connected"] == true)
+        .await;
+    let dpid = u64::from_str_radix(h1["dpid"].as_str().unwrap(), 16).unwrap();
+    let baseline = |f: &str| f.contains("priority=0 actions=NORMAL");
+    eventually(10, "baseline flow installed", || async {
+        let f = sb.ofctl(&["dump-flows", "br0"]);
+        if baseline(&f) {
+            Ok(())
+        } else {
+            Err(f)
+        }
+    })
+    .await;
+
+    // The impostor: the switch's side of the handshake with br0's id.
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut fake = Framed::new(stream, OfCodec);
+    let hello = fake.next().await.unwrap().unwrap();
+    assert!(matches!(hello.body, Body::Hello(_)));
+    fake.send(Message {
+        xid: 10,
+        body: Body::Hello(Hello::new()),
+    })
+    .await
+    .unwrap();
+    let req = fake.next().await.unwrap().unwrap();
+    assert_eq!(req.body, Body::FeaturesRequest);
+    fake.send(Message {
+        xid: req.xid,
+        body: Body::FeaturesReply(SwitchFeatures {
+            datapath_id: dpid,
+            n_buffers: 0,
+            n_tables: 254,
+            auxiliary_id: 0,
+            capabilities: 0x4f,
+            reserved: 0,
+        }),
+    })
+    .await
+    .unwrap();
+    // solive closes it (it may send nothing first, or an echo at most).
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match fake.next().await {
+                None | Some(Err(_)) => break,
+                Some(Ok(m)) => assert!(
+                    matches!(m.body, Body::EchoRequest(_)),
+                    "the impostor was sent {m:?}"
+                ),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the impostor's connection was not closed");
+    // The real switch is still the host's, with its state.
+    let h1 = solive.get("/v1/hosts/h1").await;
+    assert_eq!(h1["connected"], true, "{h1}");
+    assert!(baseline(&sb.ofctl(&["dump-flows", "br0"])));
+    // ...and its session works: a meter put through it is on the bridge.
+    let m = MeterSpec {
+        id: 7,
+        rate_kbps: 10_000,
+        burst_kb: 1_000,
+    };
+    assert_eq!(
+        solive.running.controller.put_meter("h1", m).await.unwrap(),
+        Applied::Now
+    );
+    assert!(sb.ofctl(&["dump-meters", "br0"]).contains("meter=7"));
+    solive.stop().await;
+}

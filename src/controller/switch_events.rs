@@ -9,6 +9,21 @@ impl Controller {
         match ev {
             SwitchEvent::Connected(sw) => {
                 let dpid = sw.dpid;
+                // A datapath id already connected is not swapped for the
+                // newcomer: anyone who can reach the OpenFlow port could
+                // otherwise take a host's switch over by claiming its id.
+                // The newcomer's handle is dropped, which ends its session;
+                // a switch that really reconnected is accepted once its old
+                // session has ended (closed, or dead by the echo watch).
+                if let Some(first) = self.session_of(dpid) {
+                    tracing::warn!(
+                        dpid = format!("{dpid:016x}"),
+                        peer = %sw.peer,
+                        connected = %first.peer,
+                        "a second connection claims a datapath id already connected: refused"
+                    );
+                    return;
+                }
                 match self.host_by_dpid(dpid) {
                     Some(name) => self.attach(&name, sw),
                     None => {
@@ -68,6 +83,16 @@ impl Controller {
                 tracing::warn!(dpid = format!("{dpid:016x}"), xid, error = %crate::switch::describe(&error), "switch reported an error");
             }
         }
+    }
+
+    /// The session that holds `dpid` now, attached to a host or held
+    /// until a host claims it.
+    fn session_of(&self, dpid: u64) -> Option<&SwitchHandle> {
+        self.hosts
+            .values()
+            .filter_map(|h| h.switch.as_ref())
+            .chain(self.unclaimed.values())
+            .find(|s| s.dpid == dpid)
     }
 
     pub(super) fn host_by_dpid(&self, dpid: u64) -> Option<String> {

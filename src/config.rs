@@ -321,6 +321,17 @@ impl Config {
                 self.api.listen
             ));
         }
+        // A bearer token sent over plain HTTP off this machine can be read
+        // and replayed by anyone on the path.
+        if self.api.tokens_file.is_some()
+            && self.api.tls_cert.is_none()
+            && !self.api.listen.ip().is_loopback()
+        {
+            return bad(format!(
+                "api.listen is {} with api.tokens_file but without TLS: the tokens would cross the network in clear; give api.tls_cert and api.tls_key, or listen on a loopback address (behind a TLS proxy)",
+                self.api.listen
+            ));
+        }
         let mut names = BTreeSet::new();
         for h in &self.hosts {
             if h.name.is_empty() {

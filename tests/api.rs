@@ -469,7 +469,15 @@ fn open_api_must_stay_on_loopback_and_tokens_must_load() {
     let e = Config::parse(&public).unwrap_err().to_string();
     assert!(e.contains("tokens_file") && e.contains("loopback"), "{e}");
     let with_tokens = public.replace("[api]\n", "[api]\ntokens_file = \"/etc/solive/tokens\"\n");
-    assert!(Config::parse(&with_tokens).is_ok());
+    // Tokens off loopback only over HTTPS: in clear anyone on the path
+    // could replay them.
+    let e = Config::parse(&with_tokens).unwrap_err().to_string();
+    assert!(e.contains("in clear") && e.contains("tls_cert"), "{e}");
+    let with_tls = with_tokens.replace(
+        "[api]\n",
+        "[api]\ntls_cert = \"/etc/solive/cert.pem\"\ntls_key = \"/etc/solive/key.pem\"\n",
+    );
+    assert!(Config::parse(&with_tls).is_ok());
     let e =
         solive::api::auth::Tokens::load(std::path::Path::new("/nonexistent/tokens")).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/tokens"), "{e}");

@@ -3,10 +3,14 @@
 //! links (as [`crate::predict::schedule`] does for one pair), with a
 //! controller period in which the real controller's own code runs:
 //!
-//! - **Algorithm 1** ([`crate::reserve::Reserver`]) steps once per period on
-//!   each source uplink on the aggregate of the migrations leaving it,
-//!   measurement 0 when the link's first migration starts, its floor held
-//!   at what the pre-copies need ([`crate::controller::link::floor_pct`]);
+//! - **Algorithm 1**, as the controller's own link reservation
+//!   ([`crate::controller::reservation::Reservation`]), steps once per
+//!   period on each source uplink on the aggregate of the migrations leaving
+//!   it: measurement 0 when the link's first migration starts, its value
+//!   kept until the migrations are seen moving (libvirt's start-up sends
+//!   nothing, and a link idle meanwhile would otherwise be handed to them),
+//!   its floor held at what the pre-copies need
+//!   ([`crate::controller::link::floor_pct`]);
 //! - each uplink's reservation is **split** among its migrations by
 //!   remaining bytes, and each destination's incoming link **fitted** to
 //!   what may arrive there ([`crate::controller::link::split`],
@@ -31,13 +35,13 @@
 //! bottlenecks, as on the testbed and in the paper.
 
 use crate::controller::link::{self, Member};
-use crate::controller::reservation::HistoryPoint;
+use crate::controller::reservation::{HistoryPoint, Reservation, ReservationRequest};
 use crate::evacuation::concurrency::{self, Feedback, Sample};
 use crate::evacuation::record::ConcurrencyRecord;
 use crate::evacuation::request::Concurrency;
 use crate::order::Mode;
 use crate::predict::model::{Migration, Outcome, Params, VmInput};
-use crate::reserve::{self, Measurement, Reserver};
+use crate::reserve::{self, Measurement};
 
 /// A host as the clock sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,7 +140,7 @@ struct State<'a> {
     tx_at: Vec<f64>,
     rx_at: Vec<f64>,
     /// Per source: its uplink's reservation while migrations leave it.
-    reserver: Vec<Option<Reserver>>,
+    reserver: Vec<Option<Reservation>>,
     /// Per source: the VM that stalled since the last sample.
     stalled: Vec<Option<String>>,
     out: Output,
@@ -291,13 +295,26 @@ impl State<'_> {
                 if let (Bandwidth::Reserve(p), None) = (inp.bandwidth, &self.reserver[s]) {
                     let h = inp.sources[s].host;
                     let cap = inp.hosts[h].capacity_bps;
-                    let mut r = Reserver::new(p);
-                    let step = r.step(&Measurement {
-                        capacity: cap,
-                        outgoing: self.tx_at[h].min(cap),
-                        migration: 0.0,
-                    });
-                    self.out.uplinks[s].push(point(t, step.avail_pct, step.mig_pct, step));
+                    let request = ReservationRequest {
+                        source: inp.hosts[h].name.clone(),
+                        destination: inp.hosts[dest].name.clone(),
+                        intermediaries: Vec::new(),
+                        urgency: p.urgency,
+                        threshold: p.threshold,
+                        max_reserve: Some(p.max_reserve),
+                        migration_port: None,
+                        store_port: None,
+                    };
+                    let mut r = Reservation::new(s as u64, request, p);
+                    r.tick(
+                        ms(t),
+                        &Measurement {
+                            capacity: cap,
+                            outgoing: self.tx_at[h].min(cap),
+                            migration: 0.0,
+                        },
+                    );
+                    self.out.uplinks[s].extend(r.history.last().copied());
                     self.reserver[s] = Some(r);
                 }
             }
@@ -349,7 +366,7 @@ impl State<'_> {
                 Bandwidth::Reserve(p) => {
                     let pct = self.reserver[s]
                         .as_ref()
-                        .and_then(Reserver::reserve_pct)
+                        .and_then(Reservation::link_pct)
                         .unwrap_or(p.urgency);
                     pct / 100.0 * h.capacity_bps
                 }
@@ -446,11 +463,14 @@ impl State<'_> {
             let mig: f64 = mine.iter().map(|(_, b)| b).sum();
             let apps = self.tx_at[h];
             if let (Bandwidth::Reserve(p), Some(r)) = (inp.bandwidth, self.reserver[s].as_mut()) {
-                let step = r.step(&Measurement {
-                    capacity: cap,
-                    outgoing: apps.min((cap - mig).max(0.0)) + mig,
-                    migration: mig,
-                });
+                r.tick(
+                    t_ms,
+                    &Measurement {
+                        capacity: cap,
+                        outgoing: apps.min((cap - mig).max(0.0)) + mig,
+                        migration: mig,
+                    },
+                );
                 let needs: Vec<f64> = mine
                     .iter()
                     .filter_map(|(i, _)| self.running[*i].m.need_bps())
@@ -460,8 +480,7 @@ impl State<'_> {
                 {
                     r.raise_to(floor);
                 }
-                let pt = point(t, step.avail_pct, step.mig_pct, step);
-                self.out.uplinks[s].push(pt);
+                self.out.uplinks[s].extend(r.history.last().copied());
             }
             let Some(f) = self.feedback[s].as_mut() else {
                 continue;
@@ -490,7 +509,7 @@ impl State<'_> {
                 }
             }
             if let (Bandwidth::Reserve(p), Some(r)) = (inp.bandwidth, &self.reserver[s]) {
-                sample.caps_bps = r.reserve_pct().unwrap_or(0.0) / 100.0 * cap;
+                sample.caps_bps = r.link_pct().unwrap_or(0.0) / 100.0 * cap;
                 sample.squeezed = self.out.uplinks[s]
                     .last()
                     .and_then(|pt| concurrency::squeezed(pt, p.urgency));
@@ -521,14 +540,8 @@ fn record(c: &mut Course, m: &Migration) {
     c.downtime_ms = m.downtime_ms.map(|d| d.round() as u64);
 }
 
-fn point(t: f64, avail_pct: f64, mig_pct: f64, step: reserve::Step) -> HistoryPoint {
-    HistoryPoint {
-        t_ms: (t * 1000.0) as u64,
-        avail_pct,
-        mig_pct,
-        reserve_pct: step.reserve_pct,
-        link_pct: None,
-    }
+fn ms(t: f64) -> u64 {
+    (t * 1000.0) as u64
 }
 
 #[cfg(test)]

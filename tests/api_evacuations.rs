@@ -333,4 +333,14 @@ async fn a_site_evacuation_over_rest() {
     assert_eq!(cloud.vms_on("h2").len(), 1);
     assert_eq!(cloud.vms_on("h3").len(), 1);
     assert_eq!(cloud.vms_on("h1"), vec!["c"]);
+    // The list shows both destinations.
+    let (_, list) = call(reqwest::Method::GET, format!("{base}/v1/evacuations")).await;
+    let mut shown: Vec<&str> = list["evacuations"][0]["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    shown.sort();
+    assert_eq!(shown, ["h2", "h3"], "{list}");
 }

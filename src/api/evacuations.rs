@@ -58,6 +58,12 @@ pub struct Summary {
     id: u64,
     source: String,
     destination: String,
+    /// Every destination, when the evacuation has several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destinations: Option<Vec<String>>,
+    /// The evacuations started by one request naming several sources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<u64>,
     state: EvacuationState,
     created_unix_ms: u64,
     vms_total: usize,
@@ -85,6 +91,8 @@ pub async fn list(
             id: r.id,
             source: r.request.source.clone(),
             destination: r.request.destination.clone(),
+            destinations: r.request.destinations.clone(),
+            group: r.group,
             state: r.state,
             created_unix_ms: r.created_unix_ms,
             vms_total: r.vms.len(),

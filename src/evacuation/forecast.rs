@@ -263,6 +263,7 @@ pub fn refreshed(sc: &Scenario, r: &EvacuationRecord, learned: &Learned, now_ms:
         .vms
         .iter()
         .filter(|v| v.state == VmState::Migrating)
+        .filter(|v| says_push(r, &v.name, sc.source_capacity_bps))
         .filter_map(|v| {
             let p = v.progress.filter(|p| p.data_processed > 0)?;
             // libvirt leaves the rate out of some jobs' statistics (seen on
@@ -303,13 +304,14 @@ pub fn refreshed(sc: &Scenario, r: &EvacuationRecord, learned: &Learned, now_ms:
 /// of the rates QEMU reported each period, `rate_bps`; else its bytes over
 /// its time from its first bytes), the link's share it had (its cap), its
 /// start-up (to the period that first saw bytes: up to a period long).
-/// Only a migration that ran alone says what the host pushes.
+/// Only a migration that ran alone, of a VM not busy on the network
+/// ([`says_push`]), says what the host pushes (`tells_push`).
 pub fn observation<'a>(
     source: &'a str,
     v: &super::record::VmRecord,
     sent_ms: Option<u64>,
     rate_bps: Option<f64>,
-    alone: bool,
+    tells_push: bool,
 ) -> Option<Observation<'a>> {
     if v.state != VmState::Done {
         return None;
@@ -320,12 +322,24 @@ pub fn observation<'a>(
     let rate = rate_bps.or((secs > 0.0).then(|| bytes as f64 * 8.0 / secs));
     Some(Observation {
         source,
-        rate_bps: rate.filter(|_| alone).unwrap_or(0.0),
+        rate_bps: rate.filter(|_| tells_push).unwrap_or(0.0),
         link_bps: v.cap_mibs.map_or(0.0, mibs_to_bps),
         startup_s: sent_ms.map(|s| s.saturating_sub(started) as f64 / 1000.0),
         downtime_ms: None,
         last_transfer_ms: None,
     })
+}
+
+/// Whether `vm`'s migration says what its host pushes: its own traffic, as
+/// measured for the plan, is within [`crate::predict::learn::BUSY_SHARE`]
+/// of the source's link `capacity_bps`.
+pub fn says_push(r: &EvacuationRecord, vm: &str, capacity_bps: f64) -> bool {
+    let own = r
+        .measurements
+        .iter()
+        .find(|m| m.hypervisor.name == vm)
+        .map_or(0.0, |m| m.tx_bps.unwrap_or(0.0) + m.rx_bps.unwrap_or(0.0));
+    crate::predict::learn::says_push(own, capacity_bps)
 }
 
 /// Once finished: the errors of the predictions, and the deadline's outcome.

@@ -108,7 +108,7 @@ pub fn replay(
             let secs = actual - startup;
             learned.observe(&Observation {
                 source: &r.request.source,
-                rate_bps: if secs > 0.0 {
+                rate_bps: if secs > 0.0 && forecast::says_push(r, &v.name, capacities.0) {
                     bytes as f64 * 8.0 / secs
                 } else {
                     0.0

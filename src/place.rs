@@ -22,6 +22,8 @@
 //! A VM that fits nowhere is an error naming it and every destination with
 //! what it has free, before anything moves (a 409 on the API).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// A destination as the placement sees it. `None` for memory or vCPUs:
@@ -100,12 +102,39 @@ pub fn place(
     guests: &[Guest],
     destinations: &[Destination],
 ) -> Result<Vec<Assignment>, PlaceError> {
+    place_pinned(guests, destinations, &BTreeMap::new())
+}
+
+/// [`place`], with some guests pinned to a destination (by name): those
+/// go there first, where they fit (else the error names that destination
+/// alone), and count against its room and link before the rest are placed.
+pub fn place_pinned(
+    guests: &[Guest],
+    destinations: &[Destination],
+    pinned: &BTreeMap<String, String>,
+) -> Result<Vec<Assignment>, PlaceError> {
     if destinations.is_empty() {
         return Err(PlaceError::NoDestination);
     }
     let mut left: Vec<Destination> = destinations.to_vec();
     let mut bound = vec![0.0f64; left.len()];
-    let mut by_size: Vec<usize> = (0..guests.len()).collect();
+    let mut chosen = vec![0usize; guests.len()];
+    let mut by_size: Vec<usize> = Vec::new();
+    for (i, g) in guests.iter().enumerate() {
+        match pinned
+            .get(&g.name)
+            .and_then(|d| left.iter().position(|x| &x.name == d))
+        {
+            Some(d) => {
+                if !has_room(&left[d], g) {
+                    return Err(no_room(g, vec![left[d].clone()]));
+                }
+                take(&mut left[d], &mut bound[d], g);
+                chosen[i] = d;
+            }
+            None => by_size.push(i),
+        }
+    }
     by_size.sort_by(|&a, &b| {
         let (ga, gb) = (&guests[a], &guests[b]);
         gb.memory_mib
@@ -113,7 +142,6 @@ pub fn place(
             .then(gb.vcpus.cmp(&ga.vcpus))
             .then_with(|| ga.name.cmp(&gb.name))
     });
-    let mut chosen = vec![0usize; guests.len()];
     for i in by_size {
         let g = &guests[i];
         let best = (0..left.len())
@@ -131,21 +159,9 @@ pub fn place(
                     .then_with(|| left[a].name.cmp(&left[b].name))
             });
         let Some(d) = best else {
-            return Err(PlaceError::NoRoom {
-                vm: g.name.clone(),
-                memory_mib: g.memory_mib,
-                vcpus: g.vcpus,
-                tx_bps: g.tx_bps,
-                rx_bps: g.rx_bps,
-                destinations: left,
-            });
+            return Err(no_room(g, left));
         };
-        let dest = &mut left[d];
-        dest.free_memory_mib = dest.free_memory_mib.map(|m| m - g.memory_mib);
-        dest.free_vcpus = dest.free_vcpus.map(|c| c - g.vcpus);
-        dest.tx_bps += g.tx_bps;
-        dest.rx_bps += g.rx_bps;
-        bound[d] += g.bytes;
+        take(&mut left[d], &mut bound[d], g);
         chosen[i] = d;
     }
     Ok(guests
@@ -156,6 +172,26 @@ pub fn place(
             destination: left[d].name.clone(),
         })
         .collect())
+}
+
+/// `g` placed on `d`: its room and link taken, its bytes bound there.
+fn take(d: &mut Destination, bound: &mut f64, g: &Guest) {
+    d.free_memory_mib = d.free_memory_mib.map(|m| m - g.memory_mib);
+    d.free_vcpus = d.free_vcpus.map(|c| c - g.vcpus);
+    d.tx_bps += g.tx_bps;
+    d.rx_bps += g.rx_bps;
+    *bound += g.bytes;
+}
+
+fn no_room(g: &Guest, destinations: Vec<Destination>) -> PlaceError {
+    PlaceError::NoRoom {
+        vm: g.name.clone(),
+        memory_mib: g.memory_mib,
+        vcpus: g.vcpus,
+        tx_bps: g.tx_bps,
+        rx_bps: g.rx_bps,
+        destinations,
+    }
 }
 
 fn has_room(d: &Destination, g: &Guest) -> bool {
@@ -250,5 +286,27 @@ mod tests {
         let d2 = dest("d2", None, None, 100.0);
         assert_eq!(dests_of(&place(&[g], &[d, d2]).unwrap()), ["d2"]);
         assert_eq!(place(&[], &[]), Err(PlaceError::NoDestination));
+    }
+
+    #[test]
+    fn pinned_guests_go_first_and_count_against_the_room() {
+        let ds = [
+            dest("d1", Some(1024), None, 100.0),
+            dest("d2", Some(1024), None, 100.0),
+        ];
+        let gs = [guest("a", 1024, 1, 10.0), guest("b", 1024, 1, 10.0)];
+        // a alone would go to d1 (ties by name); pinned to d2, b gets d1.
+        let pin: BTreeMap<String, String> = [("a".to_string(), "d2".to_string())].into();
+        let a = place_pinned(&gs, &ds, &pin).unwrap();
+        assert_eq!(dests_of(&a), ["d2", "d1"]);
+        // Pinned where it does not fit: the error names that destination.
+        let big = [guest("a", 2048, 1, 10.0)];
+        match place_pinned(&big, &ds, &pin).unwrap_err() {
+            PlaceError::NoRoom { destinations, .. } => {
+                assert_eq!(destinations.len(), 1);
+                assert_eq!(destinations[0].name, "d2");
+            }
+            e => panic!("{e}"),
+        }
     }
 }

@@ -177,10 +177,8 @@ pub(super) async fn run_all(
                 let Some(r) = job.evac.get(job.id) else { continue };
                 let now = job.ms();
                 let s = sample(&r, &mut running, &mut leads, pending.len(), now, job.reservation.urgency);
-                if let Some(sc) = &job.scenario {
+                if let Some(sc) = scenario_now(job, &r, now) {
                     let list: Vec<String> = pending.iter().cloned().collect();
-                    let learned = job.evac.inner.learned.lock().expect("learned").clone();
-                    let sc = super::forecast::refreshed(sc, &r, &learned, now);
                     let schedule = super::forecast::now(&sc, &r, &list, now);
                     current = Some(schedule.clone());
                     job.evac.update(job.id, |r| {
@@ -206,16 +204,15 @@ pub(super) async fn run_all(
 /// ([`super::forecast::replan`]), off the runtime's threads (a search may
 /// run thousands of simulations), and records the change.
 async fn replan(job: &Job, pending: &mut VecDeque<String>, now: u64) {
-    let (Some(sc), Some(r)) = (job.scenario.clone(), job.evac.get(job.id)) else {
+    let Some(r) = job.evac.get(job.id) else {
         return;
     };
-    let learned = job.evac.inner.learned.lock().expect("learned").clone();
+    let Some(sc) = scenario_now(job, &r, now) else {
+        return;
+    };
     let list: Vec<String> = pending.iter().cloned().collect();
-    let found = tokio::task::spawn_blocking(move || {
-        let sc = super::forecast::refreshed(&sc, &r, &learned, now);
-        super::forecast::replan(&sc, &r, &list, now)
-    })
-    .await;
+    let found =
+        tokio::task::spawn_blocking(move || super::forecast::replan(&sc, &r, &list, now)).await;
     let Ok(Some(change)) = found else { return };
     tracing::info!(evacuation = job.id, from = ?change.from, to = ?change.to, "re-planned the order");
     *pending = change.to.iter().cloned().collect();
@@ -231,6 +228,18 @@ async fn replan(job: &Job, pending: &mut VecDeque<String>, now: u64) {
             p.replans.push(change);
         }
     });
+}
+
+/// The evacuation's scenario with what has been learned and what the
+/// running migrations show now ([`super::forecast::refreshed`]).
+fn scenario_now(
+    job: &Job,
+    r: &EvacuationRecord,
+    now: u64,
+) -> Option<crate::predict::schedule::Scenario> {
+    let sc = job.scenario.as_ref()?;
+    let learned = job.evac.inner.learned.lock().expect("learned").clone();
+    Some(super::forecast::refreshed(sc, r, &learned, now))
 }
 
 /// `vm`'s migration time by the latest forecast, ms.

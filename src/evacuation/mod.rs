@@ -262,13 +262,6 @@ impl Evacuations {
         on_sources: &BTreeMap<String, Vec<crate::hypervisor::VmInfo>>,
     ) -> Result<BTreeMap<String, String>, EvacuationError> {
         use crate::place;
-        let info = |vm: &str| {
-            on_sources
-                .values()
-                .flatten()
-                .find(|v| v.name == vm)
-                .cloned()
-        };
         let mut dests = Vec::new();
         for d in &sites.destinations {
             let h = &self.inner.hosts[d];
@@ -295,54 +288,34 @@ impl Evacuations {
                 rx_bps: 0.0,
             });
         }
+        if let Some(vm) = req.placement.keys().find(|v| !wanted.contains(v)) {
+            return Err(RequestError::Invalid {
+                field: "placement",
+                message: format!("{vm:?} is not one of the VMs to move"),
+            }
+            .into());
+        }
         // What a VM would send is not measured yet: its memory stands for
         // it (the non-zero pages come with the measurement).
-        let guest = |vm: &str| {
-            let v = info(vm).unwrap_or_else(|| crate::hypervisor::VmInfo {
-                name: vm.to_string(),
-                state: String::new(),
-                memory_kib: 0,
-                vcpus: 0,
-                cpu_time_ns: 0,
-            });
-            place::Guest {
-                name: vm.to_string(),
+        let guests: Vec<place::Guest> = on_sources
+            .values()
+            .flatten()
+            .filter(|v| wanted.contains(&v.name))
+            .map(|v| place::Guest {
+                name: v.name.clone(),
                 memory_mib: v.memory_kib.div_ceil(1024),
                 vcpus: v.vcpus,
                 tx_bps: 0.0,
                 rx_bps: 0.0,
                 bytes: v.memory_kib as f64 * 1024.0,
-            }
-        };
-        let mut placement = BTreeMap::new();
-        for (vm, d) in &req.placement {
-            if !wanted.contains(vm) {
-                return Err(RequestError::Invalid {
-                    field: "placement",
-                    message: format!("{vm:?} is not one of the VMs to move"),
-                }
-                .into());
-            }
-            let i = dests
-                .iter()
-                .position(|x| &x.name == d)
-                .expect("checked by sites()");
-            // Placed by the request, but only where it fits.
-            place::place(&[guest(vm)], &dests[i..=i])?;
-            let g = guest(vm);
-            let x = &mut dests[i];
-            x.free_memory_mib = x.free_memory_mib.map(|m| m - g.memory_mib);
-            x.free_vcpus = x.free_vcpus.map(|c| c - g.vcpus);
-            placement.insert(vm.clone(), d.clone());
-        }
-        let rest: Vec<place::Guest> = wanted
-            .iter()
-            .filter(|v| !placement.contains_key(*v))
-            .map(|v| guest(v))
+            })
             .collect();
-        for a in place::place(&rest, &dests)? {
-            placement.insert(a.vm, a.destination);
-        }
+        // The request's own placement first, where it fits.
+        let placement: BTreeMap<String, String> =
+            place::place_pinned(&guests, &dests, &req.placement)?
+                .into_iter()
+                .map(|a| (a.vm, a.destination))
+                .collect();
         tracing::info!(?placement, "placed");
         Ok(placement)
     }
@@ -589,29 +562,16 @@ fn site_vms(
     };
     let mut by_source: BTreeMap<String, Vec<String>> = BTreeMap::new();
     match &req.vms {
-        Some(list) => {
-            if list.is_empty() {
-                return Err(RequestError::Invalid {
-                    field: "vms",
-                    message: "the list is empty".into(),
+        Some(list) => request::each_vm_once(list, |vm| {
+            let Some(s) = source_of(vm) else {
+                return Err(RequestError::UnknownVm {
+                    host: on_sources.keys().cloned().collect::<Vec<_>>().join(", "),
+                    name: vm.clone(),
                 });
-            }
-            for (i, vm) in list.iter().enumerate() {
-                if list[..i].contains(vm) {
-                    return Err(RequestError::Invalid {
-                        field: "vms",
-                        message: format!("{vm:?} is listed twice"),
-                    });
-                }
-                let Some(s) = source_of(vm) else {
-                    return Err(RequestError::UnknownVm {
-                        host: on_sources.keys().cloned().collect::<Vec<_>>().join(", "),
-                        name: vm.clone(),
-                    });
-                };
-                by_source.entry(s).or_default().push(vm.clone());
-            }
-        }
+            };
+            by_source.entry(s).or_default().push(vm.clone());
+            Ok(())
+        })?,
         None => {
             for (s, l) in on_sources {
                 by_source.insert(s.clone(), l.iter().map(|v| v.name.clone()).collect());
@@ -623,13 +583,8 @@ fn site_vms(
             on_sources.keys().cloned().collect::<Vec<_>>().join(", "),
         ));
     }
-    let all: Vec<&String> = by_source.values().flatten().collect();
-    if let Some(vm) = req.priorities.keys().find(|v| !all.contains(v)) {
-        return Err(RequestError::Invalid {
-            field: "priorities",
-            message: format!("{vm:?} is not one of the VMs to move"),
-        });
-    }
+    let all: Vec<String> = by_source.values().flatten().cloned().collect();
+    req.check_priorities(&all)?;
     Ok(by_source)
 }
 

@@ -249,6 +249,25 @@ fn invalid(field: &'static str, message: impl Into<String>) -> RequestError {
     }
 }
 
+/// Walks the request's `vms` in order: not empty, each name once, each
+/// accepted by `known` (which says where it is, or why it is not a VM to
+/// move).
+pub fn each_vm_once(
+    list: &[String],
+    mut known: impl FnMut(&String) -> Result<(), RequestError>,
+) -> Result<(), RequestError> {
+    if list.is_empty() {
+        return Err(invalid("vms", "the list is empty"));
+    }
+    for (i, name) in list.iter().enumerate() {
+        if list[..i].contains(name) {
+            return Err(invalid("vms", format!("{name:?} is listed twice")));
+        }
+        known(name)?;
+    }
+    Ok(())
+}
+
 /// The hosts of a request ([`EvacuationRequest::sites`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sites {
@@ -496,39 +515,40 @@ impl EvacuationRequest {
         self.select(params, on_source)
     }
 
+    /// Every VM given a priority is one of `vms`, the VMs to move.
+    pub fn check_priorities(&self, vms: &[String]) -> Result<(), RequestError> {
+        match self.priorities.keys().find(|v| !vms.contains(v)) {
+            Some(vm) => Err(invalid(
+                "priorities",
+                format!("{vm:?} is not one of the VMs to move"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// After [`Self::check`]: the VMs to move (from `on_source`, the VMs
     /// running on the source now) and the explicit order, if any.
     pub fn select(&self, params: Params, on_source: &[String]) -> Result<Validated, RequestError> {
         let vms = match &self.vms {
             None => on_source.to_vec(),
             Some(list) => {
-                let mut seen = BTreeSet::new();
-                for name in list {
-                    if !seen.insert(name) {
-                        return Err(invalid("vms", format!("{name:?} is listed twice")));
-                    }
-                    if !on_source.contains(name) {
-                        return Err(RequestError::UnknownVm {
+                each_vm_once(list, |name| {
+                    if on_source.contains(name) {
+                        Ok(())
+                    } else {
+                        Err(RequestError::UnknownVm {
                             host: self.source.clone(),
                             name: name.clone(),
-                        });
+                        })
                     }
-                }
+                })?;
                 list.clone()
             }
         };
         if vms.is_empty() {
-            return Err(match &self.vms {
-                Some(_) => invalid("vms", "the list is empty"),
-                None => RequestError::NoVms(self.source.clone()),
-            });
+            return Err(RequestError::NoVms(self.source.clone()));
         }
-        if let Some(vm) = self.priorities.keys().find(|v| !vms.contains(v)) {
-            return Err(invalid(
-                "priorities",
-                format!("{vm:?} is not one of the VMs to move"),
-            ));
-        }
+        self.check_priorities(&vms)?;
         let order = match &self.order {
             OrderSpec::Named(s) if s == "auto" || s == "predict" => None,
             OrderSpec::Named(s) => {

@@ -402,11 +402,14 @@ impl State<'_> {
         for r in &mut self.running {
             if r.on_source && !r.m.on_source() {
                 r.on_source = false;
-                let (src, v) = (inp.sources[r.source].host, &inp.vms[r.vm]);
-                self.tx_at[src] -= v.tx_bps;
-                self.rx_at[src] -= v.rx_bps;
-                self.tx_at[r.dest] += v.tx_bps;
-                self.rx_at[r.dest] += v.rx_bps;
+                let src = inp.sources[r.source].host;
+                move_traffic(
+                    &mut self.tx_at,
+                    &mut self.rx_at,
+                    &inp.vms[r.vm],
+                    src,
+                    r.dest,
+                );
             }
             let c = self.out.courses[r.vm].as_mut().expect("a VM to move");
             if r.m.stalled() && !c.stalled {
@@ -429,10 +432,7 @@ impl State<'_> {
             if o != Outcome::Aborted {
                 c.end_s = Some(t);
                 if on_source {
-                    self.tx_at[src] -= v.tx_bps;
-                    self.rx_at[src] -= v.rx_bps;
-                    self.tx_at[dest] += v.tx_bps;
-                    self.rx_at[dest] += v.rx_bps;
+                    move_traffic(&mut self.tx_at, &mut self.rx_at, v, src, dest);
                 }
             }
             if !self.running.iter().any(|r| r.source == s) {
@@ -532,6 +532,14 @@ impl State<'_> {
             }
         }
     }
+}
+
+/// A VM's own traffic now loads host `to`'s link instead of `from`'s.
+fn move_traffic(tx_at: &mut [f64], rx_at: &mut [f64], v: &VmInput, from: usize, to: usize) {
+    tx_at[from] -= v.tx_bps;
+    rx_at[from] -= v.rx_bps;
+    tx_at[to] += v.tx_bps;
+    rx_at[to] += v.rx_bps;
 }
 
 fn record(c: &mut Course, m: &Migration) {

@@ -395,7 +395,7 @@ pub fn simulate(site: &Site, opts: &Options) -> Result<SimulationRecord, Simulat
         on_stall: opts.on_stall,
         ..Params::default()
     };
-    let inputs: Vec<_> = site.vms.iter().map(model_input).collect();
+    let inputs: Vec<_> = site.vms.iter().map(|v| load(v).model_input()).collect();
     let mut sources = Vec::new();
     let mut source_records = Vec::new();
     for (h, host) in site.hosts.iter().enumerate() {
@@ -485,15 +485,17 @@ fn check(o: &Options) -> Result<(), SimulateError> {
     Ok(())
 }
 
-fn model_input(v: &SiteVm) -> crate::predict::model::VmInput {
-    crate::predict::model::VmInput {
+/// A site VM as the plan and the model take it (what `POST /v1/plan`
+/// takes): its dirty sets' ceiling is its working set when one is given.
+fn load(v: &SiteVm) -> VmLoad {
+    VmLoad {
         name: v.name.clone(),
-        memory_kib: v.working_set_kib.unwrap_or(v.memory_kib).min(v.memory_kib),
         non_zero_pages: v.non_zero_pages,
         dirty_pages_per_sec: v.dirty_pages_per_sec,
         tx_bps: v.tx_bps,
         rx_bps: v.rx_bps,
-        priority: v.priority.unwrap_or(1),
+        memory_kib: Some(v.working_set_kib.unwrap_or(v.memory_kib).min(v.memory_kib)),
+        priority: v.priority,
     }
 }
 
@@ -557,21 +559,7 @@ fn order_source(
     opts: &Options,
 ) -> Result<(Vec<usize>, Option<f64>), SimulateError> {
     let host = &site.hosts[h];
-    let loads: Vec<VmLoad> = mine
-        .iter()
-        .map(|&i| {
-            let v = &site.vms[i];
-            VmLoad {
-                name: v.name.clone(),
-                non_zero_pages: v.non_zero_pages,
-                dirty_pages_per_sec: v.dirty_pages_per_sec,
-                tx_bps: v.tx_bps,
-                rx_bps: v.rx_bps,
-                memory_kib: Some(model_input(v).memory_kib),
-                priority: v.priority,
-            }
-        })
-        .collect();
+    let loads: Vec<VmLoad> = mine.iter().map(|&i| load(&site.vms[i])).collect();
     let input = PlanInput {
         capacity_bps: host.capacity_bps,
         vms: loads.clone(),

@@ -14,6 +14,8 @@ PACKAGES=(
   iputils-ping
   procps               # pkill/pgrep used by the sandbox script
   libvirt-dev pkg-config  # building solive: the virt crate links libvirt
+  protobuf-compiler    # building solive: etcd-client generates its gRPC code with protoc
+  etcd-server          # [cluster] tests: a real etcd, started by tests/cluster.rs
   "$@"
 )
 

@@ -65,6 +65,40 @@ pub struct Config {
     pub state: Option<StateConfig>,
     #[serde(default)]
     pub scatter: ScatterConfig,
+    /// `[cluster]`: replicas sharing their state in etcd, one leader at a
+    /// time (see `crate::cluster`). Without it, one process and `[state]`.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: this replica's place in a cluster of solive controllers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd's client URLs (`http://127.0.0.1:2379`).
+    pub endpoints: Vec<String>,
+    /// This replica's name, unique in the cluster (shown as the leader's).
+    pub name: String,
+    /// The leadership lease: a leader that cannot renew it for this long is
+    /// deposed and a standby takes over. Takeover takes about this long.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// Every replica's OpenFlow target (`tcp:IP:PORT`, as a bridge connects
+    /// to it): each bridge lists them all, so a standby holds its sessions
+    /// and a takeover does not wait for switches to reconnect.
+    pub openflow_targets: Vec<String>,
+    /// Key prefix of the cluster's records and election in etcd, so several
+    /// clusters can share one etcd.
+    #[serde(default = "default_cluster_prefix")]
+    pub prefix: String,
+}
+
+fn default_lease_ms() -> u64 {
+    2000
+}
+
+fn default_cluster_prefix() -> String {
+    "/solive".into()
 }
 
 /// `[scatter]`: migrations through intermediaries (see `crate::scatter`).
@@ -301,6 +335,24 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Some(c) = &self.cluster {
+            if c.endpoints.is_empty() || c.name.is_empty() || c.openflow_targets.is_empty() {
+                return bad(
+                    "cluster.endpoints, cluster.name and cluster.openflow_targets must not be empty"
+                        .into(),
+                );
+            }
+            // etcd grants leases in whole seconds.
+            if c.lease_ms < 1000 {
+                return bad(format!(
+                    "cluster.lease_ms is {}; etcd's leases are at least 1000 ms",
+                    c.lease_ms
+                ));
+            }
+            if self.state.is_some() {
+                return bad("[cluster] keeps the state in etcd: remove [state]".into());
+            }
+        }
         if self.controller.period_ms < 10 {
             return bad(format!(
                 "controller.period_ms is {}; it must be at least 10",
@@ -361,6 +413,15 @@ impl Config {
     }
 
     /// The OpenFlow target a host's bridge is pointed at.
+    /// The OpenFlow targets a host's bridge connects to: every replica's
+    /// with `[cluster]`, else this solive's.
+    pub fn controller_targets(&self, host: &HostConfig) -> Vec<String> {
+        match &self.cluster {
+            Some(c) => c.openflow_targets.clone(),
+            None => vec![self.controller_target(host)],
+        }
+    }
+
     pub fn controller_target(&self, host: &HostConfig) -> String {
         if let Some(t) = &host.controller_target {
             return t.clone();

@@ -32,6 +32,7 @@
 pub mod api;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod evacuation;

@@ -876,7 +876,11 @@ async fn serve(config: solive::config::Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding REST API listener {}", config.api.listen))?;
     tracing::info!(openflow = %of.local_addr()?, api = %api.local_addr()?, hosts = config.hosts.len(), "solive serving");
-    solive::server::run(config, of, api, shutdown_signal()).await?;
+    if config.cluster.is_some() {
+        solive::cluster::replica::run(config, of, api, shutdown_signal()).await?;
+    } else {
+        solive::server::run(config, of, api, shutdown_signal()).await?;
+    }
     Ok(())
 }
 

@@ -101,6 +101,88 @@ pub fn start(
     start_with(config, hvs, openflow, api, shutdown)
 }
 
+/// How the controller hears from its switches.
+pub enum Switches {
+    /// It accepts their connections itself.
+    Listen(TcpListener),
+    /// A cluster replica's sessions, running since before it led (their
+    /// `Connected` events replayed first).
+    Events(mpsc::UnboundedReceiver<switch::SwitchEvent>),
+}
+
+/// The records the controller starts from, and where it keeps new ones.
+pub struct Persisted {
+    pub store: Option<Store>,
+    pub loaded: Loaded,
+    /// A takeover: active reservations stay in force (see
+    /// `Controller::with_store`).
+    pub adopt: bool,
+}
+
+impl Persisted {
+    /// `[state] dir`'s SQLite store, or nothing.
+    pub fn from_config(config: &Config) -> Result<Persisted, StoreError> {
+        let (store, loaded) = match &config.state {
+            Some(st) => {
+                let (store, loaded) = Store::open(&st.dir)?;
+                tracing::info!(path = %store.path().display(), reservations = loaded.reservations.len(),
+                    evacuations = loaded.evacuations.len(), "state database opened");
+                (Some(store), loaded)
+            }
+            None => (None, Loaded::default()),
+        };
+        Ok(Persisted {
+            store,
+            loaded,
+            adopt: false,
+        })
+    }
+}
+
+/// The API's tokens, from `[api] tokens_file`.
+pub fn tokens(config: &Config) -> Result<crate::api::auth::Auth, StartError> {
+    Ok(crate::api::auth::Auth(match &config.api.tokens_file {
+        Some(path) => Some(std::sync::Arc::new(crate::api::auth::Tokens::load(path)?)),
+        None => {
+            tracing::warn!(
+                "no [api] tokens_file: the REST API runs without authentication (loopback only)"
+            );
+            None
+        }
+    }))
+}
+
+/// The switch sessions' timers from `[controller]`.
+pub fn session_config(config: &Config) -> SessionConfig {
+    SessionConfig {
+        echo_interval: Duration::from_millis(config.controller.echo_interval_ms),
+        request_timeout: Duration::from_millis(config.controller.request_timeout_ms),
+        ..SessionConfig::default()
+    }
+}
+
+/// Serves `app` on `api` (TLS when `[api]` has a certificate) until `stop`.
+pub async fn serve_api(
+    config: &Config,
+    api: TcpListener,
+    app: axum::Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let tls = match (&config.api.tls_cert, &config.api.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::api::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    match tls {
+        Some(tls) => crate::api::tls::serve(api, app, tls, stop).await,
+        None => {
+            if let Err(e) = axum::serve(api, app).with_graceful_shutdown(stop).await {
+                tracing::error!(error = %e, "REST API server failed");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// [`start`] with the hosts' hypervisors given (tests pass fakes).
 pub fn start_with(
     config: Config,
@@ -109,60 +191,72 @@ pub fn start_with(
     api: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
-    let tokens = match &config.api.tokens_file {
-        Some(path) => Some(std::sync::Arc::new(crate::api::auth::Tokens::load(path)?)),
-        None => {
-            tracing::warn!(
-                "no [api] tokens_file: the REST API runs without authentication (loopback only)"
-            );
-            None
-        }
-    };
-    let tls = match (&config.api.tls_cert, &config.api.tls_key) {
-        (Some(cert), Some(key)) => Some(crate::api::tls::server_config(cert, key)?),
-        _ => None,
-    };
-    let session = SessionConfig {
-        echo_interval: Duration::from_millis(config.controller.echo_interval_ms),
-        request_timeout: Duration::from_millis(config.controller.request_timeout_ms),
-        ..SessionConfig::default()
-    };
+    let persisted = Persisted::from_config(&config)?;
+    start_from(
+        config,
+        hypervisors,
+        Switches::Listen(openflow),
+        api,
+        persisted,
+        shutdown,
+    )
+}
+
+/// Starts the controller, the evacuations and the API from what is given.
+pub fn start_from(
+    config: Config,
+    hypervisors: BTreeMap<String, HostHypervisor>,
+    switches: Switches,
+    api: TcpListener,
+    persisted: Persisted,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, StartError> {
+    let auth = tokens(&config)?;
+    // Certificates are checked before anything starts.
+    if let (Some(cert), Some(key)) = (&config.api.tls_cert, &config.api.tls_key) {
+        crate::api::tls::server_config(cert, key)?;
+    }
+    let session = session_config(&config);
     let settings = evacuation::Settings {
         period: Duration::from_millis(config.controller.period_ms),
         scatter: scatter_settings(&config),
         ..evacuation::Settings::default()
     };
-    let (store, loaded) = match &config.state {
-        Some(st) => {
-            let (store, loaded) = Store::open(&st.dir)?;
-            tracing::info!(path = %store.path().display(), reservations = loaded.reservations.len(),
-                evacuations = loaded.evacuations.len(), "state database opened");
-            (Some(store), loaded)
-        }
-        None => (None, Loaded::default()),
-    };
+    let Persisted {
+        store,
+        loaded,
+        adopt,
+    } = persisted;
+    let api_config = config.clone();
     let (mut controller, handle) = Controller::new(config);
     if let Some(s) = &store {
-        controller = controller.with_store(s.clone(), loaded.reservations);
+        controller = controller.with_store(s.clone(), loaded.reservations, adopt);
     }
     let evacuations = Evacuations::new(handle.clone(), hypervisors, settings, store.clone());
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
-    controller.forward_switch_events(events_rx);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-
-    let listener = tokio::spawn(switch::listen(
-        openflow,
-        session,
-        events_tx,
-        stopped(stop_rx.clone()),
-    ));
+    let listener = match switches {
+        Switches::Listen(openflow) => {
+            let (events_tx, events_rx) = mpsc::unbounded_channel();
+            controller.forward_switch_events(events_rx);
+            Some(tokio::spawn(switch::listen(
+                openflow,
+                session,
+                events_tx,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        Switches::Events(events_rx) => {
+            controller.forward_switch_events(events_rx);
+            None
+        }
+    };
     let app = crate::api::router(
         handle.clone(),
         evacuations.clone(),
-        crate::api::auth::Auth(tokens),
+        auth,
         Idempotency::new(store.clone(), loaded.idempotent),
     );
     let api_stop = stopped(stop_rx.clone());
@@ -171,13 +265,8 @@ pub fn start_with(
     let api_task = tokio::spawn(async move {
         // The history is back before the first request is answered.
         restoring.restore(stored_evacuations).await;
-        match tls {
-            Some(tls) => crate::api::tls::serve(api, app, tls, api_stop).await,
-            None => {
-                if let Err(e) = axum::serve(api, app).with_graceful_shutdown(api_stop).await {
-                    tracing::error!(error = %e, "REST API server failed");
-                }
-            }
+        if let Err(e) = serve_api(&api_config, api, app, api_stop).await {
+            tracing::error!(error = %e, "REST API server failed");
         }
     });
     let ctl = tokio::spawn(controller.run());
@@ -193,7 +282,9 @@ pub fn start_with(
         h.shutdown().await;
         let _ = stop_tx.send(true);
         let _ = ctl.await;
-        let _ = listener.await;
+        if let Some(l) = listener {
+            let _ = l.await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
     });
     Ok(Running {

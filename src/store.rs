@@ -1,7 +1,9 @@
 //! Persistence: reservations and evacuations survive a restart, kept in one
 //! SQLite file (`[state] dir`/solive.db). SQLite because it is embedded (no
 //! server to run beside the controller), crash-safe with its journal, and
-//! enough for records written about once a second.
+//! enough for records written about once a second. A cluster keeps the same
+//! records in etcd instead (`crate::cluster::state`), behind the same
+//! [`Store`] handle: the [`Backing`] is the one thing that differs.
 //!
 //! Records are JSON documents keyed by kind and id: the API's own shapes,
 //! so what a client read before a restart reads the same after it.
@@ -40,13 +42,18 @@ enum Op {
         id: u64,
         body: String,
     },
-    Idempotent {
-        key: String,
-        request: String,
-        status: u16,
-        body: String,
-    },
+    Idempotent(Idempotent),
     Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Where the writer thread puts records. Errors are logged by the writer,
+/// never returned to the controller: a full disk or a refused write must not
+/// stop migrations.
+pub trait Backing: Send + 'static {
+    /// Stores (or replaces) a record.
+    fn put(&mut self, kind: &str, id: u64, body: &str) -> Result<(), String>;
+    /// Stores an idempotent answer unless one is stored under its key.
+    fn put_idempotent(&mut self, i: &Idempotent) -> Result<(), String>;
 }
 
 /// A handle to the store (cheap to clone). Writes are queued; `flush` waits
@@ -102,16 +109,21 @@ impl Store {
         )
         .map_err(db)?;
         let loaded = load(&conn).map_err(db)?;
+        let store = Store::with_backing(conn, path).map_err(|source| StoreError::Dir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        Ok((store, loaded))
+    }
+
+    /// Starts the writer thread over `backing`; `path` names it in logs.
+    pub fn with_backing(backing: impl Backing, path: PathBuf) -> std::io::Result<Store> {
         let (tx, rx) = mpsc::channel();
         let thread_path = path.clone();
         std::thread::Builder::new()
             .name("solive-store".into())
-            .spawn(move || writer(conn, rx, thread_path))
-            .map_err(|source| StoreError::Dir {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
-        Ok((Store { tx, path }, loaded))
+            .spawn(move || writer(backing, rx, thread_path))?;
+        Ok(Store { tx, path })
     }
 
     pub fn path(&self) -> &Path {
@@ -130,12 +142,7 @@ impl Store {
 
     /// Remembers the answer to a request with an `Idempotency-Key`.
     pub fn put_idempotent(&self, i: &Idempotent) {
-        let _ = self.tx.send(Op::Idempotent {
-            key: i.key.clone(),
-            request: i.request.clone(),
-            status: i.status,
-            body: i.body.clone(),
-        });
+        let _ = self.tx.send(Op::Idempotent(i.clone()));
     }
 
     /// Waits until every queued write is on disk.
@@ -178,37 +185,48 @@ fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
     Ok(out)
 }
 
-fn writer(conn: Connection, rx: mpsc::Receiver<Op>, path: PathBuf) {
+impl Backing for Connection {
+    fn put(&mut self, kind: &str, id: u64, body: &str) -> Result<(), String> {
+        self.execute(
+            "INSERT INTO records (kind, id, body, updated_unix_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (kind, id) DO UPDATE SET body = ?3, updated_unix_ms = ?4",
+            params![kind, id as i64, body, crate::clock::unix_ms() as i64],
+        )
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+
+    fn put_idempotent(&mut self, i: &Idempotent) -> Result<(), String> {
+        self.execute(
+            "INSERT OR IGNORE INTO idempotency (key, request, status, body, created_unix_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                i.key,
+                i.request,
+                i.status,
+                i.body,
+                crate::clock::unix_ms() as i64
+            ],
+        )
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+}
+
+fn writer(mut backing: impl Backing, rx: mpsc::Receiver<Op>, path: PathBuf) {
     // Ends when every Store handle is gone.
     while let Ok(op) = rx.recv() {
         let r = match op {
-            Op::Put { kind, id, body } => conn
-                .execute(
-                    "INSERT INTO records (kind, id, body, updated_unix_ms) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (kind, id) DO UPDATE SET body = ?3, updated_unix_ms = ?4",
-                    params![kind, id as i64, body, crate::clock::unix_ms() as i64],
-                )
-                .map(drop),
-            Op::Idempotent {
-                key,
-                request,
-                status,
-                body,
-            } => conn
-                .execute(
-                    "INSERT OR IGNORE INTO idempotency (key, request, status, body, created_unix_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![key, request, status, body, crate::clock::unix_ms() as i64],
-                )
-                .map(drop),
+            Op::Put { kind, id, body } => backing.put(kind, id, &body),
+            Op::Idempotent(i) => backing.put_idempotent(&i),
             Op::Flush(done) => {
                 let _ = done.send(());
                 Ok(())
             }
         };
-        if let Err(e) = r {
+        if let Err(error) = r {
             // A full disk must not stop migrations; the log says what was lost.
-            tracing::error!(path = %path.display(), error = %e, "cannot write to the state database");
+            tracing::error!(path = %path.display(), %error, "cannot write to the state store");
         }
     }
 }

@@ -16,7 +16,7 @@
 //! | DELETE | `/v1/reservations/{id}` | release it (204) |
 
 pub mod auth;
-mod error;
+pub(crate) mod error;
 mod evacuations;
 mod health;
 mod hosts;

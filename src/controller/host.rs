@@ -30,13 +30,19 @@ pub enum OvsdbEvent {
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
 
-pub fn spawn_agent(host: HostConfig, target: String, ctl: ControllerHandle) -> JoinHandle<()> {
+/// `targets`: the bridge's controllers (this solive, or every replica of a
+/// cluster, so standbys keep their sessions).
+pub fn spawn_agent(
+    host: HostConfig,
+    targets: Vec<String>,
+    ctl: ControllerHandle,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = BACKOFF_MIN;
         let mut first = true;
         loop {
             let started = tokio::time::Instant::now();
-            let error = match session(&host, &target, &ctl, &mut first).await {
+            let error = match session(&host, &targets, &ctl, &mut first).await {
                 Ok(()) => "connection closed".to_string(),
                 Err(e) => e.to_string(),
             };
@@ -59,7 +65,7 @@ pub fn spawn_agent(host: HostConfig, target: String, ctl: ControllerHandle) -> J
 
 async fn session(
     host: &HostConfig,
-    target: &str,
+    targets: &[String],
     ctl: &ControllerHandle,
     first: &mut bool,
 ) -> Result<(), OvsdbError> {
@@ -77,10 +83,11 @@ async fn session(
     let br = &host.bridge;
     // OpenFlow 1.3 only; secure so that flows and meters survive a controller
     // restart (standalone would wipe them ~15 s after losing us and fall back to
-    // learning); then the controller target.
+    // learning); then the controller targets.
     vswitch::set_protocols(&client, br, &["OpenFlow13"]).await?;
     vswitch::set_fail_mode(&client, br, "secure").await?;
-    vswitch::set_controller(&client, br, &[target]).await?;
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    vswitch::set_controller(&client, br, &targets).await?;
     let bridge = wait_for_dpid(&client, br).await?;
     let interfaces = vswitch::interfaces(&client, br).await?;
     let info = HostInfo {

@@ -231,8 +231,8 @@ impl Controller {
     pub async fn run(mut self) {
         let mut agents = Vec::new();
         for h in &self.config.hosts {
-            let target = self.config.controller_target(h);
-            agents.push(host::spawn_agent(h.clone(), target, self.handle.clone()));
+            let targets = self.config.controller_targets(h);
+            agents.push(host::spawn_agent(h.clone(), targets, self.handle.clone()));
         }
         let mut timer = tokio::time::interval(self.config.period());
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

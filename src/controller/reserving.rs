@@ -71,26 +71,68 @@ impl Controller {
         Ok(self.reservation_view(id))
     }
 
-    /// Keeps the reservations of an earlier run (from the state database):
-    /// those that were active when it stopped are marked interrupted (their
-    /// switch state is removed as the hosts reconnect), and new ids continue
-    /// after theirs.
+    /// Keeps the reservations of an earlier run (from the state store), and
+    /// new ids continue after theirs. Those that were active when it stopped:
+    /// - after a restart (`adopt` false) are marked interrupted: whatever
+    ///   used them died with the process, and their switch state is removed
+    ///   as the hosts reconnect;
+    /// - after a takeover (`adopt` true: a cluster's new leader) are kept in
+    ///   force: their migrations go on (libvirt runs them peer to peer), so
+    ///   the new leader re-applies them from the next period on.
     pub fn with_store(
         mut self,
         store: crate::store::Store,
         stored: Vec<serde_json::Value>,
+        adopt: bool,
     ) -> Self {
         for mut v in stored {
             let Some(id) = v["id"].as_u64() else { continue };
+            self.next_reservation = self.next_reservation.max(id + 1);
             if v["state"] == "active" {
+                if adopt {
+                    match self.adopt_reservation(id, &v) {
+                        Ok(()) => continue,
+                        Err(e) => tracing::error!(id, error = %e, "cannot take over a reservation"),
+                    }
+                }
                 v["state"] = "interrupted".into();
                 store.put(crate::store::RESERVATION, id, &v);
             }
-            self.next_reservation = self.next_reservation.max(id + 1);
             self.finished.insert(id, v);
         }
         self.store = Some(store);
         self
+    }
+
+    /// Puts a stored active reservation back in force under its own id.
+    fn adopt_reservation(&mut self, id: u64, stored: &serde_json::Value) -> Result<(), String> {
+        // The record is the request flattened into the view: take the
+        // request's own fields back out of it.
+        const FIELDS: [&str; 8] = [
+            "source",
+            "destination",
+            "intermediaries",
+            "urgency",
+            "threshold",
+            "max_reserve",
+            "migration_port",
+            "store_port",
+        ];
+        let fields: serde_json::Map<String, serde_json::Value> = FIELDS
+            .iter()
+            .filter_map(|k| Some((k.to_string(), stored.get(*k)?.clone())))
+            .filter(|(_, v)| !v.is_null())
+            .collect();
+        let req: ReservationRequest =
+            serde_json::from_value(fields.into()).map_err(|e| e.to_string())?;
+        let params = req
+            .validate(&self.host_infos())
+            .map_err(|e| e.to_string())?;
+        tracing::info!(id, source = %req.source, destination = %req.destination, "reservation taken over");
+        self.reservations
+            .insert(id, Reservation::new(id, req, params));
+        self.reservation_created.insert(id, self.now_ms());
+        Ok(())
     }
 
     /// The reservation's view with its `state`.

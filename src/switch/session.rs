@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
 use super::{body_name, Expect, Outgoing, SwitchError, SwitchEvent, SwitchHandle};
 use crate::openflow::messages::HelloFailedCode;
 use crate::openflow::{
-    Body, ErrorCode, ErrorMsg, Hello, Message, MultipartReply, MultipartReplyBody, OfCodec,
+    Body, ErrorCode, ErrorMsg, Hello, Message, MultipartReply, MultipartReplyBody, OfCodec, Role,
     OFP_VERSION,
 };
 
@@ -26,6 +26,11 @@ pub struct SessionConfig {
     pub request_timeout: Duration,
     /// Capacity of the queue of outgoing requests per switch.
     pub queue: usize,
+    /// The role this controller claims on every switch (a replica of a
+    /// cluster: MASTER with its election's generation when leader, SLAVE
+    /// otherwise), sent after the handshake and again whenever it changes.
+    /// `None` (one controller): no ROLE_REQUEST, the switch's default EQUAL.
+    pub role: Option<watch::Receiver<Role>>,
 }
 
 impl Default for SessionConfig {
@@ -34,6 +39,7 @@ impl Default for SessionConfig {
             echo_interval: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             queue: 1024,
+            role: None,
         }
     }
 }
@@ -71,6 +77,7 @@ pub async fn run_session<S>(
         }
     };
     let dpid = features.datapath_id;
+    let mut role = config.role.clone();
     let (tx, rx) = mpsc::channel(config.queue);
     let handle = SwitchHandle::new(dpid, session, features, peer.clone(), tx);
     tracing::info!(dpid = format!("{dpid:016x}"), %peer, session, "switch connected");
@@ -86,11 +93,25 @@ pub async fn run_session<S>(
         seq: 0,
         last_rx: Instant::now(),
         echo_sent: None,
+        role_sent: None,
     };
-    for msg in early {
-        s.incoming(&mut conn, msg).await.ok();
-    }
-    let reason = s.run(&mut conn, rx).await;
+    // The claim goes out before anything the controller sends through the
+    // handle (the switch handles a connection's messages in order), so no
+    // write of ours reaches the switch under a role we did not claim.
+    let claim = role.as_mut().map(|r| *r.borrow_and_update());
+    let claimed = match claim {
+        Some(claim) => s.claim_role(&mut conn, claim).await,
+        None => Ok(()),
+    };
+    let reason = match claimed {
+        Err(e) => e,
+        Ok(()) => {
+            for msg in early {
+                s.incoming(&mut conn, msg).await.ok();
+            }
+            s.run(&mut conn, rx, role).await
+        }
+    };
     tracing::info!(dpid = format!("{dpid:016x}"), %peer, session, %reason, "switch disconnected");
     // Dropping the pending senders wakes every waiter with Disconnected.
     s.pending.clear();
@@ -179,6 +200,18 @@ where
     }
 }
 
+/// The next claim, when the role's sender changed it; pending forever when
+/// there is no role (or its sender is gone: the claim in force stays).
+async fn changed(role: &mut Option<watch::Receiver<Role>>) -> Option<Role> {
+    if let Some(r) = role {
+        if r.changed().await.is_ok() {
+            let claim = *r.borrow_and_update();
+            return Some(claim);
+        }
+    }
+    std::future::pending().await
+}
+
 struct Session {
     dpid: u64,
     config: SessionConfig,
@@ -189,11 +222,18 @@ struct Session {
     last_rx: Instant,
     /// xid and time of an unanswered ECHO_REQUEST of ours.
     echo_sent: Option<(u32, Instant)>,
+    /// xid and claim of our last ROLE_REQUEST.
+    role_sent: Option<(u32, Role)>,
 }
 
 impl Session {
     /// The event loop; returns why the session ended.
-    async fn run<S>(&mut self, conn: &mut Conn<S>, mut rx: mpsc::Receiver<Outgoing>) -> String
+    async fn run<S>(
+        &mut self,
+        conn: &mut Conn<S>,
+        mut rx: mpsc::Receiver<Outgoing>,
+        mut role: Option<watch::Receiver<Role>>,
+    ) -> String
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -203,6 +243,16 @@ impl Session {
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // A new claim first: a replica made leader changes its claim
+                // before its controller starts sending through the handle.
+                biased;
+                changed = changed(&mut role) => {
+                    if let Some(claim) = changed {
+                        if let Err(e) = self.claim_role(conn, claim).await {
+                            return e;
+                        }
+                    }
+                }
                 frame = conn.next() => match frame {
                     Some(Ok(msg)) => {
                         if let Err(e) = self.incoming(conn, msg).await {
@@ -227,6 +277,50 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Sends a ROLE_REQUEST; its answer is checked in [`Session::incoming`].
+    async fn claim_role<S>(&mut self, conn: &mut Conn<S>, claim: Role) -> Result<(), String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let xid = self.alloc_xid();
+        self.role_sent = Some((xid, claim));
+        conn.send(Message {
+            xid,
+            body: Body::RoleRequest(claim),
+        })
+        .await
+        .map_err(|e| format!("send failed: {e}"))
+    }
+
+    /// The answer to our ROLE_REQUEST. A refusal ends the session: a switch
+    /// that refuses our claim (a stale generation: a newer leader has
+    /// claimed it) would refuse every write of ours too, and a replica that
+    /// lost its election must not keep a session that looks usable.
+    fn role_answer(&mut self, msg: &Message) -> Option<Result<(), String>> {
+        let (xid, claim) = self.role_sent?;
+        if msg.xid != xid {
+            return None;
+        }
+        self.role_sent = None;
+        let dpid = format!("{:016x}", self.dpid);
+        Some(match &msg.body {
+            Body::RoleReply(r) => {
+                tracing::info!(%dpid, role = %r.role, generation = r.generation_id, "switch role granted");
+                Ok(())
+            }
+            Body::Error(e) => Err(format!(
+                "the switch refused role {} with generation {}: {}",
+                claim.role,
+                claim.generation_id,
+                super::describe(e)
+            )),
+            other => Err(format!(
+                "the switch answered ROLE_REQUEST with {}",
+                body_name(other)
+            )),
+        })
     }
 
     fn alloc_xid(&mut self) -> u32 {
@@ -286,6 +380,9 @@ impl Session {
                 return Ok(());
             }
             _ => {}
+        }
+        if let Some(answer) = self.role_answer(&msg) {
+            return answer;
         }
         if let Some(mut p) = self.pending.remove(&msg.xid) {
             let is_barrier = matches!(msg.body, Body::BarrierReply);

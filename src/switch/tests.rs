@@ -27,6 +27,7 @@ fn config() -> SessionConfig {
         echo_interval: Duration::from_secs(2),
         request_timeout: Duration::from_secs(1),
         queue: 16,
+        role: None,
     }
 }
 
@@ -43,9 +44,15 @@ fn features() -> SwitchFeatures {
 
 /// Starts a session and plays the switch's side of the handshake.
 async fn connect() -> (Fake, SwitchHandle, mpsc::UnboundedReceiver<SwitchEvent>) {
+    connect_with(config()).await
+}
+
+async fn connect_with(
+    config: SessionConfig,
+) -> (Fake, SwitchHandle, mpsc::UnboundedReceiver<SwitchEvent>) {
     let (ours, theirs) = tokio::io::duplex(1 << 16);
     let (tx, mut events) = mpsc::unbounded_channel();
-    tokio::spawn(run_session(ours, "fake".into(), 7, config(), tx));
+    tokio::spawn(run_session(ours, "fake".into(), 7, config, tx));
     let mut sw = Framed::new(theirs, OfCodec);
     let hello = sw.next().await.unwrap().unwrap();
     assert!(matches!(hello.body, Body::Hello(ref h) if h.supports(0x04)));
@@ -96,6 +103,58 @@ fn stats(no: u32) -> PortStats {
         tx_bytes: u64::from(no) * 100,
         ..Default::default()
     }
+}
+
+/// A replica's claim goes out right after the handshake and again when it
+/// changes, each time before anything sent through the handle after the
+/// change; a refused claim ends the session.
+#[tokio::test]
+async fn the_role_claim_precedes_every_write_and_a_refusal_ends_the_session() {
+    use crate::openflow::{ControllerRole, Role};
+    let master = |generation_id| Role {
+        role: ControllerRole::Master,
+        generation_id,
+    };
+    let (role_tx, role) = tokio::sync::watch::channel(master(3));
+    let (mut sw, h, mut events) = connect_with(SessionConfig {
+        role: Some(role),
+        ..config()
+    })
+    .await;
+    let first = sw.next().await.unwrap().unwrap();
+    assert_eq!(first.body, Body::RoleRequest(master(3)));
+    sw.send(Message {
+        xid: first.xid,
+        body: Body::RoleReply(master(3)),
+    })
+    .await
+    .unwrap();
+    role_tx.send(master(4)).unwrap();
+    h.send(Body::BarrierRequest).await.unwrap();
+    let claim = sw.next().await.unwrap().unwrap();
+    assert_eq!(claim.body, Body::RoleRequest(master(4)));
+    assert_eq!(sw.next().await.unwrap().unwrap().body, Body::BarrierRequest);
+    sw.send(Message {
+        xid: claim.xid,
+        body: Body::Error(ErrorMsg {
+            code: ErrorCode::RoleRequestFailed(
+                crate::openflow::messages::RoleRequestFailedCode::Stale,
+            ),
+            data: Bytes::new(),
+        }),
+    })
+    .await
+    .unwrap();
+    let reason = loop {
+        match events.recv().await.unwrap() {
+            SwitchEvent::Disconnected { reason, .. } => break reason,
+            _ => continue,
+        }
+    };
+    assert!(
+        reason.contains("refused role master with generation 4"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]

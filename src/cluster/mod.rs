@@ -1,0 +1,247 @@
+//! Replicas of solive sharing one etcd: one leader at a time acts, the
+//! others wait to take over.
+//!
+//! - **Election** ([`Member::campaign`]): etcd's own election API on a lease
+//!   of `[cluster] lease_ms`. The leader key's creation revision grows with
+//!   every new leader, so it is the **generation** the leader claims on every
+//!   switch (OpenFlow ROLE_REQUEST MASTER): a switch refuses a claim older
+//!   than one it has seen, and a deposed leader's writes after a newer one
+//!   claimed the switch (see `switch::session`).
+//! - **Fail-stop** ([`Member::lost`]): a leader that cannot renew its lease
+//!   within the lease's time, or whose fenced write etcd refuses, stops the
+//!   process at once and touches nothing on its way out (no reservation
+//!   removed, no migration aborted): a standby is taking over and will
+//!   re-apply what is in force. A supervisor restarts it as a standby.
+//! - **State** ([`state`]): the records `[state]` keeps in SQLite, kept in
+//!   etcd under `[cluster] prefix`, every write fenced by the leader key.
+//!
+//! Standbys keep their switch connections (claiming SLAVE with the current
+//! leader's generation), so a takeover does not wait for switches to
+//! reconnect.
+
+pub mod replica;
+pub mod state;
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, LeaderKey};
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("etcd at {endpoints}: {source}")]
+    Connect {
+        endpoints: String,
+        #[source]
+        source: etcd_client::Error,
+    },
+    #[error("etcd {what}: {source}")]
+    Etcd {
+        what: &'static str,
+        #[source]
+        source: etcd_client::Error,
+    },
+    #[error("etcd did not answer {what} within {timeout:?}")]
+    Timeout {
+        what: &'static str,
+        timeout: Duration,
+    },
+    #[error("etcd {0}")]
+    Protocol(String),
+}
+
+/// One replica's membership: its etcd client and its lease.
+pub struct Member {
+    client: Client,
+    config: crate::config::ClusterConfig,
+    lease: i64,
+    /// Set once the lease is known to be gone (not renewed in time) or a
+    /// fenced write was refused.
+    lost: watch::Receiver<bool>,
+    lose: std::sync::Arc<watch::Sender<bool>>,
+}
+
+/// Won leadership: the leader key, whose creation revision is the generation.
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    pub key: Vec<u8>,
+    pub generation: u64,
+}
+
+impl Member {
+    /// Connects to etcd and takes a lease kept alive in the background.
+    pub async fn join(config: &crate::config::ClusterConfig) -> Result<Member, ClusterError> {
+        let lease_ttl = config.lease_ms.div_ceil(1000) as i64;
+        let timeout = Duration::from_millis(config.lease_ms);
+        // Calls are bounded one by one (a campaign waits as long as another
+        // replica leads, so no client-wide timeout); the HTTP/2 keep-alive
+        // notices a dead etcd, and a lease not renewed in time is lost.
+        let options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_keep_alive(timeout / 2, timeout);
+        let client = Client::connect(&config.endpoints, Some(options))
+            .await
+            .map_err(|source| ClusterError::Connect {
+                endpoints: config.endpoints.join(","),
+                source,
+            })?;
+        let grant = tokio::time::timeout(timeout, client.lease_client().grant(lease_ttl, None))
+            .await
+            .map_err(|_| ClusterError::Timeout {
+                what: "lease grant",
+                timeout,
+            })?
+            .map_err(|source| ClusterError::Etcd {
+                what: "lease grant",
+                source,
+            })?;
+        let lease = grant.id();
+        let (lost_tx, lost) = watch::channel(false);
+        let lose = std::sync::Arc::new(lost_tx);
+        tokio::spawn(keep_alive(
+            client.clone(),
+            lease,
+            Duration::from_millis(config.lease_ms),
+            lose.clone(),
+        ));
+        tracing::info!(name = %config.name, lease = format!("{lease:x}"), ttl_s = lease_ttl, "joined the cluster");
+        Ok(Member {
+            client,
+            config: config.clone(),
+            lease,
+            lost,
+            lose,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.config.prefix
+    }
+
+    fn election(&self) -> String {
+        format!("{}/leader", self.config.prefix)
+    }
+
+    /// Waits to become the leader. While it waits, `leader` follows the
+    /// current leader (name and generation), for the standby's SLAVE claim
+    /// and its health answer.
+    pub async fn campaign(
+        &self,
+        leader: watch::Sender<Option<(String, u64)>>,
+    ) -> Result<Leadership, ClusterError> {
+        let observer = tokio::spawn(observe(self.client.clone(), self.election(), leader));
+        let mut election = self.client.election_client();
+        let campaign = election.campaign(self.election(), self.config.name.clone(), self.lease);
+        // Waits as long as another replica leads; a lost lease ends the wait.
+        let won = tokio::select! {
+            won = campaign => won,
+            _ = self.lost() => {
+                observer.abort();
+                return Err(ClusterError::Protocol("lease lost while campaigning".into()));
+            }
+        };
+        observer.abort();
+        let won = won.map_err(|source| ClusterError::Etcd {
+            what: "campaign",
+            source,
+        })?;
+        let key: &LeaderKey = won.leader().ok_or_else(|| {
+            ClusterError::Protocol("campaign answered without a leader key".into())
+        })?;
+        Ok(Leadership {
+            key: key.key().to_vec(),
+            generation: key.rev() as u64,
+        })
+    }
+
+    /// Marks leadership lost: etcd refused a write fenced by the leader key.
+    pub fn deposed(&self) -> impl Fn() + Send + Sync + 'static {
+        let lose = self.lose.clone();
+        move || {
+            let _ = lose.send(true);
+        }
+    }
+
+    /// Resolves when the lease is lost (this replica must stop acting).
+    pub async fn lost(&self) {
+        let mut rx = self.lost.clone();
+        let _ = rx.wait_for(|l| *l).await;
+    }
+}
+
+/// Renews the lease three times per lease period; marks it lost when etcd
+/// says it expired or no renewal succeeded for a whole lease period (it may
+/// have expired without our hearing: assume the worst).
+async fn keep_alive(
+    client: Client,
+    lease: i64,
+    period: Duration,
+    lost: std::sync::Arc<watch::Sender<bool>>,
+) {
+    let every = period / 3;
+    let mut last_ok = tokio::time::Instant::now();
+    let mut stream = None;
+    loop {
+        if last_ok.elapsed() >= period {
+            tracing::error!(
+                lease = format!("{lease:x}"),
+                ?period,
+                "cluster lease not renewed in time: lost"
+            );
+            let _ = lost.send(true);
+            return;
+        }
+        if stream.is_none() {
+            stream = tokio::time::timeout(every, client.lease_client().keep_alive(lease))
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        if let Some((keeper, answers)) = stream.as_mut() {
+            let renewed = tokio::time::timeout(every, async {
+                keeper.keep_alive().await?;
+                answers.message().await
+            })
+            .await;
+            match renewed {
+                Ok(Ok(Some(r))) if r.ttl() > 0 => last_ok = tokio::time::Instant::now(),
+                Ok(Ok(Some(_))) => {
+                    tracing::error!(
+                        lease = format!("{lease:x}"),
+                        "etcd says the cluster lease expired: lost"
+                    );
+                    let _ = lost.send(true);
+                    return;
+                }
+                // A broken stream is opened again on the next round.
+                _ => stream = None,
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Follows the election's leader until aborted.
+async fn observe(client: Client, election: String, leader: watch::Sender<Option<(String, u64)>>) {
+    loop {
+        if let Ok(mut stream) = client.election_client().observe(election.clone()).await {
+            while let Ok(Some(r)) = stream.message().await {
+                if let Some(kv) = r.kv() {
+                    let name = kv.value_str().unwrap_or("?").to_string();
+                    let generation = kv.create_revision() as u64;
+                    leader.send_if_modified(|l| {
+                        let new = Some((name.clone(), generation));
+                        let changed = *l != new;
+                        *l = new;
+                        changed
+                    });
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

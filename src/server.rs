@@ -263,8 +263,13 @@ pub fn start_from(
     let restoring = evacuations.clone();
     let stored_evacuations = loaded.evacuations;
     let api_task = tokio::spawn(async move {
-        // The history is back before the first request is answered.
-        restoring.restore(stored_evacuations).await;
+        // The history is back before the first request is answered; after
+        // a takeover, what the previous leader was running goes on.
+        if adopt {
+            restoring.take_over(stored_evacuations).await;
+        } else {
+            restoring.restore(stored_evacuations).await;
+        }
         if let Err(e) = serve_api(&api_config, api, app, api_stop).await {
             tracing::error!(error = %e, "REST API server failed");
         }

@@ -19,6 +19,7 @@ pub mod replay;
 pub mod request;
 mod runner;
 pub mod scatter;
+pub mod takeover;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -468,7 +469,9 @@ impl Evacuations {
 
     fn persist(&self, r: &EvacuationRecord) {
         if let Some(s) = &self.inner.store {
-            s.put(crate::store::EVACUATION, r.id, r);
+            let mut r = r.clone();
+            r.updated_unix_ms = Some(crate::clock::unix_ms());
+            s.put(crate::store::EVACUATION, r.id, &r);
         }
     }
 

@@ -199,6 +199,13 @@ pub struct EvacuationRecord {
     /// evacuations it started (one per source), the same on each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<u64>,
+    /// Each time a cluster's new leader took it over (`super::takeover`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub takeovers: Vec<super::takeover::Takeover>,
+    /// Unix time of the last stored copy of this record, ms: a new leader
+    /// tells from it how long nobody watched the evacuation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_unix_ms: Option<u64>,
 }
 
 /// The course of an evacuation's concurrency.
@@ -269,6 +276,8 @@ impl EvacuationRecord {
             concurrency: None,
             prediction: None,
             group: None,
+            takeovers: Vec::new(),
+            updated_unix_ms: None,
         }
     }
 

@@ -98,20 +98,37 @@ pub(super) const CANCEL_BOUND: std::time::Duration = std::time::Duration::from_s
 /// returned (it normally returns within one).
 const LOST_CALL_PERIODS: u32 = 3;
 
+/// The instant the evacuation was created: its records' times (ms since
+/// creation) count from it, also in a runner that a new cluster leader
+/// started long after the creation (`super::takeover`).
+pub(super) fn created_at(rec: &super::EvacuationRecord) -> Instant {
+    let since = crate::clock::unix_ms().saturating_sub(rec.created_unix_ms);
+    Instant::now()
+        .checked_sub(std::time::Duration::from_millis(since))
+        .unwrap_or_else(Instant::now)
+}
+
+/// Every destination of a request (validated when it was accepted).
+pub(super) fn destinations(
+    evac: &Evacuations,
+    req: &super::request::EvacuationRequest,
+) -> BTreeMap<String, HostHypervisor> {
+    std::iter::once(&req.destination)
+        .chain(req.placement.values())
+        .filter_map(|d| evac.inner.hosts.get(d).map(|h| (d.clone(), h.clone())))
+        .collect()
+}
+
 pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: CancellationToken) {
-    let t0 = Instant::now();
     let Some(rec) = evac.get(id) else { return };
+    let t0 = created_at(&rec);
     let req = rec.request.clone();
     let inner = &evac.inner;
     let (source, dest) = (
         inner.hosts[&req.source].clone(),
         inner.hosts[&req.destination].clone(),
     );
-    // Every destination (validated when the evacuation was accepted).
-    let dests: BTreeMap<String, HostHypervisor> = std::iter::once(&req.destination)
-        .chain(req.placement.values())
-        .filter_map(|d| inner.hosts.get(d).map(|h| (d.clone(), h.clone())))
-        .collect();
+    let dests = destinations(&evac, &req);
     let source_view = inner.controller.host(&req.source).await.ok().flatten();
     let capacity_bps = source_view
         .as_ref()
@@ -213,7 +230,15 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
                 replans: Vec::new(),
             });
         }
-        r.order = order.clone();
+        // VMs already moved (by a cluster's previous leader) stay first.
+        let moved: Vec<String> = r
+            .vms
+            .iter()
+            .filter(|v| !order.contains(&v.name))
+            .map(|v| v.name.clone())
+            .collect();
+        r.order = moved.iter().chain(&order).cloned().collect();
+        let order = r.order.clone();
         r.vms
             .sort_by_key(|v| order.iter().position(|o| *o == v.name));
         if r.state == EvacuationState::Planning {
@@ -257,8 +282,15 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
     let concurrency = req.concurrency().unwrap_or_default();
     super::dispatch::run_all(&job, order, concurrency, &cancel).await;
 
-    // Those never started stay where they are.
-    let stopping = inner.stopping.is_cancelled();
+    conclude(&evac, id, t0, cancel.is_cancelled()).await;
+}
+
+/// Ends an evacuation's record: VMs never started stay where they are (and
+/// say so), a migration counts as done only if its destination runs the VM,
+/// and the totals are computed.
+pub(super) async fn conclude(evac: &Evacuations, id: u64, t0: Instant, cancelled: bool) {
+    let Some(rec) = evac.get(id) else { return };
+    let stopping = evac.inner.stopping.is_cancelled();
     evac.update(id, |r| {
         for v in &mut r.vms {
             if v.state == VmState::Pending {
@@ -266,11 +298,12 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
             }
         }
     });
-    let names: Vec<String> = valid.vms.clone();
+    let names: Vec<String> = rec.vms.iter().map(|v| v.name.clone()).collect();
+    let source = evac.inner.hosts[&rec.request.source].clone();
     let on_source = source.hv.list().await;
     let mut on_dests = BTreeMap::new();
-    for (name, h) in job.dests.iter() {
-        on_dests.insert(name.clone(), h.hv.list().await);
+    for (name, h) in destinations(evac, &rec.request) {
+        on_dests.insert(name, h.hv.list().await);
     }
     let left = match on_source {
         Ok(list) => list
@@ -312,7 +345,7 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
                 ));
             }
         }
-        r.finish(now, left, cancel.is_cancelled());
+        r.finish(now, left, cancelled);
         if stopping {
             r.state = EvacuationState::Interrupted;
         }
@@ -320,7 +353,7 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
     if let Some(r) = evac.get(id) {
         tracing::info!(id, state = ?r.state, done = r.done(), total_ms = ?r.total_migration_ms, eviction_ms = ?r.eviction_ms, "evacuation finished");
     }
-    release(&evac, id);
+    release(evac, id);
 }
 
 fn release(evac: &Evacuations, id: u64) {

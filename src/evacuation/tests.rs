@@ -714,6 +714,56 @@ async fn a_restart_marks_running_evacuations_interrupted_and_finds_the_vms() {
     assert_eq!(id, 8);
 }
 
+/// A cluster's new leader goes on with what its predecessor ran: a VM that
+/// was migrating is not migrated again (it reached h2 meanwhile: done; the
+/// other stayed on h1: interrupted), the pending one is migrated, and the
+/// record notes the takeover.
+#[tokio::test]
+async fn a_new_leader_finishes_the_evacuation_it_inherits() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h2", "a", vm(8, 0.0));
+    cloud.add_vm("h1", "b", vm(8, 0.0));
+    cloud.add_vm("h1", "c", vm(8, 0.0));
+    let evac = setup(&cloud);
+    let created = crate::clock::unix_ms() - 5_000;
+    let mut inherited =
+        EvacuationRecord::new(7, req(r#"{"source":"h1","destination":"h2"}"#), created);
+    inherited.state = EvacuationState::Migrating;
+    inherited.updated_unix_ms = Some(created + 3_000);
+    for (n, s) in [
+        ("a", VmState::Migrating),
+        ("b", VmState::Migrating),
+        ("c", VmState::Pending),
+    ] {
+        let mut v = VmRecord::pending(n);
+        v.state = s;
+        v.started_ms = (s == VmState::Migrating).then_some(1_000);
+        inherited.vms.push(v);
+    }
+    evac.take_over(vec![serde_json::to_value(&inherited).unwrap()])
+        .await;
+    let r = evac.wait(7).await.unwrap();
+    let state = |n: &str| r.vms.iter().find(|v| v.name == n).unwrap().clone();
+    assert_eq!(state("a").state, VmState::Done, "{r:#?}");
+    assert!(state("a").duration_ms.unwrap() >= 4_000, "{r:#?}");
+    assert_eq!(state("b").state, VmState::Interrupted);
+    assert!(state("b").error.unwrap().contains("on h1 (running)"));
+    assert_eq!(state("c").state, VmState::Done, "{r:#?}");
+    assert!(
+        state("c").started_ms.unwrap() >= 5_000,
+        "times count from the creation"
+    );
+    assert!(cloud.migrate_options("c").is_some());
+    for n in ["a", "b"] {
+        assert!(cloud.migrate_options(n).is_none(), "{n} was migrated again");
+    }
+    assert_eq!(r.takeovers.len(), 1);
+    assert_eq!(r.takeovers[0].in_flight, vec!["a", "b"]);
+    assert!(r.takeovers[0].gap_ms >= 2_000, "{:?}", r.takeovers);
+    assert_eq!(r.left_on_source, vec!["b"]);
+    assert_eq!(r.state, EvacuationState::Failed, "b did not move");
+}
+
 /// The relays are processes: here a script standing in for `solive scatter`
 /// prints the reports a real one would (the real relays are tested against
 /// redis-server and QEMU in tests/scatter_*.rs).

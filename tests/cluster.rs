@@ -238,17 +238,11 @@ fn replica_toml(
     of: u16,
     targets: &[u16],
 ) -> String {
-    let targets: Vec<String> = targets
-        .iter()
-        .map(|p| format!("\"tcp:127.0.0.1:{p}\""))
-        .collect();
     let mut t = format!(
         "[controller]\nopenflow_listen = \"127.0.0.1:{of}\"\nperiod_ms = 200\n\
          echo_interval_ms = 1000\nrequest_timeout_ms = 2000\n\
-         [api]\nlisten = \"127.0.0.1:{api}\"\n\
-         [cluster]\nendpoints = [\"{etcd}\"]\nname = \"{name}\"\nlease_ms = 2000\n\
-         openflow_targets = [{}]\n",
-        targets.join(", ")
+         [api]\nlisten = \"127.0.0.1:{api}\"\n{}",
+        cluster_section(name, etcd, targets)
     );
     for (i, h) in ["h1", "h2"].iter().enumerate() {
         t += &format!(
@@ -259,6 +253,48 @@ fn replica_toml(
         );
     }
     t
+}
+
+/// `[cluster]` for replica `name` of a cluster whose replicas listen for
+/// OpenFlow on `targets` (ports on 127.0.0.1).
+fn cluster_section(name: &str, etcd: &str, targets: &[u16]) -> String {
+    let targets: Vec<String> = targets
+        .iter()
+        .map(|p| format!("\"tcp:127.0.0.1:{p}\""))
+        .collect();
+    format!(
+        "[cluster]\nendpoints = [\"{etcd}\"]\nname = \"{name}\"\nlease_ms = 2000\n\
+         openflow_targets = [{}]\n",
+        targets.join(", ")
+    )
+}
+
+async fn until_leader(r: &Replica) {
+    eventually(30, &format!("{} leads", r.name), || async {
+        let h = r.health().await?;
+        if h["status"] == "ok" {
+            Ok(())
+        } else {
+            Err(h.to_string())
+        }
+    })
+    .await;
+}
+
+async fn until_standby(r: &Replica, leader: &str) {
+    eventually(
+        20,
+        &format!("{} stands by behind {leader}", r.name),
+        || async {
+            let h = r.health().await?;
+            if h["status"] == "standby" && h["leader"] == leader {
+                Ok(())
+            } else {
+                Err(h.to_string())
+            }
+        },
+    )
+    .await;
 }
 
 struct Replica {
@@ -286,6 +322,15 @@ impl Replica {
             proc: KillOnDrop(proc),
             log,
         }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        reqwest::get(format!("{}{path}", self.api))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     async fn health(&self) -> Result<Value, String> {
@@ -538,4 +583,87 @@ async fn a_standby_takes_over_the_switches_and_the_reservations() {
         .unwrap();
     assert_eq!(r["state"], "active", "{r}");
     eventually(20, "the reservation still on br0", installed("br0")).await;
+}
+
+/// A takeover in the middle of a real evacuation (QEMU + libvirt testbed):
+/// the leader is killed while the first guest migrates. The standby leads,
+/// watches that migration to its end without starting it again, migrates
+/// the other guest, and the record is complete with the takeover noted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_mid_evacuation_loses_no_vm_and_starts_none_twice() {
+    use support::testbed::Testbed;
+    let _lock = support::lock();
+    let etcd = Etcd::start().await;
+    let tb = Testbed::up("evac-2vm", "/tmp/solive-testbed-takeover");
+    tb.wait_ready("h1", "quiet", 90);
+    tb.wait_ready("h1", "send", 90);
+    let base = std::fs::read_to_string(tb.state.join("solive.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (of_a, of_b, api_a, api_b) = (free_port(), free_port(), free_port(), free_port());
+    let toml = |name: &str, of: u16, api: u16| {
+        base.replace("127.0.0.1:6653", &format!("127.0.0.1:{of}"))
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{api}"))
+            + &cluster_section(name, &etcd.url, &[of_a, of_b])
+    };
+    let a = Replica::start("a", dir.path(), &toml("a", of_a, api_a), api_a);
+    until_leader(&a).await;
+    let b = Replica::start("b", dir.path(), &toml("b", of_b, api_b), api_b);
+    until_standby(&b, "a").await;
+
+    let (s, v) = support::testbed::post_json(
+        &a.api,
+        "/v1/evacuations",
+        json!({"source": "h1", "destination": "h2", "urgency": 80, "order": ["quiet", "send"], "concurrency": 1}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_u64().unwrap();
+    eventually(120, "quiet migrating", || async {
+        let r = a.get(&format!("/v1/evacuations/{id}")).await;
+        match r["vms"][0]["progress"]["data_processed"].as_u64() {
+            Some(b) if b > 2 << 20 => Ok(()),
+            _ => Err(r["vms"][0].to_string()),
+        }
+    })
+    .await;
+    let mut a = a;
+    a.proc.0.kill().unwrap();
+    a.proc.0.wait().unwrap();
+    let killed = Instant::now();
+    until_leader(&b).await;
+    eprintln!(
+        "b leads {:.2} s after a was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    let rec = eventually(300, "the evacuation finished under b", || async {
+        let r = b.get(&format!("/v1/evacuations/{id}")).await;
+        if ["done", "failed", "cancelled", "interrupted"]
+            .contains(&r["state"].as_str().unwrap_or(""))
+        {
+            Ok(r)
+        } else {
+            Err(format!("{} {}", r["state"], r["vms"]))
+        }
+    })
+    .await;
+    eprintln!("{}", solive::client::evacuation_summary(&rec));
+    eprintln!("takeovers: {}", rec["takeovers"]);
+    tb.assert_running("h2", "quiet");
+    tb.assert_running("h2", "send");
+    assert_eq!(rec["state"], "done", "{rec:#}");
+    assert_eq!(rec["takeovers"].as_array().unwrap().len(), 1, "{rec:#}");
+    assert_eq!(
+        rec["takeovers"][0]["in_flight"],
+        json!(["quiet"]),
+        "{rec:#}"
+    );
+    for v in rec["vms"].as_array().unwrap() {
+        assert_eq!(v["state"], "done", "{v:#}");
+    }
+    assert!(tb.virsh("h1", &["list", "--name"]).trim().is_empty());
+    // Nothing is left reserved: the inherited migration's reservation was
+    // released once it ended, the second's when it did.
+    assert_eq!(b.get("/v1/reservations").await, json!([]));
+    drop(b);
+    tb.down();
 }

@@ -51,6 +51,9 @@ start() {
   ovsdb-server "$dir/conf.db" \
     --remote=punix:"$dir/db.sock" \
     --remote=db:Open_vSwitch,Open_vSwitch,manager_options \
+    --private-key=db:Open_vSwitch,SSL,private_key \
+    --certificate=db:Open_vSwitch,SSL,certificate \
+    --ca-cert=db:Open_vSwitch,SSL,ca_cert \
     --pidfile="$dir/ovsdb-server.pid" --unixctl="$dir/ovsdb-server.ctl" \
     --log-file="$dir/ovsdb-server.log" --detach --no-chdir
   ovs-vsctl --db="$db" --no-wait init

@@ -69,6 +69,19 @@ pub struct Config {
     /// time (see `crate::cluster`). Without it, one process and `[state]`.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// `[tls]`: mutual TLS on OpenFlow and OVSDB (see `crate::pki`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`: the controller's certificate and key, and the CA that signs
+/// the switches' and OVSDB servers' certificates (PEM files).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 /// `[cluster]`: this replica's place in a cluster of solive controllers.
@@ -224,6 +237,11 @@ pub struct HostConfig {
     pub capacity_mbps: u64,
     #[serde(default)]
     pub controller_target: Option<String>,
+    /// With `[tls]`: the name (common name or DNS alternative name) in the
+    /// certificate of this host's switch. A switch that claims this host's
+    /// datapath id without it is refused.
+    #[serde(default)]
+    pub switch_certificate: Option<String>,
     /// The host's own IPv4 address on the fabric: migration flows go from the
     /// source's address to the destination's, so reservations need it.
     #[serde(default)]
@@ -314,6 +332,7 @@ impl Config {
                     uplink: h.uplink(),
                     capacity_mbps: h.capacity_mbps,
                     controller_target: None,
+                    switch_certificate: None,
                     address: Some(h.address),
                     enforcement: EnforcementMode::Auto,
                     libvirt: None,
@@ -335,6 +354,24 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        match &self.tls {
+            Some(_) => {
+                if let Some(h) = self.hosts.iter().find(|h| h.switch_certificate.is_none()) {
+                    return bad(format!(
+                        "host {:?}: with [tls] every host names its switch's certificate (switch_certificate)",
+                        h.name
+                    ));
+                }
+            }
+            None => {
+                if let Some(h) = self.hosts.iter().find(|h| h.ovsdb.starts_with("ssl:")) {
+                    return bad(format!(
+                        "host {:?}: ovsdb {:?} needs [tls] (the controller's certificate and the CA)",
+                        h.name, h.ovsdb
+                    ));
+                }
+            }
+        }
         if let Some(c) = &self.cluster {
             if c.endpoints.is_empty() || c.name.is_empty() || c.openflow_targets.is_empty() {
                 return bad(
@@ -398,9 +435,12 @@ impl Config {
             if h.bridge.is_empty() || h.uplink.is_empty() {
                 return bad(format!("host {:?}: bridge and uplink must be set", h.name));
             }
-            if !(h.ovsdb.starts_with("unix:") || h.ovsdb.starts_with("tcp:")) {
+            if !["unix:", "tcp:", "ssl:"]
+                .iter()
+                .any(|p| h.ovsdb.starts_with(p))
+            {
                 return bad(format!(
-                    "host {:?}: ovsdb {:?} must be unix:PATH or tcp:IP:PORT",
+                    "host {:?}: ovsdb {:?} must be unix:PATH, tcp:IP:PORT or ssl:IP:PORT",
                     h.name, h.ovsdb
                 ));
             }
@@ -430,7 +470,8 @@ impl Config {
         if addr.ip().is_unspecified() {
             addr.set_ip([127, 0, 0, 1].into());
         }
-        format!("tcp:{addr}")
+        let scheme = if self.tls.is_some() { "ssl" } else { "tcp" };
+        format!("{scheme}:{addr}")
     }
 }
 
@@ -466,6 +507,28 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_cluster_settings_are_checked() {
+        let err = |t: &str| Config::parse(t).unwrap_err().to_string();
+        let tls = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nca = \"ca.pem\"\n";
+        assert!(err(&format!("{GOOD}{tls}")).contains("switch_certificate"));
+        let named = GOOD.replace(
+            "capacity_mbps = 100",
+            "capacity_mbps = 100\nswitch_certificate = \"h1-switch\"",
+        );
+        let c = Config::parse(&format!("{named}{tls}")).unwrap();
+        assert_eq!(c.controller_target(&c.hosts[0]), "ssl:127.0.0.1:6653");
+        let ssl = GOOD.replace("unix:/tmp/db.sock", "ssl:10.0.0.1:6640");
+        assert!(err(&ssl).contains("needs [tls]"));
+        let cluster = "[cluster]\nendpoints = [\"http://127.0.0.1:2379\"]\nname = \"a\"\n\
+                       openflow_targets = [\"tcp:10.0.0.5:6653\", \"tcp:10.0.0.6:6653\"]\n";
+        let c = Config::parse(&format!("{GOOD}{cluster}")).unwrap();
+        assert_eq!(c.controller_targets(&c.hosts[0]).len(), 2);
+        assert_eq!(c.cluster.unwrap().lease_ms, 2000);
+        assert!(err(&format!("{GOOD}{cluster}lease_ms = 500\n")).contains("at least 1000"));
+        assert!(err(&format!("{GOOD}{cluster}[state]\ndir = \"/x\"\n")).contains("remove [state]"));
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let text = GOOD.replace(
             "capacity_mbps = 100",
@@ -479,7 +542,7 @@ mod tests {
     fn rejects_bad_values() {
         for (from, to, needle) in [
             ("capacity_mbps = 100", "capacity_mbps = 0", "capacity_mbps"),
-            ("unix:/tmp/db.sock", "ssl:1.2.3.4:5", "unix:PATH"),
+            ("unix:/tmp/db.sock", "http:1.2.3.4:5", "unix:PATH"),
             ("[api]", "[api]\n", ""),
         ] {
             let text = GOOD.replace(from, to);

@@ -40,6 +40,7 @@ pub mod hypervisor;
 pub mod openflow;
 pub mod order;
 pub mod ovsdb;
+pub mod pki;
 pub mod place;
 pub mod predict;
 pub mod rate;

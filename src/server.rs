@@ -27,6 +27,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] crate::api::tls::TlsError),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
 }
 use crate::switch::{self, SessionConfig};
 
@@ -152,13 +154,19 @@ pub fn tokens(config: &Config) -> Result<crate::api::auth::Auth, StartError> {
     }))
 }
 
-/// The switch sessions' timers from `[controller]`.
-pub fn session_config(config: &Config) -> SessionConfig {
-    SessionConfig {
+/// The switch sessions' timers from `[controller]`, and their TLS from
+/// `[tls]`.
+pub fn session_config(config: &Config) -> Result<SessionConfig, StartError> {
+    let tls = match &config.tls {
+        Some(t) => Some(crate::pki::Pki::load(t)?.server),
+        None => None,
+    };
+    Ok(SessionConfig {
         echo_interval: Duration::from_millis(config.controller.echo_interval_ms),
         request_timeout: Duration::from_millis(config.controller.request_timeout_ms),
+        tls,
         ..SessionConfig::default()
-    }
+    })
 }
 
 /// Serves `app` on `api` (TLS when `[api]` has a certificate) until `stop`.
@@ -216,7 +224,7 @@ pub fn start_from(
     if let (Some(cert), Some(key)) = (&config.api.tls_cert, &config.api.tls_key) {
         crate::api::tls::server_config(cert, key)?;
     }
-    let session = session_config(&config);
+    let session = session_config(&config)?;
     let settings = evacuation::Settings {
         period: Duration::from_millis(config.controller.period_ms),
         scatter: scatter_settings(&config),

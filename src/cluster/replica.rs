@@ -66,7 +66,7 @@ pub async fn run(
     let following = tokio::spawn(follow(leader_rx.clone(), role_tx.clone()));
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut session = server::session_config(&config);
+    let mut session = server::session_config(&config)?;
     session.role = Some(role_rx);
     let listener = tokio::spawn(switch::listen(openflow, session, events_tx, {
         let mut rx = stop_rx.clone();

@@ -4,9 +4,11 @@
 //! whose ovsdb-server is down is shown disconnected while the others keep
 //! working.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls::ClientConfig;
 
 use super::{Command, ControllerHandle};
 use crate::config::HostConfig;
@@ -35,6 +37,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(15);
 pub fn spawn_agent(
     host: HostConfig,
     targets: Vec<String>,
+    tls: Option<Arc<ClientConfig>>,
     ctl: ControllerHandle,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -42,7 +45,7 @@ pub fn spawn_agent(
         let mut first = true;
         loop {
             let started = tokio::time::Instant::now();
-            let error = match session(&host, &targets, &ctl, &mut first).await {
+            let error = match session(&host, &targets, tls.clone(), &ctl, &mut first).await {
                 Ok(()) => "connection closed".to_string(),
                 Err(e) => e.to_string(),
             };
@@ -66,10 +69,11 @@ pub fn spawn_agent(
 async fn session(
     host: &HostConfig,
     targets: &[String],
+    tls: Option<Arc<ClientConfig>>,
     ctl: &ControllerHandle,
     first: &mut bool,
 ) -> Result<(), OvsdbError> {
-    let client = Client::connect(&host.ovsdb).await?;
+    let client = Client::connect_tls(&host.ovsdb, tls).await?;
     if *first {
         // QoS/Queue rows of an earlier solive that died without cleaning up
         // would keep shaping traffic: this solive starts from nothing. (Only on

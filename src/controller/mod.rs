@@ -230,9 +230,22 @@ impl Controller {
     /// Runs until [`ControllerHandle::shutdown`] (or until every handle is gone).
     pub async fn run(mut self) {
         let mut agents = Vec::new();
+        // Loaded (and its errors reported) before the controller started
+        // (`server::session_config`).
+        let tls = self
+            .config
+            .tls
+            .as_ref()
+            .and_then(|t| crate::pki::Pki::load(t).ok())
+            .map(|p| p.client);
         for h in &self.config.hosts {
             let targets = self.config.controller_targets(h);
-            agents.push(host::spawn_agent(h.clone(), targets, self.handle.clone()));
+            agents.push(host::spawn_agent(
+                h.clone(),
+                targets,
+                tls.clone(),
+                self.handle.clone(),
+            ));
         }
         let mut timer = tokio::time::interval(self.config.period());
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

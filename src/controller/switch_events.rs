@@ -103,10 +103,24 @@ impl Controller {
     }
 
     /// Binds a switch session to a host: learn its ports, reinstall its state.
+    /// Over TLS, only if the switch's certificate is the one configured for
+    /// the host: otherwise the session is dropped (which closes it).
     pub(super) fn attach(&mut self, name: &str, sw: SwitchHandle) {
         let Some(h) = self.hosts.get_mut(name) else {
             return;
         };
+        if let (Some(names), Some(expected)) = (&sw.certificate, &h.config.switch_certificate) {
+            if !crate::pki::certifies(names, expected) {
+                tracing::warn!(host = name, dpid = format!("{:016x}", sw.dpid), peer = %sw.peer,
+                    certificate = ?names, expected = %expected,
+                    "switch refused: its certificate is not the one configured for the host whose datapath id it claims");
+                h.last_error = Some(format!(
+                    "a switch at {} claimed this host's datapath id with a certificate for {names:?}, not {expected:?}: refused",
+                    sw.peer
+                ));
+                return;
+            }
+        }
         tracing::info!(host = name, dpid = format!("{:016x}", sw.dpid), peer = %sw.peer, "switch attached to host");
         h.switch = Some(sw.clone());
         h.applied = 0;

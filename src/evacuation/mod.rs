@@ -345,6 +345,7 @@ impl Evacuations {
         for (i, (req, valid)) in items.into_iter().enumerate() {
             let id = first + i as u64;
             let mut rec = EvacuationRecord::new(id, req, crate::clock::unix_ms());
+            rec.updated_unix_ms = Some(rec.created_unix_ms);
             rec.group = group;
             rec.vms = valid
                 .vms
@@ -459,6 +460,7 @@ impl Evacuations {
         let mut records = self.records();
         if let Some(r) = records.get_mut(&id) {
             f(r);
+            r.updated_unix_ms = Some(crate::clock::unix_ms());
             let copy = self.inner.store.is_some().then(|| r.clone());
             drop(records);
             if let Some(r) = copy {
@@ -469,9 +471,7 @@ impl Evacuations {
 
     fn persist(&self, r: &EvacuationRecord) {
         if let Some(s) = &self.inner.store {
-            let mut r = r.clone();
-            r.updated_unix_ms = Some(crate::clock::unix_ms());
-            s.put(crate::store::EVACUATION, r.id, &r);
+            s.put(crate::store::EVACUATION, r.id, r);
         }
     }
 

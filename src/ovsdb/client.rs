@@ -127,6 +127,16 @@ pub struct Client {
 impl Client {
     /// Connects to `unix:/path` or `tcp:IP:PORT`.
     pub async fn connect(target: &str) -> Result<Client, OvsdbError> {
+        Client::connect_tls(target, None).await
+    }
+
+    /// [`Client::connect`], and `ssl:IP:PORT` with `tls` (mutual TLS: the
+    /// server's certificate is checked against the CA for IP, and ours is
+    /// presented; see `crate::pki`).
+    pub async fn connect_tls(
+        target: &str,
+        tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    ) -> Result<Client, OvsdbError> {
         let connect_err = |source| OvsdbError::Connect {
             target: target.to_string(),
             source,
@@ -143,6 +153,19 @@ impl Client {
                     .await
                     .map_err(connect_err)?;
                 s.set_nodelay(true).map_err(connect_err)?;
+                Ok(Client::from_stream(s))
+            } else if let (Some(addr), Some(tls)) = (target.strip_prefix("ssl:"), tls) {
+                let addr = tcp_addr(addr);
+                let s = tokio::net::TcpStream::connect(&addr)
+                    .await
+                    .map_err(connect_err)?;
+                s.set_nodelay(true).map_err(connect_err)?;
+                let ip = s.peer_addr().map_err(connect_err)?.ip();
+                let name = rustls_pki_types::ServerName::IpAddress(ip.into());
+                let s = tokio_rustls::TlsConnector::from(tls)
+                    .connect(name, s)
+                    .await
+                    .map_err(connect_err)?;
                 Ok(Client::from_stream(s))
             } else {
                 Err(OvsdbError::BadTarget(target.to_string()))

@@ -47,7 +47,9 @@ pub enum OvsdbError {
         #[source]
         source: std::io::Error,
     },
-    #[error("OVSDB target {0:?} is neither unix:PATH nor tcp:IP:PORT")]
+    #[error(
+        "OVSDB target {0:?} is neither unix:PATH nor tcp:IP:PORT (nor ssl:IP:PORT with [tls])"
+    )]
     BadTarget(String),
     #[error("OVSDB connection failed")]
     Io(#[from] std::io::Error),

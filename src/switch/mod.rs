@@ -30,6 +30,8 @@ mod session;
 
 pub use session::{run_session, SessionConfig};
 
+pub use tokio_rustls::rustls::ServerConfig as TlsServerConfig;
+
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -128,7 +130,33 @@ pub struct SwitchHandle {
     pub session: u64,
     pub features: SwitchFeatures,
     pub peer: String,
+    /// Over TLS: the names in the switch's certificate (verified against
+    /// the CA), which must include its host's `switch_certificate`.
+    pub certificate: Option<Vec<String>>,
     tx: mpsc::Sender<Outgoing>,
+}
+
+/// Who is on the other end of a session: its address, and over TLS the
+/// names in its certificate.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: String,
+    pub certificate: Option<Vec<String>>,
+}
+
+impl From<String> for Peer {
+    fn from(addr: String) -> Peer {
+        Peer {
+            addr,
+            certificate: None,
+        }
+    }
+}
+
+impl From<&str> for Peer {
+    fn from(addr: &str) -> Peer {
+        Peer::from(addr.to_string())
+    }
 }
 
 impl SwitchHandle {
@@ -136,14 +164,15 @@ impl SwitchHandle {
         dpid: u64,
         session: u64,
         features: SwitchFeatures,
-        peer: String,
+        peer: Peer,
         tx: mpsc::Sender<Outgoing>,
     ) -> Self {
         SwitchHandle {
             dpid,
             session,
             features,
-            peer,
+            peer: peer.addr,
+            certificate: peer.certificate,
             tx,
         }
     }
@@ -269,7 +298,12 @@ pub fn body_name(body: &Body) -> String {
         .to_string()
 }
 
-/// Accepts switch connections until `shutdown` resolves, one session task each.
+/// How long a switch may take over its TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Accepts switch connections until `shutdown` resolves, one session task
+/// each; with `config.tls`, only over TLS with a certificate the CA signed
+/// (a refused handshake is logged with the peer's address and why).
 pub async fn listen(
     listener: TcpListener,
     config: SessionConfig,
@@ -289,7 +323,33 @@ pub async fn listen(
                     let events = events.clone();
                     let config = config.clone();
                     tokio::spawn(async move {
-                        run_session(stream, peer.to_string(), session, config, events).await;
+                        let Some(tls) = config.tls.clone() else {
+                            run_session(stream, peer.to_string().into(), session, config, events).await;
+                            return;
+                        };
+                        let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+                        match tokio::time::timeout(TLS_HANDSHAKE, accept).await {
+                            Ok(Ok(tls)) => {
+                                let names = tls
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .map(crate::pki::names)
+                                    .unwrap_or_default();
+                                let peer = Peer {
+                                    addr: peer.to_string(),
+                                    certificate: Some(names),
+                                };
+                                run_session(tls, peer, session, config, events).await;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::warn!(%peer, error = %e, "switch refused: TLS handshake failed");
+                            }
+                            Err(_) => {
+                                tracing::warn!(%peer, ?TLS_HANDSHAKE, "switch refused: no TLS handshake in time");
+                            }
+                        }
                     });
                 }
                 Err(e) => {

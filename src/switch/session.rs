@@ -31,6 +31,8 @@ pub struct SessionConfig {
     /// otherwise), sent after the handshake and again whenever it changes.
     /// `None` (one controller): no ROLE_REQUEST, the switch's default EQUAL.
     pub role: Option<watch::Receiver<Role>>,
+    /// Mutual TLS on the listener (`crate::pki`); `None`: plain TCP.
+    pub tls: Option<std::sync::Arc<super::TlsServerConfig>>,
 }
 
 impl Default for SessionConfig {
@@ -40,6 +42,7 @@ impl Default for SessionConfig {
             request_timeout: Duration::from_secs(5),
             queue: 1024,
             role: None,
+            tls: None,
         }
     }
 }
@@ -60,7 +63,7 @@ type Conn<S> = Framed<S, OfCodec>;
 /// the handshake did not finish, a log line).
 pub async fn run_session<S>(
     stream: S,
-    peer: String,
+    peer: super::Peer,
     session: u64,
     config: SessionConfig,
     events: mpsc::UnboundedSender<SwitchEvent>,
@@ -72,7 +75,7 @@ pub async fn run_session<S>(
     let features = match handshake(&mut conn, &config, &mut early).await {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!(%peer, error = %e, "switch handshake failed");
+            tracing::warn!(peer = %peer.addr, error = %e, "switch handshake failed");
             return;
         }
     };
@@ -80,6 +83,7 @@ pub async fn run_session<S>(
     let mut role = config.role.clone();
     let (tx, rx) = mpsc::channel(config.queue);
     let handle = SwitchHandle::new(dpid, session, features, peer.clone(), tx);
+    let peer = peer.addr;
     tracing::info!(dpid = format!("{dpid:016x}"), %peer, session, "switch connected");
     if events.send(SwitchEvent::Connected(handle)).is_err() {
         return;

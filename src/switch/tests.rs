@@ -28,6 +28,7 @@ fn config() -> SessionConfig {
         request_timeout: Duration::from_secs(1),
         queue: 16,
         role: None,
+        tls: None,
     }
 }
 

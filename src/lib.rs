@@ -52,3 +52,4 @@ pub mod simulate;
 pub mod store;
 pub mod switch;
 pub mod topology;
+pub mod watchdog;

@@ -28,6 +28,17 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run beside a host's ovsdb-server: when no controller holds the host
+    /// (its OVSDB lock), lift solive's queue-mode queues and policing, so
+    /// no VM stays throttled by a controller that is gone.
+    Watchdog {
+        /// The host's ovsdb-server: unix:PATH, tcp:IP:PORT or ssl:IP:PORT.
+        #[arg(long)]
+        ovsdb: String,
+        /// For ssl: targets: a solive configuration whose [tls] to use.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Show the hosts of a running solive: connection, datapath, enforcement
     /// mode, and each port's rates.
     Hosts {
@@ -551,6 +562,26 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             let config = solive::config::Config::load(&config)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serve(config))
+        }
+        Cmd::Watchdog { ovsdb, config } => {
+            let tls = match config {
+                Some(path) => match solive::config::Config::load(&path)?.tls {
+                    Some(t) => Some(solive::pki::Pki::load(&t)?.client),
+                    None => None,
+                },
+                None => None,
+            };
+            if ovsdb.starts_with("ssl:") && tls.is_none() {
+                anyhow::bail!("--ovsdb {ovsdb} needs --config with a [tls] section");
+            }
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(solive::watchdog::run(
+                ovsdb,
+                tls,
+                solive::controller::OVSDB_OWNER,
+                shutdown_signal(),
+            ));
+            Ok(())
         }
         Cmd::PredictCheck { topology, records } => predict_check(&topology, &records),
         Cmd::Simulate {

@@ -3,7 +3,8 @@
 //! the userspace datapath `set_queue` and ingress policing do not reach the
 //! kernel); what is checked here is that the rows, columns and flows it writes
 //! are really in a running OVS, are refreshed, and are removed again: on
-//! release, at shutdown, and (for an earlier run's leftovers) at start.
+//! release, at shutdown, and (for an earlier run's leftovers) at start; and
+//! that `solive watchdog` lifts them when the controller dies.
 
 mod support;
 
@@ -227,4 +228,143 @@ async fn queue_mode_writes_and_removes_qos_policing_and_set_queue_flows() {
     solive.stop().await;
     gone().await.unwrap();
     assert_eq!(sb.vsctl(&["list", "queue"]).trim(), "");
+}
+
+/// Queue mode's OVSDB state has no timeout of its own: with solive killed
+/// (SIGKILL, no cleanup), the host's `solive watchdog` gets the OVSDB lock
+/// solive held and lifts the queues and policing; while solive runs it
+/// touches nothing, and a new solive takes the lock back and writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_lifts_queue_mode_throttling_when_the_controller_dies() {
+    use std::process::{Command, Stdio};
+    use support::KillOnDrop;
+    let _lock = support::lock();
+    let sb = Sandbox::start();
+    sb.add_bridge("brs");
+    sb.add_bridge("brd");
+    add_internal(&sb, "brs", "qs-up", &[]);
+    add_internal(&sb, "brd", "qd-up", &[]);
+    add_internal(&sb, "brs", "qs-vm1", &["external_ids:vm-id=vm1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (api, of) = (free(), free());
+    let toml = config_toml(
+        &[
+            ("src", &sb.db, "brs", "qs-up", 100),
+            ("dst", &sb.db, "brd", "qd-up", 100),
+        ],
+        500,
+    )
+    .replace(
+        "\nlisten = \"127.0.0.1:0\"",
+        &format!("\nlisten = \"{api}\""),
+    )
+    .replace(
+        "openflow_listen = \"127.0.0.1:0\"",
+        &format!("openflow_listen = \"{of}\""),
+    )
+    .replace(
+        "capacity_mbps = 100\n",
+        "capacity_mbps = 100\nenforcement = \"queue\"\n",
+    )
+    .replacen("qs-up\"\n", "qs-up\"\naddress = \"10.196.0.1\"\n", 1)
+    .replacen("qd-up\"\n", "qd-up\"\naddress = \"10.196.0.2\"\n", 1);
+    let cfg = dir.path().join("solive.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let bin = env!("CARGO_BIN_EXE_solive");
+    let log = dir.path().join("watchdog.log");
+    let _watchdog = KillOnDrop(
+        Command::new(bin)
+            .args(["watchdog", "--ovsdb", &sb.db])
+            .env("RUST_LOG", "solive=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let solive_log = dir.path().join("solive.log");
+    let serve = || {
+        KillOnDrop(
+            Command::new(bin)
+                .args(["serve", "--config", cfg.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&solive_log).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let base = format!("http://{api}");
+    let reserve = || async {
+        eventually(20, "a reservation in queue mode", || async {
+            let r = reqwest::Client::new()
+                .post(format!("{base}/v1/reservations"))
+                .json(
+                    &serde_json::json!({"source": "src", "destination": "dst", "urgency": 75,
+                    "migration_port": 49160}),
+                )
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if r.status().as_u16() == 201 {
+                Ok(())
+            } else {
+                Err(r.text().await.unwrap_or_default())
+            }
+        })
+        .await;
+    };
+    let throttled = || async {
+        let qos = sb.vsctl(&["list", "qos"]);
+        let pol = sb.vsctl(&["get", "interface", "qs-vm1", "ingress_policing_rate"]);
+        if qos.contains("solive-owner") && pol.trim() != "0" {
+            Ok(())
+        } else {
+            let said = std::fs::read_to_string(&solive_log).unwrap_or_default();
+            Err(format!("{qos}\npolicing {pol}\nsolive said:\n{said}"))
+        }
+    };
+    let lifted = || async {
+        let qos = sb.vsctl(&["list", "qos"]);
+        let queues = sb.vsctl(&["list", "queue"]);
+        let pol = sb.vsctl(&["get", "interface", "qs-vm1", "ingress_policing_rate"]);
+        if !qos.contains("solive-owner") && queues.trim().is_empty() && pol.trim() == "0" {
+            Ok(())
+        } else {
+            Err(format!("{qos}\n{queues}\npolicing {pol}"))
+        }
+    };
+
+    let mut solive = serve();
+    reserve().await;
+    eventually(20, "queue-mode state written", throttled).await;
+    // The watchdog leaves a live controller's state alone.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    throttled()
+        .await
+        .expect("the watchdog lifted a live controller's state");
+
+    let killed = std::time::Instant::now();
+    solive.0.kill().unwrap();
+    solive.0.wait().unwrap();
+    eventually(15, "the watchdog lifted the throttling", lifted).await;
+    eprintln!(
+        "watchdog lifted queue mode {:.2} s after solive was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("lifted"), "{said}");
+
+    // A new solive takes the host back and throttles again.
+    let _solive = serve();
+    reserve().await;
+    eventually(20, "queue-mode state written again", throttled).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    throttled()
+        .await
+        .expect("the watchdog lifted the new controller's state");
 }

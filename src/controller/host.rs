@@ -74,6 +74,10 @@ async fn session(
     first: &mut bool,
 ) -> Result<(), OvsdbError> {
     let client = Client::connect_tls(&host.ovsdb, tls).await?;
+    // This controller manages the host now: the host's watchdog (if one
+    // runs) waits for the lock and lifts the queue-mode throttling once we
+    // are gone (crate::watchdog).
+    client.steal(crate::watchdog::LOCK).await?;
     if *first {
         // QoS/Queue rows of an earlier solive that died without cleaning up
         // would keep shaping traffic: this solive starts from nothing. (Only on

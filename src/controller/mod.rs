@@ -136,6 +136,10 @@ struct HostState {
     /// The queue-mode OVSDB state last written, and whether a write runs.
     ovsdb_applied: (Vec<enforce::PortQos>, Vec<enforce::Policing>),
     ovsdb_applying: bool,
+    /// Write the queue-mode state again even if unchanged: the OVSDB
+    /// session is new, and while none held the host its watchdog may have
+    /// lifted everything (crate::watchdog).
+    ovsdb_rewrite: bool,
     /// Waiters for a generation to be applied.
     waiters: Vec<(u64, Reply<Result<Applied, ControllerError>>)>,
     last_error: Option<String>,
@@ -192,6 +196,7 @@ impl Controller {
                     flow_rates: HashMap::new(),
                     plan: enforce::HostPlan::default(),
                     ovsdb_applied: (Vec::new(), Vec::new()),
+                    ovsdb_rewrite: false,
                     ovsdb_applying: false,
                     waiters: Vec::new(),
                     last_error: None,

@@ -441,7 +441,8 @@ impl Controller {
                 h.generation += 1;
             }
             let refresh = plan.flows.iter().any(|f| f.refresh);
-            let ovsdb_needed = ovsdb_differs(&h.ovsdb_applied, &plan, facts.capacity_bps);
+            let ovsdb_needed =
+                h.ovsdb_rewrite || ovsdb_differs(&h.ovsdb_applied, &plan, facts.capacity_bps);
             h.plan = plan;
             if changed || refresh {
                 self.reconcile(&name);
@@ -516,6 +517,7 @@ impl Controller {
         h.ovsdb_applying = false;
         if let Some(a) = applied {
             h.ovsdb_applied = a;
+            h.ovsdb_rewrite = false;
         }
         if let Some(e) = error {
             tracing::warn!(host = name, error = %e, "writing queue-mode QoS/policing failed");

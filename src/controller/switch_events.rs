@@ -178,6 +178,7 @@ impl Controller {
                 tracing::info!(host = name, dpid = ?info.datapath_id.map(|d| format!("{d:016x}")), "ovsdb connected and bridge configured");
                 h.ovsdb = Some(client);
                 h.ovsdb_error = None;
+                h.ovsdb_rewrite = true;
                 let dpid = info.datapath_id;
                 h.info = Some(info);
                 if let Some(sw) = dpid.and_then(|d| self.unclaimed.remove(&d)) {

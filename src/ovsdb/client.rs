@@ -122,6 +122,15 @@ pub struct Client {
     commands: mpsc::Sender<Command>,
     closed: Arc<AtomicBool>,
     timeout: Duration,
+    locks: tokio::sync::broadcast::Sender<LockNotice>,
+}
+
+/// The server's word about a lock this connection asked for (RFC 7047
+/// 4.1.8-4.1.11): granted later (`locked`) or taken by a `steal` (`stolen`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockNotice {
+    Locked(String),
+    Stolen(String),
 }
 
 impl Client {
@@ -184,15 +193,18 @@ impl Client {
     {
         let (tx, rx) = mpsc::channel(64);
         let closed = Arc::new(AtomicBool::new(false));
+        let (locks, _) = tokio::sync::broadcast::channel(16);
         tokio::spawn(connection(
             Framed::new(stream, JsonCodec::default()),
             rx,
             closed.clone(),
+            locks.clone(),
         ));
         Client {
             commands: tx,
             closed,
             timeout: DEFAULT_TIMEOUT,
+            locks,
         }
     }
 
@@ -239,6 +251,24 @@ impl Client {
     /// Sends any JSON-RPC request and returns its `result`.
     pub async fn request(&self, method: &'static str, params: Json) -> Result<Json, OvsdbError> {
         self.request_inner(method, params, None).await
+    }
+
+    /// Asks for lock `name`: true if granted now; otherwise the server
+    /// queues the request and says [`LockNotice::Locked`] when it is.
+    pub async fn lock(&self, name: &str) -> Result<bool, OvsdbError> {
+        let r = self.request("lock", json!([name])).await?;
+        Ok(r["locked"].as_bool().unwrap_or(false))
+    }
+
+    /// Takes lock `name` from whoever holds it (they get
+    /// [`LockNotice::Stolen`]).
+    pub async fn steal(&self, name: &str) -> Result<(), OvsdbError> {
+        self.request("steal", json!([name])).await.map(drop)
+    }
+
+    /// Lock notices from now on (subscribe before asking for the lock).
+    pub fn lock_notices(&self) -> tokio::sync::broadcast::Receiver<LockNotice> {
+        self.locks.subscribe()
     }
 
     pub async fn echo(&self) -> Result<(), OvsdbError> {
@@ -343,6 +373,7 @@ async fn connection<S>(
     mut framed: Framed<S, JsonCodec>,
     mut commands: mpsc::Receiver<Command>,
     closed: Arc<AtomicBool>,
+    locks: tokio::sync::broadcast::Sender<LockNotice>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -377,7 +408,7 @@ async fn connection<S>(
                     Some(Err(e)) => break e.to_string(),
                     Some(Ok(m)) => m,
                 };
-                if let Err(e) = handle_message(msg, &mut framed, &mut pending, &mut monitors).await {
+                if let Err(e) = handle_message(msg, &mut framed, &mut pending, &mut monitors, &locks).await {
                     break e.to_string();
                 }
             }
@@ -397,6 +428,7 @@ async fn handle_message<S>(
     framed: &mut Framed<S, JsonCodec>,
     pending: &mut HashMap<u64, Pending>,
     monitors: &mut HashMap<String, mpsc::UnboundedSender<TableUpdates>>,
+    locks: &tokio::sync::broadcast::Sender<LockNotice>,
 ) -> Result<(), OvsdbError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -437,6 +469,16 @@ where
                             .await?;
                     }
                 }
+            }
+            "locked" | "stolen" => {
+                let name = params[0].as_str().unwrap_or_default().to_string();
+                let notice = if method == "locked" {
+                    LockNotice::Locked(name)
+                } else {
+                    LockNotice::Stolen(name)
+                };
+                // Nobody listening is fine: the lock's owner did not ask.
+                let _ = locks.send(notice);
             }
             other => debug!(method = other, "ignoring OVSDB notification"),
         }

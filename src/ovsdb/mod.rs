@@ -28,7 +28,7 @@ pub mod ops;
 pub mod value;
 pub mod vswitch;
 
-pub use client::{Client, DEFAULT_TIMEOUT};
+pub use client::{Client, LockNotice, DEFAULT_TIMEOUT};
 pub use ops::{
     Condition, Function, MonitorRequest, MonitorSelect, Mutation, Mutator, Operation,
     OperationResult, RowUpdate, TableUpdates, WaitUntil,

@@ -21,16 +21,8 @@ use solive::openflow::{
     Action, Body, ControllerRole, ErrorCode, FlowMod, Instruction, Match, Role,
 };
 use solive::switch::{self, SessionConfig, SwitchError, SwitchEvent, SwitchHandle};
-use support::{eventually, KillOnDrop, Sandbox};
+use support::{eventually, free_port, KillOnDrop, Sandbox};
 use tokio::sync::{mpsc, watch};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A one-member etcd in a temporary directory, killed on drop.
 struct Etcd {
@@ -255,6 +247,21 @@ fn replica_toml(
     t
 }
 
+/// Waits until the replica whose OpenFlow port is `of` is master on both
+/// bridges (`ovs-vsctl list controller`).
+async fn until_master(sb: &Sandbox, of: u16, what: &str) {
+    let master = format!("tcp:127.0.0.1:{of}\"\nrole                : master");
+    eventually(20, what, || async {
+        let r = sb.vsctl(&["--columns=target,role,is_connected", "list", "controller"]);
+        if r.matches(&master).count() == 2 {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    })
+    .await;
+}
+
 /// `[cluster]` for replica `name` of a cluster whose replicas listen for
 /// OpenFlow on `targets` (ports on 127.0.0.1).
 fn cluster_section(name: &str, etcd: &str, targets: &[u16]) -> String {
@@ -387,15 +394,7 @@ async fn a_standby_takes_over_the_switches_and_the_reservations() {
         &replica_toml("a", &sb, &etcd.url, api_a, of_a, &[of_a, of_b]),
         api_a,
     );
-    eventually(20, "a leads", || async {
-        let h = a.health().await?;
-        if h["status"] == "ok" {
-            Ok(())
-        } else {
-            Err(h.to_string())
-        }
-    })
-    .await;
+    until_leader(&a).await;
     let b = Replica::start(
         "b",
         dir.path(),
@@ -467,36 +466,14 @@ async fn a_standby_takes_over_the_switches_and_the_reservations() {
         sb.ofctl(&["del-flows", br]);
         sb.ofctl(&["del-meters", br]);
     }
-    let h = eventually(30, "b leads", || async {
-        let h = b.health().await?;
-        if h["status"] == "ok" {
-            Ok(h)
-        } else {
-            Err(h.to_string())
-        }
-    })
-    .await;
+    until_leader(&b).await;
     let takeover = killed.elapsed();
-    let r: Value = reqwest::get(format!("{}/v1/reservations/{rid}", b.api))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = b.get(&format!("/v1/reservations/{rid}")).await;
     assert_eq!(r["state"], "active", "{r}");
     assert_eq!(r["urgency"], 60.0, "{r}");
     let after = eventually(20, "the reservation back on br0", installed("br0")).await;
     let restored = killed.elapsed();
-    eventually(20, "b master on both bridges", || async {
-        let r = roles();
-        let master = format!("tcp:127.0.0.1:{of_b}\"\nrole                : master");
-        if r.matches(&master).count() == 2 {
-            Ok(())
-        } else {
-            Err(r)
-        }
-    })
-    .await;
+    until_master(&sb, of_b, "b master on both bridges").await;
     let generation = b.generation().expect("b's election in its log");
     assert!(
         generation > first_generation,
@@ -514,7 +491,6 @@ async fn a_standby_takes_over_the_switches_and_the_reservations() {
         b.name,
         b.log()
     );
-    drop(h);
 
     // a comes back, as a standby. Then b is paused (SIGSTOP) past its lease:
     // a takes over; b, resumed, finds its lease gone and stops at once with
@@ -525,36 +501,11 @@ async fn a_standby_takes_over_the_switches_and_the_reservations() {
         &replica_toml("a", &sb, &etcd.url, api_a, of_a, &[of_a, of_b]),
         api_a,
     );
-    eventually(20, "a stands by behind b", || async {
-        let h = a.health().await?;
-        if h["status"] == "standby" && h["leader"] == "b" {
-            Ok(())
-        } else {
-            Err(h.to_string())
-        }
-    })
-    .await;
+    until_standby(&a, "b").await;
     let pid = b.proc.0.id().to_string();
     support::run(Command::new("kill").args(["-STOP", &pid]));
-    eventually(30, "a leads again", || async {
-        let h = a.health().await?;
-        if h["status"] == "ok" {
-            Ok(())
-        } else {
-            Err(h.to_string())
-        }
-    })
-    .await;
-    eventually(20, "a master on both bridges", || async {
-        let r = roles();
-        let master = format!("tcp:127.0.0.1:{of_a}\"\nrole                : master");
-        if r.matches(&master).count() == 2 {
-            Ok(())
-        } else {
-            Err(r)
-        }
-    })
-    .await;
+    until_leader(&a).await;
+    until_master(&sb, of_a, "a master on both bridges").await;
     support::run(Command::new("kill").args(["-CONT", &pid]));
     let mut b = b;
     let status = eventually(20, "b stops once resumed", || {
@@ -575,12 +526,7 @@ async fn a_standby_takes_over_the_switches_and_the_reservations() {
     );
     assert!(b.log().contains("leadership lost"), "{}", b.log());
     assert!(a.generation().unwrap() > generation);
-    let r: Value = reqwest::get(format!("{}/v1/reservations/{rid}", a.api))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = a.get(&format!("/v1/reservations/{rid}")).await;
     assert_eq!(r["state"], "active", "{r}");
     eventually(20, "the reservation still on br0", installed("br0")).await;
 }

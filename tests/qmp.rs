@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use solive::hypervisor::qmp::Qmp;
 use solive::hypervisor::{Hypervisor, MigrateOptions};
-use support::{repo_root, run};
+use support::{free_port, repo_root, run};
 
 /// A QEMU process killed when dropped.
 struct Qemu {
@@ -75,14 +75,6 @@ fn qemu(dir: &Path, guest: &Path, incoming: Option<u16>) -> Qemu {
         std::thread::sleep(Duration::from_millis(50));
     }
     q
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn state(rt: &tokio::runtime::Runtime, q: &Qmp) -> String {

@@ -30,15 +30,22 @@ fn add_internal(sb: &Sandbox, br: &str, name: &str, ids: &[&str]) {
     sb.vsctl(&args);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_mode_writes_and_removes_qos_policing_and_set_queue_flows() {
-    let _lock = support::lock();
+/// Two hosts' bridges (source brs, destination brd) with their uplinks and
+/// one VM interface on the source.
+fn queue_hosts() -> Sandbox {
     let sb = Sandbox::start();
     sb.add_bridge("brs");
     sb.add_bridge("brd");
     add_internal(&sb, "brs", "qs-up", &[]);
     add_internal(&sb, "brd", "qd-up", &[]);
     add_internal(&sb, "brs", "qs-vm1", &["external_ids:vm-id=vm1"]);
+    sb
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_mode_writes_and_removes_qos_policing_and_set_queue_flows() {
+    let _lock = support::lock();
+    let sb = queue_hosts();
     add_internal(&sb, "brs", "qs-vm2", &["external_ids:vm-id=vm2"]);
     add_internal(&sb, "brd", "qd-vm3", &["external_ids:vm-id=vm3"]);
     // Policing an earlier solive left on an interface it had tagged.
@@ -239,20 +246,9 @@ async fn the_watchdog_lifts_queue_mode_throttling_when_the_controller_dies() {
     use std::process::{Command, Stdio};
     use support::KillOnDrop;
     let _lock = support::lock();
-    let sb = Sandbox::start();
-    sb.add_bridge("brs");
-    sb.add_bridge("brd");
-    add_internal(&sb, "brs", "qs-up", &[]);
-    add_internal(&sb, "brd", "qd-up", &[]);
-    add_internal(&sb, "brs", "qs-vm1", &["external_ids:vm-id=vm1"]);
+    let sb = queue_hosts();
     let dir = tempfile::tempdir().unwrap();
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (api, of) = (free(), free());
+    let (api, of) = (support::free_port(), support::free_port());
     let toml = config_toml(
         &[
             ("src", &sb.db, "brs", "qs-up", 100),
@@ -262,11 +258,11 @@ async fn the_watchdog_lifts_queue_mode_throttling_when_the_controller_dies() {
     )
     .replace(
         "\nlisten = \"127.0.0.1:0\"",
-        &format!("\nlisten = \"{api}\""),
+        &format!("\nlisten = \"127.0.0.1:{api}\""),
     )
     .replace(
         "openflow_listen = \"127.0.0.1:0\"",
-        &format!("openflow_listen = \"{of}\""),
+        &format!("openflow_listen = \"127.0.0.1:{of}\""),
     )
     .replace(
         "capacity_mbps = 100\n",
@@ -298,7 +294,7 @@ async fn the_watchdog_lifts_queue_mode_throttling_when_the_controller_dies() {
                 .unwrap(),
         )
     };
-    let base = format!("http://{api}");
+    let base = format!("http://127.0.0.1:{api}");
     let reserve = || async {
         eventually(20, "a reservation in queue mode", || async {
             let r = reqwest::Client::new()

@@ -479,14 +479,7 @@ impl Evacuations {
     /// it stopped are marked interrupted, and where each of their unfinished
     /// VMs runs now is read back from the hypervisors.
     pub async fn restore(&self, stored: Vec<serde_json::Value>) {
-        for v in stored {
-            let mut rec: EvacuationRecord = match serde_json::from_value(v) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "skipping a stored evacuation that cannot be read");
-                    continue;
-                }
-            };
+        for mut rec in readable(stored) {
             if !rec.state.finished() {
                 self.interrupted(&mut rec).await;
                 self.persist(&rec);
@@ -548,6 +541,19 @@ impl Evacuations {
         rec.error
             .get_or_insert_with(|| "the controller stopped while it ran".into());
     }
+}
+
+/// The stored records that can be read (the others are skipped, and logged).
+fn readable(stored: Vec<serde_json::Value>) -> impl Iterator<Item = EvacuationRecord> {
+    stored
+        .into_iter()
+        .filter_map(|v| match serde_json::from_value(v) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a stored evacuation that cannot be read");
+                None
+            }
+        })
 }
 
 /// The VMs to move of a request naming several hosts, by source: the

@@ -77,14 +77,7 @@ impl Evacuations {
     /// Takes back the records a cluster's previous leader wrote; those it was
     /// running go on under this one.
     pub async fn take_over(&self, stored: Vec<serde_json::Value>) {
-        for v in stored {
-            let mut rec: EvacuationRecord = match serde_json::from_value(v) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "skipping a stored evacuation that cannot be read");
-                    continue;
-                }
-            };
+        for mut rec in super::readable(stored) {
             if rec.state.finished() {
                 self.records().insert(rec.id, rec);
                 continue;

@@ -140,6 +140,16 @@ impl Sandbox {
     }
 }
 
+/// A TCP port free on 127.0.0.1 now (for servers the test starts as
+/// processes, which must be told their port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Polls `f` every 100 ms until it returns `Some`, or panics after `secs`
 /// seconds with `what` and the last value seen.
 pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T

@@ -180,14 +180,7 @@ pub async fn serve_api(
         (Some(cert), Some(key)) => Some(crate::api::tls::server_config(cert, key)?),
         _ => None,
     };
-    match tls {
-        Some(tls) => crate::api::tls::serve(api, app, tls, stop).await,
-        None => {
-            if let Err(e) = axum::serve(api, app).with_graceful_shutdown(stop).await {
-                tracing::error!(error = %e, "REST API server failed");
-            }
-        }
-    }
+    crate::api::tls::serve(api, app, tls, stop).await;
     Ok(())
 }
 

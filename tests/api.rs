@@ -554,3 +554,65 @@ async fn openapi_document_matches_the_routes() {
     }
     solive.stop().await;
 }
+
+/// No client holds the API without a bound: headers that never finish are
+/// cut off, and connections beyond the limit are closed at once while the
+/// API keeps answering the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_excess_connections_are_bounded() {
+    use solive::api::tls::{HEADER_TIMEOUT, MAX_CONNECTIONS};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = Config::parse(&config_toml(
+        &[(
+            "h1",
+            "unix:/nonexistent/solive-test.sock",
+            "br0",
+            "up0",
+            100,
+        )],
+        100,
+    ))
+    .unwrap();
+    let solive = Solive::start_with(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+    let addr = solive.api.trim_start_matches("http://").to_string();
+    // Every slot taken by a client that starts a request and stops.
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    // One more is closed at once, without an answer.
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .expect("the connection over the limit was closed within 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+    // The unfinished headers are cut off after HEADER_TIMEOUT.
+    let started = std::time::Instant::now();
+    let first = &mut held[0];
+    let _ = tokio::time::timeout(HEADER_TIMEOUT * 2, first.read(&mut buf))
+        .await
+        .expect("a request whose headers never finish was cut off");
+    eprintln!(
+        "unfinished headers cut off after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    drop(held);
+    // With the slots free again, the API answers.
+    let h: serde_json::Value = reqwest::get(format!("{}/v1/health", solive.api))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["status"], "ok");
+    solive.stop().await;
+}

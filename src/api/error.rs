@@ -72,3 +72,16 @@ pub fn path_id(
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no such resource: {}", uri.path()))
 }
+
+/// A request that took longer than [`super::REQUEST_TIMEOUT`] (or failed in
+/// a layer below the handlers): 503, the request may be retried.
+pub async fn timed_out(e: tower::BoxError) -> ApiError {
+    if e.is::<tower::timeout::error::Elapsed>() {
+        ApiError::Unavailable(format!(
+            "the request took longer than {} s",
+            super::REQUEST_TIMEOUT.as_secs()
+        ))
+    } else {
+        ApiError::Unavailable(format!("the request failed: {e}"))
+    }
+}

@@ -89,6 +89,9 @@ async fn openapi() -> impl axum::response::IntoResponse {
 
 /// The API's routes, behind bearer-token authentication when `auth` holds
 /// tokens.
+/// How long the API works on one request before answering 503.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub fn router(
     controller: ControllerHandle,
     evacuations: crate::evacuation::Evacuations,
@@ -100,13 +103,21 @@ pub fn router(
         r = r.route(path, methods);
     }
     // Layers run outermost last-added: authentication before idempotency,
-    // so an unauthenticated retry learns nothing.
+    // so an unauthenticated retry learns nothing; the timeout outermost, so
+    // no request waits without a bound whatever it waits on.
     r.fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             idempotency,
             idempotency::layer,
         ))
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    error::timed_out,
+                ))
+                .timeout(REQUEST_TIMEOUT),
+        )
         .with_state(AppState {
             controller,
             evacuations,

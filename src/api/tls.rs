@@ -1,7 +1,10 @@
-//! HTTPS for the REST API: rustls (with the `ring` provider, no OpenSSL),
-//! serving the same axum router over TLS connections. Each connection runs
-//! in its own task; a handshake that does not finish in 10 s is dropped, so
-//! a client that opens a socket and sends nothing holds nothing.
+//! Serving the REST API, plain or HTTPS: rustls (with the `ring` provider,
+//! no OpenSSL), the same axum router either way. Each connection runs in its
+//! own task; a handshake that does not finish in 10 s is dropped, headers
+//! must arrive within 10 s, and at most 512 connections are open at once,
+//! so a client that opens sockets and sends nothing holds little and not
+//! for long. (axum's own `serve` sets no header timeout: hyper applies one
+//! only with a timer, which axum does not give it.)
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -9,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -60,17 +63,33 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
     Ok(Arc::new(config))
 }
 
-/// Serves `app` over TLS until `shutdown`, then lets open requests finish
-/// (at most 5 s).
+/// At most this many API connections at once; more are closed at once
+/// (a flood of idle sockets must not exhaust file descriptors the
+/// controller needs for switches and hypervisors).
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// A client must send a request's headers within this long (slowloris).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` (over TLS with `config`, plain HTTP without) until
+/// `shutdown`, then lets open requests finish (at most 5 s). Every wait is
+/// bounded: the TLS handshake, the request headers, the number of
+/// connections (and each request's handling, by the router's timeout).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    config: Arc<ServerConfig>,
+    config: Option<Arc<ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(config);
+    let acceptor = config.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -85,9 +104,20 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = MAX_CONNECTIONS, "too many API connections: closed");
+            continue;
+        };
         let (acceptor, app, builder) = (acceptor.clone(), app.clone(), builder.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
+            let service = TowerToHyperService::new(app);
+            let Some(acceptor) = acceptor else {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                let _ = watcher.watch(conn.into_owned()).await;
+                return;
+            };
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -96,8 +126,7 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(app));
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             let _ = watcher.watch(conn.into_owned()).await;
         });
     }

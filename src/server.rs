@@ -119,6 +119,8 @@ pub struct Persisted {
     /// A takeover: active reservations stay in force (see
     /// `Controller::with_store`).
     pub adopt: bool,
+    /// A cluster's leader: who it is (its health answer says so).
+    pub leader: Option<crate::api::health::Leader>,
 }
 
 impl Persisted {
@@ -137,6 +139,7 @@ impl Persisted {
             store,
             loaded,
             adopt: false,
+            leader: None,
         })
     }
 }
@@ -227,6 +230,7 @@ pub fn start_from(
         store,
         loaded,
         adopt,
+        leader,
     } = persisted;
     let api_config = config.clone();
     let (mut controller, handle) = Controller::new(config);
@@ -254,12 +258,15 @@ pub fn start_from(
             None
         }
     };
-    let app = crate::api::router(
+    let mut app = crate::api::router(
         handle.clone(),
         evacuations.clone(),
         auth,
         Idempotency::new(store.clone(), loaded.idempotent),
     );
+    if let Some(l) = leader {
+        app = app.layer(axum::Extension(l));
+    }
     let api_stop = stopped(stop_rx.clone());
     let restoring = evacuations.clone();
     let stored_evacuations = loaded.evacuations;

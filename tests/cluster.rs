@@ -475,6 +475,16 @@ async fn a_standby_takes_over_the_switches_and_the_reservations() {
     let restored = killed.elapsed();
     until_master(&sb, of_b, "b master on both bridges").await;
     let generation = b.generation().expect("b's election in its log");
+    let health = b.health().await.unwrap();
+    assert_eq!(
+        (
+            &health["role"],
+            &health["name"],
+            health["generation"].as_u64()
+        ),
+        (&json!("leader"), &json!("b"), Some(generation)),
+        "{health}"
+    );
     assert!(
         generation > first_generation,
         "{generation} after {first_generation}"

@@ -18,7 +18,7 @@
 pub mod auth;
 pub(crate) mod error;
 mod evacuations;
-mod health;
+pub mod health;
 mod hosts;
 pub mod idempotency;
 mod metrics;

@@ -138,6 +138,10 @@ pub async fn run(
             store: Some(store),
             loaded,
             adopt: true,
+            leader: Some(crate::api::health::Leader {
+                name: cluster.name.clone(),
+                generation: lead.generation,
+            }),
         },
         shutdown,
     )?;

@@ -96,6 +96,15 @@ impl Member {
                 source,
             })?;
         let lease = grant.id();
+        if grant.ttl() != lease_ttl {
+            // etcd grants at least 1.5 election timeouts (2 s with its
+            // defaults): takeovers take that long whatever lease_ms says.
+            tracing::warn!(
+                asked_s = lease_ttl,
+                granted_s = grant.ttl(),
+                "etcd granted another lease time than asked"
+            );
+        }
         let (lost_tx, lost) = watch::channel(false);
         let lose = std::sync::Arc::new(lost_tx);
         tokio::spawn(keep_alive(
@@ -104,7 +113,7 @@ impl Member {
             Duration::from_millis(config.lease_ms),
             lose.clone(),
         ));
-        tracing::info!(name = %config.name, lease = format!("{lease:x}"), ttl_s = lease_ttl, "joined the cluster");
+        tracing::info!(name = %config.name, lease = format!("{lease:x}"), ttl_s = grant.ttl(), "joined the cluster");
         Ok(Member {
             client,
             config: config.clone(),

@@ -413,7 +413,7 @@ fn source_reserve_bps(v: &ReservationView) -> Option<f64> {
 /// the destination cannot take would only queue there and squeeze the
 /// destination's applications). Through intermediaries the stores absorb the
 /// difference: that is their point.
-fn cap_bps(v: &ReservationView) -> Option<f64> {
+pub(super) fn cap_bps(v: &ReservationView) -> Option<f64> {
     let source = source_reserve_bps(v)?;
     if !v.request.intermediaries.is_empty() {
         return Some(source);

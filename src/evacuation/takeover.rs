@@ -5,7 +5,8 @@
 //! - A VM that was **migrating** when the old leader died is not migrated
 //!   again: libvirt runs migrations peer to peer, so it went on without any
 //!   controller. The new leader watches the job on the source until it ends
-//!   (bounded), then reads where the VM runs: on the destination it is done;
+//!   (bounded), keeping its speed cap in step with the reservation it
+//!   adopted, then reads where the VM runs: on the destination it is done;
 //!   on the source it stays (interrupted, and the record says why).
 //! - The **pending** VMs are measured, planned and migrated by a runner, as
 //!   if the evacuation had just started with them; times still count from
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::record::{EvacuationRecord, EvacuationState, VmState};
 use super::request::Validated;
 use super::{runner, Evacuations};
+use crate::hypervisor::bps_to_mibs;
 
 /// How long a new leader watches a migration it inherited before it gives
 /// up on it (the VM stays wherever libvirt leaves it; the record says so).
@@ -176,12 +178,37 @@ async fn watch_inherited(
     let period = evac.inner.settings.period;
     let deadline = tokio::time::Instant::now() + WATCH_LIMIT;
     let mut still_running = false;
+    let rid = rec
+        .vms
+        .iter()
+        .find(|v| v.name == vm)
+        .and_then(|v| v.reservation_id);
+    let mut cap = rec
+        .vms
+        .iter()
+        .find(|v| v.name == vm)
+        .and_then(|v| v.cap_mibs);
     loop {
         match source.hv.progress(vm).await {
             Ok(Some(p)) if tokio::time::Instant::now() < deadline => {
+                // The speed cap stays in step with the adopted reservation,
+                // as the runner that started the migration kept it.
+                let view = match rid {
+                    Some(rid) => evac.inner.controller.reservation(rid).await.ok().flatten(),
+                    None => None,
+                };
+                if let Some(want) = view.as_ref().and_then(runner::cap_bps).map(bps_to_mibs) {
+                    if cap != Some(want) && source.hv.set_max_speed(vm, want).await.is_ok() {
+                        cap = Some(want);
+                    }
+                }
                 evac.update(id, |r| {
                     if let Some(v) = r.vms.iter_mut().find(|v| v.name == vm) {
                         v.progress = Some(p);
+                        v.cap_mibs = cap;
+                        if let Some(view) = view {
+                            v.reservation_history = view.history;
+                        }
                     }
                 });
                 tokio::time::sleep(period).await;

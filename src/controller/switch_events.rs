@@ -26,6 +26,21 @@ impl Controller {
                 }
                 match self.host_by_dpid(dpid) {
                     Some(name) => self.attach(&name, sw),
+                    // Over TLS a switch of no known datapath whose
+                    // certificate is no configured host's is nobody's:
+                    // refused now rather than held.
+                    None if sw.certificate.as_ref().is_some_and(|names| {
+                        !self.hosts.values().any(|h| {
+                            h.config
+                                .switch_certificate
+                                .as_deref()
+                                .is_some_and(|c| crate::pki::certifies(names, c))
+                        })
+                    }) =>
+                    {
+                        tracing::warn!(dpid = format!("{dpid:016x}"), peer = %sw.peer, certificate = ?sw.certificate,
+                            "switch refused: unknown datapath id, and its certificate is no configured host's");
+                    }
                     None => {
                         tracing::info!(
                             dpid = format!("{dpid:016x}"),

@@ -369,9 +369,6 @@ async fn switches_in_side_by_side_sandboxes() {
 /// closed; the real switch stays attached and keeps its state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_connection_claiming_a_connected_datapath_id_is_refused() {
-    use futures::{SinkExt, StreamExt};
-    use solive::openflow::{Body, Hello, Message, OfCodec, SwitchFeatures};
-    use tokio_util::codec::Framed;
     let _lock = support::lock();
     let sb = Sandbox::start();
     sb.add_bridge("br0");
@@ -398,44 +395,8 @@ async fn a_second_connection_claiming_a_connected_datapath_id_is_refused() {
 
     // The impostor: the switch's side of the handshake with br0's id.
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut fake = Framed::new(stream, OfCodec);
-    let hello = fake.next().await.unwrap().unwrap();
-    assert!(matches!(hello.body, Body::Hello(_)));
-    fake.send(Message {
-        xid: 10,
-        body: Body::Hello(Hello::new()),
-    })
-    .await
-    .unwrap();
-    let req = fake.next().await.unwrap().unwrap();
-    assert_eq!(req.body, Body::FeaturesRequest);
-    fake.send(Message {
-        xid: req.xid,
-        body: Body::FeaturesReply(SwitchFeatures {
-            datapath_id: dpid,
-            n_buffers: 0,
-            n_tables: 254,
-            auxiliary_id: 0,
-            capabilities: 0x4f,
-            reserved: 0,
-        }),
-    })
-    .await
-    .unwrap();
     // solive closes it (it may send nothing first, or an echo at most).
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match fake.next().await {
-                None | Some(Err(_)) => break,
-                Some(Ok(m)) => assert!(
-                    matches!(m.body, Body::EchoRequest(_)),
-                    "the impostor was sent {m:?}"
-                ),
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the impostor's connection was not closed");
+    support::closed_after_features(stream, dpid, "the impostor").await;
     // The real switch is still the host's, with its state.
     let h1 = solive.get("/v1/hosts/h1").await;
     assert_eq!(h1["connected"], true, "{h1}");

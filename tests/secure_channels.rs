@@ -221,56 +221,9 @@ async fn openflow_and_ovsdb_over_mutual_tls() {
         .connect(name, tcp)
         .await
         .expect("the CA's certificate passes the handshake");
-    closed_after_features(tls, 0x5742_0000_0000_0001).await;
+    support::closed_after_features(tls, 0x5742_0000_0000_0001, "the stranger").await;
     let h1 = solive.get("/v1/hosts/h1").await;
     assert_eq!(h1["connected"], true, "the real switch stays: {h1}");
     solive.stop().await;
     sb.vsctl(&["del-manager"]);
-}
-
-/// Plays a switch's side of the OpenFlow handshake claiming `dpid`, then
-/// expects the controller to close the connection (within 10 s).
-async fn closed_after_features<S>(stream: S, dpid: u64)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    use futures::{SinkExt, StreamExt};
-    use solive::openflow::{Body, Hello, Message, OfCodec, SwitchFeatures};
-    let mut sw = tokio_util::codec::Framed::new(stream, OfCodec);
-    let hello = sw.next().await.unwrap().unwrap();
-    assert!(matches!(hello.body, Body::Hello(_)));
-    sw.send(Message {
-        xid: 10,
-        body: Body::Hello(Hello::new()),
-    })
-    .await
-    .unwrap();
-    let req = sw.next().await.unwrap().unwrap();
-    assert_eq!(req.body, Body::FeaturesRequest);
-    sw.send(Message {
-        xid: req.xid,
-        body: Body::FeaturesReply(SwitchFeatures {
-            datapath_id: dpid,
-            n_buffers: 0,
-            n_tables: 254,
-            auxiliary_id: 0,
-            capabilities: 0x4f,
-            reserved: 0,
-        }),
-    })
-    .await
-    .unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match sw.next().await {
-                None | Some(Err(_)) => break,
-                Some(Ok(m)) => assert!(
-                    matches!(m.body, Body::EchoRequest(_)),
-                    "the stranger was sent {m:?}"
-                ),
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the stranger's connection was not closed");
 }

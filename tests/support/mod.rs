@@ -359,3 +359,51 @@ impl Sandbox {
         sw
     }
 }
+
+/// Plays a switch's side of the OpenFlow handshake claiming `dpid`, then
+/// expects the controller to close the connection (within 10 s) having sent
+/// it nothing but echoes; `who` names the peer in failures.
+pub async fn closed_after_features<S>(stream: S, dpid: u64, who: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::{SinkExt, StreamExt};
+    use solive::openflow::{Body, Hello, Message, OfCodec, SwitchFeatures};
+    let mut sw = tokio_util::codec::Framed::new(stream, OfCodec);
+    let hello = sw.next().await.unwrap().unwrap();
+    assert!(matches!(hello.body, Body::Hello(_)));
+    sw.send(Message {
+        xid: 10,
+        body: Body::Hello(Hello::new()),
+    })
+    .await
+    .unwrap();
+    let req = sw.next().await.unwrap().unwrap();
+    assert_eq!(req.body, Body::FeaturesRequest);
+    sw.send(Message {
+        xid: req.xid,
+        body: Body::FeaturesReply(SwitchFeatures {
+            datapath_id: dpid,
+            n_buffers: 0,
+            n_tables: 254,
+            auxiliary_id: 0,
+            capabilities: 0x4f,
+            reserved: 0,
+        }),
+    })
+    .await
+    .unwrap();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match sw.next().await {
+                None | Some(Err(_)) => break,
+                Some(Ok(m)) => assert!(
+                    matches!(m.body, Body::EchoRequest(_)),
+                    "{who} was sent {m:?}"
+                ),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "{who}'s connection was not closed");
+}

@@ -157,34 +157,43 @@ pub fn tokens(config: &Config) -> Result<crate::api::auth::Auth, StartError> {
     }))
 }
 
-/// The switch sessions' timers from `[controller]`, and their TLS from
-/// `[tls]`.
-pub fn session_config(config: &Config) -> Result<SessionConfig, StartError> {
-    let tls = match &config.tls {
-        Some(t) => Some(crate::pki::Pki::load(t)?.server),
-        None => None,
-    };
-    Ok(SessionConfig {
+/// `[tls]`'s certificates, loaded once for both channels (OpenFlow's
+/// listener and the OVSDB clients).
+pub fn pki(config: &Config) -> Result<Option<crate::pki::Pki>, StartError> {
+    Ok(config.tls.as_ref().map(crate::pki::Pki::load).transpose()?)
+}
+
+/// The switch sessions' timers from `[controller]`, and their TLS (`[tls]`).
+pub fn session_config(
+    config: &Config,
+    tls: Option<Arc<crate::switch::TlsServerConfig>>,
+) -> SessionConfig {
+    SessionConfig {
         echo_interval: Duration::from_millis(config.controller.echo_interval_ms),
         request_timeout: Duration::from_millis(config.controller.request_timeout_ms),
         tls,
         ..SessionConfig::default()
-    })
+    }
 }
 
-/// Serves `app` on `api` (TLS when `[api]` has a certificate) until `stop`.
-pub async fn serve_api(
+/// The API's HTTPS configuration from `[api]`, if it has a certificate.
+pub fn api_tls(
     config: &Config,
+) -> Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>, StartError> {
+    match (&config.api.tls_cert, &config.api.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(crate::api::tls::server_config(cert, key)?)),
+        _ => Ok(None),
+    }
+}
+
+/// Serves `app` on `api` (TLS with `tls`) until `stop`.
+pub async fn serve_api(
     api: TcpListener,
     app: axum::Router,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     stop: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
-    let tls = match (&config.api.tls_cert, &config.api.tls_key) {
-        (Some(cert), Some(key)) => Some(crate::api::tls::server_config(cert, key)?),
-        _ => None,
-    };
+) {
     crate::api::tls::serve(api, app, tls, stop).await;
-    Ok(())
 }
 
 /// [`start`] with the hosts' hypervisors given (tests pass fakes).
@@ -216,11 +225,9 @@ pub fn start_from(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
     let auth = tokens(&config)?;
-    // Certificates are checked before anything starts.
-    if let (Some(cert), Some(key)) = (&config.api.tls_cert, &config.api.tls_key) {
-        crate::api::tls::server_config(cert, key)?;
-    }
-    let session = session_config(&config)?;
+    // Certificates are loaded (and checked) before anything starts.
+    let api_tls = api_tls(&config)?;
+    let pki = pki(&config)?;
     let settings = evacuation::Settings {
         period: Duration::from_millis(config.controller.period_ms),
         scatter: scatter_settings(&config),
@@ -232,8 +239,9 @@ pub fn start_from(
         adopt,
         leader,
     } = persisted;
-    let api_config = config.clone();
+    let session = session_config(&config, pki.as_ref().map(|p| p.server.clone()));
     let (mut controller, handle) = Controller::new(config);
+    controller = controller.with_ovsdb_tls(pki.map(|p| p.client));
     if let Some(s) = &store {
         controller = controller.with_store(s.clone(), loaded.reservations, adopt);
     }
@@ -278,9 +286,7 @@ pub fn start_from(
         } else {
             restoring.restore(stored_evacuations).await;
         }
-        if let Err(e) = serve_api(&api_config, api, app, api_stop).await {
-            tracing::error!(error = %e, "REST API server failed");
-        }
+        serve_api(api, app, api_tls, api_stop).await;
     });
     let ctl = tokio::spawn(controller.run());
     let h = handle.clone();

@@ -66,7 +66,8 @@ pub async fn run(
     let following = tokio::spawn(follow(leader_rx.clone(), role_tx.clone()));
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut session = server::session_config(&config)?;
+    let pki = server::pki(&config)?;
+    let mut session = server::session_config(&config, pki.map(|p| p.server));
     session.role = Some(role_rx);
     let listener = tokio::spawn(switch::listen(openflow, session, events_tx, {
         let mut rx = stop_rx.clone();
@@ -84,12 +85,12 @@ pub async fn run(
     let standby_api = {
         let listener = TcpListener::from_std(api.try_clone()?)?;
         let app = standby_router(leader_rx.clone(), cluster.name.clone());
-        let config = config.clone();
+        let tls = server::api_tls(&config)?;
         tokio::spawn(async move {
             let stop = async {
                 let _ = standby_stop_rx.await;
             };
-            server::serve_api(&config, listener, app, stop).await
+            server::serve_api(listener, app, tls, stop).await
         })
     };
     let mut shutdown = Box::pin(shutdown);

@@ -163,6 +163,8 @@ pub struct Controller {
     next_reservation: u64,
     /// Where reservations are kept across restarts, if anywhere.
     store: Option<crate::store::Store>,
+    /// `[tls]`: the OVSDB clients' TLS (for `ssl:` targets).
+    ovsdb_tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
     /// Reservations that ended (released, or interrupted by a restart), as
     /// `GET /v1/reservations/{id}` shows them.
     finished: BTreeMap<u64, serde_json::Value>,
@@ -217,9 +219,19 @@ impl Controller {
             reservation_created: HashMap::new(),
             next_reservation: 1,
             store: None,
+            ovsdb_tls: None,
             finished: BTreeMap::new(),
         };
         (c, handle)
+    }
+
+    /// The OVSDB clients' TLS (`[tls]`, loaded by the caller).
+    pub fn with_ovsdb_tls(
+        mut self,
+        tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
+    ) -> Self {
+        self.ovsdb_tls = tls;
+        self
     }
 
     /// Forwards switch session events into the command stream.
@@ -235,14 +247,7 @@ impl Controller {
     /// Runs until [`ControllerHandle::shutdown`] (or until every handle is gone).
     pub async fn run(mut self) {
         let mut agents = Vec::new();
-        // Loaded (and its errors reported) before the controller started
-        // (`server::session_config`).
-        let tls = self
-            .config
-            .tls
-            .as_ref()
-            .and_then(|t| crate::pki::Pki::load(t).ok())
-            .map(|p| p.client);
+        let tls = self.ovsdb_tls.clone();
         for h in &self.config.hosts {
             let targets = self.config.controller_targets(h);
             agents.push(host::spawn_agent(

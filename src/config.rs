@@ -269,6 +269,11 @@ pub struct HostConfig {
     pub guest_memory_mib: Option<u64>,
     #[serde(default)]
     pub guest_vcpus: Option<u32>,
+    /// Directories on storage every host sees (NFS, a cluster filesystem):
+    /// a VM's disk under one is not copied when it migrates; any other
+    /// local disk is (libvirt's storage migration, over NBD).
+    #[serde(default)]
+    pub shared_storage: Vec<String>,
 }
 
 /// How a host enforces reservations (see `controller::enforce`).
@@ -340,6 +345,7 @@ impl Config {
                     store: None,
                     guest_memory_mib: None,
                     guest_vcpus: None,
+                    shared_storage: Vec::new(),
                 });
             }
         }
@@ -370,6 +376,14 @@ impl Config {
                         h.name, h.ovsdb
                     ));
                 }
+            }
+        }
+        for h in &self.hosts {
+            if let Some(p) = h.shared_storage.iter().find(|p| !p.starts_with('/')) {
+                return bad(format!(
+                    "host {:?}: shared_storage {p:?} is not an absolute path",
+                    h.name
+                ));
             }
         }
         if let Some(c) = &self.cluster {

@@ -46,12 +46,33 @@ pub struct VmLoad {
     /// Its weight in a deadline plan, 1 to 1000 (absent: 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
+    /// Bytes of local disk its migration copies (absent: none; see
+    /// [`crate::hypervisor::disks`]): they add to what it sends, its `N`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub disk_bytes: u64,
+    /// What the guest writes to those disks, bytes/s (the copy sends it again).
+    #[serde(default, skip_serializing_if = "is_zero_f")]
+    pub disk_write_bps: f64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_zero_f(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// The highest priority a VM may have.
 pub const MAX_PRIORITY: u32 = 1000;
 
 impl VmLoad {
+    /// The paper's `N`, pages: its non-zero memory pages, and its local
+    /// disks' bytes in pages (a copied disk is sent before its memory).
+    pub fn pages_to_send(&self) -> u64 {
+        self.non_zero_pages + self.disk_bytes.div_ceil(4096)
+    }
+
     /// What the prediction needs of it.
     pub fn model_input(&self) -> crate::predict::model::VmInput {
         crate::predict::model::VmInput {
@@ -62,6 +83,8 @@ impl VmLoad {
             tx_bps: self.tx_bps,
             rx_bps: self.rx_bps,
             priority: self.priority.unwrap_or(1),
+            disk_bytes: self.disk_bytes,
+            disk_write_bps: self.disk_write_bps,
         }
     }
 }
@@ -374,7 +397,7 @@ pub fn plan(input: &PlanInput, mode: Mode, balance_pct: f64) -> Result<Plan, Pla
         .iter()
         .map(|vm| {
             let net = vm.tx_bps - vm.rx_bps;
-            let n = vm.non_zero_pages as f64;
+            let n = vm.pages_to_send() as f64;
             let p = if net > margin {
                 let key = n / net;
                 Placement {
@@ -437,7 +460,7 @@ fn compare(mode: Mode, a: &Placement, va: &VmLoad, b: &Placement, vb: &VmLoad) -
         }
         Group::Balanced => match mode {
             Mode::Precopy => {
-                desc(a.key, b.key).then(desc(va.non_zero_pages as f64, vb.non_zero_pages as f64))
+                desc(a.key, b.key).then(desc(va.pages_to_send() as f64, vb.pages_to_send() as f64))
             }
             Mode::Postcopy => desc(a.key, b.key),
         },
@@ -469,6 +492,8 @@ mod tests {
             rx_bps: inc / 100.0 * c,
             memory_kib: None,
             priority: None,
+            disk_bytes: 0,
+            disk_write_bps: 0.0,
         };
         PlanInput {
             capacity_bps: c,
@@ -518,6 +543,35 @@ mod tests {
     }
 
     #[test]
+    fn a_local_disk_adds_to_n() {
+        // Post-copy orders balanced VMs by N, largest first: b's disk
+        // (4 MB, 1000 pages) outweighs a's larger memory.
+        let vm = |name: &str, n: u64, disk: u64| VmLoad {
+            name: name.into(),
+            non_zero_pages: n,
+            dirty_pages_per_sec: 0.0,
+            tx_bps: 0.0,
+            rx_bps: 0.0,
+            memory_kib: None,
+            priority: None,
+            disk_bytes: disk,
+            disk_write_bps: 0.0,
+        };
+        let input = PlanInput {
+            capacity_bps: 1e9,
+            vms: vec![vm("a", 500, 0), vm("b", 100, 4096 * 1000)],
+        };
+        assert_eq!(input.vms[1].pages_to_send(), 1100);
+        assert_eq!(plan(&input, Mode::Postcopy, 1.0).unwrap().order, ["b", "a"]);
+        // A body without the disk fields reads as no disk.
+        let v: VmLoad = serde_json::from_str(
+            r#"{"name":"c","non_zero_pages":1,"dirty_pages_per_sec":0,"tx_bps":0,"rx_bps":0}"#,
+        )
+        .unwrap();
+        assert_eq!((v.disk_bytes, v.pages_to_send()), (0, 1));
+    }
+
+    #[test]
     fn balance_margin_decides_the_group() {
         let input = PlanInput {
             capacity_bps: 100.0,
@@ -529,6 +583,8 @@ mod tests {
                 rx_bps: 0.0,
                 memory_kib: None,
                 priority: None,
+                disk_bytes: 0,
+                disk_write_bps: 0.0,
             }],
         };
         assert_eq!(
@@ -551,6 +607,8 @@ mod tests {
             rx_bps: 0.0,
             memory_kib: None,
             priority: None,
+            disk_bytes: 0,
+            disk_write_bps: 0.0,
         };
         let input = PlanInput {
             capacity_bps: 100.0,

@@ -47,7 +47,8 @@ pub fn hypervisors(config: &Config) -> BTreeMap<String, HostHypervisor> {
         .iter()
         .filter_map(|h| {
             let uri = h.libvirt.clone()?;
-            let hv: Arc<dyn Hypervisor> = Arc::new(Libvirt::new(&uri));
+            let hv: Arc<dyn Hypervisor> =
+                Arc::new(Libvirt::new(&uri).with_shared_storage(h.shared_storage.clone()));
             Some((
                 h.name.clone(),
                 HostHypervisor {

@@ -142,6 +142,7 @@ fn qmp_driver_measures_migrates_with_a_cap_and_aborts() {
         listen_address: None,
         parallel_connections: None,
         auto_converge: None,
+        disk_copy: None,
     };
     let migrating = rt.spawn(h1.migrate("vm", opts(port, &dst_dir)));
     std::thread::sleep(Duration::from_secs(1));

@@ -126,6 +126,7 @@ async fn queue_mode_writes_and_removes_qos_policing_and_set_queue_flows() {
         max_reserve: None,
         migration_port: Some(49160),
         store_port: None,
+        disk_port: None,
     };
     let view = c.create_reservation(req.clone()).await.unwrap();
     let id = view.id;

@@ -360,6 +360,7 @@ fn solive_migrates_through_libvirt_and_changes_the_speed_cap_mid_flight() {
         listen_address: None,
         parallel_connections: None,
         auto_converge: None,
+        disk_copy: None,
     };
     let migrating = {
         let h1 = h1.clone();
@@ -750,6 +751,7 @@ capacity_mbps = 100
         listen_address: None,
         parallel_connections: None,
         auto_converge: None,
+        disk_copy: None,
     };
 
     // 1. Measuring.

@@ -1,6 +1,6 @@
 /* The guests' workload generator: one static binary, run by the guest's /init.
  *
- *   slworker KIND FILL_MIB WS_MIB RATE_MBPS PEER_IP PORT
+ *   slworker KIND FILL_MIB WS_MIB RATE_MBPS PEER_IP PORT [DISK_FILL_MIB WRITE_MIBPS]
  *
  * Every kind first fills FILL_MIB of memory with non-zero data once (so a
  * migration has real pages to send: QEMU sends zero pages as a flag only), then:
@@ -9,6 +9,15 @@
  *   net-out  sends UDP datagrams of 1400 bytes to PEER_IP:PORT at RATE_MBPS
  *   net-in   receives UDP on PORT (a sender outside sends at RATE_MBPS)
  *   idle     sleeps
+ *   disk-steady  writes WRITE_MIBPS MiB/s to its disk (/dev/vda), steadily
+ *   disk-burst   writes the same on average, in bursts: 10 s worth at once,
+ *                as fast as the disk takes it, every 10 s
+ * The disk writers write past the first DISK_FILL_MIB of the disk, in 1 MiB
+ * blocks, cycling, each pass with new contents. The first DISK_FILL_MIB were
+ * written by the host before boot (mininet/testbed) and never change: a child
+ * process reads them in a loop and prints "slworker: disksum HEX over N MiB"
+ * after each full read, so a storage migration that moved the disk intact
+ * keeps the sum (whatever the workload).
  * Whatever the kind, every 3 s it prints a checksum of the filled memory
  * ("slworker: memsum HEX over N MiB"): the filled memory never changes, so a
  * migration that moved it intact keeps the sum (the tests and
@@ -16,7 +25,9 @@
  * from the boot-time clock, so the sum is this VM's own and not a constant a
  * fresh boot would reproduce.
  * It never exits: it runs as the guest's workload until the VM is destroyed. */
+#define _GNU_SOURCE /* O_DIRECT */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,6 +60,82 @@ static void memsum_if_due(void) {
   next_sum = now() + 3;
 }
 
+#define DISK "/dev/vda"
+#define MIB (1 << 20)
+
+/* The disk's size in MiB, or 0 when the VM has no disk. */
+static size_t disk_mib(void) {
+  FILE *f = fopen("/sys/block/vda/size", "r");
+  unsigned long long sectors = 0;
+  if (!f) return 0;
+  if (fscanf(f, "%llu", &sectors) != 1) sectors = 0;
+  fclose(f);
+  return (size_t)(sectors * 512 / MIB);
+}
+
+/* The child that checksums the disk's fill, forever. O_DIRECT: the guest's
+ * page cache is smaller than the fill, and every pass must read the disk, not
+ * what the guest remembers of it. */
+static void disksum_loop(size_t fill_mib) {
+  int fd = open(DISK, O_RDONLY | O_DIRECT);
+  void *buf;
+  if (fd < 0 || posix_memalign(&buf, 4096, MIB)) {
+    perror("disksum");
+    _exit(1);
+  }
+  for (;;) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t k = 0;
+    for (; k < fill_mib; k++) {
+      if (pread(fd, buf, MIB, (off_t)k * MIB) != MIB) break;
+      const uint64_t *w = buf;
+      for (size_t i = 0; i < MIB / 8; i++) h = (h ^ w[i]) * 0x100000001b3ull;
+    }
+    if (k == fill_mib) printf("slworker: disksum %016llx over %zu MiB\n", (unsigned long long)h, k);
+    else printf("slworker: disksum read error at MiB %zu\n", k);
+    fflush(stdout);
+    sleep(2);
+  }
+}
+
+/* Writes WRITE_MIBPS on average past the fill; bursty: ten seconds' worth at
+ * once every ten seconds. Never returns. */
+static void disk_writer(size_t fill_mib, double mibps, int bursty) {
+  size_t size = disk_mib();
+  int fd = open(DISK, O_WRONLY | O_DIRECT);
+  uint64_t *buf;
+  if (fd < 0 || size <= fill_mib || posix_memalign((void **)&buf, 4096, MIB)) {
+    fprintf(stderr, "slworker: no disk to write past %zu MiB\n", fill_mib);
+    for (;;) { memsum_if_due(); sleep(1); }
+  }
+  size_t next = fill_mib;
+  uint64_t pass = 1, written = 0;
+  double t = now(), every = mibps > 0 ? 1 / mibps : 1;
+  for (;;) {
+    size_t n = bursty ? (size_t)(mibps * 10 + 0.5) : 1;
+    if (n < 1) n = 1;
+    for (size_t b = 0; b < n; b++) {
+      for (size_t i = 0; i < MIB / 8; i++) buf[i] = pass * 0x9e3779b97f4a7c15ull ^ (next << 20) ^ i;
+      if (pwrite(fd, buf, MIB, (off_t)next * MIB) != MIB) perror("slworker: disk write");
+      written++;
+      if (++next >= size) { next = fill_mib; pass++; }
+    }
+    if (written % 64 < n) {
+      printf("slworker: wrote %llu MiB to the disk\n", (unsigned long long)written);
+      fflush(stdout);
+    }
+    memsum_if_due();
+    t += every * n;
+    double d = t - now();
+    if (d > 0) {
+      struct timespec ts = {(time_t)d, (long)((d - (time_t)d) * 1e9)};
+      nanosleep(&ts, 0);
+    } else if (d < -10) {
+      t = now(); /* fell far behind (paused by a migration): no catching up */
+    }
+  }
+}
+
 int main(int argc, char **argv) {
   if (argc < 7) {
     fprintf(stderr, "usage: slworker KIND FILL_MIB WS_MIB RATE_MBPS PEER_IP PORT\n");
@@ -59,6 +146,8 @@ int main(int argc, char **argv) {
   double rate = atof(argv[4]);
   const char *peer = argv[5];
   int port = atoi(argv[6]);
+  size_t disk_fill = argc > 7 ? (size_t)atol(argv[7]) : 0;
+  double write_mibps = argc > 8 ? atof(argv[8]) : 0;
 
   /* Never more than what the guest has free, less a margin: an OOM kill of
    * this process (the guest's PID 1) would panic the guest. */
@@ -98,7 +187,17 @@ int main(int argc, char **argv) {
          filled >> 20, avail_kib >> 10, total_kib - free_kib, total_kib);
   fflush(stdout);
 
-  if (!strcmp(kind, "memory")) {
+  size_t dsize = disk_mib();
+  if (dsize && disk_fill) {
+    if (disk_fill > dsize) disk_fill = dsize;
+    printf("slworker: disk of %zu MiB, fill %zu MiB\n", dsize, disk_fill);
+    fflush(stdout);
+    if (fork() == 0) disksum_loop(disk_fill);
+  }
+
+  if (!strcmp(kind, "disk-steady") || !strcmp(kind, "disk-burst")) {
+    disk_writer(disk_fill, write_mibps, !strcmp(kind, "disk-burst"));
+  } else if (!strcmp(kind, "memory")) {
     if (!ws) ws = 1 << 20;
     volatile uint64_t *b = malloc(ws);
     if (!b) { perror("ws"); return 1; }

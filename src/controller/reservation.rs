@@ -36,6 +36,11 @@ pub struct ReservationRequest {
     /// those legs are matched on it.
     #[serde(default)]
     pub store_port: Option<u16>,
+    /// The destination port of the migration's disk copy (the destination
+    /// QEMU's NBD server), when it copies local disks: its flows, both ways,
+    /// are matched on it and share the reservation with the memory's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_port: Option<u16>,
 }
 
 /// Redis's port, where scatter-gather's stores listen by default.
@@ -121,6 +126,15 @@ impl ReservationRequest {
         }
         if self.store_port == Some(0) {
             return Err(invalid("store_port", "port 0 is not a port"));
+        }
+        if self.disk_port == Some(0) {
+            return Err(invalid("disk_port", "port 0 is not a port"));
+        }
+        if self.disk_port.is_some() && self.disk_port == self.migration_port {
+            return Err(invalid(
+                "disk_port",
+                "the disk copy's port is the memory's (migration_port)",
+            ));
         }
         Ok(params)
     }
@@ -324,6 +338,20 @@ impl Reservation {
                 MigrationPorts::FromPort(p),
             ));
         }
+        // A disk copy goes straight to the destination's NBD server (also
+        // when the memory goes through intermediaries), and its replies back.
+        if let Some(p) = r.disk_port {
+            pairs.push((
+                r.source.clone(),
+                r.destination.clone(),
+                MigrationPorts::Exact(p),
+            ));
+            pairs.push((
+                r.destination.clone(),
+                r.source.clone(),
+                MigrationPorts::FromPort(p),
+            ));
+        }
         for i in &r.intermediaries {
             pairs.push((r.source.clone(), i.clone(), MigrationPorts::Exact(store)));
             pairs.push((
@@ -444,6 +472,7 @@ mod tests {
             max_reserve: None,
             migration_port: None,
             store_port: None,
+            disk_port: None,
         }
     }
 
@@ -631,6 +660,7 @@ mod tests {
             ReservationRequest {
                 intermediaries: vec!["i1".into()],
                 store_port: Some(6380),
+                disk_port: None,
                 ..req()
             },
             req().validate(&h).unwrap(),

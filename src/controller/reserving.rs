@@ -108,7 +108,7 @@ impl Controller {
     fn adopt_reservation(&mut self, id: u64, stored: &serde_json::Value) -> Result<(), String> {
         // The record is the request flattened into the view: take the
         // request's own fields back out of it.
-        const FIELDS: [&str; 8] = [
+        const FIELDS: [&str; 9] = [
             "source",
             "destination",
             "intermediaries",
@@ -117,6 +117,7 @@ impl Controller {
             "max_reserve",
             "migration_port",
             "store_port",
+            "disk_port",
         ];
         let fields: serde_json::Map<String, serde_json::Value> = FIELDS
             .iter()

@@ -191,6 +191,8 @@ pub fn vm_load(l: &VmLoadRecord, priority: Option<u32>) -> VmLoad {
         rx_bps: l.rx_bps.unwrap_or(0.0),
         memory_kib: Some(l.hypervisor.memory_kib),
         priority,
+        disk_bytes: l.hypervisor.disk_bytes,
+        disk_write_bps: l.hypervisor.disk_write_bps,
     }
 }
 

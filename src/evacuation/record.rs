@@ -114,6 +114,13 @@ pub struct VmRecord {
     /// Where it goes, when the evacuation has several destinations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
+    /// Its disks as the migration found them: which it copied (local
+    /// storage) and why it left the others (shared).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<crate::hypervisor::disks::Disk>,
+    /// Bytes of disk the migration copied (the hypervisor's count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
 }
 
 /// One stall of a pre-copy migration (see [`super::converge`]).
@@ -159,6 +166,8 @@ impl VmRecord {
             predicted_ms: None,
             predicted_at_start_ms: None,
             destination: None,
+            disks: Vec::new(),
+            disk_bytes: None,
         }
     }
 }

@@ -21,7 +21,7 @@ use super::{Evacuations, HostHypervisor};
 use crate::controller::enforce::Role;
 use crate::controller::reservation::{MigrationReport, ReservationRequest};
 use crate::controller::{HostView, ReservationView};
-use crate::hypervisor::{bps_to_mibs, MigrateOptions, MigrationStats};
+use crate::hypervisor::{bps_to_mibs, DiskCopy, MigrateOptions, MigrationStats};
 use crate::order::{self, Mode, PlanInput};
 
 /// Everything one VM's migration needs, cloned into its task.
@@ -263,6 +263,7 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
             max_reserve: None,
             migration_port: None,
             store_port: None,
+            disk_port: None,
         },
         mode: req.mode,
         reserve: req.reserve,
@@ -428,9 +429,15 @@ pub(super) fn cap_bps(v: &ReservationView) -> Option<f64> {
 
 /// Makes the VM's reservation, through `via` when not empty. A direct
 /// migration's flows match its own destination port when it has one.
-async fn reserve(job: &Job, via: &[String], port: Option<u16>) -> Result<ReservationView, String> {
+async fn reserve(
+    job: &Job,
+    via: &[String],
+    port: Option<u16>,
+    disk_port: Option<u16>,
+) -> Result<ReservationView, String> {
     let mut req = job.reservation.clone();
     req.intermediaries = via.to_vec();
+    req.disk_port = disk_port;
     if via.is_empty() {
         req.migration_port = port;
     } else {
@@ -489,9 +496,30 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
         });
     };
     let port = port_lease.as_ref().map(|l| l.port);
+    // Its disks on local storage travel with it, over NBD to a port of its
+    // own on the destination (its flows then share the reservation).
+    let disks = match job.source.hv.disks(vm).await {
+        Ok(d) => d,
+        Err(e) => return fail(format!("cannot list its disks: {e}")),
+    };
+    let copied: Vec<String> = disks
+        .iter()
+        .filter(|d| d.copy)
+        .map(|d| d.target.clone())
+        .collect();
+    job.update_vm(vm, |v| v.disks = disks.clone());
+    let mut disk_lease = None;
+    if !copied.is_empty() && job.dest.migrate_uri.is_some() {
+        let pool = &job.evac.inner.migration_ports;
+        match lease_port(job, vm, pool, "disk copy", cancel).await {
+            Some(l) => disk_lease = Some(l),
+            None => return cancelled_before_start(job, vm, None).await,
+        }
+    }
+    let disk_port = disk_lease.as_ref().map(|l| l.port);
     let mut reservation = None;
     if job.reserve {
-        match reserve(job, &via, port).await {
+        match reserve(job, &via, port, disk_port).await {
             Ok(r) => reservation = Some(r),
             Err(e) => return fail(e),
         }
@@ -506,7 +534,7 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
             "the destination falls short: migrating through intermediaries");
         let _ = controller.delete_reservation(r.id).await;
         via = candidates;
-        match reserve(job, &via, port).await {
+        match reserve(job, &via, port, disk_port).await {
             Ok(r) => reservation = Some(r),
             Err(e) => return fail(e),
         }
@@ -542,6 +570,13 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
         parallel_connections: job.parallel_connections.filter(|_| via.is_empty()),
         auto_converge: (job.convergence.on_stall == OnStall::Throttle)
             .then_some(converge::THROTTLE),
+        disk_copy: (!copied.is_empty()).then(|| DiskCopy {
+            targets: copied.clone(),
+            uri: match (&job.dest.migrate_uri, disk_port) {
+                (Some(u), Some(p)) => Some(with_port(u, p)),
+                _ => None,
+            },
+        }),
     };
     let mut relays = None;
     // Held until this function returns: no other migration listens on it.
@@ -708,7 +743,9 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
                 job.update_vm(vm, |v| {
                     // The last tick may come when QEMU has finished but
                     // libvirt's job has not: keep the last real figures.
-                    if progress.is_some_and(|p| p.data_processed > 0) || v.progress.is_none() {
+                    if progress.is_some_and(|p| p.data_processed > 0 || p.disk_processed > 0)
+                        || v.progress.is_none()
+                    {
                         v.progress = progress;
                     }
                     v.cap_mibs = Some(cap);
@@ -807,6 +844,7 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
             Ok(stats) => {
                 v.state = VmState::Done;
                 v.downtime_ms = stats.downtime_ms;
+                v.disk_bytes = stats.disk_bytes;
                 v.bytes = stats
                     .bytes
                     .or(v.progress.map(|p| p.data_processed).filter(|b| *b > 0));

@@ -1329,3 +1329,57 @@ async fn the_order_is_re_planned_from_what_was_measured() {
     assert!(d.made.contains(&"small".to_string()), "{d:?}");
     assert!(d.late.contains(&"big".to_string()), "{d:?}");
 }
+
+/// A disk for the fake: `copy` as the libvirt driver would decide it.
+fn disk(target: &str, copy: bool, mib: u64) -> crate::hypervisor::disks::Disk {
+    crate::hypervisor::disks::Disk {
+        target: target.into(),
+        kind: "file".into(),
+        source: Some(format!("/images/{target}.qcow2")),
+        format: Some("qcow2".into()),
+        capacity_bytes: 2 * mib << 20,
+        allocation_bytes: mib << 20,
+        copy,
+        why: if copy { "local storage" } else { "under shared storage /srv/nfs" }.into(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn local_disks_are_copied_on_a_port_of_their_own_and_reserved() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "d", vm(8, 0.0));
+    cloud.add_vm("h1", "m", vm(8, 0.0));
+    cloud.set_disks("d", vec![disk("vda", true, 64), disk("vdb", false, 32)]);
+    let evac = setup(&cloud);
+    let id = start(&evac, r#"{"source":"h1","destination":"h2","urgency":80}"#).await;
+    let rec = evac.wait(id).await.unwrap();
+    assert_eq!(rec.state, EvacuationState::Done, "{rec:#?}");
+    let d = cloud.migrate_options("d").unwrap();
+    let copy = d.disk_copy.expect("d's local disk is copied");
+    // Only the local disk, to the destination's address on a port that is
+    // not the memory's.
+    assert_eq!(copy.targets, ["vda"]);
+    let uri = copy.uri.unwrap();
+    let memory_uri = d.migrate_uri.unwrap();
+    assert!(uri.starts_with("tcp://10.0.0.2:"), "{uri}");
+    assert_ne!(uri, memory_uri);
+    assert_eq!(cloud.migrate_options("m").unwrap().disk_copy, None);
+    // The reservation covered the copy's port: its flows are the VM's own.
+    let vm_d = rec.vms.iter().find(|v| v.name == "d").unwrap();
+    let r = evac
+        .inner
+        .controller
+        .reservation_record(vm_d.reservation_id.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let port: u16 = uri.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(r["disk_port"], port, "{r:#}");
+    // The record lists both disks and why the shared one stayed.
+    assert_eq!(vm_d.disks.len(), 2);
+    assert!(vm_d.disks[1].why.contains("shared"));
+    // The measurement counted the copied disk only (it adds to d's N).
+    let load = rec.measurements.iter().find(|l| l.hypervisor.name == "d").unwrap();
+    assert_eq!(load.hypervisor.disk_bytes, 64 << 20);
+    assert_no_reservations(&evac).await;
+}

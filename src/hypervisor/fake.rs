@@ -77,6 +77,8 @@ struct Cloud {
     lost_migrate_calls: BTreeSet<String>,
     /// Each VM's last migration's options, as asked.
     options: BTreeMap<String, MigrateOptions>,
+    /// VM -> its disks (none unless set).
+    disks: BTreeMap<String, Vec<super::disks::Disk>>,
     /// Hosts whose uplink carries at most this many bytes/s of migrations,
     /// split equally among those sending.
     links: BTreeMap<String, f64>,
@@ -153,6 +155,11 @@ impl FakeCloud {
     /// the nearest 100 ms), as libvirt first prepares the destination.
     pub fn set_startup(&self, d: Duration) {
         self.lock().startup_steps = (d.as_millis() / STEP.as_millis()) as u32;
+    }
+
+    /// Gives `vm` disks (which a migration copies is each one's `copy`).
+    pub fn set_disks(&self, vm: &str, disks: Vec<super::disks::Disk>) {
+        self.lock().disks.insert(vm.to_string(), disks);
     }
 
     /// The options `vm`'s last migration was started with.
@@ -368,6 +375,7 @@ impl FakeHypervisor {
             downtime_ms: Some(downtime_ms),
             bytes: Some((job.sent + job.remaining) as u64),
             time_ms: None,
+            disk_bytes: None,
         };
         c.jobs.remove(vm);
         let moved = c.hosts.get_mut(&self.host).and_then(|h| h.remove(vm))?;
@@ -429,6 +437,12 @@ impl Hypervisor for FakeHypervisor {
             me.vm(&name)?;
             tokio::time::sleep(window).await;
             let v = me.vm(&name)?;
+            let disk_bytes = me
+                .cloud
+                .lock()
+                .disks
+                .get(&name)
+                .map_or(0, |d| super::disks::copy_bytes(d));
             Ok(VmMeasurement {
                 name,
                 memory_kib: v.memory_kib,
@@ -436,6 +450,8 @@ impl Hypervisor for FakeHypervisor {
                 non_zero_source: "fake".into(),
                 dirty_pages_per_sec: v.dirty_pages_per_sec,
                 cpu_pct: v.cpu_pct,
+                disk_bytes,
+                disk_write_bps: 0.0,
             })
         })
     }
@@ -532,6 +548,7 @@ impl Hypervisor for FakeHypervisor {
             },
             mem_dirty_rate: 0,
             mem_iteration: j.iteration,
+            ..MigrationProgress::default()
         });
         ready(Ok(p))
     }
@@ -544,6 +561,16 @@ impl Hypervisor for FakeHypervisor {
             j.postcopy = true;
             Ok(())
         }))
+    }
+
+    fn disks(
+        &self,
+        vm: &str,
+    ) -> BoxFuture<'static, Result<Vec<super::disks::Disk>, HypervisorError>> {
+        ready(
+            self.vm(vm)
+                .map(|_| self.cloud.lock().disks.get(vm).cloned().unwrap_or_default()),
+        )
     }
 
     fn abort(&self, vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>> {

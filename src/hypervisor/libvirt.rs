@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
+use super::disks::{self, Disk};
 use super::libvirt_ffi;
 use super::qmp::{self, DirtyRate, MigrationInfo};
 use super::{
@@ -56,17 +57,55 @@ pub struct CompletedJob {
     pub postcopy_requests: Option<u64>,
 }
 
+/// What the migration watcher saw last (see `Libvirt::watch_migration`).
+#[derive(Debug, Default)]
+struct Watched {
+    migration: Option<MigrationInfo>,
+    /// The most disk bytes the copy had sent.
+    disk_copied: Option<u64>,
+}
+
 /// One host's libvirt daemon, by URI (e.g. `qemu+unix:///system?socket=...`).
 #[derive(Debug, Clone)]
 pub struct Libvirt {
     pub uri: String,
+    /// Paths on storage every host sees: disks under them are not copied
+    /// when a VM migrates (see [`disks::decide`]).
+    pub shared_storage: Vec<String>,
 }
 
 impl Libvirt {
     pub fn new(uri: &str) -> Libvirt {
         Libvirt {
             uri: uri.to_string(),
+            shared_storage: Vec::new(),
         }
+    }
+
+    pub fn with_shared_storage(mut self, paths: Vec<String>) -> Libvirt {
+        self.shared_storage = paths;
+        self
+    }
+
+    /// The VM's disks (blocking): its live XML's disks, sized by QEMU
+    /// (`query-block`), each with the copy decision.
+    pub fn disks_blocking(&self, vm: &str) -> Result<Vec<Disk>, HypervisorError> {
+        let xml = self.with_domain(vm, |d| d.xml_desc(0))?;
+        let specs = disks::parse(&xml).map_err(|e| self.vm_err(vm, e))?;
+        if specs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let images = disks::block_images(&self.qmp_blocking(vm, "query-block", None)?);
+        Ok(disks::describe(&specs, &images, &self.shared_storage))
+    }
+
+    /// Bytes written so far to the disks a migration would copy.
+    fn written_bytes(dom: &Domain, copied: &[Disk]) -> u64 {
+        copied
+            .iter()
+            .filter_map(|d| dom.block_stats(&d.target).ok())
+            .map(|s| s.wr_bytes.max(0) as u64)
+            .sum()
     }
 
     fn connect(&self) -> Result<Connect, HypervisorError> {
@@ -148,6 +187,14 @@ impl Libvirt {
             flags |= sys::VIR_MIGRATE_PARALLEL;
             params.parallel_connections = Some(n as i32);
         }
+        // Local disks: libvirt has the destination's QEMU serve them over
+        // NBD (pre-created in the destination's storage pool) and the source
+        // QEMU mirror them there before the memory moves.
+        if let Some(c) = opts.disk_copy.as_ref().filter(|c| !c.targets.is_empty()) {
+            flags |= sys::VIR_MIGRATE_NON_SHARED_DISK;
+            params.migrate_disks = c.targets.clone();
+            params.disks_uri = c.uri.clone();
+        }
         if let Some(a) = opts.auto_converge {
             flags |= sys::VIR_MIGRATE_AUTO_CONVERGE;
             params.auto_converge_initial = Some(a.initial_pct as i32);
@@ -158,48 +205,58 @@ impl Libvirt {
         // completed statistics yet when the call returns (and asking for
         // absent ones trips `virt`'s NULL bug, see `progress_blocking`); after
         // pre-copy they are the fallback when the destination has none.
-        let (stop, last, watcher) = self.watch_migration(vm);
+        let copying = opts.disk_copy.is_some();
+        let (stop, last, watcher) = self.watch_migration(vm, copying);
         let started = Instant::now();
         let done = self.with_domain(vm, |d| {
             d.migrate_to_uri3(Some(&opts.dest_uri), params, flags)
         });
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = watcher.join();
-        let last = last.lock().ok().and_then(|mut l| l.take());
+        let watched = last.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
         done?;
+        // The copy's own count when libvirt's statistics lack it.
+        let with_disk = |mut s: MigrationStats| {
+            if copying && s.disk_bytes.is_none() {
+                s.disk_bytes = watched.disk_copied;
+            }
+            s
+        };
         if !opts.postcopy {
             if let Ok(Some(job)) = Libvirt::new(&opts.dest_uri).completed_job_blocking(vm) {
-                return Ok(job.stats);
+                return Ok(with_disk(job.stats));
             }
         }
-        Ok(match last {
+        Ok(with_disk(match watched.migration {
             Some(m) if m.status == "completed" => m.stats(),
             // Missed the last moment: what was sent until then.
             Some(m) => MigrationStats {
                 downtime_ms: None,
                 bytes: m.ram.map(|r| r.transferred),
                 time_ms: Some(started.elapsed().as_millis() as u64),
+                disk_bytes: None,
             },
             None => MigrationStats::default(),
-        })
+        }))
     }
 
-    /// Polls the source QEMU's `query-migrate` every [`WATCH_EVERY`] on a
-    /// thread of its own, over one connection for the whole migration (not
-    /// one per poll), and keeps the last answer of this migration.
-    #[allow(clippy::type_complexity)]
+    /// Polls the source QEMU's `query-migrate` (and, while disks are being
+    /// copied, `query-block-jobs`) every [`WATCH_EVERY`] on a thread of its
+    /// own, over one connection for the whole migration (not one per poll),
+    /// and keeps the last answers of this migration.
     fn watch_migration(
         &self,
         vm: &str,
+        disks: bool,
     ) -> (
         std::sync::Arc<std::sync::atomic::AtomicBool>,
-        std::sync::Arc<std::sync::Mutex<Option<MigrationInfo>>>,
+        std::sync::Arc<std::sync::Mutex<Watched>>,
         std::thread::JoinHandle<()>,
     ) {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::{Arc, Mutex};
         let stop = Arc::new(AtomicBool::new(false));
-        let last = Arc::new(Mutex::new(None));
+        let last = Arc::new(Mutex::new(Watched::default()));
         let (me, vm) = (self.clone(), vm.to_string());
         let (s, l) = (stop.clone(), last.clone());
         let thread = std::thread::spawn(move || {
@@ -207,18 +264,28 @@ impl Libvirt {
             let Ok(dom) = conn.lookup_domain_by_name(&vm) else {
                 return;
             };
-            let text = qmp::command_text("query-migrate", None);
-            while !s.load(Ordering::Relaxed) {
-                let m = dom
-                    .qemu_monitor_command(&text, 0)
+            let ask = |command: &str| {
+                dom.qemu_monitor_command(&qmp::command_text(command, None), 0)
                     .ok()
-                    .and_then(|out| qmp::reply("query-migrate", &out).ok())
-                    .and_then(|v| MigrationInfo::from_return(&v).ok());
-                // Before this migration starts QEMU may still report the
-                // previous one (e.g. "cancelled"): only running or completed.
-                if let Some(m) = m.filter(|m| m.is_running() || m.status == "completed") {
-                    if let Ok(mut g) = l.lock() {
-                        *g = Some(m);
+                    .and_then(|out| qmp::reply(command, &out).ok())
+            };
+            while !s.load(Ordering::Relaxed) {
+                let m = ask("query-migrate").and_then(|v| MigrationInfo::from_return(&v).ok());
+                let copy = if disks {
+                    ask("query-block-jobs").and_then(|v| disks::mirror_progress(&v))
+                } else {
+                    None
+                };
+                if let Ok(mut g) = l.lock() {
+                    // Before this migration starts QEMU may still report the
+                    // previous one (e.g. "cancelled"): only running or completed.
+                    if let Some(m) = m.filter(|m| m.is_running() || m.status == "completed") {
+                        g.migration = Some(m);
+                    }
+                    // The copy's jobs end with the migration: keep the most
+                    // it had copied.
+                    if let Some((done, _)) = copy {
+                        g.disk_copied = Some(g.disk_copied.unwrap_or(0).max(done));
                     }
                 }
                 std::thread::sleep(WATCH_EVERY);
@@ -252,6 +319,9 @@ impl Libvirt {
                 downtime_ms: s.downtime,
                 bytes: s.data_processed,
                 time_ms: s.time_elapsed,
+                // libvirt counts a copy's bytes in its completed statistics
+                // only where it has them (the source's, not always passed on).
+                disk_bytes: s.disk_processed.filter(|b| *b > 0),
             },
             mem_normal_pages: s.mem_normal,
             mem_zero_pages: s.mem_constant,
@@ -285,6 +355,12 @@ impl Libvirt {
         let dom = conn
             .lookup_domain_by_name(vm)
             .map_err(|e| self.vm_err(vm, e))?;
+        let copied: Vec<Disk> = self
+            .disks_blocking(vm)?
+            .into_iter()
+            .filter(|d| d.copy)
+            .collect();
+        let written0 = Self::written_bytes(&dom, &copied);
         let info0 = dom.info().map_err(|e| self.vm_err(vm, e))?;
         let t0 = Instant::now();
         self.qmp_blocking(
@@ -307,6 +383,7 @@ impl Libvirt {
         };
         let info1 = dom.info().map_err(|e| self.vm_err(vm, e))?;
         let secs = t0.elapsed().as_secs_f64();
+        let written = Self::written_bytes(&dom, &copied).saturating_sub(written0);
         let memory_bytes = info1.memory * 1024;
         // Where libvirtd runs on this machine (the testbed; solive on the
         // host itself), the guest's RAM is read and its non-zero pages
@@ -340,6 +417,8 @@ impl Libvirt {
             non_zero_source,
             dirty_pages_per_sec: rate,
             cpu_pct: info1.cpu_time.saturating_sub(info0.cpu_time) as f64 / 1e9 / secs * 100.0,
+            disk_bytes: disks::copy_bytes(&copied),
+            disk_write_bps: written as f64 / secs,
         })
     }
 
@@ -360,8 +439,19 @@ impl Libvirt {
     }
 
     /// Changes the speed cap of a running migration, MiB/s.
+    /// While disks are being copied their mirror jobs run at speeds of their
+    /// own (libvirt sets them from the migration's bandwidth when it starts
+    /// them and not again): they get the same cap, so the copy stays within
+    /// the reservation too.
     pub fn set_max_speed_blocking(&self, vm: &str, mibs: u64) -> Result<(), HypervisorError> {
-        self.with_domain(vm, |d| d.migrate_set_max_speed(mibs, 0))
+        self.with_domain(vm, |d| d.migrate_set_max_speed(mibs, 0))?;
+        if let Ok(jobs) = self.qmp_blocking(vm, "query-block-jobs", None) {
+            for id in disks::mirror_ids(&jobs) {
+                let args = serde_json::json!({"device": id, "speed": mibs * 1_048_576});
+                self.qmp_blocking(vm, "block-job-set-speed", Some(args))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn set_max_downtime_blocking(&self, vm: &str, ms: u64) -> Result<(), HypervisorError> {
@@ -387,15 +477,29 @@ impl Libvirt {
         }
         let v = self.qmp_blocking(vm, "query-migrate", None)?;
         let m = MigrationInfo::from_return(&v).map_err(|e| self.vm_err(vm, e))?;
+        // A storage copy runs before the memory moves (and its mirrors keep
+        // up with the guest's writes until the switch-over).
+        let (disk_processed, disk_total) = self
+            .qmp_blocking(vm, "query-block-jobs", None)
+            .ok()
+            .and_then(|v| disks::mirror_progress(&v))
+            .unwrap_or((0, 0));
         if m.is_running() {
-            return Ok(Some(m.progress()));
+            return Ok(Some(MigrationProgress {
+                disk_processed,
+                disk_total,
+                ..m.progress()
+            }));
         }
         // libvirt's job runs but QEMU's migration has not started (libvirt
-        // is still preparing the destination) or has just ended.
+        // is still preparing the destination, or copying disks) or has just
+        // ended.
         Ok(Some(MigrationProgress {
             data_processed: job.data_processed.unwrap_or(0),
             data_remaining: job.data_remaining.unwrap_or(0),
             data_total: job.data_total.unwrap_or(0),
+            disk_processed,
+            disk_total,
             ..MigrationProgress::default()
         }))
     }
@@ -467,6 +571,13 @@ impl Hypervisor for Libvirt {
         let (me, vm) = (self.clone(), vm.to_string());
         Box::pin(bounded("the post-copy switch", CALL_TIMEOUT, move || {
             me.start_postcopy_blocking(&vm)
+        }))
+    }
+
+    fn disks(&self, vm: &str) -> BoxFuture<'static, Result<Vec<Disk>, HypervisorError>> {
+        let (me, vm) = (self.clone(), vm.to_string());
+        Box::pin(bounded("the disk list", CALL_TIMEOUT, move || {
+            me.disks_blocking(&vm)
         }))
     }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub mod disks;
 pub mod fake;
 pub mod libvirt;
 mod libvirt_ffi;
@@ -59,6 +60,11 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     fn start_postcopy(&self, vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>>;
     /// Cancels a running (pre-copy) migration; the VM keeps running here.
     fn abort(&self, vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>>;
+    /// The VM's disks and which of them a migration copies (see [`disks`]).
+    /// A hypervisor that knows of no disks has none to copy.
+    fn disks(&self, _vm: &str) -> BoxFuture<'static, Result<Vec<disks::Disk>, HypervisorError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// One VM measured before its migration is planned (see `order`).
@@ -74,6 +80,14 @@ pub struct VmMeasurement {
     pub dirty_pages_per_sec: f64,
     /// CPU use over the window, percent of one CPU.
     pub cpu_pct: f64,
+    /// What a migration must copy of its disks (those on local storage),
+    /// bytes; 0 when every disk is shared or it has none.
+    #[serde(default)]
+    pub disk_bytes: u64,
+    /// What the guest wrote to those disks over the window, bytes/s: what
+    /// the copy must also send again while it runs.
+    #[serde(default)]
+    pub disk_write_bps: f64,
 }
 
 /// What a finished migration reports.
@@ -85,6 +99,9 @@ pub struct MigrationStats {
     pub bytes: Option<u64>,
     /// The hypervisor's own measure of the migration's duration, ms.
     pub time_ms: Option<u64>,
+    /// Bytes of disk copied (a migration that copied local disks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
 }
 
 /// Errors of hypervisor calls, with the host and the VM they were about.
@@ -134,6 +151,12 @@ pub struct MigrationProgress {
     /// first pass over memory, 2 once it is over: the moment to switch a
     /// post-copy migration).
     pub mem_iteration: u64,
+    /// Disks being copied (before the memory moves): bytes copied so far,
+    /// and the copy's current length (it grows with what the guest writes).
+    #[serde(default)]
+    pub disk_processed: u64,
+    #[serde(default)]
+    pub disk_total: u64,
 }
 
 /// How to migrate.
@@ -158,6 +181,19 @@ pub struct MigrateOptions {
     /// Let QEMU throttle the guest's vCPUs when it dirties memory faster
     /// than the migration sends it (auto-converge).
     pub auto_converge: Option<AutoConverge>,
+    /// Copy these disks with the VM (non-shared storage, over NBD).
+    pub disk_copy: Option<DiskCopy>,
+}
+
+/// A storage migration's part of a migration: which disks, and where the
+/// destination's NBD server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskCopy {
+    /// The disks' target names (`vda`).
+    pub targets: Vec<String>,
+    /// `tcp://ADDR:PORT` for the destination's NBD server (solive's port, so
+    /// the copy's flows are this migration's own); None: libvirt's choice.
+    pub uri: Option<String>,
 }
 
 /// QEMU's auto-converge steps, percent of the vCPUs' time taken away: the
@@ -179,6 +215,7 @@ impl MigrateOptions {
             listen_address: None,
             parallel_connections: None,
             auto_converge: None,
+            disk_copy: None,
         }
     }
 }

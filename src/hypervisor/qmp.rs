@@ -229,6 +229,7 @@ impl MigrationInfo {
             mem_bps: (ram.mbps * 1e6 / 8.0) as u64,
             mem_dirty_rate: ram.dirty_pages_rate,
             mem_iteration: ram.dirty_sync_count,
+            ..MigrationProgress::default()
         }
     }
 
@@ -237,6 +238,7 @@ impl MigrationInfo {
             downtime_ms: self.downtime,
             bytes: self.ram.as_ref().map(|r| r.transferred),
             time_ms: self.total_time,
+            disk_bytes: None,
         }
     }
 }
@@ -464,6 +466,10 @@ impl Qmp {
             non_zero_source,
             dirty_pages_per_sec: rate.pages_per_sec().unwrap_or(0.0),
             cpu_pct: cpu1.saturating_sub(cpu0) as f64 / 1e9 / secs * 100.0,
+            // Bare QEMU: its disks are whatever its command line opened;
+            // this driver migrates memory only.
+            disk_bytes: 0,
+            disk_write_bps: 0.0,
         })
     }
 
@@ -898,7 +904,8 @@ mod tests {
             MigrationStats {
                 downtime_ms: Some(4),
                 bytes: Some(124770860),
-                time_ms: Some(21113)
+                time_ms: Some(21113),
+                disk_bytes: None,
             }
         );
         let ram = c.ram.unwrap();

@@ -270,6 +270,8 @@ pub(crate) mod tests {
             tx_bps: tx_mbps * 1e6,
             rx_bps: rx_mbps * 1e6,
             priority: 1,
+            disk_bytes: 0,
+            disk_write_bps: 0.0,
         }
     }
 

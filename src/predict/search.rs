@@ -371,6 +371,8 @@ mod tests {
             tx_bps: tx_mbps * 1e6,
             rx_bps: 0.0,
             priority,
+            disk_bytes: 0,
+            disk_write_bps: 0.0,
         }
     }
 

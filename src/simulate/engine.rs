@@ -304,6 +304,7 @@ impl State<'_> {
                         max_reserve: Some(p.max_reserve),
                         migration_port: None,
                         store_port: None,
+                        disk_port: None,
                     };
                     let mut r = Reservation::new(s as u64, request, p);
                     r.tick(
@@ -566,6 +567,8 @@ mod tests {
             tx_bps: tx_mbps * 1e6,
             rx_bps: rx_mbps * 1e6,
             priority: 1,
+            disk_bytes: 0,
+            disk_write_bps: 0.0,
         }
     }
 

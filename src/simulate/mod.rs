@@ -496,6 +496,8 @@ fn load(v: &SiteVm) -> VmLoad {
         rx_bps: v.rx_bps,
         memory_kib: Some(v.working_set_kib.unwrap_or(v.memory_kib).min(v.memory_kib)),
         priority: v.priority,
+        disk_bytes: 0,
+        disk_write_bps: 0.0,
     }
 }
 

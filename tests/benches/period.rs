@@ -261,6 +261,7 @@ fn pure_periods() -> (Vec<Duration>, usize, usize) {
                 max_reserve: Some(18.0),
                 migration_port: (i % 2 == 0).then_some(49152 + (i % 64) as u16),
                 store_port: None,
+                disk_port: None,
             };
             let params = req.validate(&hosts).unwrap();
             Reservation::new(i as u64 + 1, req, params)

@@ -124,9 +124,20 @@ impl Testbed {
     /// oldest first (every 3 s, whatever its workload: see
     /// `mininet/guest/slworker.c`).
     pub fn memsums(&self, host: &str, vm: &str) -> Vec<String> {
+        self.sums(host, vm, "memsum")
+    }
+
+    /// The disk checksums (of the disk's fill, after each full read) guest
+    /// `vm` printed on `host`, oldest first.
+    pub fn disksums(&self, host: &str, vm: &str) -> Vec<String> {
+        self.sums(host, vm, "disksum")
+    }
+
+    fn sums(&self, host: &str, vm: &str, what: &str) -> Vec<String> {
+        let tag = format!("slworker: {what} ");
         self.console(host, vm)
             .lines()
-            .filter_map(|l| l.split("slworker: memsum ").nth(1))
+            .filter_map(|l| l.split(tag.as_str()).nth(1))
             .filter_map(|r| r.split_whitespace().next())
             .map(str::to_string)
             .collect()
@@ -134,19 +145,41 @@ impl Testbed {
 
     /// Waits until `vm` has printed at least `n` checksums on `host`.
     pub fn wait_memsums(&self, host: &str, vm: &str, n: usize, secs: u64) -> Vec<String> {
+        self.wait_sums(host, vm, "memsum", n, secs)
+    }
+
+    /// Waits until `vm` has printed at least `n` disk checksums on `host`.
+    pub fn wait_disksums(&self, host: &str, vm: &str, n: usize, secs: u64) -> Vec<String> {
+        self.wait_sums(host, vm, "disksum", n, secs)
+    }
+
+    fn wait_sums(&self, host: &str, vm: &str, what: &str, n: usize, secs: u64) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            let s = self.memsums(host, vm);
+            let s = self.sums(host, vm, what);
             if s.len() >= n {
                 return s;
             }
             assert!(
                 Instant::now() < deadline,
-                "fewer than {n} memsums of {vm} on {host} after {secs} s; console:\n{}",
+                "fewer than {n} {what}s of {vm} on {host} after {secs} s; console:\n{}",
                 self.console(host, vm)
             );
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// Panics unless `vm` on `host` prints the disk checksum `sum` (the one
+    /// from before it moved) once more from now on: its disk is intact.
+    pub fn assert_disk_whole(&self, host: &str, vm: &str, sum: &str, secs: u64) {
+        self.assert_running(host, vm);
+        let n = self.disksums(host, vm).len();
+        let after = self.wait_disksums(host, vm, n + 1, secs);
+        assert_eq!(
+            after.last().map(String::as_str),
+            Some(sum),
+            "{vm}'s disk changed on {host}: {after:?}"
+        );
     }
 
     /// Panics unless `vm` runs whole on `host`: libvirt runs it there, and

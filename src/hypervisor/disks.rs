@@ -1,0 +1,346 @@
+//! A VM's disks, and which of them a live migration must copy.
+//!
+//! A disk on storage that both hosts see (a network disk, a path on shared
+//! storage, a disk marked shareable) needs no copy: the destination opens the
+//! same image. A disk on the source's local storage must travel with the VM:
+//! libvirt copies it over NBD (QEMU mirrors it into an NBD server the
+//! destination's QEMU opens) before the memory moves. Which is which comes
+//! from the domain's XML and the host's configured shared paths (`[[hosts]]
+//! shared_storage`): libvirt itself cannot tell a local file from one on NFS
+//! without looking, and an operator knows.
+//!
+//! Pure: [`parse`] reads libvirt's domain XML, [`decide`] applies the rules,
+//! [`block_images`] and [`mirror_progress`] read QEMU's `query-block` and
+//! `query-block-jobs` replies (sizes, and a running copy's progress), and
+//! [`describe`] puts them together.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One disk as the domain's XML describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// The guest-side name libvirt knows it by (`vda`).
+    pub target: String,
+    /// `file`, `block`, `network` or `volume`.
+    pub kind: String,
+    /// The image's path (file), device (block), `PROTOCOL:NAME` (network) or
+    /// `POOL/VOLUME` (volume); None for an empty drive.
+    pub source: Option<String>,
+    /// The image format (`qcow2`, `raw`), when the XML says.
+    pub format: Option<String>,
+    /// libvirt's device alias (`virtio-disk0`): how QEMU's own reports name it.
+    pub alias: Option<String>,
+    pub readonly: bool,
+    pub shareable: bool,
+}
+
+/// One disk of a running VM: what it is, how big, and whether a migration
+/// copies it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Disk {
+    pub target: String,
+    pub kind: String,
+    pub source: Option<String>,
+    pub format: Option<String>,
+    /// What the guest sees, bytes.
+    pub capacity_bytes: u64,
+    /// What the image holds on the host, bytes: what a copy sends.
+    pub allocation_bytes: u64,
+    /// Whether a migration copies it (local storage) or not (shared).
+    pub copy: bool,
+    /// Why, in words an operator can check.
+    pub why: String,
+}
+
+/// Reads the `<disk device='disk'>` elements of a domain's XML (CD-ROMs and
+/// floppies are not migrated: libvirt expects their media on the destination).
+pub fn parse(xml: &str) -> Result<Vec<DiskSpec>, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("domain XML: {e}"))?;
+    let mut out = Vec::new();
+    let disks = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("disk") && n.parent().is_some_and(|p| p.has_tag_name("devices")));
+    for d in disks {
+        if d.attribute("device").unwrap_or("disk") != "disk" {
+            continue;
+        }
+        let child = |name: &str| d.children().find(|c| c.has_tag_name(name));
+        let kind = d.attribute("type").unwrap_or("file").to_string();
+        let target = child("target")
+            .and_then(|t| t.attribute("dev"))
+            .ok_or_else(|| "domain XML: a disk without <target dev=...>".to_string())?
+            .to_string();
+        let source = child("source").and_then(|s| match kind.as_str() {
+            "file" => s.attribute("file").map(str::to_string),
+            "block" => s.attribute("dev").map(str::to_string),
+            "network" => Some(format!(
+                "{}:{}",
+                s.attribute("protocol").unwrap_or("?"),
+                s.attribute("name").unwrap_or("")
+            )),
+            "volume" => Some(format!(
+                "{}/{}",
+                s.attribute("pool").unwrap_or("?"),
+                s.attribute("volume").unwrap_or("")
+            )),
+            _ => None,
+        });
+        out.push(DiskSpec {
+            target,
+            kind,
+            source,
+            format: child("driver")
+                .and_then(|v| v.attribute("type"))
+                .map(str::to_string),
+            alias: child("alias")
+                .and_then(|a| a.attribute("name"))
+                .map(str::to_string),
+            readonly: child("readonly").is_some(),
+            shareable: child("shareable").is_some(),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether a migration copies `disk`, and why. `shared` lists the host's
+/// paths on shared storage (a disk under one is not copied).
+pub fn decide(disk: &DiskSpec, shared: &[String]) -> (bool, String) {
+    let Some(source) = &disk.source else {
+        return (false, "no medium".into());
+    };
+    if disk.kind == "network" {
+        return (false, format!("network disk ({source}): both hosts reach it"));
+    }
+    if disk.shareable {
+        return (false, "marked shareable".into());
+    }
+    if disk.readonly {
+        // libvirt copies no read-only disk: its image must be on the
+        // destination already (an installation medium, a shared base).
+        return (false, "read-only: its image must exist on the destination".into());
+    }
+    if let Some(p) = shared.iter().find(|p| under(source, p)) {
+        return (false, format!("under shared storage {p}"));
+    }
+    (true, "local storage: copied with the VM".into())
+}
+
+/// One image QEMU has open (`query-block`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockImage {
+    /// The image file (`inserted.file`).
+    pub file: String,
+    /// The device's QOM path (`/machine/peripheral/virtio-disk0/...`).
+    pub qdev: String,
+    /// Bytes the image takes on the host (`actual-size`).
+    pub actual: u64,
+    /// Bytes the guest sees (`virtual-size`).
+    pub virtual_size: u64,
+}
+
+/// The images in a `query-block` reply (its `return` value); drives without
+/// a medium are left out.
+pub fn block_images(reply: &Value) -> Vec<BlockImage> {
+    let Some(list) = reply.as_array() else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|b| {
+            let ins = b.get("inserted")?;
+            let image = ins.get("image")?;
+            Some(BlockImage {
+                file: ins.get("file")?.as_str()?.to_string(),
+                qdev: b.get("qdev").and_then(Value::as_str).unwrap_or("").to_string(),
+                actual: image.get("actual-size").and_then(Value::as_u64).unwrap_or(0),
+                virtual_size: image.get("virtual-size").and_then(Value::as_u64).unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// A running storage copy's progress from a `query-block-jobs` reply: bytes
+/// copied and the copy's length, summed over the mirror jobs (one per disk);
+/// None when no mirror runs.
+pub fn mirror_progress(reply: &Value) -> Option<(u64, u64)> {
+    let mirrors: Vec<&Value> = reply
+        .as_array()?
+        .iter()
+        .filter(|j| j.get("type").and_then(Value::as_str) == Some("mirror"))
+        .collect();
+    if mirrors.is_empty() {
+        return None;
+    }
+    let sum = |k: &str| mirrors.iter().filter_map(|j| j.get(k)?.as_u64()).sum::<u64>();
+    Some((sum("offset"), sum("len")))
+}
+
+/// The ids of the mirror jobs in a `query-block-jobs` reply (what
+/// `block-job-set-speed` takes as `device`).
+pub fn mirror_ids(reply: &Value) -> Vec<String> {
+    reply
+        .as_array()
+        .map(|jobs| {
+            jobs.iter()
+                .filter(|j| j.get("type").and_then(Value::as_str) == Some("mirror"))
+                .filter_map(|j| Some(j.get("device")?.as_str()?.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The disks of a VM: its XML's disks, sized from QEMU's images (matched by
+/// file, else by the device alias in the QOM path), and the copy decision.
+pub fn describe(specs: &[DiskSpec], images: &[BlockImage], shared: &[String]) -> Vec<Disk> {
+    specs
+        .iter()
+        .map(|d| {
+            let image = images.iter().find(|i| {
+                d.source.as_deref() == Some(i.file.as_str())
+                    || d.alias.as_ref().is_some_and(|a| i.qdev.contains(&format!("/{a}/")))
+            });
+            let (copy, why) = decide(d, shared);
+            Disk {
+                target: d.target.clone(),
+                kind: d.kind.clone(),
+                source: d.source.clone(),
+                format: d.format.clone(),
+                capacity_bytes: image.map_or(0, |i| i.virtual_size),
+                allocation_bytes: image.map_or(0, |i| i.actual),
+                copy,
+                why,
+            }
+        })
+        .collect()
+}
+
+/// Bytes a migration copies: the allocation of the disks it copies.
+pub fn copy_bytes(disks: &[Disk]) -> u64 {
+    disks.iter().filter(|d| d.copy).map(|d| d.allocation_bytes).sum()
+}
+
+/// Whether `path` lies in directory `dir` (a component-wise prefix, so
+/// `/srv/nfs` does not take in `/srv/nfs2`).
+fn under(path: &str, dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    !dir.is_empty() && (path == dir || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const XML: &str = r#"<domain type='kvm'><name>d</name><devices>
+      <disk type='file' device='disk'>
+        <driver name='qemu' type='qcow2'/>
+        <source file='/var/lib/libvirt/images/d.qcow2'/>
+        <target dev='vda' bus='virtio'/>
+        <alias name='virtio-disk0'/>
+      </disk>
+      <disk type='file' device='cdrom'>
+        <source file='/iso/install.iso'/><target dev='sda' bus='sata'/><readonly/>
+      </disk>
+      <disk type='network' device='disk'>
+        <driver name='qemu' type='raw'/>
+        <source protocol='rbd' name='pool/img'><host name='mon1'/></source>
+        <target dev='vdb' bus='virtio'/>
+      </disk>
+      <disk type='file' device='disk'>
+        <source file='/srv/nfs/d-data.raw'/><target dev='vdc' bus='virtio'/>
+      </disk>
+      <disk type='block' device='disk'>
+        <source dev='/dev/vg/d'/><target dev='vdd' bus='virtio'/><shareable/>
+      </disk>
+      <disk type='file' device='disk'>
+        <source file='/srv/base.img'/><target dev='vde' bus='virtio'/><readonly/>
+      </disk>
+    </devices></domain>"#;
+
+    #[test]
+    fn reads_every_disk_but_removable_media() {
+        let d = parse(XML).unwrap();
+        let targets: Vec<_> = d.iter().map(|d| d.target.as_str()).collect();
+        assert_eq!(targets, ["vda", "vdb", "vdc", "vdd", "vde"]);
+        assert_eq!(
+            d[0],
+            DiskSpec {
+                target: "vda".into(),
+                kind: "file".into(),
+                source: Some("/var/lib/libvirt/images/d.qcow2".into()),
+                format: Some("qcow2".into()),
+                alias: Some("virtio-disk0".into()),
+                readonly: false,
+                shareable: false,
+            }
+        );
+        assert_eq!(d[1].source.as_deref(), Some("rbd:pool/img"));
+        assert!(d[3].shareable && d[4].readonly);
+    }
+
+    #[test]
+    fn copies_local_disks_only() {
+        let shared = vec!["/srv/nfs/".to_string()];
+        let verdicts: Vec<bool> = parse(XML)
+            .unwrap()
+            .iter()
+            .map(|d| decide(d, &shared).0)
+            .collect();
+        assert_eq!(verdicts, [true, false, false, false, false]);
+        let nfs = &parse(XML).unwrap()[2];
+        assert_eq!(decide(nfs, &shared).1, "under shared storage /srv/nfs/");
+        // Without the shared path it is local.
+        assert!(decide(nfs, &[]).0);
+    }
+
+    #[test]
+    fn a_shared_prefix_is_a_directory_not_a_string_prefix() {
+        assert!(under("/srv/nfs/a.img", "/srv/nfs"));
+        assert!(!under("/srv/nfs2/a.img", "/srv/nfs"));
+        assert!(!under("/a.img", ""));
+    }
+
+    #[test]
+    fn sizes_come_from_qemus_images() {
+        // As QEMU 10 answers with libvirt's -blockdev (no drive name).
+        let reply = serde_json::json!([
+            {"device": "", "qdev": "/machine/peripheral/virtio-disk0/virtio-backend",
+             "inserted": {"file": "/var/lib/libvirt/images/d.qcow2", "ro": false, "drv": "qcow2",
+                          "image": {"virtual-size": 1073741824u64, "actual-size": 537001984u64,
+                                    "format": "qcow2", "filename": "/var/lib/libvirt/images/d.qcow2"}},
+             "type": "unknown", "removable": false, "locked": false},
+            {"device": "", "qdev": "/machine/peripheral/sata0-0-0", "removable": true, "locked": false}
+        ]);
+        let images = block_images(&reply);
+        assert_eq!(images.len(), 1, "the empty CD drive is left out");
+        let disks = describe(&parse(XML).unwrap(), &images, &[]);
+        assert_eq!(disks[0].capacity_bytes, 1 << 30);
+        assert_eq!(disks[0].allocation_bytes, 537_001_984);
+        assert_eq!(disks[1].allocation_bytes, 0, "no image for the rbd disk");
+        // vda plus the local-looking ones without sizes.
+        assert_eq!(copy_bytes(&disks), 537_001_984);
+        // Matched by alias when the file differs (e.g. a path through a symlink).
+        let by_alias = vec![BlockImage { file: "/other".into(), ..images[0].clone() }];
+        assert_eq!(describe(&parse(XML).unwrap(), &by_alias, &[])[0].allocation_bytes, 537_001_984);
+    }
+
+    #[test]
+    fn a_copys_progress_sums_its_mirrors() {
+        let jobs = serde_json::json!([
+            {"type": "mirror", "device": "drive-virtio-disk0", "len": 100, "offset": 40, "ready": false},
+            {"type": "mirror", "device": "drive-virtio-disk1", "len": 50, "offset": 50, "ready": true},
+            {"type": "commit", "device": "x", "len": 999, "offset": 1}
+        ]);
+        assert_eq!(mirror_progress(&jobs), Some((90, 150)));
+        assert_eq!(mirror_ids(&jobs), ["drive-virtio-disk0", "drive-virtio-disk1"]);
+        assert_eq!(mirror_progress(&serde_json::json!([])), None);
+        assert_eq!(mirror_progress(&serde_json::json!({"nope": 1})), None);
+    }
+
+    #[test]
+    fn bad_xml_is_an_error_not_a_panic() {
+        assert!(parse("<domain><devices><disk").is_err());
+        let no_target = "<domain><devices><disk type='file'><source file='/x'/></disk></devices></domain>";
+        assert!(parse(no_target).unwrap_err().contains("target"));
+        assert!(parse("<domain/>").unwrap().is_empty());
+    }
+}

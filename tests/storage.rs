@@ -1,0 +1,130 @@
+//! Storage migration end to end on the QEMU + libvirt testbed
+//! (`topologies/disk-1vm.toml`): a guest whose 1 GiB qcow2 disk lives on
+//! h1's own storage (its first 512 MiB written with random data, 1 MiB/s
+//! written past them while it runs) is evacuated by solive's API to h2 and
+//! back. solive finds the local disk through libvirt, has libvirt copy it
+//! over NBD to a port of solive's choosing, reserves that port's flows with
+//! the memory's, and records the bytes copied. The guest checksums its disk's
+//! fill after every full read: the sum before and after the move must match,
+//! and the guest must run. A migration whose destination QEMU is destroyed
+//! mid-copy fails and leaves the VM running on its source, disk intact.
+//!
+//! Needs root and `mininet/install.sh`. Holds [`support::lock`] from before
+//! `up` until after `down`. Missing tools are a failure, not a skip.
+mod support;
+
+use std::process::Command;
+
+use serde_json::json;
+use support::testbed::{evacuate, evacuation_end, require_tools, solive_on, Testbed};
+use support::{eventually, lock, run};
+
+const STATE: &str = "/tmp/solive-testbed-disk";
+const FILL_MIB: u64 = 512;
+
+/// The OpenFlow rules on `bridge`, as ovs-ofctl prints them.
+fn flows(tb: &Testbed, bridge: &str) -> String {
+    run(Command::new("ovs-ofctl")
+        .env("OVS_RUNDIR", tb.info["ovs_rundir"].as_str().unwrap())
+        .args(["-O", "OpenFlow13", "dump-flows", bridge]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_with_a_local_disk_moves_with_it_intact_and_a_failed_copy_leaves_it_home() {
+    let _lock = lock();
+    require_tools(&["qemu-img"]);
+    let tb = Testbed::up("disk-1vm", STATE);
+    tb.wait_ready("h1", "disk", 120);
+    // The first full read of the fill under TCG.
+    let disk_sum = tb.wait_disksums("h1", "disk", 1, 300)[0].clone();
+    let mem_sum = tb.wait_memsums("h1", "disk", 1, 30)[0].clone();
+    let solive = solive_on(&tb).await;
+
+    // 1. h1 -> h2: the disk travels with the VM.
+    let id = evacuate(
+        &solive,
+        json!({"source": "h1", "destination": "h2", "urgency": 80}),
+    )
+    .await;
+    // While it copies: its reservation names a disk port, and h1's bridge
+    // has the copy's own flows (to that port, and back from it).
+    let (rid, port) = eventually(300, "the disk copy under way", || async {
+        let r = solive.get(&format!("/v1/evacuations/{id}")).await;
+        let v = &r["vms"][0];
+        let copying = v["progress"]["disk_processed"].as_u64().unwrap_or(0) > 0;
+        match v["reservation_id"].as_u64() {
+            Some(rid) if copying => {
+                let res = solive.get(&format!("/v1/reservations/{rid}")).await;
+                match res["disk_port"].as_u64() {
+                    Some(p) => Ok((rid, p)),
+                    None => Err(format!("reservation without disk_port: {res}")),
+                }
+            }
+            _ => Err(v.to_string()),
+        }
+    })
+    .await;
+    let rules = flows(&tb, "br-h1");
+    assert!(
+        rules.contains(&format!("tp_dst={port}")) && rules.contains(&format!("tp_src={port}")),
+        "no flows of the disk copy's port {port} (reservation {rid}) on br-h1:\n{rules}"
+    );
+    let rec = evacuation_end(&solive, id, 900).await;
+    assert_eq!(rec["state"], "done", "{rec:#}");
+    let vm = &rec["vms"][0];
+    assert_eq!(vm["disks"][0]["target"], "vda", "{vm:#}");
+    assert_eq!(vm["disks"][0]["copy"], true, "{vm:#}");
+    let copied = vm["disk_bytes"].as_u64().expect("the bytes copied are recorded");
+    assert!(copied >= FILL_MIB << 20, "copied {copied} bytes: {vm:#}");
+    // The measurement counted the disk (its N).
+    let measured = rec["measurements"][0]["disk_bytes"].as_u64().unwrap();
+    assert!(measured >= FILL_MIB << 20, "{:#}", rec["measurements"]);
+    tb.assert_whole("h2", "disk", &mem_sum);
+    tb.assert_disk_whole("h2", "disk", &disk_sum, 300);
+    assert!(tb.virsh("h1", &["list", "--name"]).trim().is_empty());
+    // h2 now has its own image of the disk.
+    assert!(tb.state.join("hosts/h2/lib/images/disk.qcow2").exists());
+    assert_eq!(solive.get("/v1/reservations").await, json!([]));
+
+    // 2. h2 -> h1, and h1's incoming QEMU destroyed mid-copy: the migration
+    // fails, the VM still runs on h2 with its disk intact.
+    let id = evacuate(
+        &solive,
+        json!({"source": "h2", "destination": "h1", "urgency": 20}),
+    )
+    .await;
+    eventually(300, "the copy back under way", || async {
+        let r = solive.get(&format!("/v1/evacuations/{id}")).await;
+        match r["vms"][0]["progress"]["disk_processed"].as_u64() {
+            Some(b) if b > 16 << 20 => Ok(()),
+            _ => Err(r["vms"][0].to_string()),
+        }
+    })
+    .await;
+    tb.virsh("h1", &["destroy", "disk"]);
+    let rec = evacuation_end(&solive, id, 300).await;
+    let vm = &rec["vms"][0];
+    assert_eq!(vm["state"], "failed", "{vm:#}");
+    assert!(
+        vm["error"].as_str().unwrap().contains("the VM is now on h2"),
+        "{vm:#}"
+    );
+    assert_eq!(rec["left_on_source"], json!(["disk"]));
+    tb.assert_whole("h2", "disk", &mem_sum);
+    tb.assert_disk_whole("h2", "disk", &disk_sum, 300);
+    assert_eq!(solive.get("/v1/reservations").await, json!([]));
+
+    // 3. And the next try moves it back whole (over what the failed one
+    // left on h1).
+    let id = evacuate(
+        &solive,
+        json!({"source": "h2", "destination": "h1", "urgency": 80}),
+    )
+    .await;
+    let rec = evacuation_end(&solive, id, 900).await;
+    assert_eq!(rec["state"], "done", "{rec:#}");
+    tb.assert_whole("h1", "disk", &mem_sum);
+    tb.assert_disk_whole("h1", "disk", &disk_sum, 300);
+    solive.stop().await;
+    tb.down();
+}

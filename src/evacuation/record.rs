@@ -118,7 +118,11 @@ pub struct VmRecord {
     /// storage) and why it left the others (shared).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<crate::hypervisor::disks::Disk>,
-    /// Bytes of disk the migration copied (the hypervisor's count).
+    /// The disk copy's length as QEMU counts it (its mirror jobs' progress):
+    /// the disks' whole length plus what the guest rewrote during the copy.
+    /// Unallocated ranges count in it but cross the network as write-zeroes
+    /// requests of a few bytes, so the wire carries about the allocation
+    /// (`disks[].allocation_bytes`) plus the rewrites.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_bytes: Option<u64>,
 }

@@ -845,9 +845,13 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
                 v.state = VmState::Done;
                 v.downtime_ms = stats.downtime_ms;
                 v.disk_bytes = stats.disk_bytes;
+                // libvirt's completed statistics count the memory; a disk
+                // copy's come on top, as QEMU counts them (see
+                // `VmRecord::disk_bytes`: zero ranges included).
                 v.bytes = stats
                     .bytes
-                    .or(v.progress.map(|p| p.data_processed).filter(|b| *b > 0));
+                    .or(v.progress.map(|p| p.data_processed).filter(|b| *b > 0))
+                    .map(|b| b + stats.disk_bytes.unwrap_or(0));
                 v.avg_bps = v
                     .bytes
                     .filter(|_| duration > 0)

@@ -1337,10 +1337,15 @@ fn disk(target: &str, copy: bool, mib: u64) -> crate::hypervisor::disks::Disk {
         kind: "file".into(),
         source: Some(format!("/images/{target}.qcow2")),
         format: Some("qcow2".into()),
-        capacity_bytes: 2 * mib << 20,
+        capacity_bytes: (2 * mib) << 20,
         allocation_bytes: mib << 20,
         copy,
-        why: if copy { "local storage" } else { "under shared storage /srv/nfs" }.into(),
+        why: if copy {
+            "local storage"
+        } else {
+            "under shared storage /srv/nfs"
+        }
+        .into(),
     }
 }
 
@@ -1379,7 +1384,11 @@ async fn local_disks_are_copied_on_a_port_of_their_own_and_reserved() {
     assert_eq!(vm_d.disks.len(), 2);
     assert!(vm_d.disks[1].why.contains("shared"));
     // The measurement counted the copied disk only (it adds to d's N).
-    let load = rec.measurements.iter().find(|l| l.hypervisor.name == "d").unwrap();
+    let load = rec
+        .measurements
+        .iter()
+        .find(|l| l.hypervisor.name == "d")
+        .unwrap();
     assert_eq!(load.hypervisor.disk_bytes, 64 << 20);
     assert_no_reservations(&evac).await;
 }

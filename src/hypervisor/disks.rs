@@ -58,9 +58,9 @@ pub struct Disk {
 pub fn parse(xml: &str) -> Result<Vec<DiskSpec>, String> {
     let doc = roxmltree::Document::parse(xml).map_err(|e| format!("domain XML: {e}"))?;
     let mut out = Vec::new();
-    let disks = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("disk") && n.parent().is_some_and(|p| p.has_tag_name("devices")));
+    let disks = doc.descendants().filter(|n| {
+        n.has_tag_name("disk") && n.parent().is_some_and(|p| p.has_tag_name("devices"))
+    });
     for d in disks {
         if d.attribute("device").unwrap_or("disk") != "disk" {
             continue;
@@ -110,7 +110,10 @@ pub fn decide(disk: &DiskSpec, shared: &[String]) -> (bool, String) {
         return (false, "no medium".into());
     };
     if disk.kind == "network" {
-        return (false, format!("network disk ({source}): both hosts reach it"));
+        return (
+            false,
+            format!("network disk ({source}): both hosts reach it"),
+        );
     }
     if disk.shareable {
         return (false, "marked shareable".into());
@@ -118,7 +121,10 @@ pub fn decide(disk: &DiskSpec, shared: &[String]) -> (bool, String) {
     if disk.readonly {
         // libvirt copies no read-only disk: its image must be on the
         // destination already (an installation medium, a shared base).
-        return (false, "read-only: its image must exist on the destination".into());
+        return (
+            false,
+            "read-only: its image must exist on the destination".into(),
+        );
     }
     if let Some(p) = shared.iter().find(|p| under(source, p)) {
         return (false, format!("under shared storage {p}"));
@@ -151,9 +157,19 @@ pub fn block_images(reply: &Value) -> Vec<BlockImage> {
             let image = ins.get("image")?;
             Some(BlockImage {
                 file: ins.get("file")?.as_str()?.to_string(),
-                qdev: b.get("qdev").and_then(Value::as_str).unwrap_or("").to_string(),
-                actual: image.get("actual-size").and_then(Value::as_u64).unwrap_or(0),
-                virtual_size: image.get("virtual-size").and_then(Value::as_u64).unwrap_or(0),
+                qdev: b
+                    .get("qdev")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                actual: image
+                    .get("actual-size")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+                virtual_size: image
+                    .get("virtual-size")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
             })
         })
         .collect()
@@ -171,7 +187,12 @@ pub fn mirror_progress(reply: &Value) -> Option<(u64, u64)> {
     if mirrors.is_empty() {
         return None;
     }
-    let sum = |k: &str| mirrors.iter().filter_map(|j| j.get(k)?.as_u64()).sum::<u64>();
+    let sum = |k: &str| {
+        mirrors
+            .iter()
+            .filter_map(|j| j.get(k)?.as_u64())
+            .sum::<u64>()
+    };
     Some((sum("offset"), sum("len")))
 }
 
@@ -197,7 +218,9 @@ pub fn describe(specs: &[DiskSpec], images: &[BlockImage], shared: &[String]) ->
         .map(|d| {
             let image = images.iter().find(|i| {
                 d.source.as_deref() == Some(i.file.as_str())
-                    || d.alias.as_ref().is_some_and(|a| i.qdev.contains(&format!("/{a}/")))
+                    || d.alias
+                        .as_ref()
+                        .is_some_and(|a| i.qdev.contains(&format!("/{a}/")))
             });
             let (copy, why) = decide(d, shared);
             Disk {
@@ -216,7 +239,11 @@ pub fn describe(specs: &[DiskSpec], images: &[BlockImage], shared: &[String]) ->
 
 /// Bytes a migration copies: the allocation of the disks it copies.
 pub fn copy_bytes(disks: &[Disk]) -> u64 {
-    disks.iter().filter(|d| d.copy).map(|d| d.allocation_bytes).sum()
+    disks
+        .iter()
+        .filter(|d| d.copy)
+        .map(|d| d.allocation_bytes)
+        .sum()
 }
 
 /// Whether `path` lies in directory `dir` (a component-wise prefix, so
@@ -319,8 +346,14 @@ mod tests {
         // vda plus the local-looking ones without sizes.
         assert_eq!(copy_bytes(&disks), 537_001_984);
         // Matched by alias when the file differs (e.g. a path through a symlink).
-        let by_alias = vec![BlockImage { file: "/other".into(), ..images[0].clone() }];
-        assert_eq!(describe(&parse(XML).unwrap(), &by_alias, &[])[0].allocation_bytes, 537_001_984);
+        let by_alias = vec![BlockImage {
+            file: "/other".into(),
+            ..images[0].clone()
+        }];
+        assert_eq!(
+            describe(&parse(XML).unwrap(), &by_alias, &[])[0].allocation_bytes,
+            537_001_984
+        );
     }
 
     #[test]
@@ -331,7 +364,10 @@ mod tests {
             {"type": "commit", "device": "x", "len": 999, "offset": 1}
         ]);
         assert_eq!(mirror_progress(&jobs), Some((90, 150)));
-        assert_eq!(mirror_ids(&jobs), ["drive-virtio-disk0", "drive-virtio-disk1"]);
+        assert_eq!(
+            mirror_ids(&jobs),
+            ["drive-virtio-disk0", "drive-virtio-disk1"]
+        );
         assert_eq!(mirror_progress(&serde_json::json!([])), None);
         assert_eq!(mirror_progress(&serde_json::json!({"nope": 1})), None);
     }
@@ -339,7 +375,8 @@ mod tests {
     #[test]
     fn bad_xml_is_an_error_not_a_panic() {
         assert!(parse("<domain><devices><disk").is_err());
-        let no_target = "<domain><devices><disk type='file'><source file='/x'/></disk></devices></domain>";
+        let no_target =
+            "<domain><devices><disk type='file'><source file='/x'/></disk></devices></domain>";
         assert!(parse(no_target).unwrap_err().contains("target"));
         assert!(parse("<domain/>").unwrap().is_empty());
     }

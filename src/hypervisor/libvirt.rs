@@ -213,7 +213,10 @@ impl Libvirt {
         });
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = watcher.join();
-        let watched = last.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
+        let watched = last
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default();
         done?;
         // The copy's own count when libvirt's statistics lack it.
         let with_disk = |mut s: MigrationStats| {

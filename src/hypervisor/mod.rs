@@ -95,7 +95,8 @@ pub struct VmMeasurement {
 pub struct MigrationStats {
     /// Time the VM was paused, ms.
     pub downtime_ms: Option<u64>,
-    /// Bytes sent.
+    /// Bytes of memory (and device state) sent; a disk copy's are
+    /// `disk_bytes`.
     pub bytes: Option<u64>,
     /// The hypervisor's own measure of the migration's duration, ms.
     pub time_ms: Option<u64>,

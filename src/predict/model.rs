@@ -255,7 +255,9 @@ impl Migration {
     /// pause, or once ended): libvirt's "remaining".
     pub fn left(&self) -> Option<f64> {
         match self.phase {
-            Phase::Pass { left, .. } | Phase::Postcopy { left } | Phase::Disk { left } => Some(left),
+            Phase::Pass { left, .. } | Phase::Postcopy { left } | Phase::Disk { left } => {
+                Some(left)
+            }
             _ => None,
         }
     }
@@ -545,8 +547,14 @@ mod tests {
         let a = predict(&plain, Mode::Precopy, 80e6, &p, 1e6);
         let b = predict(&disk, Mode::Precopy, 80e6, &p, 1e6);
         let copy_s = (512u64 << 20) as f64 / 9e6;
-        assert!(close(b.time_s.unwrap() - a.time_s.unwrap(), copy_s, 1e-6), "{b:?}");
-        assert!(close((b.bytes - a.bytes) as f64, copy_s * 10e6, 2.0), "{b:?}");
+        assert!(
+            close(b.time_s.unwrap() - a.time_s.unwrap(), copy_s, 1e-6),
+            "{b:?}"
+        );
+        assert!(
+            close((b.bytes - a.bytes) as f64, copy_s * 10e6, 2.0),
+            "{b:?}"
+        );
         assert_eq!(b.outcome, Outcome::Converges);
         // Post-copy too copies the disk first.
         let pc = predict(&disk, Mode::Postcopy, 80e6, &p, 1e6);

@@ -7,7 +7,8 @@
 //! the memory's, and records the bytes copied. The guest checksums its disk's
 //! fill after every full read: the sum before and after the move must match,
 //! and the guest must run. A migration whose destination QEMU is destroyed
-//! mid-copy fails and leaves the VM running on its source, disk intact.
+//! mid-copy fails and leaves the VM running on its source, disk intact. A
+//! second guest's disk is on storage every host sees: it moves without a copy.
 //!
 //! Needs root and `mininet/install.sh`. Holds [`support::lock`] from before
 //! `up` until after `down`. Missing tools are a failure, not a skip.
@@ -38,13 +39,42 @@ async fn a_vm_with_a_local_disk_moves_with_it_intact_and_a_failed_copy_leaves_it
     // The first full read of the fill under TCG.
     let disk_sum = tb.wait_disksums("h1", "disk", 1, 300)[0].clone();
     let mem_sum = tb.wait_memsums("h1", "disk", 1, 30)[0].clone();
+    tb.wait_ready("h1", "share", 120);
+    let share_sum = tb.wait_disksums("h1", "share", 1, 120)[0].clone();
     let solive = solive_on(&tb).await;
+
+    // 0. A disk on shared storage is not copied: "share" moves with its
+    // memory only, and its disk is the same file on h2.
+    let uplink0 = tb.tx_bytes("br-h1", "h1-up");
+    let id = evacuate(
+        &solive,
+        json!({"source": "h1", "destination": "h2", "vms": ["share"], "urgency": 80}),
+    )
+    .await;
+    let rec = evacuation_end(&solive, id, 300).await;
+    assert_eq!(rec["state"], "done", "{rec:#}");
+    let vm = &rec["vms"][0];
+    assert_eq!(vm["disks"][0]["copy"], false, "{vm:#}");
+    assert!(
+        vm["disks"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("shared storage"),
+        "{vm:#}"
+    );
+    assert!(vm["disk_bytes"].is_null(), "{vm:#}");
+    assert_eq!(rec["measurements"][0]["disk_bytes"], 0);
+    // Its 32 MiB fill did not cross: the uplink carried its memory (96 MiB
+    // at most) and the other guest's nothing.
+    let wire = tb.tx_bytes("br-h1", "h1-up") - uplink0;
+    assert!(wire < 96 << 20, "the uplink carried {wire} bytes");
+    tb.assert_disk_whole("h2", "share", &share_sum, 120);
 
     // 1. h1 -> h2: the disk travels with the VM, across h1's uplink.
     let uplink0 = tb.tx_bytes("br-h1", "h1-up");
     let id = evacuate(
         &solive,
-        json!({"source": "h1", "destination": "h2", "urgency": 80}),
+        json!({"source": "h1", "destination": "h2", "vms": ["disk"], "urgency": 80}),
     )
     .await;
     // While it copies: its reservation names a disk port, and h1's bridge
@@ -127,7 +157,7 @@ async fn a_vm_with_a_local_disk_moves_with_it_intact_and_a_failed_copy_leaves_it
     // fails, the VM still runs on h2 with its disk intact.
     let id = evacuate(
         &solive,
-        json!({"source": "h2", "destination": "h1", "urgency": 20}),
+        json!({"source": "h2", "destination": "h1", "vms": ["disk"], "urgency": 20}),
     )
     .await;
     eventually(300, "the copy back under way", || async {
@@ -150,6 +180,7 @@ async fn a_vm_with_a_local_disk_moves_with_it_intact_and_a_failed_copy_leaves_it
         "{vm:#}"
     );
     assert_eq!(rec["left_on_source"], json!(["disk"]));
+    tb.assert_running("h2", "share");
     tb.assert_whole("h2", "disk", &mem_sum);
     tb.assert_disk_whole("h2", "disk", &disk_sum, 300);
     assert_eq!(solive.get("/v1/reservations").await, json!([]));
@@ -158,7 +189,7 @@ async fn a_vm_with_a_local_disk_moves_with_it_intact_and_a_failed_copy_leaves_it
     // left on h1).
     let id = evacuate(
         &solive,
-        json!({"source": "h2", "destination": "h1", "urgency": 80}),
+        json!({"source": "h2", "destination": "h1", "vms": ["disk"], "urgency": 80}),
     )
     .await;
     let rec = evacuation_end(&solive, id, 900).await;

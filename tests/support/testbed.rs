@@ -224,10 +224,30 @@ impl Testbed {
 
     /// Bytes the bridge has transmitted on `port` (OpenFlow port statistics,
     /// read from the switch now, not OVSDB's 5-second statistics column).
+    /// The bridge's management socket is replaced when a controller's
+    /// arrival reconfigures the bridge (seen: "Connection reset by peer"
+    /// right after solive connected), so a refused read is tried again.
     pub fn tx_bytes(&self, bridge: &str, port: &str) -> u64 {
-        let out = run(Command::new("ovs-ofctl")
-            .env("OVS_RUNDIR", self.info["ovs_rundir"].as_str().unwrap())
-            .args(["-O", "OpenFlow13", "dump-ports", bridge, port]));
+        let rundir = self.info["ovs_rundir"].as_str().unwrap();
+        let args = ["-O", "OpenFlow13", "dump-ports", bridge, port];
+        let mut tries = 0;
+        let out = loop {
+            let o = Command::new("ovs-ofctl")
+                .env("OVS_RUNDIR", rundir)
+                .args(args)
+                .output()
+                .unwrap();
+            if o.status.success() {
+                break String::from_utf8_lossy(&o.stdout).into_owned();
+            }
+            tries += 1;
+            assert!(
+                tries < 5,
+                "ovs-ofctl dump-ports {bridge} {port}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        };
         let tx = out
             .lines()
             .find(|l| l.trim_start().starts_with("tx pkts="))

@@ -91,6 +91,10 @@ pub enum Workload {
     NetOut,
     NetIn,
     Idle,
+    /// Writes `write_mibps` to its disk, steadily.
+    DiskSteady,
+    /// Writes the same on average, in bursts.
+    DiskBurst,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +113,18 @@ pub struct Vm {
     pub address: Option<Ipv4Addr>,
     #[serde(default)]
     pub vcpus: Option<u32>,
+    /// A qcow2 disk of this size (the testbed's `vda`), its first
+    /// `disk_fill_mib` written before boot (default: half).
+    #[serde(default)]
+    pub disk_mib: Option<u64>,
+    #[serde(default)]
+    pub disk_fill_mib: Option<u64>,
+    /// What the disk workloads write, MiB/s.
+    #[serde(default)]
+    pub write_mibps: Option<f64>,
+    /// The disk is on storage every host sees (no copy when it moves).
+    #[serde(default)]
+    pub disk_shared: bool,
 }
 
 impl Topology {
@@ -154,6 +170,21 @@ impl Topology {
                         "VM {:?}: a network workload needs rate_mbps and address",
                         vm.name
                     ));
+                }
+                let disk = matches!(vm.workload, Workload::DiskSteady | Workload::DiskBurst);
+                if disk && (vm.disk_mib.is_none() || vm.write_mibps.is_none()) {
+                    return bad(format!(
+                        "VM {:?}: a disk workload needs disk_mib and write_mibps",
+                        vm.name
+                    ));
+                }
+                if let (Some(size), Some(fill)) = (vm.disk_mib, vm.disk_fill_mib) {
+                    if fill >= size {
+                        return bad(format!(
+                            "VM {:?}: disk_fill_mib must be below disk_mib",
+                            vm.name
+                        ));
+                    }
                 }
             }
         }
@@ -217,6 +248,16 @@ mod tests {
                 "workload = \"net-out\"",
                 "workload = \"disk\"",
                 "unknown variant",
+            ),
+            (
+                "workload = \"net-out\"",
+                "workload = \"disk-steady\"",
+                "needs disk_mib and write_mibps",
+            ),
+            (
+                "workload = \"net-out\"",
+                "workload = \"idle\"\n        disk_mib = 64\n        disk_fill_mib = 64",
+                "disk_fill_mib must be below disk_mib",
             ),
         ] {
             let text = SMALL.replacen(from, to, 1);

@@ -65,6 +65,10 @@ pub struct Config {
     pub state: Option<StateConfig>,
     #[serde(default)]
     pub scatter: ScatterConfig,
+    /// `[cache]`: pre-caching of VMs' local disks on backup hosts (see
+    /// `crate::cache`).
+    #[serde(default)]
+    pub cache: CacheConfig,
     /// `[cluster]`: replicas sharing their state in etcd, one leader at a
     /// time (see `crate::cluster`). Without it, one process and `[state]`.
     #[serde(default)]
@@ -112,6 +116,66 @@ fn default_lease_ms() -> u64 {
 
 fn default_cluster_prefix() -> String {
     "/solive".into()
+}
+
+/// `[cache]`: how fast and how often the disk caches sync.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// The most one sync sends, Mbit/s (it takes half the room it sees on
+    /// the source's uplink, up to this).
+    #[serde(default = "default_cache_max_mbps")]
+    pub max_rate_mbps: f64,
+    /// The least, Mbit/s, however full the link.
+    #[serde(default = "default_cache_floor_mbps")]
+    pub floor_rate_mbps: f64,
+    /// Seconds from the end of one sync to the start of the next.
+    #[serde(default = "default_cache_every_s")]
+    pub every_s: f64,
+    /// First port of the backups' NBD servers (one per running transfer).
+    #[serde(default = "default_cache_port")]
+    pub port: u16,
+}
+
+fn default_cache_max_mbps() -> f64 {
+    80.0
+}
+fn default_cache_floor_mbps() -> f64 {
+    8.0
+}
+fn default_cache_every_s() -> f64 {
+    15.0
+}
+fn default_cache_port() -> u16 {
+    10809
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_rate_mbps: default_cache_max_mbps(),
+            floor_rate_mbps: default_cache_floor_mbps(),
+            every_s: default_cache_every_s(),
+            port: default_cache_port(),
+        }
+    }
+}
+
+impl CacheConfig {
+    pub fn settings(&self) -> Result<crate::cache::CacheSettings, String> {
+        let ok = |v: f64| v.is_finite() && v > 0.0;
+        if !ok(self.max_rate_mbps) || !ok(self.floor_rate_mbps) || !ok(self.every_s) {
+            return Err(
+                "[cache]: max_rate_mbps, floor_rate_mbps and every_s must be positive".into(),
+            );
+        }
+        Ok(crate::cache::CacheSettings {
+            max_rate_bps: self.max_rate_mbps * 1e6,
+            floor_rate_bps: self.floor_rate_mbps * 1e6,
+            every: std::time::Duration::from_secs_f64(self.every_s),
+            ports: (self.port, 64),
+        })
+    }
 }
 
 /// `[scatter]`: migrations through intermediaries (see `crate::scatter`).

@@ -30,6 +30,7 @@
 //! - [`server`]: wiring of `solive serve` (listeners, controller, API, shutdown).
 
 pub mod api;
+pub mod cache;
 pub mod client;
 pub mod clock;
 pub mod cluster;

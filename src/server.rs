@@ -29,6 +29,8 @@ pub enum StartError {
     Tls(#[from] crate::api::tls::TlsError),
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),
+    #[error("{0}")]
+    Config(String),
 }
 use crate::switch::{self, SessionConfig};
 
@@ -232,6 +234,7 @@ pub fn start_from(
     let settings = evacuation::Settings {
         period: Duration::from_millis(config.controller.period_ms),
         scatter: scatter_settings(&config),
+        cache: config.cache.settings().map_err(StartError::Config)?,
         ..evacuation::Settings::default()
     };
     let Persisted {

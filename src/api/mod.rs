@@ -14,8 +14,13 @@
 //! | GET | `/v1/reservations` | every reservation |
 //! | GET | `/v1/reservations/{id}` | one, with per-host enforcement and history |
 //! | DELETE | `/v1/reservations/{id}` | release it (204) |
+//! | POST | `/v1/caches` | keep a VM's local disks cached on a backup host (201) |
+//! | GET | `/v1/caches` | every cache with its lag and dirty bytes |
+//! | GET | `/v1/caches/{vm}` | one |
+//! | DELETE | `/v1/caches/{vm}` | stop caching (its final status) |
 
 pub mod auth;
+mod caches;
 pub(crate) mod error;
 mod evacuations;
 pub mod health;
@@ -68,6 +73,8 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
             "/v1/evacuations",
             post(evacuations::create).get(evacuations::list),
         ),
+        ("/v1/caches", post(caches::create).get(caches::list)),
+        ("/v1/caches/{vm}", get(caches::get).delete(caches::delete)),
         (
             "/v1/evacuations/{id}",
             get(evacuations::get).delete(evacuations::delete),

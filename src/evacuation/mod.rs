@@ -67,6 +67,8 @@ pub struct Settings {
     /// each running migration listens on its own, so its flows are its own
     /// (see [`crate::controller::enforce`]). libvirt's default range.
     pub migration_ports: (u16, u16),
+    /// Pre-caching of local disks on backup hosts.
+    pub cache: crate::cache::CacheSettings,
 }
 
 impl Default for Settings {
@@ -76,6 +78,7 @@ impl Default for Settings {
             measure_window: Duration::from_secs(1),
             scatter: scatter::ScatterSettings::default(),
             migration_ports: MIGRATION_PORTS,
+            cache: Default::default(),
         }
     }
 }
@@ -121,6 +124,17 @@ struct Inner {
     /// What finished migrations taught the model (push rate per host,
     /// start-up): the next forecast starts from it.
     learned: Mutex<crate::predict::learn::Learned>,
+    /// The disk caches kept on backup hosts: a migration to a VM's backup
+    /// uses its copy.
+    caches: crate::cache::Caches,
+}
+
+/// The host part of a migration URI (`tcp://10.0.0.2` or
+/// `tcp://10.0.0.2:49152`): where the host is reached on the fabric.
+fn uri_host(uri: &str) -> Option<String> {
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    let host = rest.split(['/', ':']).next()?;
+    (!host.is_empty()).then(|| host.to_string())
 }
 
 /// libvirt's own migration port range, 49152-49215: the ports a destination's
@@ -155,6 +169,27 @@ impl Evacuations {
         let relay_ports = ports::PortPool::new(settings.scatter.relay_port, RELAY_PORTS);
         let (first, count) = settings.migration_ports;
         let migration_ports = ports::PortPool::new(first, count);
+        let cache_hosts = hosts
+            .iter()
+            .map(|(name, h)| {
+                let host = crate::cache::CacheHost {
+                    hv: h.hv.clone(),
+                    exec: settings
+                        .scatter
+                        .hosts
+                        .get(name)
+                        .map(|s| s.exec.clone())
+                        .unwrap_or_default(),
+                    address: h.migrate_uri.as_deref().and_then(uri_host),
+                };
+                (name.clone(), host)
+            })
+            .collect();
+        let caches = crate::cache::Caches::new(
+            cache_hosts,
+            settings.cache.clone(),
+            Some(controller.clone()),
+        );
         Evacuations {
             inner: Arc::new(Inner {
                 controller,
@@ -167,8 +202,14 @@ impl Evacuations {
                 running: Mutex::new(BTreeMap::new()),
                 stopping: CancellationToken::new(),
                 learned: Mutex::new(Default::default()),
+                caches,
             }),
         }
+    }
+
+    /// The disk caches on backup hosts.
+    pub fn caches(&self) -> &crate::cache::Caches {
+        &self.inner.caches
     }
 
     /// The hosts with a hypervisor (the ones an evacuation can use).
@@ -440,6 +481,7 @@ impl Evacuations {
     /// and waits for them, at most `grace`.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.stopping.cancel();
+        self.inner.caches.shutdown().await;
         let tasks: Vec<_> = std::mem::take(&mut *self.running())
             .into_values()
             .map(|(_, t)| t)

@@ -125,6 +125,14 @@ pub struct VmRecord {
     /// (`disks[].allocation_bytes`) plus the rewrites.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_bytes: Option<u64>,
+    /// Whether the destination's pre-cached copy of its disks was used
+    /// (`crate::cache`), and why not when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_cache: Option<String>,
+    /// What the cache spared the copy: the bytes the destination held of the
+    /// disks already (their base images' allocation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_saved_bytes: Option<u64>,
 }
 
 /// One stall of a pre-copy migration (see [`super::converge`]).
@@ -172,6 +180,8 @@ impl VmRecord {
             destination: None,
             disks: Vec::new(),
             disk_bytes: None,
+            disk_cache: None,
+            disk_saved_bytes: None,
         }
     }
 }

@@ -553,6 +553,24 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
         v.cap_mibs = Some(cap);
         v.intermediaries = via.clone();
     });
+    // A pre-cached copy on the destination: only the top images travel.
+    let caches = &job.evac.inner.caches;
+    let cache = if copied.is_empty() {
+        crate::cache::Taken::None
+    } else {
+        caches.take(vm, &job.reservation.destination).await
+    };
+    let incremental = matches!(cache, crate::cache::Taken::Incremental { .. });
+    job.update_vm(vm, |v| match &cache {
+        crate::cache::Taken::None => {}
+        crate::cache::Taken::Incremental { saved_bytes, note } => {
+            v.disk_cache = Some(format!("used: {note}"));
+            v.disk_saved_bytes = Some(*saved_bytes);
+        }
+        crate::cache::Taken::Fallback(why) => {
+            v.disk_cache = Some(format!("not used, the whole disk was copied: {why}"))
+        }
+    });
     let mut opts = MigrateOptions {
         dest_uri: job.dest.uri.clone(),
         migrate_uri: match (&job.dest.migrate_uri, port) {
@@ -576,6 +594,7 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
                 (Some(u), Some(p)) => Some(with_port(u, p)),
                 _ => None,
             },
+            incremental,
         }),
     };
     let mut relays = None;
@@ -585,6 +604,9 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
         let stores = scatter.stores(&via);
         let Some(lease) = lease_port(job, vm, &job.evac.inner.relay_ports, "relay", cancel).await
         else {
+            if incremental {
+                caches.migration_ended(vm, false);
+            }
             return cancelled_before_start(job, vm, rid).await;
         };
         let port = lease.port;
@@ -601,6 +623,9 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
             Ok(r) => relays = Some(r),
             Err(e) => {
                 release_unused(job, rid).await;
+                if incremental {
+                    caches.migration_ended(vm, false);
+                }
                 return fail(e);
             }
         }
@@ -818,6 +843,9 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
             "failed"
         };
         *e = format!("{e} ({phase}; the VM is now {at})");
+    }
+    if incremental {
+        caches.migration_ended(vm, result.is_ok());
     }
     let ended = job.ms();
     let duration = ended - started;

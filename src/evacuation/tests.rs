@@ -1346,6 +1346,7 @@ fn disk(target: &str, copy: bool, mib: u64) -> crate::hypervisor::disks::Disk {
             "under shared storage /srv/nfs"
         }
         .into(),
+        backing: vec![],
     }
 }
 

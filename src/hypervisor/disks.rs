@@ -33,6 +33,9 @@ pub struct DiskSpec {
     pub alias: Option<String>,
     pub readonly: bool,
     pub shareable: bool,
+    /// The files under the image, nearest first (`<backingStore>`): a
+    /// disk pre-cached by solive is a base with one overlay on it.
+    pub backing: Vec<String>,
 }
 
 /// One disk of a running VM: what it is, how big, and whether a migration
@@ -51,6 +54,9 @@ pub struct Disk {
     pub copy: bool,
     /// Why, in words an operator can check.
     pub why: String,
+    /// The files under `source`, nearest first (see [`DiskSpec::backing`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backing: Vec<String>,
 }
 
 /// Reads the `<disk device='disk'>` elements of a domain's XML (CD-ROMs and
@@ -98,9 +104,30 @@ pub fn parse(xml: &str) -> Result<Vec<DiskSpec>, String> {
                 .map(str::to_string),
             readonly: child("readonly").is_some(),
             shareable: child("shareable").is_some(),
+            backing: backing_chain(d),
         });
     }
     Ok(out)
+}
+
+/// The file sources of a disk's nested `<backingStore>` elements (libvirt
+/// writes the chain it opened into the live XML; an empty `<backingStore/>`
+/// ends it).
+fn backing_chain(disk: roxmltree::Node) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut node = disk;
+    while let Some(b) = node.children().find(|c| c.has_tag_name("backingStore")) {
+        match b
+            .children()
+            .find(|c| c.has_tag_name("source"))
+            .and_then(|s| s.attribute("file").or_else(|| s.attribute("dev")))
+        {
+            Some(f) => out.push(f.to_string()),
+            None => break,
+        }
+        node = b;
+    }
+    out
 }
 
 /// Whether a migration copies `disk`, and why. `shared` lists the host's
@@ -139,7 +166,8 @@ pub struct BlockImage {
     pub file: String,
     /// The device's QOM path (`/machine/peripheral/virtio-disk0/...`).
     pub qdev: String,
-    /// Bytes the image takes on the host (`actual-size`).
+    /// Bytes the image and its backing chain take on the host
+    /// (`actual-size`, summed down the chain).
     pub actual: u64,
     /// Bytes the guest sees (`virtual-size`).
     pub virtual_size: u64,
@@ -162,10 +190,10 @@ pub fn block_images(reply: &Value) -> Vec<BlockImage> {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string(),
-                actual: image
-                    .get("actual-size")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0),
+                // A full copy sends what the whole chain holds.
+                actual: std::iter::successors(Some(image), |i| i.get("backing-image"))
+                    .filter_map(|i| i.get("actual-size").and_then(Value::as_u64))
+                    .sum(),
                 virtual_size: image
                     .get("virtual-size")
                     .and_then(Value::as_u64)
@@ -232,9 +260,70 @@ pub fn describe(specs: &[DiskSpec], images: &[BlockImage], shared: &[String]) ->
                 allocation_bytes: image.map_or(0, |i| i.actual),
                 copy,
                 why,
+                backing: d.backing.clone(),
             }
         })
         .collect()
+}
+
+/// `xml` (a domain's migratable XML) without the backing chains of the
+/// disks in `targets`, or None when none of them has one. A full copy
+/// mirrors the whole disk into one new image on the destination; left in,
+/// the chain would make the destination open the source's backing files
+/// there too (a cached disk's base, which may be stale, broken or absent).
+pub fn without_backing(xml: &str, targets: &[String]) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let mut cut: Vec<std::ops::Range<usize>> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("disk"))
+        .filter(|d| {
+            d.children()
+                .find(|c| c.has_tag_name("target"))
+                .and_then(|t| t.attribute("dev"))
+                .is_some_and(|dev| targets.iter().any(|t| t == dev))
+        })
+        .flat_map(|d| d.children().filter(|c| c.has_tag_name("backingStore")))
+        // An empty `<backingStore/>` says "no backing": nothing to cut.
+        .filter(|b| b.has_children())
+        .map(|b| b.range())
+        .collect();
+    if cut.is_empty() {
+        return None;
+    }
+    cut.sort_by_key(|r| std::cmp::Reverse(r.start));
+    let mut out = xml.to_string();
+    for r in cut {
+        out.replace_range(r, "");
+    }
+    Some(out)
+}
+
+/// The XML of an external, disk-only snapshot that puts a new overlay on
+/// each disk in `overlays` (target, new file) and leaves every other disk in
+/// `targets` alone (libvirt would snapshot an unnamed disk too).
+pub fn snapshot_xml(name: &str, targets: &[String], overlays: &[(String, String)]) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('\'', "&apos;")
+    };
+    let mut xml = format!(
+        "<domainsnapshot><name>{}</name><memory snapshot='no'/><disks>",
+        esc(name)
+    );
+    for t in targets {
+        match overlays.iter().find(|(o, _)| o == t) {
+            Some((_, file)) => xml.push_str(&format!(
+                "<disk name='{}' snapshot='external' type='file'><driver type='qcow2'/><source file='{}'/></disk>",
+                esc(t),
+                esc(file)
+            )),
+            None => xml.push_str(&format!("<disk name='{}' snapshot='no'/>", esc(t))),
+        }
+    }
+    xml.push_str("</disks></domainsnapshot>");
+    xml
 }
 
 /// Bytes a migration copies: the allocation of the disks it copies.
@@ -298,10 +387,65 @@ mod tests {
                 alias: Some("virtio-disk0".into()),
                 readonly: false,
                 shareable: false,
+                backing: vec![],
             }
         );
         assert_eq!(d[1].source.as_deref(), Some("rbd:pool/img"));
         assert!(d[3].shareable && d[4].readonly);
+    }
+
+    #[test]
+    fn reads_the_backing_chain_libvirt_opened() {
+        let xml = r#"<domain><devices><disk type='file' device='disk'>
+          <driver name='qemu' type='qcow2'/>
+          <source file='/i/d.solive-3.qcow2'/>
+          <backingStore type='file' index='1'><format type='qcow2'/>
+            <source file='/i/d.qcow2'/><backingStore/></backingStore>
+          <target dev='vda' bus='virtio'/></disk></devices></domain>"#;
+        let d = parse(xml).unwrap();
+        assert_eq!(d[0].source.as_deref(), Some("/i/d.solive-3.qcow2"));
+        assert_eq!(d[0].backing, ["/i/d.qcow2"]);
+    }
+
+    #[test]
+    fn a_full_copy_leaves_the_copied_disks_chains_behind() {
+        let xml = r#"<domain><devices>
+          <disk type='file' device='disk'><source file='/i/d.s1.qcow2'/>
+            <backingStore type='file'><format type='qcow2'/><source file='/i/d.qcow2'/><backingStore/></backingStore>
+            <target dev='vda'/></disk>
+          <disk type='file' device='disk'><source file='/i/e.s1.qcow2'/>
+            <backingStore type='file'><format type='qcow2'/><source file='/i/e.qcow2'/><backingStore/></backingStore>
+            <target dev='vdb'/></disk>
+          <disk type='file' device='disk'><source file='/i/f.qcow2'/><backingStore/><target dev='vdc'/></disk>
+        </devices></domain>"#;
+        let out = without_backing(xml, &["vda".into(), "vdc".into()]).unwrap();
+        let d = parse(&out).unwrap();
+        assert!(d[0].backing.is_empty(), "{out}");
+        assert_eq!(d[0].source.as_deref(), Some("/i/d.s1.qcow2"));
+        assert_eq!(d[1].backing, ["/i/e.qcow2"], "vdb is not copied: kept");
+        assert_eq!(without_backing(xml, &["vdc".into()]), None);
+    }
+
+    #[test]
+    fn a_snapshot_puts_overlays_on_the_named_disks_only() {
+        let xml = snapshot_xml(
+            "solive-cache-1",
+            &["vda".into(), "vdb".into()],
+            &[("vda".into(), "/i/d'1.qcow2".into())],
+        );
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let disks: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("disk"))
+            .collect();
+        assert_eq!(disks[0].attribute("snapshot"), Some("external"));
+        let src = disks[0]
+            .children()
+            .find(|c| c.has_tag_name("source"))
+            .unwrap();
+        assert_eq!(src.attribute("file"), Some("/i/d'1.qcow2"));
+        assert_eq!(disks[1].attribute("name"), Some("vdb"));
+        assert_eq!(disks[1].attribute("snapshot"), Some("no"));
     }
 
     #[test]

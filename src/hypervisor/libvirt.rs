@@ -191,7 +191,23 @@ impl Libvirt {
         // NBD (pre-created in the destination's storage pool) and the source
         // QEMU mirror them there before the memory moves.
         if let Some(c) = opts.disk_copy.as_ref().filter(|c| !c.targets.is_empty()) {
-            flags |= sys::VIR_MIGRATE_NON_SHARED_DISK;
+            // Incremental: only the top image of each chain goes; the
+            // destination has the rest (a pre-cached base).
+            flags |= if c.incremental {
+                sys::VIR_MIGRATE_NON_SHARED_INC
+            } else {
+                sys::VIR_MIGRATE_NON_SHARED_DISK
+            };
+            // A full copy of a disk with a backing chain (one solive cached,
+            // say) makes one flat image on the destination: the chain is
+            // left out of the destination's XML, or it would open the
+            // source's backing files there too.
+            if !c.incremental {
+                let xml = self.with_domain(vm, |d| {
+                    d.xml_desc(sys::VIR_DOMAIN_XML_MIGRATABLE | sys::VIR_DOMAIN_XML_SECURE)
+                })?;
+                params.dest_xml = disks::without_backing(&xml, &c.targets);
+            }
             params.migrate_disks = c.targets.clone();
             params.disks_uri = c.uri.clone();
         }
@@ -427,6 +443,72 @@ impl Libvirt {
 
     /// Switches a running migration started with `postcopy` to post-copy
     /// (virDomainMigrateStartPostCopy).
+    /// See [`Hypervisor::snapshot_disks`] (blocking).
+    pub fn snapshot_disks_blocking(
+        &self,
+        vm: &str,
+        overlays: &[(String, String)],
+    ) -> Result<(), HypervisorError> {
+        let xml = self.with_domain(vm, |d| d.xml_desc(0))?;
+        let targets: Vec<String> = disks::parse(&xml)
+            .map_err(|e| self.vm_err(vm, e))?
+            .into_iter()
+            .map(|d| d.target)
+            .collect();
+        let name = format!("solive-{}", unique_stamp());
+        let snap = disks::snapshot_xml(&name, &targets, overlays);
+        // No metadata: libvirt keeps no snapshot object to revert to, only
+        // the new overlays; atomic: all disks or none.
+        let flags = sys::VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+            | sys::VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA
+            | sys::VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC;
+        self.with_domain(vm, |d| libvirt_ffi::snapshot_create(d, &snap, flags))
+    }
+
+    /// See [`Hypervisor::commit_disk`] (blocking).
+    pub fn commit_disk_blocking(
+        &self,
+        vm: &str,
+        target: &str,
+        base: &str,
+        top: &str,
+        limit: Duration,
+    ) -> Result<(), HypervisorError> {
+        let conn = self.connect()?;
+        let dom = conn
+            .lookup_domain_by_name(vm)
+            .map_err(|e| self.vm_err(vm, e))?;
+        libvirt_ffi::block_commit(&dom, target, base, top).map_err(|e| self.vm_err(vm, e))?;
+        let started = Instant::now();
+        // A commit of a layer below the active one ends by itself; libvirt
+        // then drops `top` from the chain.
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            match libvirt_ffi::block_job_active(&dom, target) {
+                Ok(false) => break,
+                Ok(true) if started.elapsed() > limit => {
+                    let _ = libvirt_ffi::block_job_abort(&dom, target);
+                    return Err(self.vm_err(
+                        vm,
+                        format!("the commit of {top} did not end within {limit:?}: aborted"),
+                    ));
+                }
+                Ok(true) => {}
+                Err(e) => return Err(self.vm_err(vm, e)),
+            }
+        }
+        let xml = dom.xml_desc(0).map_err(|e| self.vm_err(vm, e))?;
+        let spec = disks::parse(&xml).map_err(|e| self.vm_err(vm, e))?;
+        let chain_has_top = spec
+            .iter()
+            .filter(|d| d.target == target)
+            .any(|d| d.source.as_deref() == Some(top) || d.backing.iter().any(|b| b == top));
+        if chain_has_top {
+            return Err(self.vm_err(vm, format!("the commit of {top} into {base} failed")));
+        }
+        Ok(())
+    }
+
     pub fn start_postcopy_blocking(&self, vm: &str) -> Result<(), HypervisorError> {
         self.with_domain(vm, libvirt_ffi::start_post_copy)
     }
@@ -584,6 +666,37 @@ impl Hypervisor for Libvirt {
         }))
     }
 
+    fn snapshot_disks(
+        &self,
+        vm: &str,
+        overlays: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        let (this, vm) = (self.clone(), vm.to_string());
+        Box::pin(bounded("disk snapshot", CALL_TIMEOUT, move || {
+            this.snapshot_disks_blocking(&vm, &overlays)
+        }))
+    }
+
+    fn commit_disk(
+        &self,
+        vm: &str,
+        target: &str,
+        base: &str,
+        top: &str,
+        limit: Duration,
+    ) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        let this = self.clone();
+        let (vm, target, base, top) = (
+            vm.to_string(),
+            target.to_string(),
+            base.to_string(),
+            top.to_string(),
+        );
+        Box::pin(bounded("block commit", limit + CALL_TIMEOUT, move || {
+            this.commit_disk_blocking(&vm, &target, &base, &top, limit)
+        }))
+    }
+
     fn abort(&self, vm: &str) -> BoxFuture<'static, Result<(), HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
         Box::pin(bounded("the abort", CALL_TIMEOUT, move || {
@@ -627,4 +740,14 @@ fn state_name(state: DomainStateEnum) -> String {
         Enum::Known(DomainState::NoState) => "no state".into(),
         Enum::Unknown(n) => format!("state {n}"),
     }
+}
+
+/// Seconds and nanoseconds since the epoch: a snapshot name that no other
+/// solive snapshot of the VM has (they keep no metadata, but libvirt still
+/// wants a name).
+fn unique_stamp() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}-{:09}", t.as_secs(), t.subsec_nanos())
 }

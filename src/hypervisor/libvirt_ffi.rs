@@ -39,3 +39,80 @@ pub fn start_post_copy(dom: &Domain) -> Result<(), Error> {
     }
     Ok(())
 }
+
+// The disk calls behind pre-caching (crate::cache): `virt` 0.5 wraps no
+// snapshot creation and no block commit, and its block job query ignores
+// libvirt's errors. They are made through libvirt, not QEMU's monitor, so
+// libvirt's own view of each disk's backing chain stays true (a migration
+// after them needs it).
+
+fn c_string(s: &str) -> Result<std::ffi::CString, Error> {
+    // A NUL inside a path or an XML document is a caller's bug; libvirt
+    // would read it cut short, so it is refused instead.
+    std::ffi::CString::new(s).map_err(|_| Error::last_error())
+}
+
+/// `virDomainSnapshotCreateXML`; the snapshot handle is freed at once (the
+/// callers make snapshots without metadata: only the new overlays remain).
+pub fn snapshot_create(dom: &Domain, xml: &str, flags: u32) -> Result<(), Error> {
+    let xml = c_string(xml)?;
+    // SAFETY: `dom` is live for the call (borrowed); `xml` outlives it.
+    let snap = unsafe { sys::virDomainSnapshotCreateXML(dom.as_ptr(), xml.as_ptr(), flags) };
+    if snap.is_null() {
+        return Err(Error::last_error());
+    }
+    // SAFETY: `snap` was just returned non-null by libvirt and is freed once.
+    unsafe { sys::virDomainSnapshotFree(snap) };
+    Ok(())
+}
+
+/// `virDomainBlockCommit` of `top` into `base` on disk `disk` (bandwidth in
+/// MiB/s, 0: unlimited). Starts the job; [`block_job_active`] tells its end.
+pub fn block_commit(dom: &Domain, disk: &str, base: &str, top: &str) -> Result<(), Error> {
+    let (disk, base, top) = (c_string(disk)?, c_string(base)?, c_string(top)?);
+    // SAFETY: as in `snapshot_create`; the strings outlive the call.
+    let ret = unsafe {
+        sys::virDomainBlockCommit(
+            dom.as_ptr(),
+            disk.as_ptr(),
+            base.as_ptr(),
+            top.as_ptr(),
+            0,
+            0,
+        )
+    };
+    if ret == -1 {
+        return Err(Error::last_error());
+    }
+    Ok(())
+}
+
+/// Whether a block job runs on `disk` (`virDomainGetBlockJobInfo`: 1 when
+/// one does, 0 when none, -1 on error).
+pub fn block_job_active(dom: &Domain, disk: &str) -> Result<bool, Error> {
+    let disk = c_string(disk)?;
+    let mut info = sys::virDomainBlockJobInfo {
+        type_: 0,
+        bandwidth: 0,
+        cur: 0,
+        end: 0,
+    };
+    // SAFETY: `info` is a valid, writable struct for the whole call.
+    let ret = unsafe { sys::virDomainGetBlockJobInfo(dom.as_ptr(), disk.as_ptr(), &mut info, 0) };
+    match ret {
+        -1 => Err(Error::last_error()),
+        0 => Ok(false),
+        _ => Ok(true),
+    }
+}
+
+/// `virDomainBlockJobAbort` (flags 0: cancels the job, the chain stays).
+pub fn block_job_abort(dom: &Domain, disk: &str) -> Result<(), Error> {
+    let disk = c_string(disk)?;
+    // SAFETY: as in `snapshot_create`.
+    let ret = unsafe { sys::virDomainBlockJobAbort(dom.as_ptr(), disk.as_ptr(), 0) };
+    if ret == -1 {
+        return Err(Error::last_error());
+    }
+    Ok(())
+}

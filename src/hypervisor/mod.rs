@@ -65,6 +65,41 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     fn disks(&self, _vm: &str) -> BoxFuture<'static, Result<Vec<disks::Disk>, HypervisorError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
+    /// Puts a new, empty overlay on each `(target, file)` disk (an external
+    /// disk-only snapshot, atomic over the disks): the files under them
+    /// stop changing, so they can be copied while the VM runs.
+    fn snapshot_disks(
+        &self,
+        vm: &str,
+        _overlays: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        Box::pin(unsupported(vm, "disk snapshots"))
+    }
+    /// Merges the image `top` of disk `target` into `base` below it (a
+    /// block commit of a layer that is not the active one) and resolves
+    /// when the chain no longer holds `top`; aborted after `limit`.
+    fn commit_disk(
+        &self,
+        vm: &str,
+        _target: &str,
+        _base: &str,
+        _top: &str,
+        _limit: Duration,
+    ) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        Box::pin(unsupported(vm, "block commit"))
+    }
+}
+
+fn unsupported(
+    vm: &str,
+    what: &str,
+) -> impl std::future::Future<Output = Result<(), HypervisorError>> {
+    let e = HypervisorError::Vm {
+        uri: "-".into(),
+        vm: vm.to_string(),
+        message: format!("this hypervisor driver does no {what}"),
+    };
+    async move { Err(e) }
 }
 
 /// One VM measured before its migration is planned (see `order`).
@@ -195,6 +230,10 @@ pub struct DiskCopy {
     /// `tcp://ADDR:PORT` for the destination's NBD server (solive's port, so
     /// the copy's flows are this migration's own); None: libvirt's choice.
     pub uri: Option<String>,
+    /// Copy only each disk's top image: the destination holds the rest of
+    /// its chain already (a pre-cached base, see `crate::cache`) and an empty
+    /// overlay on it at the top image's path (libvirt's incremental copy).
+    pub incremental: bool,
 }
 
 /// QEMU's auto-converge steps, percent of the vCPUs' time taken away: the

@@ -1,0 +1,503 @@
+//! Pre-caching (issue 15, after the WAN storage-migration paper): while a
+//! VM runs, solive keeps a copy of its local disks on a backup host, so an
+//! evacuation to that host moves only the blocks written since the last
+//! sync instead of the whole disk.
+//!
+//! How, with QEMU's and libvirt's own machinery:
+//! - **The disk becomes a base with one overlay.** Each sync takes an
+//!   external disk-only snapshot through libvirt: the VM's writes go to a
+//!   new, empty overlay and the image below stops changing.
+//! - **The first sync** copies that frozen base into a fresh qcow2 on the
+//!   backup (`qemu-img convert` into the backup's `qemu-nbd`). **Each later
+//!   one** ships only the frozen overlay's clusters (`qemu-img commit` of a
+//!   private copy of it, re-pointed at the backup's NBD export), then
+//!   libvirt commits the overlay into the base on the source too
+//!   (`virDomainBlockCommit`), so source and backup hold the same base and
+//!   the chain stays one overlay deep.
+//! - **The evacuation** ([`Caches::take`]) checks the copy (the generation
+//!   in the backup's marker file, `qemu-img check`, its size, the source's
+//!   chain), puts an empty overlay on it at the path of the VM's top image,
+//!   and migrates with libvirt's incremental storage copy
+//!   (`VIR_MIGRATE_NON_SHARED_INC`): only the top image travels. If any
+//!   check fails the migration copies the whole disk, and its record says
+//!   why.
+//!
+//! Why not a background mirror or dirty bitmaps: libvirt's migration can
+//! leave out only what is below a disk's top image; a mirror or a bitmap
+//! would leave the base current on the backup but give libvirt no way to
+//! skip it. The chain is what it understands.
+//!
+//! The transfers yield to the applications: each is capped (qemu-img's own
+//! limiter) at half the room the controller measures on the source's
+//! uplink, within `[cache] max_rate_mbps` and a floor. They are not
+//! reserved on the switches.
+//!
+//! Helpers run on the hosts with their `exec` prefix, as scatter-gather's
+//! relays do ([`crate::evacuation::scatter`]). One task per cached VM runs
+//! its syncs ([`sync`]); this module owns the table of them.
+
+pub mod plan;
+mod sync;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::ControllerHandle;
+use crate::evacuation::ports::PortPool;
+use crate::hypervisor::Hypervisor;
+
+/// `[cache]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSettings {
+    /// The most a sync sends, bit/s.
+    pub max_rate_bps: f64,
+    /// The least (a full link still lets the cache move), bit/s.
+    pub floor_rate_bps: f64,
+    /// Time between the end of one sync and the start of the next.
+    pub every: Duration,
+    /// The backups' NBD ports, `(first, count)`: one per running transfer.
+    pub ports: (u16, u16),
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            max_rate_bps: 80e6,
+            floor_rate_bps: 8.0 * 1_048_576.0,
+            every: Duration::from_secs(15),
+            ports: (10809, 64),
+        }
+    }
+}
+
+/// How solive reaches a host for caching.
+#[derive(Debug, Clone)]
+pub struct CacheHost {
+    pub hv: Arc<dyn Hypervisor>,
+    /// Command prefix that runs a helper there (see `[[hosts]] exec`).
+    pub exec: Vec<String>,
+    /// Its address on the fabric (where its NBD server listens).
+    pub address: Option<String>,
+}
+
+/// `POST /v1/caches`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRequest {
+    pub vm: String,
+    pub backup_host: String,
+}
+
+/// Where a cache is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheState {
+    /// The first copy runs.
+    Copying,
+    /// The backup holds the disk as of the last sync; the next comes.
+    Synced,
+    /// A later sync runs.
+    Syncing,
+    /// An evacuation took the cache (its migration runs).
+    InUse,
+    /// No more syncs: see `reason`.
+    Stopped,
+}
+
+/// One disk's copy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiskCache {
+    pub target: String,
+    /// The file the backup holds a copy of (the same path on both hosts).
+    pub base: String,
+    /// The overlay the VM writes to now.
+    pub top: String,
+    pub capacity_bytes: u64,
+    /// What the backup's copy holds, bytes (its allocation at the last sync).
+    pub cached_bytes: u64,
+    /// Written since the last sync and not cached yet (the top image's
+    /// allocation on the source, refreshed between syncs).
+    pub dirty_bytes: u64,
+}
+
+/// What `GET /v1/caches` shows of one VM's cache.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CacheStatus {
+    pub vm: String,
+    pub source: String,
+    pub backup_host: String,
+    pub state: CacheState,
+    pub disks: Vec<DiskCache>,
+    /// Syncs completed (0: the first copy has not).
+    pub generation: u64,
+    /// When the state the backup holds was taken, Unix seconds.
+    pub synced_at: Option<f64>,
+    /// How far behind the VM's disk the backup's copy is, seconds (now
+    /// less `synced_at`).
+    pub lag_s: Option<f64>,
+    /// What the transfers sent in all, bytes.
+    pub sent_bytes: u64,
+    /// The cap of the last transfer, bit/s.
+    pub rate_bps: Option<f64>,
+    /// Why it stopped (or the last sync's error).
+    pub reason: Option<String>,
+}
+
+/// Errors of the cache API, each naming what was wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CacheError {
+    #[error("backup_host: unknown host {0:?}")]
+    UnknownBackup(String),
+    #[error("backup_host: {0:?} is the VM's own host")]
+    OwnHost(String),
+    #[error("backup_host: {0} has no address on the fabric to serve the copy from")]
+    NoAddress(String),
+    #[error("vm: no host runs a VM named {0:?}")]
+    UnknownVm(String),
+    #[error("vm: {0:?} has no disk on local storage to cache")]
+    NothingToCache(String),
+    #[error("vm: {vm:?} is cached on {backup} already (DELETE /v1/caches/{vm} first)")]
+    Exists { vm: String, backup: String },
+    #[error("no cache for VM {0:?}")]
+    NotFound(String),
+    #[error("{host}: {message}")]
+    Host { host: String, message: String },
+}
+
+/// One cached VM: its status, its task, and the lock a sync holds (an
+/// evacuation takes it to wait for a sync to finish).
+struct Entry {
+    status: Arc<Mutex<CacheStatus>>,
+    round: Arc<tokio::sync::Mutex<()>>,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+struct Inner {
+    hosts: BTreeMap<String, CacheHost>,
+    settings: CacheSettings,
+    controller: Option<ControllerHandle>,
+    ports: Arc<PortPool>,
+    entries: Mutex<BTreeMap<String, Entry>>,
+}
+
+/// The caches (cheap to clone).
+#[derive(Clone)]
+pub struct Caches {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches").finish_non_exhaustive()
+    }
+}
+
+/// What an evacuation learns when it asks for a VM's cache ([`Caches::take`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Taken {
+    /// No cache on that destination: the usual full copy.
+    None,
+    /// Copy incrementally; the backup holds `saved_bytes` of the disks.
+    Incremental { saved_bytes: u64, note: String },
+    /// A cache was there but cannot be used: a full copy, and why.
+    Fallback(String),
+}
+
+pub(crate) fn now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// How long an evacuation waits for a running sync before it gives up on
+/// the cache (and copies everything).
+const TAKE_WAIT: Duration = Duration::from_secs(120);
+
+impl Caches {
+    pub fn new(
+        hosts: BTreeMap<String, CacheHost>,
+        settings: CacheSettings,
+        controller: Option<ControllerHandle>,
+    ) -> Caches {
+        let ports = PortPool::new(settings.ports.0, settings.ports.1);
+        Caches {
+            inner: Arc::new(Inner {
+                hosts,
+                settings,
+                controller,
+                ports,
+                entries: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.inner.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn view(status: &Arc<Mutex<CacheStatus>>) -> CacheStatus {
+        let mut s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.lag_s = s.synced_at.map(|t| (now_s() - t).max(0.0));
+        s
+    }
+
+    pub fn list(&self) -> Vec<CacheStatus> {
+        self.entries()
+            .values()
+            .map(|e| Self::view(&e.status))
+            .collect()
+    }
+
+    pub fn get(&self, vm: &str) -> Option<CacheStatus> {
+        self.entries().get(vm).map(|e| Self::view(&e.status))
+    }
+
+    /// The caches of the VMs on `host`, for its view in `GET /v1/hosts`.
+    pub fn of_host(&self, host: &str) -> Vec<CacheStatus> {
+        self.list()
+            .into_iter()
+            .filter(|c| c.source == host)
+            .collect()
+    }
+
+    /// Starts caching `req.vm` on `req.backup_host`: checks the request,
+    /// finds the VM and its local disks, and starts its task.
+    pub async fn start(&self, req: CacheRequest) -> Result<CacheStatus, CacheError> {
+        let backup = self
+            .inner
+            .hosts
+            .get(&req.backup_host)
+            .ok_or_else(|| CacheError::UnknownBackup(req.backup_host.clone()))?;
+        if backup.address.is_none() {
+            return Err(CacheError::NoAddress(req.backup_host.clone()));
+        }
+        if let Some(e) = self.entries().get(&req.vm) {
+            let s = Self::view(&e.status);
+            if s.state != CacheState::Stopped {
+                return Err(CacheError::Exists {
+                    vm: req.vm,
+                    backup: s.backup_host,
+                });
+            }
+        }
+        let source = self.find(&req.vm).await?;
+        if source == req.backup_host {
+            return Err(CacheError::OwnHost(source));
+        }
+        let hv = &self.inner.hosts[&source].hv;
+        let disks = hv.disks(&req.vm).await.map_err(|e| CacheError::Host {
+            host: source.clone(),
+            message: e.to_string(),
+        })?;
+        let local: Vec<DiskCache> = disks
+            .iter()
+            .filter(|d| d.copy && d.kind == "file" && d.source.is_some())
+            .map(|d| {
+                let top = d.source.clone().unwrap_or_default();
+                DiskCache {
+                    target: d.target.clone(),
+                    base: d.backing.last().cloned().unwrap_or_else(|| top.clone()),
+                    top,
+                    capacity_bytes: d.capacity_bytes,
+                    cached_bytes: 0,
+                    dirty_bytes: d.allocation_bytes,
+                }
+            })
+            .collect();
+        if local.is_empty() {
+            return Err(CacheError::NothingToCache(req.vm));
+        }
+        let status = Arc::new(Mutex::new(CacheStatus {
+            vm: req.vm.clone(),
+            source,
+            backup_host: req.backup_host,
+            state: CacheState::Copying,
+            disks: local,
+            generation: 0,
+            synced_at: None,
+            lag_s: None,
+            sent_bytes: 0,
+            rate_bps: None,
+            reason: None,
+        }));
+        let view = Self::view(&status);
+        let entry = self.spawn(status);
+        if let Some(old) = self.entries().insert(req.vm, entry) {
+            old.stop.cancel();
+        }
+        Ok(view)
+    }
+
+    fn spawn(&self, status: Arc<Mutex<CacheStatus>>) -> Entry {
+        let round = Arc::new(tokio::sync::Mutex::new(()));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(sync::run(
+            self.clone(),
+            status.clone(),
+            round.clone(),
+            stop.clone(),
+        ));
+        Entry {
+            status,
+            round,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// The host that runs `vm`.
+    async fn find(&self, vm: &str) -> Result<String, CacheError> {
+        for (name, h) in &self.inner.hosts {
+            if let Ok(vms) = h.hv.list().await {
+                if vms.iter().any(|v| v.name == vm) {
+                    return Ok(name.clone());
+                }
+            }
+        }
+        Err(CacheError::UnknownVm(vm.to_string()))
+    }
+
+    /// Stops caching `vm` (its copy stays on the backup; the VM's disk stays
+    /// a base with one overlay, which libvirt handles like any chain).
+    pub async fn stop(&self, vm: &str) -> Result<CacheStatus, CacheError> {
+        let (status, round, stop, task) = {
+            let mut entries = self.entries();
+            let e = entries
+                .get_mut(vm)
+                .ok_or_else(|| CacheError::NotFound(vm.to_string()))?;
+            (
+                e.status.clone(),
+                e.round.clone(),
+                e.stop.clone(),
+                e.task.take(),
+            )
+        };
+        stop.cancel();
+        if let Some(t) = task {
+            // A transfer in flight is cut (its helpers are killed); the
+            // cache is then stale, which the next evacuation would see.
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+        let _g = round.lock().await;
+        sync::set(&status, |s| {
+            if s.state != CacheState::Stopped {
+                s.state = CacheState::Stopped;
+                s.reason = Some("stopped on request".into());
+            }
+        });
+        let view = Self::view(&status);
+        self.entries().remove(vm);
+        Ok(view)
+    }
+
+    /// Stops every cache (shutdown).
+    pub async fn shutdown(&self) {
+        let vms: Vec<String> = self.entries().keys().cloned().collect();
+        for vm in vms {
+            let _ = self.stop(&vm).await;
+        }
+    }
+
+    /// Called by an evacuation before it migrates `vm` from `source` to
+    /// `dest`. With a cache on `dest`: waits for a running sync, stops the
+    /// syncs, checks the copy and prepares the destination's top image.
+    /// A cache elsewhere is stopped (the VM leaves the host it caches).
+    pub async fn take(&self, vm: &str, dest: &str) -> Taken {
+        let Some((status, round, stop)) = self
+            .entries()
+            .get(vm)
+            .map(|e| (e.status.clone(), e.round.clone(), e.stop.clone()))
+        else {
+            return Taken::None;
+        };
+        let view = Self::view(&status);
+        if view.state == CacheState::Stopped {
+            return if view.backup_host == dest {
+                Taken::Fallback(format!(
+                    "stale: the caching stopped ({})",
+                    view.reason.unwrap_or_default()
+                ))
+            } else {
+                Taken::None
+            };
+        }
+        if view.backup_host != dest {
+            stop.cancel();
+            sync::set(&status, |s| {
+                s.state = CacheState::Stopped;
+                s.reason = Some(format!("the VM migrates to {dest}, not to its backup"));
+            });
+            return Taken::None;
+        }
+        let guard = match tokio::time::timeout(TAKE_WAIT, round.clone().lock_owned()).await {
+            Ok(g) => g,
+            Err(_) => {
+                stop.cancel();
+                return Taken::Fallback(format!(
+                    "stale: a sync still ran after {} s",
+                    TAKE_WAIT.as_secs()
+                ));
+            }
+        };
+        stop.cancel();
+        let r = sync::prepare(self, &status).await;
+        drop(guard);
+        match r {
+            Ok(t) => {
+                sync::set(&status, |s| s.state = CacheState::InUse);
+                t
+            }
+            Err(why) => {
+                sync::set(&status, |s| {
+                    s.state = CacheState::Stopped;
+                    s.reason = Some(format!("not used by the migration: {why}"));
+                });
+                Taken::Fallback(why)
+            }
+        }
+    }
+
+    /// Called when the migration that took the cache has ended: moved, the
+    /// VM now runs on its backup and the cache has done its work; failed,
+    /// the VM still runs on its source and the syncs go on.
+    pub fn migration_ended(&self, vm: &str, moved: bool) {
+        let mut entries = self.entries();
+        let Some(e) = entries.get_mut(vm) else {
+            return;
+        };
+        let state = e
+            .status
+            .lock()
+            .map(|s| s.state)
+            .unwrap_or(CacheState::Stopped);
+        if state != CacheState::InUse {
+            return;
+        }
+        if moved {
+            sync::set(&e.status, |s| {
+                s.state = CacheState::Stopped;
+                s.reason = Some(format!(
+                    "used: the VM moved to {} with its cached disk",
+                    s.backup_host
+                ));
+            });
+        } else {
+            sync::set(&e.status, |s| s.state = CacheState::Synced);
+            let status = e.status.clone();
+            *e = self.spawn(status);
+        }
+    }
+
+    fn host(&self, name: &str) -> Result<&CacheHost, String> {
+        self.inner
+            .hosts
+            .get(name)
+            .ok_or_else(|| format!("unknown host {name}"))
+    }
+}

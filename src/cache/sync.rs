@@ -1,0 +1,502 @@
+//! One cached VM's task: a sync every `[cache] every`, the dirty figures
+//! refreshed in between, and the checks an evacuation makes before it
+//! uses the copy. The helpers (`qemu-img`, `qemu-nbd`, `cp`, `cat`) run on
+//! the hosts through their `exec` prefix as child processes killed on
+//! drop, each under a time limit: a cut sync leaves no helper behind and
+//! no wait without a bound.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::plan::{self, Evidence, Marker};
+use super::{CacheHost, CacheState, CacheStatus, Caches, Taken};
+
+/// A commit of one overlay on the source (local disk to local disk).
+const COMMIT_LIMIT: Duration = Duration::from_secs(300);
+/// A short helper (create, check, info, cat, rm).
+const SHORT: Duration = Duration::from_secs(60);
+/// How often the dirty figures are refreshed between syncs.
+const REFRESH: Duration = Duration::from_secs(2);
+
+pub(super) fn set(status: &Arc<Mutex<CacheStatus>>, f: impl FnOnce(&mut CacheStatus)) {
+    // Writers assign fields only: a panic elsewhere leaves nothing half-set
+    // that matters more than losing the update.
+    f(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
+}
+
+fn get(status: &Arc<Mutex<CacheStatus>>) -> CacheStatus {
+    status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// The task: syncs until stopped or until one fails (then the cache is
+/// `stopped` with the reason; the VM is not touched again).
+pub(super) async fn run(
+    caches: Caches,
+    status: Arc<Mutex<CacheStatus>>,
+    round: Arc<tokio::sync::Mutex<()>>,
+    stop: CancellationToken,
+) {
+    loop {
+        {
+            let _g = round.lock().await;
+            if stop.is_cancelled() {
+                return;
+            }
+            let r = tokio::select! {
+                r = sync_once(&caches, &status) => r,
+                _ = stop.cancelled() => return,
+            };
+            if let Err(why) = r {
+                tracing::warn!(vm = get(&status).vm, error = %why, "caching stopped");
+                set(&status, |s| {
+                    s.state = CacheState::Stopped;
+                    s.reason = Some(why);
+                });
+                return;
+            }
+        }
+        let next = Instant::now() + caches.inner.settings.every;
+        while Instant::now() < next {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(REFRESH) => {}
+            }
+            refresh_dirty(&caches, &status).await;
+        }
+    }
+}
+
+/// Runs `argv` on `host` (with its `exec` prefix), feeding it `input`;
+/// its stdout, or its last line of stderr as the error.
+async fn helper(
+    host: &CacheHost,
+    argv: &[String],
+    input: Option<Vec<u8>>,
+    limit: Duration,
+) -> Result<String, String> {
+    let full: Vec<&String> = host.exec.iter().chain(argv.iter()).collect();
+    let (prog, args) = full.split_first().ok_or("empty command")?;
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {prog}: {e}"))?;
+    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(&data)
+            .await
+            .map_err(|e| format!("{}: {e}", argv[0]))?;
+    }
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .map_err(|_| format!("{} did not end within {} s", argv[0], limit.as_secs()))?
+        .map_err(|e| format!("{}: {e}", argv[0]))?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().rev().find(|l| !l.trim().is_empty());
+    Err(format!(
+        "{} failed ({}): {}",
+        argv[..2.min(argv.len())].join(" "),
+        out.status,
+        last.unwrap_or("no message")
+    ))
+}
+
+/// A helper that connects to a server just started: a refused connection
+/// is tried again for a few seconds (`qemu-nbd` needs a moment to listen).
+async fn helper_connecting(
+    host: &CacheHost,
+    argv: &[String],
+    limit: Duration,
+) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        match helper(host, argv, None, limit).await {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if (e.contains("refused") || e.contains("Failed to connect"))
+                    && started.elapsed() < Duration::from_secs(10) =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sizes of an image on `host`, read while QEMU may hold it (`-U`).
+async fn sizes(host: &CacheHost, image: &str) -> Result<(u64, u64), String> {
+    let out = helper(
+        host,
+        &["qemu-img", "info", "-U", "--output=json", image].map(String::from),
+        None,
+        SHORT,
+    )
+    .await?;
+    plan::image_sizes(&out).ok_or_else(|| format!("qemu-img info {image}: no sizes"))
+}
+
+/// One transfer into `image` on the backup: its NBD server for the time of
+/// `steps` (run on the source; `{url}` is where they write).
+async fn transfer(
+    caches: &Caches,
+    source: &CacheHost,
+    backup: &CacheHost,
+    image: &str,
+    steps: impl FnOnce(&str) -> Vec<Vec<String>>,
+    limit: Duration,
+) -> Result<(), String> {
+    let address = backup
+        .address
+        .as_deref()
+        .ok_or("the backup has no address")?;
+    let lease = caches
+        .inner
+        .ports
+        .take()
+        .ok_or("every cache port is in use")?;
+    let url = plan::nbd_url(address, lease.port);
+    let serve: Vec<String> = backup
+        .exec
+        .iter()
+        .cloned()
+        .chain(plan::serve(image, address, lease.port))
+        .collect();
+    let mut server = Command::new(&serve[0])
+        .args(&serve[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start qemu-nbd on the backup: {e}"))?;
+    let run_steps = async {
+        for step in steps(&url) {
+            let connects = step.iter().any(|a| a == &url);
+            if connects {
+                helper_connecting(source, &step, limit).await?;
+            } else {
+                helper(source, &step, None, limit).await?;
+            }
+        }
+        Ok(())
+    };
+    // The backup is watched while the copy runs: a host that stops
+    // answering ends the transfer (its helpers are killed) at once, not
+    // when the next sync starts.
+    let watch = async {
+        loop {
+            tokio::time::sleep(REFRESH).await;
+            if let Err(e) = backup.hv.list().await {
+                return Err::<(), String>(format!("the backup host stopped answering: {e}"));
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = run_steps => r,
+        r = watch => r,
+    };
+    // The server ends when its client has gone; it is killed otherwise.
+    if tokio::time::timeout(Duration::from_secs(10), server.wait())
+        .await
+        .is_err()
+    {
+        let _ = server.kill().await;
+    }
+    result
+}
+
+/// The time limit of a transfer of `bytes` at `rate` bytes/s: twice the
+/// time it should take, plus a minute.
+fn transfer_limit(bytes: u64, rate: u64) -> Duration {
+    Duration::from_secs(60 + 2 * bytes / rate.max(1))
+}
+
+async fn rate(caches: &Caches, source: &str) -> u64 {
+    let s = &caches.inner.settings;
+    let view = match &caches.inner.controller {
+        Some(c) => c.host(source).await.ok().flatten(),
+        None => None,
+    };
+    let (capacity, tx) = view
+        .map(|v| {
+            let tx = v
+                .ports
+                .iter()
+                .find(|p| p.uplink)
+                .and_then(|p| p.tx_bps)
+                .unwrap_or(0.0);
+            (v.capacity_mbps as f64 * 1e6, tx)
+        })
+        .unwrap_or((s.max_rate_bps * 2.0, 0.0));
+    plan::rate_bytes(s.max_rate_bps, s.floor_rate_bps, capacity, tx)
+}
+
+/// One sync of every cached disk of the VM (see the module docs of
+/// [`super`] for the steps).
+async fn sync_once(caches: &Caches, status: &Arc<Mutex<CacheStatus>>) -> Result<(), String> {
+    let st = get(status);
+    let source = caches.host(&st.source)?;
+    let backup = caches.host(&st.backup_host)?;
+    // The backup must still answer as a host (its libvirtd): a host that
+    // went away stops the caching before anything is touched.
+    backup
+        .hv
+        .list()
+        .await
+        .map_err(|e| format!("the backup host {} does not answer: {e}", st.backup_host))?;
+    let first = st.generation == 0;
+    set(status, |s| {
+        s.state = if first {
+            CacheState::Copying
+        } else {
+            CacheState::Syncing
+        }
+    });
+    let disks = source
+        .hv
+        .disks(&st.vm)
+        .await
+        .map_err(|e| format!("cannot read the VM's disks: {e}"))?;
+    let stamp = format!("{}", (super::now_s() * 1000.0) as u64);
+    let overlays: Vec<(String, String)> = st
+        .disks
+        .iter()
+        .map(|d| (d.target.clone(), plan::overlay_path(&d.base, &stamp)))
+        .collect();
+    source
+        .hv
+        .snapshot_disks(&st.vm, overlays.clone())
+        .await
+        .map_err(|e| format!("cannot put a new overlay on the disks: {e}"))?;
+    let taken_at = super::now_s();
+    let rate = rate(caches, &st.source).await;
+    set(status, |s| s.rate_bps = Some(rate as f64 * 8.0));
+    let mut sent = 0;
+    let mut cached = Vec::new();
+    for (d, (_, new_top)) in st.disks.iter().zip(&overlays) {
+        let now = disks
+            .iter()
+            .find(|x| x.target == d.target)
+            .ok_or_else(|| format!("disk {} is gone", d.target))?;
+        let old_top = now.source.clone().unwrap_or_default();
+        let base = &d.base;
+        let incremental = !first && now.backing == [base.clone()] && old_top != *base;
+        let shipped = if incremental {
+            let (_, bytes) = sizes(source, &old_top).await?;
+            let scratch = format!("{old_top}.ship");
+            let r = transfer(
+                caches,
+                source,
+                backup,
+                base,
+                |url| plan::ship_overlay(&old_top, &scratch, url, rate),
+                transfer_limit(bytes, rate),
+            )
+            .await;
+            let _ = helper(
+                source,
+                &["rm", "-f", &scratch].map(String::from),
+                None,
+                SHORT,
+            )
+            .await;
+            // The source's chain goes back to one overlay whatever the
+            // transfer did: the source is the truth, the cache may lag.
+            let c = commit(source, &st.vm, &d.target, base, &old_top).await;
+            r.map_err(|e| format!("shipping {old_top} to {}: {e}", st.backup_host))?;
+            c?;
+            bytes
+        } else {
+            if old_top != *base {
+                commit(source, &st.vm, &d.target, base, &old_top).await?;
+            }
+            let (_, bytes) = sizes(source, base).await?;
+            helper(
+                backup,
+                &plan::create(base, d.capacity_bytes, None),
+                None,
+                SHORT,
+            )
+            .await
+            .map_err(|e| format!("cannot make the copy on {}: {e}", st.backup_host))?;
+            transfer(
+                caches,
+                source,
+                backup,
+                base,
+                |url| vec![plan::copy_all(base, url, rate)],
+                transfer_limit(bytes, rate),
+            )
+            .await
+            .map_err(|e| format!("copying {base} to {}: {e}", st.backup_host))?;
+            bytes
+        };
+        sent += shipped;
+        let (_, base_bytes) = sizes(source, base).await?;
+        cached.push((new_top.clone(), base_bytes));
+    }
+    let generation = st.generation + 1;
+    for d in &st.disks {
+        let marker = Marker {
+            vm: st.vm.clone(),
+            source: st.source.clone(),
+            generation,
+        };
+        let json = serde_json::to_vec(&marker).map_err(|e| e.to_string())?;
+        helper(
+            backup,
+            &[
+                "sh".to_string(),
+                "-c".to_string(),
+                "cat > \"$0\"".to_string(),
+                plan::marker_path(&d.base),
+            ],
+            Some(json),
+            SHORT,
+        )
+        .await
+        .map_err(|e| format!("cannot record the sync on {}: {e}", st.backup_host))?;
+    }
+    set(status, |s| {
+        s.generation = generation;
+        s.synced_at = Some(taken_at);
+        s.state = CacheState::Synced;
+        s.sent_bytes += sent;
+        s.reason = None;
+        for (d, (top, bytes)) in s.disks.iter_mut().zip(cached) {
+            d.top = top;
+            d.cached_bytes = bytes;
+            d.dirty_bytes = 0;
+        }
+    });
+    tracing::info!(vm = st.vm, generation, sent, "disk cache synced");
+    Ok(())
+}
+
+/// Commits `top` into `base` on the source and removes `top`'s file (it is
+/// in no chain any more).
+async fn commit(
+    source: &CacheHost,
+    vm: &str,
+    target: &str,
+    base: &str,
+    top: &str,
+) -> Result<(), String> {
+    source
+        .hv
+        .commit_disk(vm, target, base, top, COMMIT_LIMIT)
+        .await
+        .map_err(|e| format!("cannot commit {top} into {base}: {e}"))?;
+    let _ = helper(source, &["rm", "-f", top].map(String::from), None, SHORT).await;
+    Ok(())
+}
+
+async fn refresh_dirty(caches: &Caches, status: &Arc<Mutex<CacheStatus>>) {
+    let st = get(status);
+    let Ok(source) = caches.host(&st.source) else {
+        return;
+    };
+    let mut dirty = Vec::new();
+    for d in &st.disks {
+        dirty.push(sizes(source, &d.top).await.map(|(_, a)| a).ok());
+    }
+    set(status, |s| {
+        for (d, n) in s.disks.iter_mut().zip(dirty) {
+            if let Some(n) = n {
+                d.dirty_bytes = n;
+            }
+        }
+    });
+}
+
+/// The checks an evacuation makes before it uses the copy, and the empty
+/// top images it then needs on the backup (called with the sync lock held
+/// and the syncs stopped).
+pub(super) async fn prepare(
+    caches: &Caches,
+    status: &Arc<Mutex<CacheStatus>>,
+) -> Result<Taken, String> {
+    let st = get(status);
+    let source = caches.host(&st.source)?;
+    let backup = caches.host(&st.backup_host)?;
+    let disks = source
+        .hv
+        .disks(&st.vm)
+        .await
+        .map_err(|e| format!("stale: cannot read the VM's disks: {e}"))?;
+    let mut saved = 0;
+    for d in &st.disks {
+        let now = disks.iter().find(|x| x.target == d.target);
+        let chain: Vec<String> = now
+            .map(|n| n.source.iter().chain(&n.backing).cloned().collect())
+            .unwrap_or_default();
+        let marker = helper(
+            backup,
+            &["cat".to_string(), plan::marker_path(&d.base)],
+            None,
+            SHORT,
+        )
+        .await
+        .ok()
+        .and_then(|m| serde_json::from_str::<Marker>(&m).ok());
+        let check = helper(
+            backup,
+            &["qemu-img", "check", "-q", &d.base].map(String::from),
+            None,
+            SHORT,
+        )
+        .await
+        .map(|_| ());
+        let evidence = Evidence {
+            synced_generation: st.generation,
+            healthy: st.state == CacheState::Synced,
+            marker,
+            check,
+            cached_size: sizes(backup, &d.base).await.ok().map(|(v, _)| v),
+            disk_size: now.map_or(d.capacity_bytes, |n| n.capacity_bytes),
+            chain,
+            expected_chain: vec![d.top.clone(), d.base.clone()],
+        };
+        plan::usable(&st.vm, &evidence)?;
+    }
+    for d in &st.disks {
+        if let Err(e) = helper(
+            backup,
+            &plan::create(&d.top, d.capacity_bytes, Some(&d.base)),
+            None,
+            SHORT,
+        )
+        .await
+        {
+            for d in &st.disks {
+                let _ = helper(backup, &["rm", "-f", &d.top].map(String::from), None, SHORT).await;
+            }
+            return Err(format!("broken: cannot put the top image on the copy: {e}"));
+        }
+        saved += d.cached_bytes;
+    }
+    Ok(Taken::Incremental {
+        saved_bytes: saved,
+        note: format!(
+            "cached on {}: generation {}, {:.0} s old; only the blocks written since were copied",
+            st.backup_host,
+            st.generation,
+            st.synced_at.map_or(0.0, |t| super::now_s() - t)
+        ),
+    })
+}

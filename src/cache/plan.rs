@@ -233,7 +233,8 @@ mod tests {
     #[test]
     fn a_cache_is_used_only_when_every_fact_agrees() {
         assert_eq!(usable("d", &evidence()), Ok(()));
-        let cases: Vec<(Box<dyn Fn(&mut Evidence)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut Evidence)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|e| e.synced_generation = 0), "stale: the first"),
             (
                 Box::new(|e| e.healthy = false),

@@ -266,6 +266,16 @@ impl Caches {
             .collect()
     }
 
+    /// What a migration of `vm` to `dest` would still copy of its disks if
+    /// it used the cache there (the bytes written since the last sync), or
+    /// None when it has no cache there to use.
+    pub fn uncached_bytes(&self, vm: &str, dest: &str) -> Option<u64> {
+        let s = self.get(vm)?;
+        let live = matches!(s.state, CacheState::Synced | CacheState::Syncing);
+        (live && s.generation > 0 && s.backup_host == dest)
+            .then(|| s.disks.iter().map(|d| d.dirty_bytes).sum())
+    }
+
     /// Starts caching `req.vm` on `req.backup_host`: checks the request,
     /// finds the VM and its local disks, and starts its task.
     pub async fn start(&self, req: CacheRequest) -> Result<CacheStatus, CacheError> {

@@ -148,7 +148,19 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
     }
 
     // Measure and plan (unless the request gave the order), then forecast.
-    let measured = measure(&evac, &source, source_view.as_ref(), &valid.vms).await;
+    let mut measured = measure(&evac, &source, source_view.as_ref(), &valid.vms).await;
+    // A disk cached on the (only) destination sends only what was written
+    // since its last sync: that, not the whole disk, is its part of `N`.
+    if let (Ok(loads), Some(only)) = (
+        &mut measured,
+        dests.keys().next().filter(|_| dests.len() == 1),
+    ) {
+        for l in loads.iter_mut() {
+            if let Some(dirty) = inner.caches.uncached_bytes(&l.hypervisor.name, only) {
+                l.hypervisor.disk_bytes = dirty;
+            }
+        }
+    }
     let loads = match measured {
         Ok(loads) => loads,
         Err(e) => {

@@ -1,0 +1,73 @@
+#!/usr/bin/python3
+"""Summary of experiments/storage-cached against experiments/storage-cold:
+per write rate, the evacuation's time, the disk bytes it moved (QEMU's
+count), what the cache saved, the VM's bytes, the downtime, the first copy's
+time, the application's rate before and while the cache copied, and the
+guests lost; median [min-max] over the runs. The cold runs' figures come
+from their records (../storage-cold/wW/records). Prints Markdown."""
+import glob
+import json
+import os
+import statistics
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COLD = os.path.join(os.path.dirname(HERE), "storage-cold")
+
+
+def cell(values, fmt):
+    v = [x for x in values if x is not None]
+    if not v:
+        return "-"
+    return f"{fmt(statistics.median(v))} [{fmt(min(v))}-{fmt(max(v))}]"
+
+
+def mib(x):
+    return None if x is None else x / 2**20
+
+
+def f0(x):
+    return f"{x:.0f}"
+
+
+def f1(x):
+    return f"{x:.1f}"
+
+
+print("| write rate | kind | runs | migration s | disk MiB moved (QEMU's count) | disk MiB saved | VM MiB | downtime ms | first copy s | app Mbit/s before / while caching | cache rate Mbit/s | guests lost |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+reduction = {}
+for w in (1, 4):
+    cold = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(COLD, f"w{w}", "records", "*.json")))]
+    cvms = [r["vms"][0] for r in cold if r.get("vms")]
+    clost = sum(1 for r in cold for v in (r.get("checks") or {}).values() if str(v) != "ok")
+    print(f"| {w} MiB/s | cold | {len(cvms)} "
+          f"| {cell([v.get('duration_ms') and v['duration_ms'] / 1000 for v in cvms], f1)} "
+          f"| {cell([mib(v.get('disk_bytes')) for v in cvms], f0)} | - "
+          f"| {cell([mib(v.get('bytes')) for v in cvms], f0)} "
+          f"| {cell([v.get('downtime_ms') for v in cvms], f0)} | - | - | - | {clost} |")
+    recs = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(HERE, "records", f"w{w}-r*.json")))]
+    broken = [r for r in recs if "error" in r]
+    ok = [r for r in recs if "evacuation" in r]
+    vms = [r["evacuation"]["vms"][0] for r in ok]
+    lost = sum(1 for r in ok if r.get("check") != "ok")
+    app = (f"{cell([r['app_bps_idle'] and r['app_bps_idle'] / 1e6 for r in ok], f1)} / "
+           f"{cell([r['app_bps_caching'] and r['app_bps_caching'] / 1e6 for r in ok], f1)}")
+    print(f"| {w} MiB/s | pre-cached | {len(vms)}{f' (+{len(broken)} broken)' if broken else ''} "
+          f"| {cell([v.get('duration_ms') and v['duration_ms'] / 1000 for v in vms], f1)} "
+          f"| {cell([mib(v.get('disk_bytes')) for v in vms], f0)} "
+          f"| {cell([mib(v.get('disk_saved_bytes')) for v in vms], f0)} "
+          f"| {cell([mib(v.get('bytes')) for v in vms], f0)} "
+          f"| {cell([v.get('downtime_ms') for v in vms], f0)} "
+          f"| {cell([r.get('first_copy_s') for r in ok], f0)} | {app} "
+          f"| {cell([(r['cache_first'].get('rate_bps') or 0) / 1e6 for r in ok], f1)} | {lost} |")
+    cold_disk = [v.get("disk_bytes") for v in cvms if v.get("disk_bytes")]
+    warm_disk = [v.get("disk_bytes") for v in vms if v.get("disk_bytes") is not None]
+    if cold_disk and warm_disk:
+        reduction[w] = 1 - statistics.median(warm_disk) / statistics.median(cold_disk)
+print()
+for w, r in reduction.items():
+    print(f"- {w} MiB/s: the pre-cached evacuations moved {100 * r:.1f}% fewer disk bytes than the cold ones (medians).")
+for f in sorted(glob.glob(os.path.join(HERE, "records", "w*-r*.json"))):
+    r = json.load(open(f))
+    if "error" in r or r.get("check", "ok") != "ok":
+        print(f"- {os.path.basename(f)}: {r.get('error') or r.get('check')}")

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::{json, Value};
-use support::testbed::{evacuate, evacuation_end, post_json, require_tools, Testbed};
+use support::testbed::{move_vm, post_json, require_tools, Testbed};
 use support::{eventually, lock};
 
 const STATE: &str = "/tmp/solive-testbed-cache";
@@ -176,13 +176,7 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
     // 2. The evacuation to h2 copies only what was written since the last
     // sync: far under a tenth of the fill, where a cold copy sends it all.
     let uplink0 = tb.tx_bytes("br-h1", "h1-up");
-    let id = evacuate(
-        &solive,
-        json!({"source": "h1", "destination": "h2", "vms": ["disk"], "urgency": 80}),
-    )
-    .await;
-    let rec = evacuation_end(&solive, id, 300).await;
-    assert_eq!(rec["state"], "done", "{rec:#}");
+    let rec = move_vm(&solive, "disk", "h1", "h2", 300).await;
     let vm = &rec["vms"][0];
     assert!(
         vm["disk_cache"]
@@ -237,13 +231,7 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
     f.seek(SeekFrom::Start(0)).unwrap();
     f.write_all(&[0xa5; 4096]).unwrap();
     drop(f);
-    let id = evacuate(
-        &solive,
-        json!({"source": "h2", "destination": "h1", "vms": ["disk"], "urgency": 80}),
-    )
-    .await;
-    let rec = evacuation_end(&solive, id, 900).await;
-    assert_eq!(rec["state"], "done", "{rec:#}");
+    let rec = move_vm(&solive, "disk", "h2", "h1", 900).await;
     let vm = &rec["vms"][0];
     let why = vm["disk_cache"].as_str().unwrap();
     assert!(

@@ -17,7 +17,7 @@ mod support;
 use std::process::Command;
 
 use serde_json::json;
-use support::testbed::{evacuate, evacuation_end, require_tools, solive_on, Testbed};
+use support::testbed::{evacuate, evacuation_end, move_vm, require_tools, solive_on, Testbed};
 use support::{eventually, lock, run};
 
 const STATE: &str = "/tmp/solive-testbed-disk";
@@ -46,13 +46,7 @@ async fn a_vm_with_a_local_disk_moves_with_it_intact_and_a_failed_copy_leaves_it
     // 0. A disk on shared storage is not copied: "share" moves with its
     // memory only, and its disk is the same file on h2.
     let uplink0 = tb.tx_bytes("br-h1", "h1-up");
-    let id = evacuate(
-        &solive,
-        json!({"source": "h1", "destination": "h2", "vms": ["share"], "urgency": 80}),
-    )
-    .await;
-    let rec = evacuation_end(&solive, id, 300).await;
-    assert_eq!(rec["state"], "done", "{rec:#}");
+    let rec = move_vm(&solive, "share", "h1", "h2", 300).await;
     let vm = &rec["vms"][0];
     assert_eq!(vm["disks"][0]["copy"], false, "{vm:#}");
     assert!(
@@ -187,13 +181,7 @@ async fn a_vm_with_a_local_disk_moves_with_it_intact_and_a_failed_copy_leaves_it
 
     // 3. And the next try moves it back whole (over what the failed one
     // left on h1).
-    let id = evacuate(
-        &solive,
-        json!({"source": "h2", "destination": "h1", "vms": ["disk"], "urgency": 80}),
-    )
-    .await;
-    let rec = evacuation_end(&solive, id, 900).await;
-    assert_eq!(rec["state"], "done", "{rec:#}");
+    move_vm(&solive, "disk", "h2", "h1", 900).await;
     tb.assert_whole("h1", "disk", &mem_sum);
     tb.assert_disk_whole("h1", "disk", &disk_sum, 300);
     solive.stop().await;

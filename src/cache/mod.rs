@@ -145,6 +145,17 @@ pub struct CacheStatus {
     pub rate_bps: Option<f64>,
     /// Why it stopped (or the last sync's error).
     pub reason: Option<String>,
+    /// The transfer running now, if one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Transfer>,
+}
+
+/// A sync's transfer in flight: what it sends, since when, how fast.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transfer {
+    pub bytes: u64,
+    pub started_at: f64,
+    pub rate_bps: f64,
 }
 
 /// Errors of the cache API, each naming what was wrong.
@@ -215,9 +226,10 @@ pub(crate) fn now_s() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// How long an evacuation waits for a running sync before it gives up on
-/// the cache (and copies everything).
-const TAKE_WAIT: Duration = Duration::from_secs(120);
+/// How long a sync that was cut (an evacuation will not wait for it) may
+/// take to put the source's chain back (its commit) before the migration
+/// goes ahead anyway.
+const CUT_WAIT: Duration = Duration::from_secs(60);
 
 impl Caches {
     pub fn new(
@@ -335,6 +347,7 @@ impl Caches {
             sent_bytes: 0,
             rate_bps: None,
             reason: None,
+            transfer: None,
         }));
         let view = Self::view(&status);
         let entry = self.spawn(status);
@@ -418,7 +431,7 @@ impl Caches {
     /// `dest`. With a cache on `dest`: waits for a running sync, stops the
     /// syncs, checks the copy and prepares the destination's top image.
     /// A cache elsewhere is stopped (the VM leaves the host it caches).
-    pub async fn take(&self, vm: &str, dest: &str) -> Taken {
+    pub async fn take(&self, vm: &str, dest: &str, copy_bps: f64) -> Taken {
         let Some((status, round, stop)) = self
             .entries()
             .get(vm)
@@ -445,14 +458,52 @@ impl Caches {
             });
             return Taken::None;
         }
-        let guard = match tokio::time::timeout(TAKE_WAIT, round.clone().lock_owned()).await {
+        let guard = match round.clone().try_lock_owned() {
             Ok(g) => g,
             Err(_) => {
-                stop.cancel();
-                return Taken::Fallback(format!(
-                    "stale: a sync still ran after {} s",
-                    TAKE_WAIT.as_secs()
-                ));
+                // A sync runs: worth waiting for only if it ends well before
+                // a full copy would.
+                let full = view
+                    .disks
+                    .iter()
+                    .map(|d| d.cached_bytes + d.dirty_bytes)
+                    .sum();
+                let transfer = view
+                    .transfer
+                    .as_ref()
+                    .map(|t| (t.bytes, t.rate_bps, now_s() - t.started_at));
+                let wait = plan::sync_wait(transfer, full, copy_bps);
+                let got = match wait {
+                    Some(limit) => tokio::time::timeout(limit, round.clone().lock_owned())
+                        .await
+                        .ok(),
+                    None => None,
+                };
+                match got {
+                    Some(g) => g,
+                    None => {
+                        // Cut the sync (its helpers go; its commit on the
+                        // source still runs, bounded) and copy it all.
+                        stop.cancel();
+                        let _ = tokio::time::timeout(CUT_WAIT, round.lock_owned()).await;
+                        let why = match wait {
+                            Some(limit) => format!(
+                                "stale: the sync in flight did not end within {} s",
+                                limit.as_secs()
+                            ),
+                            None => format!(
+                                "stale: a sync was sending {} MiB, longer to wait for than copying the whole disk",
+                                transfer.map_or(0, |t| t.0 >> 20)
+                            ),
+                        };
+                        sync::set(&status, |s| {
+                            s.state = CacheState::Stopped;
+                            s.transfer = None;
+                            s.reason = Some(format!("not used by the migration: {why}"));
+                        });
+                        return Taken::Fallback(why);
+                    }
+                }
             }
         };
         stop.cancel();

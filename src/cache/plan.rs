@@ -116,6 +116,26 @@ pub fn rate_bytes(max_bps: f64, floor_bps: f64, capacity_bps: f64, tx_bps: f64) 
     (room.clamp(floor_bps.min(max_bps), max_bps) / 8.0) as u64
 }
 
+/// How long an evacuation waits for a sync in flight before it uses the
+/// cache: while the sync's transfer (`bytes` at `rate_bps`, `elapsed_s`
+/// since it began) should end in less than half the time a full copy of the
+/// disks (`full_bytes` at the migration's `copy_bps`) would take, that long
+/// and a margin; None: waiting costs more than it saves, copy it all now. A
+/// sync between transfers (its snapshot or commit: seconds) gets 30 s.
+pub fn sync_wait(
+    transfer: Option<(u64, f64, f64)>,
+    full_bytes: u64,
+    copy_bps: f64,
+) -> Option<std::time::Duration> {
+    let Some((bytes, rate_bps, elapsed_s)) = transfer else {
+        return Some(std::time::Duration::from_secs(30));
+    };
+    let remaining_s = (bytes as f64 * 8.0 / rate_bps.max(1.0) - elapsed_s).max(0.0);
+    let full_s = full_bytes as f64 * 8.0 / copy_bps.max(1.0);
+    (remaining_s < full_s / 2.0)
+        .then(|| std::time::Duration::from_secs_f64((remaining_s * 1.5 + 30.0).min(600.0)))
+}
+
 /// The state of one disk's copy as a migration would use it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evidence {
@@ -266,6 +286,29 @@ mod tests {
             let why = usable("d", &e).unwrap_err();
             assert!(why.contains(want), "{why:?} lacks {want:?}");
         }
+    }
+
+    #[test]
+    fn an_evacuation_waits_for_a_sync_only_when_that_is_quicker() {
+        let mb = 1_000_000;
+        // 30 MB at 24 Mbit/s, 5 s in: 5 s left; a full copy of 500 MB at
+        // 40 Mbit/s takes 100 s: wait 5 * 1.5 + 30 s.
+        let w = sync_wait(Some((30 * mb, 24e6, 5.0)), 500 * mb, 40e6).unwrap();
+        assert!((w.as_secs_f64() - 37.5).abs() < 1e-6, "{w:?}");
+        // 270 MB at 25 Mbit/s, 10 s in: 76 s left, more than half of the
+        // full copy's 120 s: copy it all now.
+        assert_eq!(
+            sync_wait(Some((270 * mb, 25e6, 10.0)), 600 * mb, 40e6),
+            None
+        );
+        // Between transfers (snapshot, commit): a short wait.
+        assert_eq!(
+            sync_wait(None, 1, 1.0),
+            Some(std::time::Duration::from_secs(30))
+        );
+        // Never more than ten minutes.
+        let w = sync_wait(Some((10_000 * mb, 8e6, 0.0)), 1_000_000 * mb, 8e6).unwrap();
+        assert_eq!(w.as_secs(), 600);
     }
 
     #[test]

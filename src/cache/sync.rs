@@ -47,10 +47,13 @@ pub(super) async fn run(
             if stop.is_cancelled() {
                 return;
             }
-            let r = tokio::select! {
-                r = sync_once(&caches, &status) => r,
-                _ = stop.cancelled() => return,
-            };
+            // Not dropped on a stop: the sync notices it and cuts its
+            // transfer, but still puts the source's chain back (its commit).
+            let r = sync_once(&caches, &status, &stop).await;
+            set(&status, |s| s.transfer = None);
+            if stop.is_cancelled() {
+                return;
+            }
             if let Err(why) = r {
                 tracing::warn!(vm = get(&status).vm, error = %why, "caching stopped");
                 set(&status, |s| {
@@ -152,11 +155,15 @@ async fn sizes(host: &CacheHost, image: &str) -> Result<(u64, u64), String> {
 
 /// One transfer into `image` on the backup: its NBD server for the time of
 /// `steps` (run on the source; `{url}` is where they write).
+#[allow(clippy::too_many_arguments)]
 async fn transfer(
     caches: &Caches,
+    status: &Arc<Mutex<CacheStatus>>,
+    stop: &CancellationToken,
     source: &CacheHost,
     backup: &CacheHost,
     image: &str,
+    (bytes, rate): (u64, u64),
     steps: impl FnOnce(&str) -> Vec<Vec<String>>,
     limit: Duration,
 ) -> Result<(), String> {
@@ -164,6 +171,13 @@ async fn transfer(
         .address
         .as_deref()
         .ok_or("the backup has no address")?;
+    set(status, |s| {
+        s.transfer = Some(super::Transfer {
+            bytes,
+            started_at: super::now_s(),
+            rate_bps: rate as f64 * 8.0,
+        })
+    });
     let lease = caches
         .inner
         .ports
@@ -209,7 +223,9 @@ async fn transfer(
     let result = tokio::select! {
         r = run_steps => r,
         r = watch => r,
+        _ = stop.cancelled() => Err("cut: the caching was stopped".to_string()),
     };
+    set(status, |s| s.transfer = None);
     // The server ends when its client has gone; it is killed otherwise.
     if tokio::time::timeout(Duration::from_secs(10), server.wait())
         .await
@@ -248,7 +264,11 @@ async fn rate(caches: &Caches, source: &str) -> u64 {
 
 /// One sync of every cached disk of the VM (see the module docs of
 /// [`super`] for the steps).
-async fn sync_once(caches: &Caches, status: &Arc<Mutex<CacheStatus>>) -> Result<(), String> {
+async fn sync_once(
+    caches: &Caches,
+    status: &Arc<Mutex<CacheStatus>>,
+    stop: &CancellationToken,
+) -> Result<(), String> {
     let st = get(status);
     let source = caches.host(&st.source)?;
     let backup = caches.host(&st.backup_host)?;
@@ -284,6 +304,9 @@ async fn sync_once(caches: &Caches, status: &Arc<Mutex<CacheStatus>>) -> Result<
         .await
         .map_err(|e| format!("cannot put a new overlay on the disks: {e}"))?;
     let taken_at = super::now_s();
+    if stop.is_cancelled() {
+        return Err("cut: the caching was stopped".into());
+    }
     let rate = rate(caches, &st.source).await;
     set(status, |s| s.rate_bps = Some(rate as f64 * 8.0));
     let mut sent = 0;
@@ -301,9 +324,12 @@ async fn sync_once(caches: &Caches, status: &Arc<Mutex<CacheStatus>>) -> Result<
             let scratch = format!("{old_top}.ship");
             let r = transfer(
                 caches,
+                status,
+                stop,
                 source,
                 backup,
                 base,
+                (bytes, rate),
                 |url| plan::ship_overlay(&old_top, &scratch, url, rate),
                 transfer_limit(bytes, rate),
             )
@@ -336,9 +362,12 @@ async fn sync_once(caches: &Caches, status: &Arc<Mutex<CacheStatus>>) -> Result<
             .map_err(|e| format!("cannot make the copy on {}: {e}", st.backup_host))?;
             transfer(
                 caches,
+                status,
+                stop,
                 source,
                 backup,
                 base,
+                (bytes, rate),
                 |url| vec![plan::copy_all(base, url, rate)],
                 transfer_limit(bytes, rate),
             )

@@ -570,7 +570,13 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
     let cache = if copied.is_empty() {
         crate::cache::Taken::None
     } else {
-        caches.take(vm, &job.reservation.destination).await
+        caches
+            .take(
+                vm,
+                &job.reservation.destination,
+                crate::hypervisor::mibs_to_bps(cap),
+            )
+            .await
     };
     let incremental = matches!(cache, crate::cache::Taken::Incremental { .. });
     job.update_vm(vm, |v| match &cache {

@@ -330,6 +330,23 @@ pub async fn evacuate(solive: &super::Solive, body: serde_json::Value) -> u64 {
     v["id"].as_u64().unwrap()
 }
 
+/// Moves `vm` from `source` to `destination` (urgency 80) through the API
+/// and returns the evacuation's record once it is `done` (panics on any
+/// other end, or after `secs`).
+pub async fn move_vm(
+    solive: &super::Solive,
+    vm: &str,
+    source: &str,
+    destination: &str,
+    secs: u64,
+) -> serde_json::Value {
+    let body = serde_json::json!({"source": source, "destination": destination, "vms": [vm], "urgency": 80});
+    let id = evacuate(solive, body).await;
+    let rec = evacuation_end(solive, id, secs).await;
+    assert_eq!(rec["state"], "done", "{rec:#}");
+    rec
+}
+
 /// `DELETE /v1/evacuations/{id}`: the answer and its body.
 pub async fn delete(base: &str, path: &str) -> (u16, serde_json::Value) {
     let r = reqwest::Client::new()

@@ -7,9 +7,12 @@ sending 20 Mbit/s across h1's uplink, each run on a fresh testbed:
 1. the application's rate is read for 20 s (solive's port figures);
 2. the guest's disk is cached on h2 (POST /v1/caches) and the application's
    rate is read again while the first copy runs;
-3. after two syncs the application guest is destroyed (so the evacuation
-   moves `disk` alone, as the cold runs did) and `disk` is evacuated to h2
-   by solive, pre-copy with reservation, urgency 80 (the cold runs' request);
+3. the application guest is destroyed (the syncs and the evacuation then
+   have the link as the cold runs had it); once the cache has caught up with
+   the guest's writes (a sync ended less than 30 s behind the disk; at most
+   240 s after the first copy, else `steady` is false), `disk` is evacuated
+   to h2 by solive, pre-copy with reservation, urgency 80 (the cold runs'
+   request);
 4. the moved guest is checked: running on h2, its memory and disk checksums
    the same as before.
 
@@ -32,6 +35,8 @@ exp = importlib.machinery.SourceFileLoader("experiment", os.path.join(REPO, "min
 http, testbed, wait_for, console, read_from = exp.http, exp.testbed, exp.wait_for, exp.console, exp.read_from
 DISKSUM = re.compile(r"slworker: disksum ([0-9a-f]+)")
 STATE = "/tmp/solive-experiment-cached"
+STEADY_LAG_S = 30
+STEADY_WAIT_S = 240
 
 
 def port_rate(host, port, secs):
@@ -53,18 +58,21 @@ def last(regex, path, offset=0):
     return found[-1] if found else None
 
 
-def one_run(solive_bin, w, n):
+def one_run(solive_bin, w, n, every_s=None, tag=""):
     topo = os.path.join(HERE, f"disk-50m-cached-w{w}.toml")
     testbed("down", "--state", STATE)
     up = testbed("up", topo, "--state", STATE)
     if up.returncode != 0:
         raise RuntimeError(f"testbed up failed: {up.stderr}")
+    if every_s is not None:
+        with open(os.path.join(STATE, "solive.toml"), "a") as f:
+            f.write(f"\n[cache]\nevery_s = {every_s}\n")
     info = json.load(open(os.path.join(STATE, "testbed.json")))
     uri = {h["name"]: h["libvirt_uri"] for h in info["hosts"]}
     log = open(os.path.join(HERE, "solive.log"), "a")
     solive = subprocess.Popen([solive_bin, "serve", "--config", os.path.join(STATE, "solive.toml")],
                               stdout=log, stderr=log)
-    rec = {"write_mibps": w, "run": n}
+    rec = {"write_mibps": w, "run": n, "every_s": every_s or 15}
     try:
         wait_for("hosts connected", 60, lambda: all(h["connected"] for h in http("GET", "/v1/hosts")[1]))
         r = testbed("ready", "--state", STATE)
@@ -80,15 +88,30 @@ def one_run(solive_bin, w, n):
         t0 = time.time()
         time.sleep(4)
         rec["app_bps_caching"] = port_rate("h1", "h1-app", 20)
+        # The application has been measured: it goes, so that the syncs and
+        # the evacuation have the link as the cold runs had it.
+        subprocess.run(["virsh", "-q", "-c", uri["h1"], "destroy", "app"], capture_output=True)
         first = wait_for("the first copy", 900,
                          lambda: (lambda c: c if c["generation"] >= 1 else None)(http("GET", "/v1/caches/disk")[1]))
         rec["first_copy_s"] = time.time() - t0
         rec["cache_first"] = first
-        rec["cache_at_evacuation"] = wait_for(
-            "two syncs", 300,
-            lambda: (lambda c: c if c["generation"] >= 2 and c["state"] == "synced" else None)(
-                http("GET", "/v1/caches/disk")[1]))
-        subprocess.run(["virsh", "-q", "-c", uri["h1"], "destroy", "app"], capture_output=True)
+        # Caching runs during normal operation: the evacuation comes once the
+        # cache has caught up (a sync ended less than STEADY_LAG_S behind the
+        # disk; the first copy took minutes, during which the guest wrote on),
+        # or after STEADY_WAIT_S if it never does (the guest writes faster
+        # than the cache may send): then `steady` is false.
+        t1 = time.time()
+        while True:
+            c = http("GET", "/v1/caches/disk")[1]
+            if c["state"] == "synced" and c["generation"] >= 2 and c["lag_s"] < STEADY_LAG_S:
+                rec["steady"] = True
+                break
+            if c["state"] == "stopped" or time.time() - t1 > STEADY_WAIT_S:
+                rec["steady"] = False
+                break
+            time.sleep(1)
+        rec["catch_up_s"] = time.time() - t1
+        rec["cache_at_evacuation"] = c
         dest_console = console(STATE, "h2", "disk")
         offset = os.path.getsize(dest_console) if os.path.exists(dest_console) else 0
         s, e = http("POST", "/v1/evacuations", {"source": "h1", "destination": "h2", "vms": ["disk"],
@@ -116,7 +139,7 @@ def one_run(solive_bin, w, n):
             check = f"dead: {err}"
         rec["check"] = check
         if ev["state"] != "done" or check != "ok":
-            exp.keep_logs(STATE, info, HERE, f"w{w}-r{n}")
+            exp.keep_logs(STATE, info, HERE, f"{tag}w{w}-r{n}")
         return rec
     finally:
         solive.send_signal(signal.SIGTERM)
@@ -132,18 +155,21 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rates", default="1,4")
     ap.add_argument("--solive", default=os.path.join(REPO, "target", "debug", "solive"))
+    ap.add_argument("--every-s", type=float, default=None,
+                    help="[cache] every_s for these runs (default: solive's, 15); records get an eN- prefix")
     args = ap.parse_args()
+    tag = f"e{args.every_s:g}-" if args.every_s is not None else ""
     os.makedirs(os.path.join(HERE, "records"), exist_ok=True)
     for w in [int(x) for x in args.rates.split(",")]:
         for n in range(1, args.runs + 1):
             try:
-                rec = one_run(args.solive, w, n)
+                rec = one_run(args.solive, w, n, args.every_s, tag)
             except Exception as err:  # a run that breaks is recorded, not hidden
                 rec = {"write_mibps": w, "run": n, "error": str(err)}
-            with open(os.path.join(HERE, "records", f"w{w}-r{n}.json"), "w") as f:
+            with open(os.path.join(HERE, "records", f"{tag}w{w}-r{n}.json"), "w") as f:
                 json.dump(rec, f, indent=1)
             ev = rec.get("evacuation", {}).get("vms", [{}])[0]
-            print(f"w{w} r{n}: {rec.get('error') or ev.get('state')} disk {ev.get('disk_bytes')} "
+            print(f"{tag}w{w} r{n}: {rec.get('error') or ev.get('state')} disk {ev.get('disk_bytes')} "
                   f"check {rec.get('check')}", flush=True)
 
 

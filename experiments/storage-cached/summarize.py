@@ -67,7 +67,16 @@ for w in (1, 4):
 print()
 for w, r in reduction.items():
     print(f"- {w} MiB/s: the pre-cached evacuations moved {100 * r:.1f}% fewer disk bytes than the cold ones (medians).")
-for f in sorted(glob.glob(os.path.join(HERE, "records", "w*-r*.json"))):
+print()
+print("Per run: was the cache used, had it caught up, and how old was it at the evacuation:")
+print()
+for f in sorted(glob.glob(os.path.join(HERE, "records", "*.json"))):
     r = json.load(open(f))
-    if "error" in r or r.get("check", "ok") != "ok":
-        print(f"- {os.path.basename(f)}: {r.get('error') or r.get('check')}")
+    if "error" in r:
+        print(f"- {os.path.basename(f)}: broken run: {r['error']}")
+        continue
+    v = r["evacuation"]["vms"][0]
+    c = r.get("cache_at_evacuation") or {}
+    print(f"- {os.path.basename(f)}: steady {r.get('steady', '-')}, generation {c.get('generation')}, "
+          f"lag {c.get('lag_s', 0):.0f} s, dirty {(c.get('disks') or [{}])[0].get('dirty_bytes', 0) >> 20} MiB; "
+          f"`{v.get('disk_cache')}`; guest {r.get('check')}")

@@ -40,6 +40,16 @@ async fn solive_on(tb: &Testbed) -> support::Solive {
     .await
 }
 
+/// `POST /v1/caches` for VM `disk` on `backup`: the status and the body.
+async fn cache_on(solive: &support::Solive, backup: &str) -> (u16, Value) {
+    post_json(
+        &solive.api,
+        "/v1/caches",
+        json!({"vm": "disk", "backup_host": backup}),
+    )
+    .await
+}
+
 /// Waits until the VM's cache satisfies `ok`; its status.
 async fn cache_until(
     solive: &support::Solive,
@@ -108,20 +118,10 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
     }
 
     // 1. Cache disk on h2; a second request for it is a conflict.
-    let (s, v) = post_json(
-        &solive.api,
-        "/v1/caches",
-        json!({"vm": "disk", "backup_host": "h2"}),
-    )
-    .await;
+    let (s, v) = cache_on(&solive, "h2").await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["state"], "copying", "{v}");
-    let (s, v) = post_json(
-        &solive.api,
-        "/v1/caches",
-        json!({"vm": "disk", "backup_host": "h2"}),
-    )
-    .await;
+    let (s, v) = cache_on(&solive, "h2").await;
     assert_eq!(s, 409, "{v}");
     // The first copy (~540 MiB at most 10 MB/s), then incremental syncs.
     let c = cache_until(&solive, "two syncs", 400, |c| {
@@ -213,12 +213,7 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
 
     // 3. Cache it back on h1, then break h1's copy: the evacuation there
     // copies the whole disk and says why.
-    let (s, v) = post_json(
-        &solive.api,
-        "/v1/caches",
-        json!({"vm": "disk", "backup_host": "h1"}),
-    )
-    .await;
+    let (s, v) = cache_on(&solive, "h1").await;
     assert_eq!(s, 201, "{v}");
     cache_until(&solive, "the first copy on h1", 400, |c| {
         c["generation"].as_u64() >= Some(1) && c["state"] == "synced"
@@ -247,12 +242,7 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
 
     // 4. The backup's libvirtd killed while the first copy runs: the
     // caching stops and says so, its helpers are gone, the VM runs on.
-    let (s, v) = post_json(
-        &solive.api,
-        "/v1/caches",
-        json!({"vm": "disk", "backup_host": "h2"}),
-    )
-    .await;
+    let (s, v) = cache_on(&solive, "h2").await;
     assert_eq!(s, 201, "{v}");
     eventually(60, "the first copy to h2 running", || async {
         let h = helpers();

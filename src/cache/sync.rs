@@ -319,7 +319,7 @@ async fn sync_once(
         let old_top = now.source.clone().unwrap_or_default();
         let base = &d.base;
         let incremental = !first && now.backing == [base.clone()] && old_top != *base;
-        let shipped = if incremental {
+        let (shipped, base_bytes) = if incremental {
             let (_, bytes) = sizes(source, &old_top).await?;
             let scratch = format!("{old_top}.ship");
             let r = transfer(
@@ -346,7 +346,8 @@ async fn sync_once(
             let c = commit(source, &st.vm, &d.target, base, &old_top).await;
             r.map_err(|e| format!("shipping {old_top} to {}: {e}", st.backup_host))?;
             c?;
-            bytes
+            // The base has just changed (the commit): read again.
+            (bytes, sizes(source, base).await?.1)
         } else {
             if old_top != *base {
                 commit(source, &st.vm, &d.target, base, &old_top).await?;
@@ -373,10 +374,10 @@ async fn sync_once(
             )
             .await
             .map_err(|e| format!("copying {base} to {}: {e}", st.backup_host))?;
-            bytes
+            // The base was frozen throughout: what was sent is what it holds.
+            (bytes, bytes)
         };
         sent += shipped;
-        let (_, base_bytes) = sizes(source, base).await?;
         cached.push((new_top.clone(), base_bytes));
     }
     let generation = st.generation + 1;

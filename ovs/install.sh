@@ -15,6 +15,7 @@ PACKAGES=(
   procps               # pkill/pgrep used by the sandbox script
   libvirt-dev pkg-config  # building solive: the virt crate links libvirt
   protobuf-compiler    # building solive: etcd-client generates its gRPC code with protoc
+  libprotobuf-dev      # ... and protoc needs the well-known types (google/protobuf/*.proto), only a Recommends of protobuf-compiler
   etcd-server          # [cluster] tests: a real etcd, started by tests/cluster.rs
   "$@"
 )

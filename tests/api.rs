@@ -559,9 +559,21 @@ async fn openapi_document_matches_the_routes() {
 /// cut off, and connections beyond the limit are closed at once while the
 /// API keeps answering the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_and_excess_connections_are_bounded() {
+async fn slow_and_idle_connections_are_bounded_and_lock_no_one_out() {
     use solive::api::tls::{HEADER_TIMEOUT, MAX_CONNECTIONS};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const IDLE: usize = 10_000;
+    let nofile = std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse::<usize>().ok())
+        .unwrap();
+    assert!(
+        nofile >= IDLE + 2 * MAX_CONNECTIONS + 512,
+        "this test opens {IDLE} sockets: run it with ulimit -n >= {} (tests/run raises it)",
+        IDLE + 2 * MAX_CONNECTIONS + 512
+    );
     let config = Config::parse(&config_toml(
         &[(
             "h1",
@@ -575,6 +587,15 @@ async fn slow_and_excess_connections_are_bounded() {
     .unwrap();
     let solive = Solive::start_with(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
     let addr = solive.api.trim_start_matches("http://").to_string();
+    let health = || async {
+        let h: serde_json::Value = reqwest::get(format!("{}/v1/health", solive.api))
+            .await
+            .expect("the health check is answered")
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(h["status"], "ok");
+    };
     // Every slot taken by a client that starts a request and stops.
     let mut held = Vec::new();
     for _ in 0..MAX_CONNECTIONS {
@@ -584,35 +605,67 @@ async fn slow_and_excess_connections_are_bounded() {
             .unwrap();
         held.push(s);
     }
-    // One more is closed at once, without an answer.
-    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let _ = extra
-        .write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
+    // A health check still gets in: the longest-idle connection gives way.
+    health().await;
     let mut buf = [0u8; 256];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(5), extra.read(&mut buf))
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), held[0].read(&mut buf))
         .await
-        .expect("the connection over the limit was closed within 5 s")
+        .expect("the oldest slow client was closed to make room")
         .unwrap_or(0);
     assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
-    // The unfinished headers are cut off after HEADER_TIMEOUT.
+    drop(held);
+    // A flood of idle sockets: each newcomer pushes out the longest idle, the
+    // server holds at most MAX_CONNECTIONS of them, and a health check
+    // answers in the middle of it.
     let started = std::time::Instant::now();
-    let first = &mut held[0];
-    let _ = tokio::time::timeout(HEADER_TIMEOUT * 2, first.read(&mut buf))
+    let mut idle = Vec::with_capacity(IDLE);
+    for i in 0..IDLE {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        if i == IDLE / 2 {
+            health().await;
+        }
+    }
+    eprintln!(
+        "{IDLE} idle connections opened in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    health().await;
+    // Count those the server has closed (EOF at once) against those it holds.
+    let reads = idle.iter_mut().map(|s| async move {
+        let mut b = [0u8; 16];
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(3), s.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    });
+    let closed = futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .filter(|c| *c)
+        .count();
+    eprintln!(
+        "of {IDLE} idle connections the server closed {closed}, held {}",
+        IDLE - closed
+    );
+    assert!(
+        IDLE - closed <= MAX_CONNECTIONS,
+        "the server held {} idle connections, more than {MAX_CONNECTIONS}",
+        IDLE - closed
+    );
+    drop(idle);
+    // Unfinished headers are cut off after HEADER_TIMEOUT even with room.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let _ = tokio::time::timeout(HEADER_TIMEOUT * 2, slow.read(&mut buf))
         .await
         .expect("a request whose headers never finish was cut off");
     eprintln!(
         "unfinished headers cut off after {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    drop(held);
-    // With the slots free again, the API answers.
-    let h: serde_json::Value = reqwest::get(format!("{}/v1/health", solive.api))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(h["status"], "ok");
+    health().await;
     solive.stop().await;
 }

@@ -21,6 +21,7 @@
 
 pub mod auth;
 mod caches;
+pub mod conns;
 pub(crate) mod error;
 mod evacuations;
 pub mod health;

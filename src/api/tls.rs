@@ -2,16 +2,20 @@
 //! no OpenSSL), the same axum router either way. Each connection runs in its
 //! own task; a handshake that does not finish in 10 s is dropped, headers
 //! must arrive within 10 s, and at most 512 connections are open at once,
-//! so a client that opens sockets and sends nothing holds little and not
-//! for long. (axum's own `serve` sets no header timeout: hyper applies one
-//! only with a timer, which axum does not give it.)
+//! the longest-idle one giving way to a new one (`super::conns`), so a
+//! client that opens sockets and sends nothing holds little, not for long,
+//! and locks nobody out. (axum's own `serve` sets no header timeout: hyper
+//! applies one only with a timer, which axum does not give it.)
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
+
+use super::conns::{Admission, Conns, Counted};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -21,6 +25,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -63,10 +68,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
     Ok(Arc::new(config))
 }
 
-/// At most this many API connections at once; more are closed at once
-/// (a flood of idle sockets must not exhaust file descriptors the
-/// controller needs for switches and hypervisors).
-pub const MAX_CONNECTIONS: usize = 512;
+pub use super::conns::MAX_CONNECTIONS;
 
 /// A client must send a request's headers within this long (slowloris).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,6 +83,17 @@ pub async fn serve(
     config: Option<Arc<ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_with(listener, app, config, Conns::new(MAX_CONNECTIONS), shutdown).await
+}
+
+/// [`serve`] with the connection table given (a test reads its figures).
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    config: Option<Arc<ServerConfig>>,
+    conns: Conns,
+    shutdown: impl Future<Output = ()>,
+) {
     let acceptor = config.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
@@ -89,7 +102,6 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -104,30 +116,53 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = MAX_CONNECTIONS, "too many API connections: closed");
-            continue;
+        let (slot, evicted) = match conns.admit(Instant::now()) {
+            Admission::Open { slot, evicted } => (slot, evicted),
+            Admission::Full => {
+                tracing::warn!(%peer, limit = MAX_CONNECTIONS, "every API connection busy: closed");
+                continue;
+            }
         };
         let (acceptor, app, builder) = (acceptor.clone(), app.clone(), builder.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _slot = slot;
-            let service = TowerToHyperService::new(app);
-            let Some(acceptor) = acceptor else {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-                let _ = watcher.watch(conn.into_owned()).await;
-                return;
-            };
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            let slot = Arc::new(slot);
+            // Each request marks the connection busy until its answer is
+            // written, so only idle connections are ever closed for room.
+            let service = TowerToHyperService::new(tower::service_fn(
+                move |req: axum::extract::Request<hyper::body::Incoming>| {
+                    let busy = slot.request();
+                    let app = app.clone();
+                    async move {
+                        let resp = app.oneshot(req).await?;
+                        Ok::<_, Infallible>(resp.map(|b| Counted::wrap(b, busy)))
+                    }
+                },
+            ));
+            let served = async {
+                let Some(acceptor) = acceptor else {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
                     return;
-                }
-                Err(_) => return,
+                };
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                let _ = watcher.watch(conn.into_owned()).await;
             };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            let _ = watcher.watch(conn.into_owned()).await;
+            tokio::select! {
+                _ = served => {}
+                // Idle the longest while the table was full: dropped (no
+                // request of its is in progress).
+                _ = evicted => tracing::debug!(%peer, "idle API connection closed for a new one"),
+            }
         });
     }
     drop(listener);

@@ -159,6 +159,24 @@ impl std::fmt::Debug for Evacuations {
     }
 }
 
+/// Finished evacuations whose records stay in memory (and in `list`); older
+/// finished ones are forgotten here, so a long-running controller does not
+/// grow without bound (they stay in the state store, `[state]` or etcd).
+pub const MAX_FINISHED_KEPT: usize = 1000;
+
+/// Forgets the oldest (lowest id) entries for which `finished` holds, beyond
+/// `keep` of them; unfinished ones are never forgotten.
+fn forget_oldest<V>(map: &mut BTreeMap<u64, V>, keep: usize, finished: impl Fn(&V) -> bool) {
+    let done: Vec<u64> = map
+        .iter()
+        .filter(|(_, v)| finished(v))
+        .map(|(&k, _)| k)
+        .collect();
+    for k in done.iter().take(done.len().saturating_sub(keep)) {
+        map.remove(k);
+    }
+}
+
 impl Evacuations {
     pub fn new(
         controller: ControllerHandle,
@@ -449,6 +467,8 @@ impl Evacuations {
         Ok(())
     }
 
+    /// Evacuation `id`'s record; `None` if unknown or finished long ago (see
+    /// [`MAX_FINISHED_KEPT`]).
     pub fn get(&self, id: u64) -> Option<EvacuationRecord> {
         self.records().get(&id).cloned()
     }
@@ -504,6 +524,9 @@ impl Evacuations {
             f(r);
             r.updated_unix_ms = Some(crate::clock::unix_ms());
             let copy = self.inner.store.is_some().then(|| r.clone());
+            if r.state.finished() {
+                forget_oldest(&mut records, MAX_FINISHED_KEPT, |r| r.state.finished());
+            }
             drop(records);
             if let Some(r) = copy {
                 self.persist(&r);
@@ -528,6 +551,9 @@ impl Evacuations {
             }
             self.records().insert(rec.id, rec);
         }
+        forget_oldest(&mut self.records(), MAX_FINISHED_KEPT, |r| {
+            r.state.finished()
+        });
     }
 
     async fn interrupted(&self, rec: &mut EvacuationRecord) {

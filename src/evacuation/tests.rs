@@ -1393,3 +1393,15 @@ async fn local_disks_are_copied_on_a_port_of_their_own_and_reserved() {
     assert_eq!(load.hypervisor.disk_bytes, 64 << 20);
     assert_no_reservations(&evac).await;
 }
+
+#[test]
+fn only_the_newest_finished_records_are_kept_and_never_a_running_one() {
+    // (id, finished)
+    let mut m: BTreeMap<u64, bool> = [(1, true), (2, false), (3, true), (4, true), (5, false)]
+        .into_iter()
+        .collect();
+    super::forget_oldest(&mut m, 2, |f| *f);
+    assert_eq!(m.keys().copied().collect::<Vec<_>>(), [2, 3, 4, 5]);
+    super::forget_oldest(&mut m, 0, |f| *f);
+    assert_eq!(m.keys().copied().collect::<Vec<_>>(), [2, 5]);
+}

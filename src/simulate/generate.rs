@@ -107,6 +107,10 @@ pub fn site(spec: &Spec) -> Site {
             tx_bps: tx.round(),
             rx_bps: rx.round(),
             priority: None,
+            // Shared storage (no disk copies): the generated sites stay as
+            // they were, seed for seed.
+            disk_bytes: 0,
+            disk_write_bps: 0.0,
         });
     }
     let mem: u64 = vms.iter().map(|v| v.memory_kib / 1024).sum();

@@ -107,6 +107,21 @@ pub struct SiteVm {
     pub rx_bps: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
+    /// Its local disks' allocated bytes, copied before its memory when it
+    /// moves (0: no local disk, or shared storage).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub disk_bytes: u64,
+    /// What it writes to them, bytes/s (the copy chases these).
+    #[serde(default, skip_serializing_if = "is_zero_f")]
+    pub disk_write_bps: f64,
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
+}
+
+fn is_zero_f(x: &f64) -> bool {
+    *x == 0.0
 }
 
 fn one() -> u32 {
@@ -158,6 +173,16 @@ impl Site {
                     .min(v.memory_mib);
                 let rate = v.rate_mbps.unwrap_or(0.0) * 1e6;
                 let ws = v.working_set_mib.filter(|_| v.workload == Workload::Memory);
+                // A local disk: what the testbed writes before boot (its
+                // allocation), and the disk workloads' average write rate.
+                let local = v.disk_mib.filter(|_| !v.disk_shared);
+                let disk_bytes = local.map_or(0, |size| v.disk_fill_mib.unwrap_or(size / 2) << 20);
+                let disk_write_bps = match v.workload {
+                    Workload::DiskSteady | Workload::DiskBurst if local.is_some() => {
+                        v.write_mibps.unwrap_or(0.0) * 1_048_576.0
+                    }
+                    _ => 0.0,
+                };
                 SiteVm {
                     name: v.name.clone(),
                     host: h.name.clone(),
@@ -177,6 +202,8 @@ impl Site {
                         0.0
                     },
                     priority: None,
+                    disk_bytes,
+                    disk_write_bps,
                 }
             })
             .collect();
@@ -232,6 +259,7 @@ impl Site {
                 ("dirty_pages_per_sec", v.dirty_pages_per_sec),
                 ("tx_bps", v.tx_bps),
                 ("rx_bps", v.rx_bps),
+                ("disk_write_bps", v.disk_write_bps),
             ] {
                 if !(x.is_finite() && x >= 0.0) {
                     return Err(field(at(f), format!("must be a number from 0, not {x}")));
@@ -496,8 +524,8 @@ fn load(v: &SiteVm) -> VmLoad {
         rx_bps: v.rx_bps,
         memory_kib: Some(v.working_set_kib.unwrap_or(v.memory_kib).min(v.memory_kib)),
         priority: v.priority,
-        disk_bytes: 0,
-        disk_write_bps: 0.0,
+        disk_bytes: v.disk_bytes,
+        disk_write_bps: v.disk_write_bps,
     }
 }
 

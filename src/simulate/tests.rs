@@ -176,3 +176,35 @@ fn bad_sites_and_options_name_their_field() {
         .to_string();
     assert!(e.contains("extra"), "{e}");
 }
+
+#[test]
+fn a_guest_with_a_local_disk_copies_it_first_and_a_shared_one_does_not() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/disk-1vm.toml");
+    let mut t = Topology::load(std::path::Path::new(path)).unwrap();
+    let opts = Options {
+        concurrency: Concurrency::Fixed(1),
+        ..Options::default()
+    };
+    let site = Site::from_topology(&t, None);
+    let v = &site.vms[0];
+    let tv = t.hosts.iter().flat_map(|h| &h.vms).next().unwrap().clone();
+    // Its allocation: what the testbed writes before boot (default: half).
+    let fill = tv.disk_fill_mib.unwrap_or(tv.disk_mib.unwrap() / 2);
+    assert_eq!(v.disk_bytes, fill << 20);
+    assert_eq!(v.disk_write_bps, tv.write_mibps.unwrap() * 1_048_576.0);
+    let with_disk = simulate(&site, &opts).unwrap().total_migration_ms.unwrap();
+    for h in &mut t.hosts {
+        for v in &mut h.vms {
+            v.disk_shared = true;
+        }
+    }
+    let site = Site::from_topology(&t, None);
+    assert_eq!(site.vms[0].disk_bytes, 0);
+    let shared = simulate(&site, &opts).unwrap().total_migration_ms.unwrap();
+    // The disk's bytes at most at the link's rate come first.
+    let link = site.hosts[0].capacity_bps;
+    assert!(
+        (with_disk - shared) as f64 / 1000.0 >= (fill << 20) as f64 * 8.0 / link,
+        "{with_disk} ms with the disk, {shared} ms without"
+    );
+}

@@ -1,15 +1,28 @@
-//! `[cluster]`: replicas on a real etcd (started here), one leader at a time,
-//! and switch roles fenced by the election's generation on a real Open
-//! vSwitch.
+//! `[cluster]`: replicas on a real etcd (started here: three members on
+//! loopback, which the tests kill and restart one by one), one leader at a
+//! time, and switch roles fenced by the election's generation on a real
+//! Open vSwitch.
 //!
 //! - The switch itself refuses a deposed master: two sessions to one bridge
 //!   claim MASTER in turn; the older one's writes and its stale re-claim are
 //!   refused by ovs-vswitchd.
-//! - Takeover: two `solive serve` replicas (the real binary) share an etcd;
-//!   the leader is killed with SIGKILL; the standby leads within a bounded
-//!   time, claims MASTER with a newer generation, and puts the reservation
-//!   that was in force back on the bridges (they were wiped after the kill).
-//!   The time it took is printed (a figure, not an assertion).
+//! - Takeover: three `solive serve` replicas (the real binary) share a
+//!   3-member etcd; the leader is killed with SIGKILL; a standby leads within
+//!   a bounded time, claims MASTER with a newer generation, and puts the
+//!   reservation that was in force back on the bridges (they were wiped
+//!   after the kill); the other standby stands by behind it. The time it
+//!   took is printed (a figure, not an assertion). Then a leader paused past
+//!   its lease is replaced and, resumed, exits with status 75.
+//! - Quorum loss: two of the three etcd members are killed under three
+//!   replicas with a reservation in force. The leader exits with status 75
+//!   within the lease plus 3 s; for 6 s nobody leads, nobody is master on the
+//!   bridges, every POST is refused, the standbys keep running and the
+//!   reservation's flows and meters stay as they were. Once the members are
+//!   restarted a standby leads and the reservation is in force under it. Both
+//!   times are printed.
+//! - Mid-evacuation (QEMU + libvirt testbed, two replicas, one etcd member):
+//!   the standby finishes the evacuation the killed leader started, starting
+//!   no VM twice.
 
 mod support;
 
@@ -24,53 +37,107 @@ use solive::switch::{self, SessionConfig, SwitchError, SwitchEvent, SwitchHandle
 use support::{eventually, free_port, KillOnDrop, Sandbox};
 use tokio::sync::{mpsc, watch};
 
-/// A one-member etcd in a temporary directory, killed on drop.
+/// One member of an [`Etcd`] cluster: its name, URLs and data directory
+/// (kept when the process is killed, so a restarted member rejoins).
+struct EtcdMember {
+    name: String,
+    client: String,
+    peer: String,
+    data: std::path::PathBuf,
+    log: std::path::PathBuf,
+    proc: Option<KillOnDrop>,
+}
+
+/// An etcd cluster of `n` members on loopback in a temporary directory,
+/// killed on drop; members can be killed and started again one by one.
 struct Etcd {
     _dir: tempfile::TempDir,
-    _proc: KillOnDrop,
-    url: String,
+    members: Vec<EtcdMember>,
+    initial_cluster: String,
 }
 
 impl Etcd {
-    async fn start() -> Etcd {
+    async fn start(n: usize) -> Etcd {
         let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (free_port(), free_port());
-        let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let members: Vec<EtcdMember> = (0..n)
+            .map(|i| EtcdMember {
+                name: format!("solive-test-{i}"),
+                client: format!("http://127.0.0.1:{}", free_port()),
+                peer: format!("http://127.0.0.1:{}", free_port()),
+                data: dir.path().join(format!("data-{i}")),
+                log: dir.path().join(format!("etcd-{i}.log")),
+                proc: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut etcd = Etcd {
+            _dir: dir,
+            members,
+            initial_cluster,
+        };
+        // Every member must run before any has a quorum.
+        for i in 0..n {
+            etcd.spawn(i);
+        }
+        etcd.healthy().await;
+        etcd
+    }
+
+    /// Starts member `i` (again: its data directory is kept, so it rejoins).
+    fn spawn(&mut self, i: usize) {
+        let m = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .unwrap();
         let proc = Command::new("etcd")
-            .args(["--name", "solive-test", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("solive-test={peer_url}")])
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(&m.data)
+            .args(["--listen-client-urls", &m.client])
+            .args(["--advertise-client-urls", &m.client])
+            .args(["--listen-peer-urls", &m.peer])
+            .args(["--initial-advertise-peer-urls", &m.peer])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "solive-test"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("etcd (Debian's etcd-server; ovs/install.sh installs it)");
-        let etcd = Etcd {
-            _dir: dir,
-            _proc: KillOnDrop(proc),
-            url,
-        };
-        let health = format!("{}/health", etcd.url);
-        eventually(20, "etcd healthy", || async {
-            let r = reqwest::get(&health).await.map_err(|e| e.to_string())?;
-            let v: Value = r.json().await.map_err(|e| e.to_string())?;
-            if v["health"] == "true" {
-                Ok(())
-            } else {
-                Err(v.to_string())
-            }
-        })
-        .await;
-        etcd
+        self.members[i].proc = Some(KillOnDrop(proc));
+    }
+
+    /// Kills member `i` with SIGKILL.
+    fn kill(&mut self, i: usize) {
+        self.members[i].proc = None;
+    }
+
+    /// Waits until every running member reports a healthy cluster (a
+    /// leader, and so a quorum).
+    async fn healthy(&self) {
+        for m in self.members.iter().filter(|m| m.proc.is_some()) {
+            let health = format!("{}/health", m.client);
+            eventually(20, &format!("etcd {} healthy", m.name), || async {
+                let r = reqwest::get(&health).await.map_err(|e| e.to_string())?;
+                let v: Value = r.json().await.map_err(|e| e.to_string())?;
+                if v["health"] == "true" {
+                    Ok(())
+                } else {
+                    Err(v.to_string())
+                }
+            })
+            .await;
+        }
+    }
+
+    /// The client URLs, as `[cluster] endpoints` lists them.
+    fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client.clone()).collect()
     }
 }
 
@@ -225,7 +292,7 @@ async fn the_switch_refuses_a_deposed_master() {
 fn replica_toml(
     name: &str,
     sb: &Sandbox,
-    etcd: &str,
+    etcd: &[String],
     api: u16,
     of: u16,
     targets: &[u16],
@@ -264,14 +331,16 @@ async fn until_master(sb: &Sandbox, of: u16, what: &str) {
 
 /// `[cluster]` for replica `name` of a cluster whose replicas listen for
 /// OpenFlow on `targets` (ports on 127.0.0.1).
-fn cluster_section(name: &str, etcd: &str, targets: &[u16]) -> String {
+fn cluster_section(name: &str, etcd: &[String], targets: &[u16]) -> String {
     let targets: Vec<String> = targets
         .iter()
         .map(|p| format!("\"tcp:127.0.0.1:{p}\""))
         .collect();
+    let endpoints: Vec<String> = etcd.iter().map(|u| format!("\"{u}\"")).collect();
     format!(
-        "[cluster]\nendpoints = [\"{etcd}\"]\nname = \"{name}\"\nlease_ms = 2000\n\
+        "[cluster]\nendpoints = [{}]\nname = \"{name}\"\nlease_ms = 2000\n\
          openflow_targets = [{}]\n",
+        endpoints.join(", "),
         targets.join(", ")
     )
 }
@@ -288,20 +357,20 @@ async fn until_leader(r: &Replica) {
     .await;
 }
 
-async fn until_standby(r: &Replica, leader: &str) {
+async fn until_standby(r: &Replica, leader: &str) -> Value {
     eventually(
         20,
         &format!("{} stands by behind {leader}", r.name),
         || async {
             let h = r.health().await?;
             if h["status"] == "standby" && h["leader"] == leader {
-                Ok(())
+                Ok(h)
             } else {
                 Err(h.to_string())
             }
         },
     )
-    .await;
+    .await
 }
 
 struct Replica {
@@ -379,147 +448,77 @@ fn meters_and_flows(sb: &Sandbox, br: &str) -> String {
     sb.ofctl(&["dump-flows", br]) + &sb.ofctl(&["dump-meters", br])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_takes_over_the_switches_and_the_reservations() {
-    let _lock = support::lock();
-    let etcd = Etcd::start().await;
-    let sb = Sandbox::start();
-    sb.add_bridge("br0");
-    sb.add_bridge("br1");
-    let dir = tempfile::tempdir().unwrap();
-    let (of_a, of_b, api_a, api_b) = (free_port(), free_port(), free_port(), free_port());
-    let a = Replica::start(
-        "a",
-        dir.path(),
-        &replica_toml("a", &sb, &etcd.url, api_a, of_a, &[of_a, of_b]),
-        api_a,
-    );
-    until_leader(&a).await;
-    let b = Replica::start(
-        "b",
-        dir.path(),
-        &replica_toml("b", &sb, &etcd.url, api_b, of_b, &[of_a, of_b]),
-        api_b,
-    );
-    // The standby says who leads, and refuses everything else with a 503.
-    let h = eventually(20, "b stands by", || async {
-        let h = b.health().await?;
-        if h["status"] == "standby" && h["leader"] == "a" {
-            Ok(h)
-        } else {
-            Err(h.to_string())
-        }
-    })
-    .await;
-    let first_generation = h["generation"].as_u64().unwrap();
-    let r = reqwest::get(format!("{}/v1/reservations", b.api))
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 503);
-    assert_eq!(r.headers()["retry-after"], "1");
+/// Three replicas `a`, `b`, `c` of one cluster: their OpenFlow and API ports
+/// and a directory for their configurations and logs.
+struct Three<'a> {
+    sb: &'a Sandbox,
+    endpoints: Vec<String>,
+    dir: tempfile::TempDir,
+    of: [u16; 3],
+    api: [u16; 3],
+}
 
-    // Both bridges list both replicas; a is master, b slave.
-    let roles = || sb.vsctl(&["--columns=target,role,is_connected", "list", "controller"]);
-    eventually(20, "a master and b slave on both bridges", || async {
-        let r = roles();
-        let master = format!("tcp:127.0.0.1:{of_a}\"\nrole                : master");
-        let slave = format!("tcp:127.0.0.1:{of_b}\"\nrole                : slave");
-        if r.matches(&master).count() == 2 && r.matches(&slave).count() == 2 {
-            Ok(())
-        } else {
-            Err(r)
-        }
-    })
-    .await;
+const NAMES: [&str; 3] = ["a", "b", "c"];
 
-    let res: Value = reqwest::Client::new()
-        .post(format!("{}/v1/reservations", a.api))
-        .json(&json!({"source": "h1", "destination": "h2", "urgency": 60}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let rid = res["id"].as_u64().expect("reservation created");
-    let installed = |br: &'static str| {
-        let sb = &sb;
-        move || async move {
-            let f = meters_and_flows(sb, br);
-            if f.contains("nw_dst=10.0.0.2") {
-                Ok(f)
-            } else {
-                Err(f)
+impl<'a> Three<'a> {
+    fn new(sb: &'a Sandbox, etcd: &Etcd) -> Three<'a> {
+        Three {
+            sb,
+            endpoints: etcd.endpoints(),
+            dir: tempfile::tempdir().unwrap(),
+            of: [free_port(), free_port(), free_port()],
+            api: [free_port(), free_port(), free_port()],
+        }
+    }
+
+    /// Starts replica `i`; every bridge lists all three replicas.
+    fn start(&self, i: usize) -> Replica {
+        let toml = replica_toml(
+            NAMES[i],
+            self.sb,
+            &self.endpoints,
+            self.api[i],
+            self.of[i],
+            &self.of,
+        );
+        Replica::start(NAMES[i], self.dir.path(), &toml, self.api[i])
+    }
+
+    /// Starts all three, `a` first so that it leads, and waits until `b`
+    /// and `c` stand by behind it and `a` is master on both bridges; returns
+    /// them and the generation `a` claimed.
+    async fn start_all(&self) -> (Vec<Replica>, u64) {
+        let a = self.start(0);
+        until_leader(&a).await;
+        let b = self.start(1);
+        let h = until_standby(&b, "a").await;
+        let c = self.start(2);
+        until_standby(&c, "a").await;
+        until_master(self.sb, self.of[0], "a master on both bridges").await;
+        (vec![a, b, c], h["generation"].as_u64().unwrap())
+    }
+}
+
+/// Waits until one of `rs[among]` answers as leader; its index.
+async fn until_one_leads(rs: &[Replica], among: &[usize]) -> usize {
+    eventually(30, "a replica leads", || async {
+        let mut seen = vec![];
+        for &i in among {
+            match rs[i].health().await {
+                Ok(h) if h["status"] == "ok" => return Ok(i),
+                Ok(h) => seen.push(format!("{}: {h}", rs[i].name)),
+                Err(e) => seen.push(format!("{}: {e}", rs[i].name)),
             }
         }
-    };
-    let before = eventually(20, "the reservation's flows on br0", installed("br0")).await;
-    eprintln!("br0 with the reservation (leader a):\n{before}");
+        Err(seen.join("; "))
+    })
+    .await
+}
 
-    // The leader dies; everything it put on the bridges goes too (as if its
-    // hard timeouts had run out), so only the new leader can put it back.
-    let killed = Instant::now();
-    let mut a = a;
-    a.proc.0.kill().unwrap();
-    a.proc.0.wait().unwrap();
-    for br in ["br0", "br1"] {
-        sb.ofctl(&["del-flows", br]);
-        sb.ofctl(&["del-meters", br]);
-    }
-    until_leader(&b).await;
-    let takeover = killed.elapsed();
-    let r = b.get(&format!("/v1/reservations/{rid}")).await;
-    assert_eq!(r["state"], "active", "{r}");
-    assert_eq!(r["urgency"], 60.0, "{r}");
-    let after = eventually(20, "the reservation back on br0", installed("br0")).await;
-    let restored = killed.elapsed();
-    until_master(&sb, of_b, "b master on both bridges").await;
-    let generation = b.generation().expect("b's election in its log");
-    let health = b.health().await.unwrap();
-    assert_eq!(
-        (
-            &health["role"],
-            &health["name"],
-            health["generation"].as_u64()
-        ),
-        (&json!("leader"), &json!("b"), Some(generation)),
-        "{health}"
-    );
-    assert!(
-        generation > first_generation,
-        "{generation} after {first_generation}"
-    );
-    eprintln!(
-        "takeover: b answered as leader {:.2} s after a was killed, the reservation was back on br0 after {:.2} s \
-         (lease 2 s; generation {first_generation} -> {generation}); br0 now:\n{after}",
-        takeover.as_secs_f64(),
-        restored.as_secs_f64(),
-    );
-    assert!(
-        !b.log().contains("cannot take over"),
-        "{}: {}",
-        b.name,
-        b.log()
-    );
-
-    // a comes back, as a standby. Then b is paused (SIGSTOP) past its lease:
-    // a takes over; b, resumed, finds its lease gone and stops at once with
-    // status 75, having changed nothing.
-    let a = Replica::start(
-        "a",
-        dir.path(),
-        &replica_toml("a", &sb, &etcd.url, api_a, of_a, &[of_a, of_b]),
-        api_a,
-    );
-    until_standby(&a, "b").await;
-    let pid = b.proc.0.id().to_string();
-    support::run(Command::new("kill").args(["-STOP", &pid]));
-    until_leader(&a).await;
-    until_master(&sb, of_a, "a master on both bridges").await;
-    support::run(Command::new("kill").args(["-CONT", &pid]));
-    let mut b = b;
-    let status = eventually(20, "b stops once resumed", || {
-        let s = b.proc.0.try_wait();
+/// Waits until replica `r` has exited; its status.
+async fn until_exited(r: &mut Replica, secs: u64, what: &str) -> std::process::ExitStatus {
+    eventually(secs, what, || {
+        let s = r.proc.0.try_wait();
         async move {
             match s {
                 Ok(Some(s)) => Ok(s),
@@ -527,18 +526,314 @@ async fn a_standby_takes_over_the_switches_and_the_reservations() {
             }
         }
     })
+    .await
+}
+
+async fn post_reservation(api: &str) -> reqwest::Result<reqwest::Response> {
+    reqwest::Client::new()
+        .post(format!("{api}/v1/reservations"))
+        .json(&json!({"source": "h1", "destination": "h2", "urgency": 60}))
+        .send()
+        .await
+}
+
+/// Waits until the reservation's migration flow is on `br`; the bridge's
+/// flows and meters.
+async fn until_installed(sb: &Sandbox, br: &str, what: &str) -> String {
+    eventually(20, what, || async {
+        let f = meters_and_flows(sb, br);
+        if f.contains("nw_dst=10.0.0.2") {
+            Ok(f)
+        } else {
+            Err(f)
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_the_switches_and_the_reservations() {
+    let _lock = support::lock();
+    let etcd = Etcd::start(3).await;
+    let sb = Sandbox::start();
+    sb.add_bridge("br0");
+    sb.add_bridge("br1");
+    let three = Three::new(&sb, &etcd);
+    let (mut rs, first_generation) = three.start_all().await;
+    let of = three.of;
+    // The standbys say who leads, and refuse everything else with a 503.
+    for r in &rs[1..] {
+        let r = reqwest::get(format!("{}/v1/reservations", r.api))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+    }
+
+    // Both bridges list the three replicas; a is master, b and c slaves.
+    let roles = || sb.vsctl(&["--columns=target,role,is_connected", "list", "controller"]);
+    eventually(20, "a master, b and c slaves on both bridges", || async {
+        let r = roles();
+        let role = |i: usize, role: &str| {
+            r.matches(&format!(
+                "tcp:127.0.0.1:{}\"\nrole                : {role}",
+                of[i]
+            ))
+            .count()
+        };
+        if role(0, "master") == 2 && role(1, "slave") == 2 && role(2, "slave") == 2 {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    })
     .await;
+
+    let res: Value = post_reservation(&rs[0].api)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rid = res["id"].as_u64().expect("reservation created");
+    let before = until_installed(&sb, "br0", "the reservation's flows on br0").await;
+    eprintln!("br0 with the reservation (leader a):\n{before}");
+
+    // The leader dies; everything it put on the bridges goes too (as if its
+    // hard timeouts had run out), so only the new leader can put it back.
+    let killed = Instant::now();
+    rs[0].proc.0.kill().unwrap();
+    rs[0].proc.0.wait().unwrap();
+    for br in ["br0", "br1"] {
+        sb.ofctl(&["del-flows", br]);
+        sb.ofctl(&["del-meters", br]);
+    }
+    let new = until_one_leads(&rs, &[1, 2]).await;
+    let takeover = killed.elapsed();
+    let other = 3 - new;
+    let (name, other_name) = (rs[new].name, rs[other].name);
+    let r = rs[new].get(&format!("/v1/reservations/{rid}")).await;
+    assert_eq!(r["state"], "active", "{r}");
+    assert_eq!(r["urgency"], 60.0, "{r}");
+    let after = until_installed(&sb, "br0", "the reservation back on br0").await;
+    let restored = killed.elapsed();
+    until_master(&sb, of[new], &format!("{name} master on both bridges")).await;
+    until_standby(&rs[other], name).await;
+    let generation = rs[new].generation().expect("the election in its log");
+    let health = rs[new].health().await.unwrap();
+    assert_eq!(
+        (
+            &health["role"],
+            &health["name"],
+            health["generation"].as_u64()
+        ),
+        (&json!("leader"), &json!(name), Some(generation)),
+        "{health}"
+    );
+    assert!(
+        generation > first_generation,
+        "{generation} after {first_generation}"
+    );
+    assert!(
+        rs[other].generation().is_none(),
+        "{other_name} was elected too: {}",
+        rs[other].log()
+    );
+    eprintln!(
+        "takeover (3 replicas, 3 etcd members): {name} answered as leader {:.2} s after a was killed, \
+         the reservation was back on br0 after {:.2} s (lease 2 s; generation {first_generation} -> \
+         {generation}); {other_name} stands by behind it; br0 now:\n{after}",
+        takeover.as_secs_f64(),
+        restored.as_secs_f64(),
+    );
+    assert!(
+        !rs[new].log().contains("cannot take over"),
+        "{name}: {}",
+        rs[new].log()
+    );
+
+    // a comes back, as a standby. Then the leader is paused (SIGSTOP) past
+    // its lease: another replica takes over; the paused one, resumed, finds
+    // its lease gone and stops at once with status 75, having changed
+    // nothing.
+    rs[0] = three.start(0);
+    until_standby(&rs[0], name).await;
+    let pid = rs[new].proc.0.id().to_string();
+    support::run(Command::new("kill").args(["-STOP", &pid]));
+    let next = until_one_leads(&rs, &[0, other]).await;
+    until_master(&sb, of[next], "the next leader master on both bridges").await;
+    support::run(Command::new("kill").args(["-CONT", &pid]));
+    let status = until_exited(&mut rs[new], 20, "the paused leader stops once resumed").await;
+    let log = rs[new].log();
     assert_eq!(
         status.code(),
         Some(solive::cluster::replica::DEPOSED_EXIT),
-        "{}",
-        b.log()
+        "{log}"
     );
-    assert!(b.log().contains("leadership lost"), "{}", b.log());
-    assert!(a.generation().unwrap() > generation);
-    let r = a.get(&format!("/v1/reservations/{rid}")).await;
+    assert!(log.contains("leadership lost"), "{log}");
+    assert!(rs[next].generation().unwrap() > generation);
+    let r = rs[next].get(&format!("/v1/reservations/{rid}")).await;
     assert_eq!(r["state"], "active", "{r}");
-    eventually(20, "the reservation still on br0", installed("br0")).await;
+    until_installed(&sb, "br0", "the reservation still on br0").await;
+}
+
+/// Both bridges' flows and meters without their counters, less the flows
+/// with a hard timeout (the application flows, which a leader refreshes
+/// every period and which the switch removes on its own without one).
+fn bridges(sb: &Sandbox) -> String {
+    ["br0", "br1"]
+        .iter()
+        .map(|br| {
+            let flows = sb.ofctl(&["--no-stats", "dump-flows", br]);
+            let kept: Vec<&str> = flows
+                .lines()
+                .filter(|l| !l.contains("hard_timeout="))
+                .collect();
+            format!(
+                "{br}:\n{}\n{}",
+                kept.join("\n"),
+                sb.ofctl(&["dump-meters", br])
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The OpenFlow targets connected as master (`ovs-vsctl list controller`).
+fn masters(sb: &Sandbox) -> Vec<String> {
+    let r = sb.vsctl(&["--columns=target,role,is_connected", "list", "controller"]);
+    r.split("\n\n")
+        .filter(|c| c.contains(": master") && c.contains("is_connected        : true"))
+        .map(|c| c.lines().next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_etcd_quorum_the_leader_stops_and_nothing_acts() {
+    let _lock = support::lock();
+    let mut etcd = Etcd::start(3).await;
+    let sb = Sandbox::start();
+    sb.add_bridge("br0");
+    sb.add_bridge("br1");
+    let three = Three::new(&sb, &etcd);
+    let (mut rs, first_generation) = three.start_all().await;
+    let r = post_reservation(&rs[0].api).await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let rid = r.json::<Value>().await.unwrap()["id"].as_u64().unwrap();
+    until_installed(&sb, "br0", "the reservation's flows on br0").await;
+    // What the leader put on the bridges, once it no longer changes.
+    let mut last = bridges(&sb);
+    let before = eventually(10, "the bridges settled", || {
+        let now = bridges(&sb);
+        let same = now == last;
+        last = now.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if same {
+                Ok(now)
+            } else {
+                Err(now)
+            }
+        }
+    })
+    .await;
+
+    // Two of the three etcd members die: no quorum. The leader cannot renew
+    // its lease, and stops about a lease later with status 75.
+    let cut = Instant::now();
+    etcd.kill(1);
+    etcd.kill(2);
+    let status = until_exited(&mut rs[0], 10, "the leader stops without a quorum").await;
+    let stepped_down = cut.elapsed();
+    let log = rs[0].log();
+    assert_eq!(
+        status.code(),
+        Some(solive::cluster::replica::DEPOSED_EXIT),
+        "{log}"
+    );
+    assert!(log.contains("leadership lost"), "{log}");
+    assert!(
+        stepped_down < Duration::from_millis(2000 + 3000),
+        "the leader stopped {stepped_down:?} after the quorum was lost (lease 2 s)"
+    );
+
+    // Nothing acts while the quorum is lost: the standbys stand by (and go
+    // on running), nobody is master on the bridges, every write to the API
+    // is refused, and the bridges keep what the leader put on them.
+    eventually(5, "nobody master", || async {
+        match masters(&sb) {
+            m if m.is_empty() => Ok(()),
+            m => Err(format!("{m:?}")),
+        }
+    })
+    .await;
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(6) {
+        for r in &mut rs[1..] {
+            let h = r.health().await.unwrap_or_else(|e| {
+                panic!(
+                    "{} does not answer without a quorum: {e}\n{}",
+                    r.name,
+                    r.log()
+                )
+            });
+            assert_eq!(h["status"], "standby", "{}: {h}", r.name);
+            assert!(
+                r.proc.0.try_wait().unwrap().is_none(),
+                "{} stopped: {}",
+                r.name,
+                r.log()
+            );
+        }
+        // a is gone (connection refused); b and c answer 503.
+        for r in &rs {
+            match post_reservation(&r.api).await.map(|r| r.status().as_u16()) {
+                Ok(503) => {}
+                Err(e) if r.name == "a" && e.is_connect() => {}
+                s => panic!("{} answered a POST with {s:?} without a quorum", r.name),
+            }
+        }
+        assert_eq!(masters(&sb), Vec::<String>::new());
+        assert_eq!(bridges(&sb), before, "the bridges changed without a quorum");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for r in &rs[1..] {
+        assert!(r.generation().is_none(), "{}: {}", r.name, r.log());
+    }
+    eprintln!(
+        "quorum lost: the leader stopped (status 75) {:.2} s after 2 of 3 etcd members were killed \
+         (lease 2 s); for {:.1} s after, b and c stood by, nobody was master, every POST was refused \
+         and the bridges kept the reservation's flows and meters unchanged",
+        stepped_down.as_secs_f64(),
+        quiet.elapsed().as_secs_f64()
+    );
+
+    // The quorum is back: a standby is elected and the reservation is in
+    // force under it.
+    let back = Instant::now();
+    etcd.spawn(1);
+    etcd.spawn(2);
+    let new = until_one_leads(&rs, &[1, 2]).await;
+    let elected = back.elapsed();
+    let name = rs[new].name;
+    until_master(
+        &sb,
+        three.of[new],
+        &format!("{name} master on both bridges"),
+    )
+    .await;
+    let r = rs[new].get(&format!("/v1/reservations/{rid}")).await;
+    assert_eq!(r["state"], "active", "{r}");
+    let after = until_installed(&sb, "br0", "the reservation on br0 under the new leader").await;
+    let in_force = back.elapsed();
+    assert!(rs[new].generation().unwrap() > first_generation);
+    until_standby(&rs[3 - new], name).await;
+    eprintln!(
+        "quorum back: {name} answered as leader {:.2} s after the 2 etcd members were restarted, \
+         the reservation active and on br0 after {:.2} s; br0 now:\n{after}",
+        elected.as_secs_f64(),
+        in_force.as_secs_f64()
+    );
 }
 
 /// A takeover in the middle of a real evacuation (QEMU + libvirt testbed):
@@ -549,7 +844,7 @@ async fn a_standby_takes_over_the_switches_and_the_reservations() {
 async fn a_takeover_mid_evacuation_loses_no_vm_and_starts_none_twice() {
     use support::testbed::Testbed;
     let _lock = support::lock();
-    let etcd = Etcd::start().await;
+    let etcd = Etcd::start(1).await;
     let tb = Testbed::up("evac-2vm", "/tmp/solive-testbed-takeover");
     tb.wait_ready("h1", "quiet", 90);
     tb.wait_ready("h1", "send", 90);
@@ -559,7 +854,7 @@ async fn a_takeover_mid_evacuation_loses_no_vm_and_starts_none_twice() {
     let toml = |name: &str, of: u16, api: u16| {
         base.replace("127.0.0.1:6653", &format!("127.0.0.1:{of}"))
             .replace("127.0.0.1:8080", &format!("127.0.0.1:{api}"))
-            + &cluster_section(name, &etcd.url, &[of_a, of_b])
+            + &cluster_section(name, &etcd.endpoints(), &[of_a, of_b])
     };
     let a = Replica::start("a", dir.path(), &toml("a", of_a, api_a), api_a);
     until_leader(&a).await;

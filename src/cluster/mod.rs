@@ -17,7 +17,10 @@
 //!
 //! Standbys keep their switch connections (claiming SLAVE with the current
 //! leader's generation), so a takeover does not wait for switches to
-//! reconnect.
+//! reconnect. A standby has acted on nothing, so losing etcd does not stop
+//! it: it campaigns again, with a new lease once its old one is lost (see
+//! `replica::elect`); without an etcd quorum nobody is elected, so nobody
+//! acts.
 
 pub mod replica;
 pub mod state;
@@ -50,6 +53,10 @@ pub enum ClusterError {
     Protocol(String),
 }
 
+/// How often the etcd connections are pinged: above etcd's default
+/// `--grpc-keepalive-min-time` (5 s), which it enforces.
+const KEEP_ALIVE_PING: Duration = Duration::from_secs(10);
+
 /// One replica's membership: its etcd client and its lease.
 pub struct Member {
     client: Client,
@@ -75,10 +82,14 @@ impl Member {
         let timeout = Duration::from_millis(config.lease_ms);
         // Calls are bounded one by one (a campaign waits as long as another
         // replica leads, so no client-wide timeout); the HTTP/2 keep-alive
-        // notices a dead etcd, and a lease not renewed in time is lost.
+        // notices a dead etcd, and a lease not renewed in time is lost. etcd
+        // closes a connection that pings more often than its
+        // --grpc-keepalive-min-time (5 s by default; GOAWAY too_many_pings):
+        // with several endpoints a campaign alone on its connection was cut
+        // every few seconds when this pinged every lease_ms / 2.
         let options = ConnectOptions::new()
             .with_connect_timeout(timeout)
-            .with_keep_alive(timeout / 2, timeout);
+            .with_keep_alive(KEEP_ALIVE_PING, timeout);
         let client = Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(|source| ClusterError::Connect {
@@ -173,6 +184,11 @@ impl Member {
         move || {
             let _ = lose.send(true);
         }
+    }
+
+    /// Whether the lease is known to be lost.
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
     }
 
     /// Resolves when the lease is lost (this replica must stop acting).

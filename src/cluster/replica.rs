@@ -4,6 +4,8 @@
 //! join (lease) ── standby ──campaign won──▶ leader ──lease lost──▶ exit(75)
 //!                 │ switch sessions run, claiming SLAVE at the leader's generation
 //!                 │ API: 503 "standby" (health: 200 with the leader's name)
+//!                 │ etcd lost (no quorum): campaign again, with a new lease
+//!                 │ once the old one is lost; stays a standby meanwhile
 //!                 ▼
 //!   on winning: claim MASTER at our generation on every session (before the
 //!   controller sends anything), read the state from etcd, start the
@@ -94,8 +96,8 @@ pub async fn run(
         })
     };
     let mut shutdown = Box::pin(shutdown);
-    let lead = tokio::select! {
-        lead = member.campaign(leader_tx) => lead?,
+    let (member, lead) = tokio::select! {
+        won = elect(&cluster, member, &leader_tx) => won,
         _ = &mut shutdown => {
             tracing::info!("standby stopping");
             let _ = standby_stop_tx.send(());
@@ -159,6 +161,39 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = listener.await;
     Ok(())
+}
+
+/// Stands by until elected. A standby has acted on nothing, so losing etcd
+/// (the member it talks to gone, or no quorum) does not stop it: a broken
+/// campaign is started again, and once its lease is lost (not renewed for a
+/// whole lease) it takes a new one as soon as etcd grants it. Without a
+/// quorum nobody can be elected, so nobody acts.
+async fn elect(
+    cluster: &crate::config::ClusterConfig,
+    mut member: Member,
+    leader: &watch::Sender<Leader>,
+) -> (Member, super::Leadership) {
+    let pause = Duration::from_millis(500);
+    loop {
+        match member.campaign(leader.clone()).await {
+            Ok(lead) => return (member, lead),
+            Err(e) => tracing::warn!(error = %e, "campaign interrupted; still standing by"),
+        }
+        tokio::time::sleep(pause).await;
+        if member.is_lost() {
+            // Who leads is unknown until etcd answers again.
+            leader.send_replace(None);
+            member = loop {
+                match Member::join(cluster).await {
+                    Ok(m) => break m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot join the cluster again yet");
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            };
+        }
+    }
 }
 
 /// While standing by: SLAVE at the current leader's generation.

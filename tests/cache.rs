@@ -123,6 +123,16 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
     assert_eq!(v["state"], "copying", "{v}");
     let (s, v) = cache_on(&solive, "h2").await;
     assert_eq!(s, 409, "{v}");
+    // The copy is a low-priority reservation on h1's uplink: a flow of its
+    // own to the cache port into a meter at its share.
+    eventually(30, "the copy metered on br-h1", || async {
+        let flows = tb.ofctl(&["dump-flows", "br-h1"]);
+        match flows.lines().find(|l| l.contains("tp_dst=10809")) {
+            Some(l) if l.contains("meter:") => Ok(l.trim().to_string()),
+            _ => Err(flows),
+        }
+    })
+    .await;
     // The first copy (~540 MiB at most 10 MB/s), then incremental syncs.
     let c = cache_until(&solive, "two syncs", 400, |c| {
         c["generation"].as_u64() >= Some(2)

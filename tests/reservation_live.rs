@@ -16,91 +16,16 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{eventually, KillOnDrop, NsHost, Sandbox};
+use support::fabric::TwoHosts;
+use support::iperf::{mean, Iperf};
+use support::{eventually, KillOnDrop, Sandbox};
 
 const API: &str = "http://127.0.0.1:48081";
 const C_MBPS: u64 = 100;
-
-struct Iperf {
-    child: std::process::Child,
-    started: Instant,
-}
-
-impl Iperf {
-    /// iperf3 client in `from` to `to:port`, JSON output with 0.5 s intervals.
-    fn start(from: &NsHost, to: &str, port: u16, secs: u32, rate: Option<&str>) -> Iperf {
-        let mut args = vec![
-            "iperf3".to_string(),
-            "-c".into(),
-            to.into(),
-            "-p".into(),
-            port.to_string(),
-            "-t".into(),
-            secs.to_string(),
-            "-i".into(),
-            "0.5".into(),
-            "-J".into(),
-        ];
-        if let Some(r) = rate {
-            args.extend(["-b".into(), r.into()]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let child = from
-            .cmd(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Iperf {
-            child,
-            started: Instant::now(),
-        }
-    }
-
-    /// (interval end in seconds, Mbit/s) for every interval.
-    fn finish(self) -> Vec<(f64, f64)> {
-        let out = self.child.wait_with_output().unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        v["intervals"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|i| {
-                        let s = &i["sum"];
-                        (
-                            s["end"].as_f64().unwrap_or(0.0),
-                            s["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6,
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn stop(mut self) -> Vec<(f64, f64)> {
-        // SIGINT makes iperf3 print its JSON report before exiting.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let _ = &mut self.child;
-        self.finish()
-    }
-}
-
-/// Mean Mbit/s of the intervals ending within [from, to] seconds.
-fn mean(iv: &[(f64, f64)], from: f64, to: f64) -> f64 {
-    let sel: Vec<f64> = iv
-        .iter()
-        .filter(|(t, _)| *t > from && *t <= to)
-        .map(|(_, r)| *r)
-        .collect();
-    assert!(!sel.is_empty(), "no intervals in ({from}, {to}]: {iv:?}");
-    sel.iter().sum::<f64>() / sel.len() as f64
-}
 
 async fn get(path: &str) -> Value {
     reqwest::get(format!("{API}{path}"))
@@ -115,71 +40,16 @@ async fn get(path: &str) -> Value {
 async fn reservation_holds_on_the_fabric_and_lapses_when_the_controller_dies() {
     let _lock = support::lock();
     let sb = Sandbox::start();
-    sb.add_bridge("brs");
-    sb.add_bridge("brd");
-    // The uplink between the two hosts: a veth pair, shaped to 100 Mbit/s on
-    // the source side (the test's own QoS row, not solive's).
-    support::quiet(Command::new("ip").args(["link", "del", "slr-ups"]));
-    support::run(Command::new("ip").args([
-        "link", "add", "slr-ups", "type", "veth", "peer", "name", "slr-upd",
-    ]));
-    for l in ["slr-ups", "slr-upd"] {
-        support::run(Command::new("ip").args(["link", "set", l, "up"]));
-    }
-    sb.vsctl(&["add-port", "brs", "slr-ups"]);
-    sb.vsctl(&["add-port", "brd", "slr-upd"]);
-    let rate = (C_MBPS * 1_000_000).to_string();
-    sb.vsctl(&[
-        "--",
-        "set",
-        "port",
-        "slr-ups",
-        "qos=@q",
-        "--",
-        "--id=@q",
-        "create",
-        "qos",
-        "type=linux-htb",
-        &format!("other_config:max-rate={rate}"),
-        "queues:0=@q0",
-        "--",
-        "--id=@q0",
-        "create",
-        "queue",
-        &format!("other_config:max-rate={rate}"),
-    ]);
-    let vm = NsHost::new(&sb, "brs", "slr-vm1", "slr-vm1p", "10.197.0.11/24");
-    sb.vsctl(&[
-        "set",
-        "interface",
-        "slr-vm1p",
-        "external_ids:vm-id=vm1",
-        "external_ids:iface-id=vm1-eth0",
-    ]);
-    let hs = NsHost::new(&sb, "brs", "slr-hs", "slr-hsp", "10.197.0.1/24");
-    let hd = NsHost::new(&sb, "brd", "slr-hd", "slr-hdp", "10.197.0.2/24");
-    vm.exec(&["ping", "-c", "1", "-W", "3", "10.197.0.2"]);
-    hs.exec(&["ping", "-c", "1", "-W", "3", "10.197.0.2"]);
-    let _app_srv = KillOnDrop(
-        hd.cmd(&["iperf3", "-s", "-p", "5201"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let _mig_srv = KillOnDrop(
-        hd.cmd(&["iperf3", "-s", "-p", "49152"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let net = TwoHosts::new(&sb, "slr", "10.197.0", C_MBPS);
+    let (vm, hs) = (&net.vm, &net.hs);
+    let _app_srv = net.server(5201);
+    let _mig_srv = net.server(49152);
 
     // The controller, as an operator runs it.
     let toml = format!(
         "[controller]\nopenflow_listen = \"127.0.0.1:46654\"\nperiod_ms = 1000\nresync_periods = 5\n\
-         [api]\nlisten = \"127.0.0.1:48081\"\n\
-         [[hosts]]\nname = \"src\"\novsdb = \"{db}\"\nbridge = \"brs\"\nuplink = \"slr-ups\"\ncapacity_mbps = {C_MBPS}\naddress = \"10.197.0.1\"\n\
-         [[hosts]]\nname = \"dst\"\novsdb = \"{db}\"\nbridge = \"brd\"\nuplink = \"slr-upd\"\ncapacity_mbps = {C_MBPS}\naddress = \"10.197.0.2\"\n",
-        db = sb.db
+         [api]\nlisten = \"127.0.0.1:48081\"\n{}",
+        net.hosts_toml(&sb, C_MBPS)
     );
     let cfg = sb.path().join("solive.toml");
     std::fs::write(&cfg, toml).unwrap();
@@ -208,8 +78,8 @@ async fn reservation_holds_on_the_fabric_and_lapses_when_the_controller_dies() {
     .await;
 
     // 1. Without a reservation: both flows, unlimited, share the link.
-    let app = Iperf::start(&vm, "10.197.0.2", 5201, 6, None);
-    let mig = Iperf::start(&hs, "10.197.0.2", 49152, 6, None);
+    let app = Iperf::start(vm, "10.197.0.2", 5201, 6, None);
+    let mig = Iperf::start(hs, "10.197.0.2", 49152, 6, None);
     let (app0, mig0) = (app.finish(), mig.finish());
     let (app0, mig0) = (mean(&app0, 2.0, 6.0), mean(&mig0, 2.0, 6.0));
     eprintln!("without reservation: application {app0:.1} Mbit/s, migration {mig0:.1} Mbit/s");
@@ -235,7 +105,7 @@ async fn reservation_holds_on_the_fabric_and_lapses_when_the_controller_dies() {
 
     // 2. The application saturates the link; then the reservation; then the
     // migration (libvirt-like, capped at 80 Mbit/s).
-    let app = Iperf::start(&vm, "10.197.0.2", 5201, 40, None);
+    let app = Iperf::start(vm, "10.197.0.2", 5201, 40, None);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let body = json!({"source": "src", "destination": "dst", "urgency": 75, "threshold": 10});
     let created = Instant::now();
@@ -257,7 +127,7 @@ async fn reservation_holds_on_the_fabric_and_lapses_when_the_controller_dies() {
         (initial - 75.0).abs() < 0.01,
         "initial reservation {initial} (link saturated: max(avail, 75))"
     );
-    let mig = Iperf::start(&hs, "10.197.0.2", 49152, 12, Some("80M"));
+    let mig = Iperf::start(hs, "10.197.0.2", 49152, 12, Some("80M"));
     let mig_off = mig.started.duration_since(created).as_secs_f64();
     let mig_iv = mig.finish();
     let app_during = app.started.elapsed().as_secs_f64();
@@ -343,7 +213,7 @@ async fn reservation_holds_on_the_fabric_and_lapses_when_the_controller_dies() {
 
     // 3. The application stops: the migration alone leaves room, so the
     // reservation climbs to max_reserve (95) within three periods.
-    let mig = Iperf::start(&hs, "10.197.0.2", 49152, 30, Some("80M"));
+    let mig = Iperf::start(hs, "10.197.0.2", 49152, 30, Some("80M"));
     let t0 = Instant::now();
     let climbed = eventually(8, "reservation at max_reserve", || async {
         let v = get(&format!("/v1/reservations/{id}")).await;
@@ -367,7 +237,7 @@ async fn reservation_holds_on_the_fabric_and_lapses_when_the_controller_dies() {
 
     // 4. The application runs again (throttled to 5 Mbit/s by the 95%
     // reservation); the controller is killed without any cleanup.
-    let app = Iperf::start(&vm, "10.197.0.2", 5201, 14, None);
+    let app = Iperf::start(vm, "10.197.0.2", 5201, 14, None);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let flows = sb.ofctl(&["dump-flows", "brs"]);
     assert!(

@@ -27,10 +27,12 @@
 //! would leave the base current on the backup but give libvirt no way to
 //! skip it. The chain is what it understands.
 //!
-//! The transfers yield to the applications: each is capped (qemu-img's own
-//! limiter) at half the room the controller measures on the source's
-//! uplink, within `[cache] max_rate_mbps` and a floor. They are not
-//! reserved on the switches.
+//! The transfers yield to the applications: each is a low-priority
+//! reservation of the controller's ([`crate::controller::background`]), a
+//! meter on the source's switch at half the room on its uplink, re-set
+//! every period, within `[cache] max_rate_mbps` and a floor. Where the switch
+//! cannot meter, qemu-img's own limiter holds it at half the room when it
+//! starts.
 //!
 //! Helpers run on the hosts with their `exec` prefix, as scatter-gather's
 //! relays do ([`crate::evacuation::scatter`]). One task per cached VM runs

@@ -164,25 +164,41 @@ async fn transfer(
     backup: &CacheHost,
     image: &str,
     (bytes, rate): (u64, u64),
-    steps: impl FnOnce(&str) -> Vec<Vec<String>>,
-    limit: Duration,
+    steps: impl FnOnce(&str, u64) -> Vec<Vec<String>>,
 ) -> Result<(), String> {
     let address = backup
         .address
         .as_deref()
         .ok_or("the backup has no address")?;
+    let lease = caches
+        .inner
+        .ports
+        .take()
+        .ok_or("every cache port is in use")?;
+    // A low-priority reservation on the source's uplink: a meter holds the
+    // copy to its share of the room, re-set every period. Where the switch
+    // cannot (no controller, queue mode) qemu-img's own cap at the room
+    // when the transfer starts is all that holds it.
+    let source_name = get(status).source;
+    let background = background(caches, &source_name, source, address, lease.port).await;
+    let settings = &caches.inner.settings;
+    let (rate, cap) = match &background {
+        Some(b) => (
+            b.held.rate_bps.map_or(rate, |r| (r / 8.0) as u64),
+            (settings.max_rate_bps / 8.0) as u64,
+        ),
+        None => (rate, rate),
+    };
+    // However slow its share gets, not below the floor.
+    let limit = transfer_limit(bytes, rate.min((settings.floor_rate_bps / 8.0) as u64));
     set(status, |s| {
+        s.rate_bps = Some(rate as f64 * 8.0);
         s.transfer = Some(super::Transfer {
             bytes,
             started_at: super::now_s(),
             rate_bps: rate as f64 * 8.0,
         })
     });
-    let lease = caches
-        .inner
-        .ports
-        .take()
-        .ok_or("every cache port is in use")?;
     let url = plan::nbd_url(address, lease.port);
     let serve: Vec<String> = backup
         .exec
@@ -199,7 +215,7 @@ async fn transfer(
         .spawn()
         .map_err(|e| format!("cannot start qemu-nbd on the backup: {e}"))?;
     let run_steps = async {
-        for step in steps(&url) {
+        for step in steps(&url, cap) {
             let connects = step.iter().any(|a| a == &url);
             if connects {
                 helper_connecting(source, &step, limit).await?;
@@ -218,6 +234,18 @@ async fn transfer(
             if let Err(e) = backup.hv.list().await {
                 return Err::<(), String>(format!("the backup host stopped answering: {e}"));
             }
+            // The share the controller gives it now.
+            if let Some(r) = match &background {
+                Some(b) => b.rate_bps().await,
+                None => None,
+            } {
+                set(status, |s| {
+                    s.rate_bps = Some(r);
+                    if let Some(t) = s.transfer.as_mut() {
+                        t.rate_bps = r;
+                    }
+                });
+            }
         }
     };
     let result = tokio::select! {
@@ -234,6 +262,37 @@ async fn transfer(
         let _ = server.kill().await;
     }
     result
+}
+
+/// The transfer from `source` to `address:port` as a background transfer of
+/// the controller's, if the controller can hold it there (meter mode).
+async fn background(
+    caches: &Caches,
+    name: &str,
+    source: &CacheHost,
+    address: &str,
+    port: u16,
+) -> Option<crate::controller::BackgroundLease> {
+    let controller = caches.inner.controller.as_ref()?;
+    let parse = |a: Option<&str>| a?.parse::<std::net::Ipv4Addr>().ok();
+    let (src, dst) = (parse(source.address.as_deref())?, parse(Some(address))?);
+    let s = &caches.inner.settings;
+    let req = crate::controller::background::BackgroundRequest {
+        host: name.to_string(),
+        src,
+        dst,
+        tcp_dst: port,
+        floor_bps: s.floor_rate_bps,
+        max_bps: s.max_rate_bps,
+    };
+    match controller.start_background(req).await {
+        Ok(b) if b.held.enforced => Some(b),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cache transfer not reserved on the switch");
+            None
+        }
+    }
 }
 
 /// The time limit of a transfer of `bytes` at `rate` bytes/s: twice the
@@ -308,7 +367,6 @@ async fn sync_once(
         return Err("cut: the caching was stopped".into());
     }
     let rate = rate(caches, &st.source).await;
-    set(status, |s| s.rate_bps = Some(rate as f64 * 8.0));
     let mut sent = 0;
     let mut cached = Vec::new();
     for (d, (_, new_top)) in st.disks.iter().zip(&overlays) {
@@ -330,8 +388,7 @@ async fn sync_once(
                 backup,
                 base,
                 (bytes, rate),
-                |url| plan::ship_overlay(&old_top, &scratch, url, rate),
-                transfer_limit(bytes, rate),
+                |url, cap| plan::ship_overlay(&old_top, &scratch, url, cap),
             )
             .await;
             let _ = helper(
@@ -369,8 +426,7 @@ async fn sync_once(
                 backup,
                 base,
                 (bytes, rate),
-                |url| vec![plan::copy_all(base, url, rate)],
-                transfer_limit(bytes, rate),
+                |url, cap| vec![plan::copy_all(base, url, cap)],
             )
             .await
             .map_err(|e| format!("copying {base} to {}: {e}", st.backup_host))?;

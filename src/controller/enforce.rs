@@ -58,6 +58,8 @@ pub const APP_PRIORITY: u16 = 100;
 const KIND_APP_OUT: u64 = 1;
 const KIND_APP_IN: u64 = 2;
 const KIND_MIGRATION: u64 = 3;
+/// A background transfer's flow ([`super::background`]).
+pub(super) const KIND_BACKGROUND: u64 = 4;
 
 /// The cookie of an enforcement flow: the solive tag, a kind, an id.
 pub fn cookie(kind: u64, id: u64) -> u64 {
@@ -82,7 +84,7 @@ pub fn is_migration_cookie(c: u64) -> bool {
 pub fn is_enforcement_cookie(c: u64) -> bool {
     matches!(
         (c >> 40) & 0xff,
-        KIND_APP_OUT | KIND_APP_IN | KIND_MIGRATION
+        KIND_APP_OUT | KIND_APP_IN | KIND_MIGRATION | KIND_BACKGROUND
     ) && c & super::reconcile::COOKIE_TAG_MASK == COOKIE_TAG
 }
 
@@ -288,7 +290,7 @@ pub fn burst_kb(rate_kbps: u64) -> u64 {
     (rate_kbps / 10).max(1000)
 }
 
-fn hard_timeout(period: Duration) -> u16 {
+pub(super) fn hard_timeout(period: Duration) -> u16 {
     let secs = (period.as_secs_f64() * f64::from(TIMEOUT_PERIODS)).ceil();
     secs.clamp(2.0, f64::from(u16::MAX)) as u16
 }

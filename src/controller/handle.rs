@@ -41,6 +41,13 @@ pub enum Command {
     ReservationRecord(u64, Reply<Option<serde_json::Value>>),
     /// The hypervisor's own measure of a reservation's migration rate.
     ReportMigration(u64, reservation::MigrationReport),
+    /// A background transfer starts ([`background`]); answers it as held.
+    StartBackground(
+        background::BackgroundRequest,
+        Reply<Result<background::Background, ControllerError>>,
+    ),
+    StopBackground(u32),
+    Background(u32, Reply<Option<background::Background>>),
     /// The switch's meter support is known: decide the host's enforcement mode.
     MeterSupport {
         host: String,
@@ -117,6 +124,33 @@ impl ControllerHandle {
         let _ = self.tx.send(Command::ReportMigration(id, report));
     }
 
+    /// Starts a background transfer: each period it gets part of the room on
+    /// its host's uplink, held by a meter where the host is in meter mode
+    /// (`enforced` in the answer). Stopped by [`Self::stop_background`]
+    /// (the [`BackgroundLease`] does it when dropped).
+    pub async fn start_background(
+        &self,
+        req: background::BackgroundRequest,
+    ) -> Result<BackgroundLease, ControllerError> {
+        let b = self.ask(|r| Command::StartBackground(req, r)).await??;
+        Ok(BackgroundLease {
+            handle: self.clone(),
+            held: b,
+        })
+    }
+
+    pub fn stop_background(&self, id: u32) {
+        let _ = self.tx.send(Command::StopBackground(id));
+    }
+
+    /// A background transfer with its share at the last period.
+    pub async fn background(
+        &self,
+        id: u32,
+    ) -> Result<Option<background::Background>, ControllerError> {
+        self.ask(|r| Command::Background(id, r)).await
+    }
+
     /// The figures `/metrics` exports.
     pub async fn metrics(&self) -> Result<view::MetricsSnapshot, ControllerError> {
         self.ask(Command::Metrics).await
@@ -187,5 +221,32 @@ impl ControllerHandle {
 
     pub(crate) fn send(&self, cmd: Command) {
         let _ = self.tx.send(cmd);
+    }
+}
+
+/// A background transfer in force; stopped when dropped.
+#[derive(Debug)]
+pub struct BackgroundLease {
+    handle: ControllerHandle,
+    /// As it was when it started.
+    pub held: background::Background,
+}
+
+impl BackgroundLease {
+    /// Its share now, bit/s (None until the first period, or if the
+    /// controller has gone).
+    pub async fn rate_bps(&self) -> Option<f64> {
+        self.handle
+            .background(self.held.id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|b| b.rate_bps)
+    }
+}
+
+impl Drop for BackgroundLease {
+    fn drop(&mut self) {
+        self.handle.stop_background(self.held.id);
     }
 }

@@ -14,6 +14,7 @@
 //!   switch (re)connects, reconciles the switch's flows and meters with the
 //!   desired ones ([`reconcile`]).
 
+pub mod background;
 pub mod enforce;
 mod handle;
 mod host;
@@ -25,7 +26,7 @@ mod reserving;
 mod switch_events;
 mod view;
 
-pub use handle::{Command, ControllerHandle};
+pub use handle::{BackgroundLease, Command, ControllerHandle};
 pub use polling::{poll_switch, reconcile_switch, Polled};
 pub use reconcile::{Desired, FlowSpec, MeterSpec};
 pub use view::{
@@ -168,6 +169,9 @@ pub struct Controller {
     /// Reservations that ended (released, or interrupted by a restart), as
     /// `GET /v1/reservations/{id}` shows them.
     finished: BTreeMap<u64, serde_json::Value>,
+    /// Background transfers (the disk caches' syncs) by id.
+    backgrounds: BTreeMap<u32, background::Background>,
+    next_background: u32,
 }
 
 impl Controller {
@@ -221,6 +225,8 @@ impl Controller {
             store: None,
             ovsdb_tls: None,
             finished: BTreeMap::new(),
+            backgrounds: BTreeMap::new(),
+            next_background: 0,
         };
         (c, handle)
     }
@@ -393,6 +399,18 @@ impl Controller {
                     }
                     r.need_bps = report.need_bps;
                 }
+            }
+            Command::StartBackground(req, r) => {
+                let _ = r.send(self.start_background(req));
+            }
+            Command::StopBackground(id) => {
+                if let Some(b) = self.backgrounds.remove(&id) {
+                    tracing::info!(id, host = b.request.host, "background transfer ended");
+                    self.enforce_all();
+                }
+            }
+            Command::Background(id, r) => {
+                let _ = r.send(self.backgrounds.get(&id).cloned());
             }
             Command::MeterSupport {
                 host,

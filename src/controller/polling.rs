@@ -211,7 +211,8 @@ impl Controller {
 pub struct Polled {
     pub ports: Vec<PortStats>,
     pub meters: Vec<crate::openflow::multipart::MeterStats>,
-    /// solive's migration flows (their byte counters give the migration rate).
+    /// solive's enforcement flows (the migrations' and background transfers'
+    /// byte counters give their rates).
     pub flows: Vec<crate::openflow::multipart::FlowStats>,
 }
 
@@ -240,17 +241,24 @@ pub async fn poll_switch(sw: &SwitchHandle, enforcing: bool) -> Result<Polled, S
             MultipartReplyBody::Meter(s) => out.meters = s,
             other => return Err(unexpected(sw, "meter statistics", &other)),
         }
+        // Every solive flow: the migrations' and the background transfers'
+        // counters give their rates (the applications' few come along).
         let req = FlowStatsRequest {
-            cookie: enforce::migration_cookie(0, 0),
-            cookie_mask: enforce::MIGRATION_COOKIE_MASK,
+            cookie: COOKIE_TAG,
+            cookie_mask: COOKIE_TAG_MASK,
             ..FlowStatsRequest::new(TABLE_ALL, Match::new())
         };
         match sw
-            .multipart("migration flow statistics", MultipartRequest::flow(req))
+            .multipart("solive flow statistics", MultipartRequest::flow(req))
             .await?
         {
-            MultipartReplyBody::Flow(s) => out.flows = s,
-            other => return Err(unexpected(sw, "migration flow statistics", &other)),
+            MultipartReplyBody::Flow(s) => {
+                out.flows = s
+                    .into_iter()
+                    .filter(|f| f.cookie != reconcile::BASELINE_COOKIE)
+                    .collect()
+            }
+            other => return Err(unexpected(sw, "solive flow statistics", &other)),
         }
     }
     Ok(out)

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::background;
 use super::enforce::{self, HostFacts, Mode, VmPort};
 use super::link;
 use super::reservation::{self, HostInfo, Reservation, ReservationRequest};
@@ -412,6 +413,41 @@ impl Controller {
     /// Recomputes every host's enforcement from the reservations and applies
     /// what changed: flows and meters through the desired state (with the
     /// throttling flows refreshed), queue-mode rows through OVSDB.
+    /// Takes a background transfer in ([`background`]); its share is set
+    /// at once (and each period after).
+    pub(super) fn start_background(
+        &mut self,
+        req: background::BackgroundRequest,
+    ) -> Result<background::Background, ControllerError> {
+        if !self.hosts.contains_key(&req.host) {
+            return Err(ControllerError::UnknownHost(req.host));
+        }
+        if !(req.floor_bps >= 0.0 && req.max_bps > 0.0) {
+            return Err(ControllerError::Invalid(format!(
+                "a background transfer needs a floor from 0 and a positive ceiling, not {} and {}",
+                req.floor_bps, req.max_bps
+            )));
+        }
+        // Ids are meter ids too: the next one not in use.
+        let id = (0..background::MAX_BACKGROUND)
+            .map(|i| (self.next_background + i) % background::MAX_BACKGROUND)
+            .find(|id| !self.backgrounds.contains_key(id))
+            .ok_or_else(|| ControllerError::Invalid("too many background transfers".into()))?;
+        self.next_background = (id + 1) % background::MAX_BACKGROUND;
+        tracing::info!(id, host = req.host, dst = %req.dst, port = req.tcp_dst, "background transfer started");
+        self.backgrounds.insert(
+            id,
+            background::Background {
+                id,
+                request: req,
+                rate_bps: None,
+                enforced: false,
+            },
+        );
+        self.enforce_all();
+        Ok(self.backgrounds[&id].clone())
+    }
+
     pub(super) fn enforce_all(&mut self) {
         let infos = self.host_infos();
         let period = self.config.period();
@@ -434,7 +470,20 @@ impl Controller {
                 .map(|r| 100.0 - r.params().max_reserve)
                 .fold(f64::NAN, f64::min);
             let facts = host_facts(h, period, if min_app.is_nan() { 5.0 } else { min_app });
-            let plan = enforce::plan_host(mode, &facts, &legs);
+            let mut plan = enforce::plan_host(mode, &facts, &legs);
+            let reserved_out: f64 = legs
+                .iter()
+                .filter(|l| l.role == enforce::Role::Source)
+                .map(|l| l.reserve_bps.max(0.0))
+                .sum();
+            background_shares(
+                &mut self.backgrounds,
+                h,
+                mode,
+                &facts,
+                reserved_out,
+                &mut plan,
+            );
             let before = h.desired.clone();
             plan.apply_to(&mut h.desired);
             let changed = h.desired != before;
@@ -674,6 +723,63 @@ fn host_facts(h: &HostState, period: std::time::Duration, min_app_pct: f64) -> H
         vms,
         period,
         min_app_bps: capacity_bps * min_app_pct / 100.0,
+    }
+}
+
+/// Gives the background transfers leaving host `h` their share of its
+/// uplink for this period ([`background::rate_bps`], split evenly), and in
+/// meter mode puts their flows and meters into `plan`.
+fn background_shares(
+    backgrounds: &mut BTreeMap<u32, background::Background>,
+    h: &HostState,
+    mode: enforce::Mode,
+    facts: &HostFacts,
+    reserved_out_bps: f64,
+    plan: &mut enforce::HostPlan,
+) {
+    let mine: Vec<&mut background::Background> = backgrounds
+        .values_mut()
+        .filter(|b| b.request.host == h.config.name)
+        .collect();
+    if mine.is_empty() {
+        return;
+    }
+    let carried = facts
+        .uplink
+        .as_ref()
+        .and_then(|(no, _)| h.ports.get(no))
+        .and_then(|p| p.tx.rate())
+        .unwrap_or(0.0);
+    let own: f64 = mine
+        .iter()
+        .filter_map(|b| h.flow_rates.get(&background::flow_cookie(b.id))?.rate())
+        .sum();
+    let n = mine.len() as f64;
+    // The floor and ceiling are per transfer; the link's part is theirs
+    // together.
+    let floor: f64 = mine.iter().map(|b| b.request.floor_bps).sum();
+    let max: f64 = mine.iter().map(|b| b.request.max_bps).sum();
+    let total = background::rate_bps(
+        facts.capacity_bps,
+        carried,
+        own,
+        reserved_out_bps,
+        floor,
+        max,
+    );
+    let enforced = mode == enforce::Mode::Meter;
+    let mut held = Vec::new();
+    for b in mine {
+        let share = background::steady(b.rate_bps, (total / n).min(b.request.max_bps));
+        b.rate_bps = Some(share);
+        b.enforced = enforced;
+        held.push((b.clone(), share));
+    }
+    if enforced {
+        let refs: Vec<(&background::Background, f64)> = held.iter().map(|(b, r)| (b, *r)).collect();
+        let (flows, meters) = background::plan(&refs, enforce::hard_timeout(facts.period));
+        plan.flows.extend(flows);
+        plan.meters.extend(meters);
     }
 }
 

@@ -7,6 +7,8 @@
 //! silently skips proves nothing.
 #![allow(dead_code)]
 
+pub mod fabric;
+pub mod iperf;
 pub mod testbed;
 
 use std::path::{Path, PathBuf};

@@ -228,32 +228,38 @@ impl Testbed {
     /// arrival reconfigures the bridge (seen: "Connection reset by peer"
     /// right after solive connected), so a refused read is tried again.
     pub fn tx_bytes(&self, bridge: &str, port: &str) -> u64 {
-        let rundir = self.info["ovs_rundir"].as_str().unwrap();
-        let args = ["-O", "OpenFlow13", "dump-ports", bridge, port];
-        let mut tries = 0;
-        let out = loop {
-            let o = Command::new("ovs-ofctl")
-                .env("OVS_RUNDIR", rundir)
-                .args(args)
-                .output()
-                .unwrap();
-            if o.status.success() {
-                break String::from_utf8_lossy(&o.stdout).into_owned();
-            }
-            tries += 1;
-            assert!(
-                tries < 5,
-                "ovs-ofctl dump-ports {bridge} {port}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        };
+        let out = self.ofctl(&["dump-ports", bridge, port]);
         let tx = out
             .lines()
             .find(|l| l.trim_start().starts_with("tx pkts="))
             .unwrap_or_else(|| panic!("no tx line in {out}"));
         let bytes = tx.split("bytes=").nth(1).unwrap();
         bytes[..bytes.find(',').unwrap()].parse().unwrap()
+    }
+
+    /// `ovs-ofctl -O OpenFlow13 ARGS` against the testbed's switch, tried
+    /// again if refused (see [`Self::tx_bytes`]).
+    pub fn ofctl(&self, args: &[&str]) -> String {
+        let rundir = self.info["ovs_rundir"].as_str().unwrap();
+        let mut tries = 0;
+        loop {
+            let o = Command::new("ovs-ofctl")
+                .env("OVS_RUNDIR", rundir)
+                .args(["-O", "OpenFlow13"])
+                .args(args)
+                .output()
+                .unwrap();
+            if o.status.success() {
+                return String::from_utf8_lossy(&o.stdout).into_owned();
+            }
+            tries += 1;
+            assert!(
+                tries < 5,
+                "ovs-ofctl {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 
     pub fn down(mut self) {

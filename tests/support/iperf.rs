@@ -1,0 +1,86 @@
+//! iperf3 between namespace hosts: a client's per-interval rates, and
+//! their mean over a window.
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::NsHost;
+
+pub struct Iperf {
+    pub child: std::process::Child,
+    pub started: Instant,
+}
+
+impl Iperf {
+    /// iperf3 client in `from` to `to:port`, JSON output with 0.5 s intervals.
+    pub fn start(from: &NsHost, to: &str, port: u16, secs: u32, rate: Option<&str>) -> Iperf {
+        let mut args = vec![
+            "iperf3".to_string(),
+            "-c".into(),
+            to.into(),
+            "-p".into(),
+            port.to_string(),
+            "-t".into(),
+            secs.to_string(),
+            "-i".into(),
+            "0.5".into(),
+            "-J".into(),
+        ];
+        if let Some(r) = rate {
+            args.extend(["-b".into(), r.into()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = from
+            .cmd(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Iperf {
+            child,
+            started: Instant::now(),
+        }
+    }
+
+    /// (interval end in seconds, Mbit/s) for every interval.
+    pub fn finish(self) -> Vec<(f64, f64)> {
+        let out = self.child.wait_with_output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["intervals"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| {
+                        let s = &i["sum"];
+                        (
+                            s["end"].as_f64().unwrap_or(0.0),
+                            s["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn stop(mut self) -> Vec<(f64, f64)> {
+        // SIGINT makes iperf3 print its JSON report before exiting.
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = &mut self.child;
+        self.finish()
+    }
+}
+
+/// Mean Mbit/s of the intervals ending within [from, to] seconds.
+pub fn mean(iv: &[(f64, f64)], from: f64, to: f64) -> f64 {
+    let sel: Vec<f64> = iv
+        .iter()
+        .filter(|(t, _)| *t > from && *t <= to)
+        .map(|(_, r)| *r)
+        .collect();
+    assert!(!sel.is_empty(), "no intervals in ({from}, {to}]: {iv:?}");
+    sel.iter().sum::<f64>() / sel.len() as f64
+}

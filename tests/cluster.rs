@@ -836,30 +836,36 @@ async fn without_an_etcd_quorum_the_leader_stops_and_nothing_acts() {
     );
 }
 
-/// A takeover in the middle of a real evacuation (QEMU + libvirt testbed):
-/// the leader is killed while the first guest migrates. The standby leads,
+/// A takeover in the middle of a real evacuation (QEMU + libvirt testbed;
+/// three replicas on a three-member etcd): the leader is killed while the
+/// first guest migrates. One standby leads (the other stands by behind it),
 /// watches that migration to its end without starting it again, migrates
 /// the other guest, and the record is complete with the takeover noted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_takeover_mid_evacuation_loses_no_vm_and_starts_none_twice() {
     use support::testbed::Testbed;
     let _lock = support::lock();
-    let etcd = Etcd::start(1).await;
+    let etcd = Etcd::start(3).await;
     let tb = Testbed::up("evac-2vm", "/tmp/solive-testbed-takeover");
     tb.wait_ready("h1", "quiet", 90);
     tb.wait_ready("h1", "send", 90);
     let base = std::fs::read_to_string(tb.state.join("solive.toml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (of_a, of_b, api_a, api_b) = (free_port(), free_port(), free_port(), free_port());
-    let toml = |name: &str, of: u16, api: u16| {
-        base.replace("127.0.0.1:6653", &format!("127.0.0.1:{of}"))
-            .replace("127.0.0.1:8080", &format!("127.0.0.1:{api}"))
-            + &cluster_section(name, &etcd.endpoints(), &[of_a, of_b])
+    let of = [free_port(), free_port(), free_port()];
+    let api = [free_port(), free_port(), free_port()];
+    let replica = |i: usize| {
+        let toml = base
+            .replace("127.0.0.1:6653", &format!("127.0.0.1:{}", of[i]))
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", api[i]))
+            + &cluster_section(NAMES[i], &etcd.endpoints(), &of);
+        Replica::start(NAMES[i], dir.path(), &toml, api[i])
     };
-    let a = Replica::start("a", dir.path(), &toml("a", of_a, api_a), api_a);
+    let a = replica(0);
     until_leader(&a).await;
-    let b = Replica::start("b", dir.path(), &toml("b", of_b, api_b), api_b);
-    until_standby(&b, "a").await;
+    let mut standbys = vec![replica(1), replica(2)];
+    for r in &standbys {
+        until_standby(r, "a").await;
+    }
 
     let (s, v) = support::testbed::post_json(
         &a.api,
@@ -881,21 +887,29 @@ async fn a_takeover_mid_evacuation_loses_no_vm_and_starts_none_twice() {
     a.proc.0.kill().unwrap();
     a.proc.0.wait().unwrap();
     let killed = Instant::now();
-    until_leader(&b).await;
+    let leads = until_one_leads(&standbys, &[0, 1]).await;
+    let b = standbys.remove(leads);
     eprintln!(
-        "b leads {:.2} s after a was killed",
+        "{} leads {:.2} s after a was killed",
+        b.name,
         killed.elapsed().as_secs_f64()
     );
-    let rec = eventually(300, "the evacuation finished under b", || async {
-        let r = b.get(&format!("/v1/evacuations/{id}")).await;
-        if ["done", "failed", "cancelled", "interrupted"]
-            .contains(&r["state"].as_str().unwrap_or(""))
-        {
-            Ok(r)
-        } else {
-            Err(format!("{} {}", r["state"], r["vms"]))
-        }
-    })
+    // The third stands by behind the new leader, and acts on nothing.
+    until_standby(&standbys[0], b.name).await;
+    let rec = eventually(
+        300,
+        "the evacuation finished under the new leader",
+        || async {
+            let r = b.get(&format!("/v1/evacuations/{id}")).await;
+            if ["done", "failed", "cancelled", "interrupted"]
+                .contains(&r["state"].as_str().unwrap_or(""))
+            {
+                Ok(r)
+            } else {
+                Err(format!("{} {}", r["state"], r["vms"]))
+            }
+        },
+    )
     .await;
     eprintln!("{}", solive::client::evacuation_summary(&rec));
     eprintln!("takeovers: {}", rec["takeovers"]);
@@ -916,5 +930,6 @@ async fn a_takeover_mid_evacuation_loses_no_vm_and_starts_none_twice() {
     // released once it ended, the second's when it did.
     assert_eq!(b.get("/v1/reservations").await, json!([]));
     drop(b);
+    drop(standbys);
     tb.down();
 }

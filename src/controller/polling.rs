@@ -11,14 +11,15 @@ impl Controller {
         self.periods += 1;
         self.step_reservations();
         self.enforce_all();
-        let resync = self
-            .periods
-            .is_multiple_of(self.config.controller.resync_periods.max(1));
+        // Each host is resynced once every `resync_periods`, the hosts
+        // spread over those periods (by their place in the host table) so
+        // that a thousand switches are not all read back in one period.
+        let every = self.config.controller.resync_periods.max(1);
         let names: Vec<String> = self.hosts.keys().cloned().collect();
-        for name in names {
-            self.poll(&name);
-            if resync {
-                self.reconcile(&name);
+        for (i, name) in names.iter().enumerate() {
+            self.poll(name);
+            if (self.periods + i as u64).is_multiple_of(every) {
+                self.reconcile(name);
             }
         }
     }

@@ -781,6 +781,20 @@ fn start_solive(dir: &Path, name: &str, toml: &str, of: u16, api: u16) -> Replic
 
 // ----------------------------------------------------------------- /proc
 
+/// Running (not exited, not a zombie waiting to be reaped).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|x| x.1.trim_start().to_string()))
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
 /// utime + stime of a process, seconds.
 fn cpu_secs(pid: u32) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -909,6 +923,25 @@ async fn scenario(cluster: bool, n: usize, periods: u64) -> Figures {
     let replicas: Vec<Replica> = if cluster {
         let (proc, url) = start_etcd(dir.path());
         _etcd = Some(proc);
+        // The replicas start once etcd answers (as tests/cluster.rs does).
+        let t0 = Instant::now();
+        loop {
+            let ok = match http.get(format!("{url}/health")).send().await {
+                Ok(r) => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .is_ok_and(|v| v["health"] == "true"),
+                Err(_) => false,
+            };
+            if ok {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "etcd not healthy in 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let of: Vec<u16> = ports.iter().map(|p| p.0).collect();
         let rs: Vec<Replica> = ["a", "b", "c"]
@@ -933,7 +966,11 @@ async fn scenario(cluster: bool, n: usize, periods: u64) -> Figures {
     // Every replica's API up; in a cluster, which one leads.
     let t0 = Instant::now();
     let mut leader = None;
-    while leader.is_none() {
+    let mut up = vec![false; replicas.len()];
+    while leader.is_none() || up.contains(&false) {
+        if let Some(r) = replicas.iter().find(|r| !alive(r.pid)) {
+            panic!("{} exited: {}", r.name, log_tail(&r.log));
+        }
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "no leader within 60 s; logs in {}",
@@ -942,6 +979,7 @@ async fn scenario(cluster: bool, n: usize, periods: u64) -> Figures {
         for (i, r) in replicas.iter().enumerate() {
             if let Ok(resp) = http.get(format!("{}/v1/health", r.api)).send().await {
                 if let Ok(v) = resp.json::<serde_json::Value>().await {
+                    up[i] = true;
                     if !cluster || v["role"] == "leader" {
                         leader = Some(i);
                     }
@@ -1057,6 +1095,9 @@ async fn scenario(cluster: bool, n: usize, periods: u64) -> Figures {
     }
     let wall = start.elapsed().as_secs_f64();
     let end = Instant::now();
+    for r in replicas.iter().filter(|r| !alive(r.pid)) {
+        println!("{} EXITED during the run: {}", r.name, log_tail(&r.log));
+    }
     let bench_cpu_pct = (cpu_secs(std::process::id()) - bench0) / wall * 100.0;
     let _ = bench_cpu0;
     let mut cpu = Vec::new();

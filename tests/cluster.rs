@@ -382,20 +382,11 @@ struct Replica {
 
 impl Replica {
     fn start(name: &'static str, dir: &std::path::Path, toml: &str, api: u16) -> Replica {
-        let cfg = dir.join(format!("{name}.toml"));
-        std::fs::write(&cfg, toml).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let proc = Command::new(env!("CARGO_BIN_EXE_solive"))
-            .args(["serve", "--config", cfg.to_str().unwrap()])
-            .env("RUST_LOG", "solive=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let (proc, log) = support::serve_process(dir, name, toml);
         Replica {
             name,
             api: format!("http://127.0.0.1:{api}"),
-            proc: KillOnDrop(proc),
+            proc,
             log,
         }
     }

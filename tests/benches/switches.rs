@@ -759,23 +759,14 @@ fn config_toml(
 }
 
 fn start_solive(dir: &Path, name: &str, toml: &str, of: u16, api: u16) -> Replica {
-    let cfg = dir.join(format!("{name}.toml"));
-    std::fs::write(&cfg, toml).unwrap();
-    let log = dir.join(format!("{name}.log"));
-    let proc = Command::new(env!("CARGO_BIN_EXE_solive"))
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .env("RUST_LOG", "solive=info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (proc, log) = support::serve_process(dir, name, toml);
     Replica {
         name: name.to_string(),
-        pid: proc.id(),
+        pid: proc.0.id(),
         api: format!("http://127.0.0.1:{api}"),
         of: format!("127.0.0.1:{of}").parse().unwrap(),
         log,
-        _proc: KillOnDrop(proc),
+        _proc: proc,
     }
 }
 

@@ -239,6 +239,22 @@ pub fn quiet(cmd: &mut Command) {
 }
 
 pub struct KillOnDrop(pub std::process::Child);
+
+/// Starts the real `solive serve` binary on `toml`, written to
+/// `DIR/NAME.toml`; its log goes to `DIR/NAME.log` (returned).
+pub fn serve_process(dir: &Path, name: &str, toml: &str) -> (KillOnDrop, PathBuf) {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, toml).unwrap();
+    let log = dir.join(format!("{name}.log"));
+    let proc = Command::new(env!("CARGO_BIN_EXE_solive"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "solive=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (KillOnDrop(proc), log)
+}
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -86,19 +86,32 @@ async fn serve_runs_against_real_ovs_and_stops_cleanly_on_sigterm() {
     let _lock = support::lock();
     let sb = Sandbox::start();
     sb.add_bridge("br0");
-    // Fixed ports: the binary binds them itself. Chosen away from common ones.
+    // The binary binds its ports itself: free ones, found just before (a
+    // fixed port can be some other socket's ephemeral port at that moment).
+    let (of, api) = (support::free_port(), support::free_port());
     let toml = config_toml(&[("h1", &sb.db, "br0", "br0", 100)], 200)
-        .replace("127.0.0.1:0\"\nperiod_ms", "127.0.0.1:46653\"\nperiod_ms")
-        .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:48080\"");
+        .replace(
+            "127.0.0.1:0\"\nperiod_ms",
+            &format!("127.0.0.1:{of}\"\nperiod_ms"),
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{api}\""),
+        );
     let path = sb.path().join("solive.toml");
     std::fs::write(&path, toml).unwrap();
+    // Its log goes to a file (a pipe nobody reads could fill and block it),
+    // shown if the test fails.
+    let log = sb.path().join("solive.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_solive"))
         .args(["serve", "--config", path.to_str().unwrap()])
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    let _shown = ShowOnPanic(log.clone());
+    let base = format!("http://127.0.0.1:{api}");
     eventually(20, "h1 connected through the binary", || async {
-        let r = reqwest::get("http://127.0.0.1:48080/v1/hosts/h1")
+        let r = reqwest::get(format!("{base}/v1/hosts/h1"))
             .await
             .map_err(|e| e.to_string())?;
         let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
@@ -109,7 +122,7 @@ async fn serve_runs_against_real_ovs_and_stops_cleanly_on_sigterm() {
         }
     })
     .await;
-    let health: serde_json::Value = reqwest::get("http://127.0.0.1:48080/v1/health")
+    let health: serde_json::Value = reqwest::get(format!("{base}/v1/health"))
         .await
         .unwrap()
         .json()
@@ -128,6 +141,21 @@ async fn serve_runs_against_real_ovs_and_stops_cleanly_on_sigterm() {
     // The bridge keeps forwarding after the controller is gone.
     let flows = sb.ofctl(&["dump-flows", "br0"]);
     assert!(flows.contains("actions=NORMAL"), "{flows}");
+}
+
+/// Prints a log file if the test is failing when this is dropped.
+struct ShowOnPanic(std::path::PathBuf);
+
+impl Drop for ShowOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} ----\n{}",
+                self.0.display(),
+                std::fs::read_to_string(&self.0).unwrap_or_default()
+            );
+        }
+    }
 }
 
 fn run_kill(pid: u32, sig: &str) {

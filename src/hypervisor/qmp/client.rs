@@ -17,6 +17,8 @@ use super::replies::{reply_value, QmpError};
 pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// A QMP line longer than this is a protocol error (replies are a few KiB).
 const MAX_LINE: usize = 1 << 20;
+/// Events skipped before the greeting at most.
+const MAX_EARLY_EVENTS: usize = 8;
 
 /// One QMP connection.
 pub struct QmpClient {
@@ -41,12 +43,30 @@ impl QmpClient {
             next_id: 1,
             events: VecDeque::new(),
         };
-        let greeting = c.read("the greeting").await?;
+        // QEMU 10 was seen (once, in CI, right after a migration ended) to
+        // send an event (RESUME) on a new connection ahead of its greeting:
+        // events are kept and skipped, a few at most.
+        let mut greeting = c.read("the greeting").await?;
+        for _ in 0..MAX_EARLY_EVENTS {
+            if greeting.get("event").is_none() {
+                break;
+            }
+            c.keep(greeting);
+            greeting = c.read("the greeting").await?;
+        }
         if greeting.get("QMP").is_none() {
             return Err(QmpError::Protocol(format!("no QMP greeting: {greeting}")));
         }
         c.execute("qmp_capabilities", None).await?;
         Ok(c)
+    }
+
+    /// Keeps an event (the last 64).
+    fn keep(&mut self, event: Value) {
+        if self.events.len() == 64 {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
     }
 
     async fn read(&mut self, what: &str) -> Result<Value, QmpError> {
@@ -75,10 +95,7 @@ impl QmpClient {
         loop {
             let v = self.read(command).await?;
             if v.get("event").is_some() {
-                if self.events.len() == 64 {
-                    self.events.pop_front();
-                }
-                self.events.push_back(v);
+                self.keep(v);
                 continue;
             }
             if v.get("id").and_then(Value::as_u64) != Some(id) {

@@ -170,3 +170,26 @@ fn vm_names_are_not_paths() {
     let e = q.socket("vm9").unwrap_err().to_string();
     assert!(e.contains("vm9"), "{e}");
 }
+
+#[tokio::test]
+async fn an_event_ahead_of_the_greeting_is_kept_and_skipped() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qmp.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let server = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let (r, mut w) = s.into_split();
+        w.write_all(b"{\"event\": \"RESUME\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 0}}\n{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n")
+            .await
+            .unwrap();
+        let mut lines = BufReader::new(r).lines();
+        let cmd = lines.next_line().await.unwrap().unwrap();
+        assert!(cmd.contains("qmp_capabilities"), "{cmd}");
+        w.write_all(b"{\"return\": {}, \"id\": 1}\n").await.unwrap();
+    });
+    let c = super::client::QmpClient::connect(&path).await.unwrap();
+    assert_eq!(c.events.len(), 1);
+    assert_eq!(c.events[0]["event"], "RESUME");
+    server.await.unwrap();
+}

@@ -253,19 +253,20 @@ mod tests {
             Duration::from_secs(60),
             3,
         );
+        let sorted = |e: &HashMap<String, Entry>| {
+            let mut keys: Vec<String> = e.keys().cloned().collect();
+            keys.sort();
+            keys
+        };
         // "old" and "a" are past 60 s; then 3 left: b, c, running.
-        let mut keys: Vec<&str> = e.keys().map(String::as_str).collect();
-        keys.sort();
-        assert_eq!(keys, ["b", "c", "running"]);
+        assert_eq!(sorted(&e), ["b", "c", "running"]);
         prune(
             &mut e,
             t0 + Duration::from_secs(100),
             Duration::from_secs(60),
             1,
         );
-        let mut keys: Vec<&str> = e.keys().map(String::as_str).collect();
-        keys.sort();
-        assert_eq!(keys, ["running"], "in flight survives any cap");
+        assert_eq!(sorted(&e), ["running"], "in flight survives any cap");
     }
 
     fn request() -> Request {

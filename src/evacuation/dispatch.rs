@@ -239,7 +239,14 @@ fn scenario_now(
 ) -> Option<crate::predict::schedule::Scenario> {
     let sc = job.scenario.as_ref()?;
     let learned = job.evac.inner.learned.lock().expect("learned").clone();
-    Some(super::forecast::refreshed(sc, r, &learned, now))
+    let mut sc = super::forecast::refreshed(sc, r, &learned, now);
+    if !job.dest_capacities.is_empty() {
+        sc.destination_capacity_bps = super::forecast::destination_share(
+            &job.dest_capacities,
+            &job.evac.others_sending(job.id),
+        );
+    }
+    Some(sc)
 }
 
 /// `vm`'s migration time by the latest forecast, ms.

@@ -141,6 +141,25 @@ pub struct DeadlineOutcome {
     pub not_moved: Vec<String>,
 }
 
+/// The part of the destinations' links this evacuation can count on:
+/// each destination's capacity (`capacities`, bit/s, by name) split evenly
+/// among the evacuations sending into it, this one and the unfinished
+/// `others` (each by the destinations it sends to); the smallest of them,
+/// as the forecast takes the slowest destination. Even, because that is
+/// how the migrations arriving at a destination share its link: TCP
+/// without a reservation, and with one the destination's incoming
+/// reservation split among them. It is re-made every period, so a source
+/// that finishes early leaves its part to the others from then on.
+pub fn destination_share(
+    capacities: &std::collections::BTreeMap<String, f64>,
+    others: &[std::collections::BTreeSet<String>],
+) -> f64 {
+    capacities
+        .iter()
+        .map(|(d, c)| c / (1 + others.iter().filter(|o| o.contains(d)).count()) as f64)
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// The scenario of `req` on what was measured. `capacities`: the source's
 /// and the destination's links, bit/s; the push rate and start-up come
 /// from `learned` (the link's capacity before the source has migrated

@@ -469,6 +469,16 @@ impl Evacuations {
 
     /// Evacuation `id`'s record; `None` if unknown or finished long ago (see
     /// [`MAX_FINISHED_KEPT`]).
+    /// The destinations of every unfinished evacuation but `id`: what
+    /// shares its destinations' links ([`forecast::destination_share`]).
+    pub(crate) fn others_sending(&self, id: u64) -> Vec<BTreeSet<String>> {
+        self.records()
+            .values()
+            .filter(|r| r.id != id && !r.state.finished())
+            .map(|r| r.request.destination_hosts())
+            .collect()
+    }
+
     pub fn get(&self, id: u64) -> Option<EvacuationRecord> {
         self.records().get(&id).cloned()
     }

@@ -57,6 +57,9 @@ pub(super) struct Job {
     parallel_connections: Option<u32>,
     /// The model's scenario, for the forecasts re-made each period.
     pub(super) scenario: Option<Arc<crate::predict::schedule::Scenario>>,
+    /// Each destination's link, bit/s: its share is re-made each period
+    /// ([`forecast::destination_share`]).
+    pub(super) dest_capacities: Arc<BTreeMap<String, f64>>,
 }
 
 impl Job {
@@ -134,8 +137,9 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
         .as_ref()
         .map_or(0.0, |h| h.capacity_mbps as f64 * 1e6);
 
-    // With several destinations the forecast takes the slowest link.
-    let mut dest_capacity_bps = f64::INFINITY;
+    // The destinations' links, less what other evacuations sending there
+    // take; with several destinations the forecast takes the slowest.
+    let mut dest_capacities = BTreeMap::new();
     for d in dests.keys() {
         let c = inner
             .controller
@@ -144,8 +148,9 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
             .ok()
             .flatten()
             .map_or(capacity_bps, |h| h.capacity_mbps as f64 * 1e6);
-        dest_capacity_bps = dest_capacity_bps.min(c);
+        dest_capacities.insert(d.clone(), c);
     }
+    let dest_capacity_bps = forecast::destination_share(&dest_capacities, &evac.others_sending(id));
 
     // Measure and plan (unless the request gave the order), then forecast.
     let mut measured = measure(&evac, &source, source_view.as_ref(), &valid.vms).await;
@@ -290,6 +295,7 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
         },
         parallel_connections: req.parallel_connections,
         scenario: scenario.ok().map(Arc::new),
+        dest_capacities: Arc::new(dest_capacities),
     };
     // Validated when the evacuation was accepted.
     let concurrency = req.concurrency().unwrap_or_default();

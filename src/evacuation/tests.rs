@@ -1213,6 +1213,47 @@ async fn several_sources_into_several_destinations_with_room() {
     assert_no_reservations(&evac).await;
 }
 
+/// a1's up-front predicted migration time, ms, when `json` is evacuated
+/// (s1 holds a1 and a2, s2 holds b1 and b2: 256 MiB each, idle).
+async fn a1_predicted_ms(json: &str) -> u64 {
+    let cloud = FakeCloud::new();
+    for (h, names) in [("s1", ["a1", "a2"]), ("s2", ["b1", "b2"])] {
+        for n in names {
+            cloud.add_vm(h, n, vm(256, 0.0));
+        }
+    }
+    let evac = setup_site(&cloud, 4096);
+    let recs = evac.start_all(req(json)).await.unwrap();
+    let mut a1 = None;
+    for r in &recs {
+        let done = evac.wait(r.id).await.unwrap();
+        assert_eq!(done.state, EvacuationState::Done, "{done:#?}");
+        if let Some(v) = done.vms.iter().find(|v| v.name == "a1") {
+            a1 = v.predicted_ms;
+        }
+    }
+    a1.expect("a1 predicted")
+}
+
+#[tokio::test(start_paused = true)]
+async fn sources_into_one_destination_are_forecast_on_their_share_of_its_link() {
+    // Every link is 100 Mbit/s: alone, s1's migrations have the whole of
+    // d1's; with s2 sending there too, half.
+    let alone = a1_predicted_ms(r#"{"source":"s1","destination":"d1"}"#).await;
+    let shared = a1_predicted_ms(r#"{"sources":["s1","s2"],"destinations":["d1"]}"#).await;
+    let ratio = shared as f64 / alone as f64;
+    assert!(
+        (1.7..=2.1).contains(&ratio),
+        "alone {alone} ms, shared {shared} ms"
+    );
+    // Into two destinations, one each: nothing shared.
+    let apart = a1_predicted_ms(
+        r#"{"sources":["s1","s2"],"destinations":["d1","d2"],"placement":{"a1":"d1","a2":"d1","b1":"d2","b2":"d2"}}"#,
+    )
+    .await;
+    assert_eq!(apart, alone);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_site_that_does_not_fit_or_is_misnamed_is_refused_before_anything_moves() {
     let cloud = FakeCloud::new();

@@ -599,10 +599,24 @@ fn order_source(
     if opts.order == OrderChoice::Rules || mine.is_empty() {
         return Ok((plan.order.iter().filter_map(index).collect(), None));
     }
-    let dest_cap = mine
+    // Each destination's link split among the sources sending there, as a
+    // real evacuation's forecast does.
+    let dests_of = |host: &str| -> BTreeMap<String, f64> {
+        site.vms
+            .iter()
+            .filter(|v| v.host == host)
+            .filter_map(|v| dest_of.get(v.name.as_str()))
+            .map(|&d| (site.hosts[d].name.clone(), site.hosts[d].capacity_bps))
+            .collect()
+    };
+    let capacities = dests_of(&host.name);
+    let others: Vec<BTreeSet<String>> = site
+        .hosts
         .iter()
-        .map(|&i| site.hosts[dest_of[site.vms[i].name.as_str()]].capacity_bps)
-        .fold(f64::INFINITY, f64::min);
+        .filter(|x| x.role == Role::Source && x.name != host.name)
+        .map(|x| dests_of(&x.name).into_keys().collect())
+        .collect();
+    let dest_cap = crate::evacuation::forecast::destination_share(&capacities, &others);
     let sc = Scenario {
         vms: loads.iter().map(VmLoad::model_input).collect(),
         mode: opts.mode,

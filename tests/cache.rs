@@ -6,7 +6,9 @@
 //! the evacuation to h2 then copies only what was written since the last
 //! sync, and the guest's disk and memory checksums are the same after. A
 //! cache whose copy is broken makes the next evacuation copy the whole disk
-//! (its record says why); a backup whose libvirtd is killed mid-copy stops
+//! (its record says why); an evacuation that meets a sync shipping its
+//! overlay cuts it and carries the overlay instead of the whole disk; a
+//! backup whose libvirtd is killed mid-copy stops
 //! the caching, leaves no helper behind, and leaves the VM untouched. Bad
 //! requests are 400s naming the field.
 //!
@@ -250,11 +252,64 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
     tb.assert_whole("h1", "disk", &mem_sum);
     tb.assert_disk_whole("h1", "disk", &disk_sum, 300);
 
-    // 4. The backup's libvirtd killed while the first copy runs: the
-    // caching stops and says so, its helpers are gone, the VM runs on.
+    // 4. An evacuation that comes while a sync ships its overlay does not
+    // wait for it nor copy the whole disk: it cuts the sync and carries
+    // the overlay. The sync's shipping is frozen (SIGSTOP) so that the
+    // evacuation surely meets it.
     let (s, v) = cache_on(&solive, "h2").await;
     assert_eq!(s, 201, "{v}");
-    eventually(60, "the first copy to h2 running", || async {
+    cache_until(&solive, "the first copy on h2", 400, |c| {
+        c["generation"].as_u64() >= Some(1) && c["state"] == "synced"
+    })
+    .await;
+    let frozen = eventually(60, "a sync shipping its overlay", || async {
+        let out = Command::new("pgrep")
+            .args(["-f", "^qemu-img commit -q -d"])
+            .output()
+            .unwrap();
+        let pids = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if pids.is_empty() {
+            return Err("none".to_string());
+        }
+        for pid in pids.lines() {
+            support::run(Command::new("kill").args(["-STOP", pid]));
+        }
+        Ok(pids)
+    })
+    .await;
+    let c = solive.get("/v1/caches/disk").await;
+    eprintln!("sync frozen (pid {frozen}): {c}");
+    assert_eq!(c["state"], "syncing", "{c}");
+    let rec = move_vm(&solive, "disk", "h1", "h2", 600).await;
+    let vm = &rec["vms"][0];
+    let note = vm["disk_cache"].as_str().unwrap();
+    assert!(
+        note.starts_with("used: cached on h2") && note.contains("it was cut"),
+        "{vm:#}"
+    );
+    let copied = vm["disk_bytes"].as_u64().expect("disk bytes recorded");
+    eprintln!("sync cut: disk {} MiB copied; {note}", copied >> 20);
+    assert!(
+        copied < (FILL_MIB << 20) / 4,
+        "copied {copied} bytes: {vm:#}"
+    );
+    tb.assert_whole("h2", "disk", &mem_sum);
+    tb.assert_disk_whole("h2", "disk", &disk_sum, 300);
+    eventually(20, "the frozen helper gone", || async {
+        let h = helpers();
+        if h.is_empty() {
+            Ok(())
+        } else {
+            Err(h)
+        }
+    })
+    .await;
+
+    // 5. The backup's libvirtd killed while the first copy runs: the
+    // caching stops and says so, its helpers are gone, the VM runs on.
+    let (s, v) = cache_on(&solive, "h1").await;
+    assert_eq!(s, 201, "{v}");
+    eventually(60, "the first copy to h1 running", || async {
         let h = helpers();
         if h.contains("qemu-img convert") {
             Ok(())
@@ -263,7 +318,7 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
         }
     })
     .await;
-    let pid = std::fs::read_to_string(tb.state.join("hosts/h2/run/libvirtd.pid")).unwrap();
+    let pid = std::fs::read_to_string(tb.state.join("hosts/h1/run/libvirtd.pid")).unwrap();
     support::run(Command::new("kill").args(["-KILL", pid.trim()]));
     let c = cache_until(&solive, "the caching stopped", 60, |c| {
         c["state"] == "stopped"
@@ -281,8 +336,8 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
         }
     })
     .await;
-    tb.assert_whole("h1", "disk", &mem_sum);
-    tb.assert_disk_whole("h1", "disk", &disk_sum, 300);
+    tb.assert_whole("h2", "disk", &mem_sum);
+    tb.assert_disk_whole("h2", "disk", &disk_sum, 300);
     // DELETE answers its final status and forgets it.
     let (s, v) = support::testbed::delete(&solive.api, "/v1/caches/disk").await;
     assert_eq!(s, 200, "{v}");

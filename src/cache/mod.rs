@@ -187,6 +187,10 @@ struct Entry {
     status: Arc<Mutex<CacheStatus>>,
     round: Arc<tokio::sync::Mutex<()>>,
     stop: CancellationToken,
+    /// Set with `stop` when an evacuation cuts a sync to migrate over the
+    /// copy: the sync then leaves the source's chain as it is
+    /// ([`sync::Cut`]).
+    hand_over: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -229,8 +233,8 @@ pub(crate) fn now_s() -> f64 {
 }
 
 /// How long a sync that was cut (an evacuation will not wait for it) may
-/// take to put the source's chain back (its commit) before the migration
-/// goes ahead anyway.
+/// take to stop (its helpers killed; a commit on the source it had begun
+/// ends first) before the migration copies the whole disk instead.
 const CUT_WAIT: Duration = Duration::from_secs(60);
 
 impl Caches {
@@ -361,17 +365,18 @@ impl Caches {
 
     fn spawn(&self, status: Arc<Mutex<CacheStatus>>) -> Entry {
         let round = Arc::new(tokio::sync::Mutex::new(()));
-        let stop = CancellationToken::new();
+        let cut = sync::Cut::default();
         let task = tokio::spawn(sync::run(
             self.clone(),
             status.clone(),
             round.clone(),
-            stop.clone(),
+            cut.clone(),
         ));
         Entry {
             status,
             round,
-            stop,
+            stop: cut.stop,
+            hand_over: cut.hand_over,
             task: Some(task),
         }
     }
@@ -430,15 +435,19 @@ impl Caches {
     }
 
     /// Called by an evacuation before it migrates `vm` from `source` to
-    /// `dest`. With a cache on `dest`: waits for a running sync, stops the
-    /// syncs, checks the copy and prepares the destination's top image.
+    /// `dest`. With a cache on `dest`: waits for a running sync or cuts it
+    /// ([`plan::sync_wait`]), stops the syncs, checks the copy and prepares
+    /// the destination's top image.
     /// A cache elsewhere is stopped (the VM leaves the host it caches).
     pub async fn take(&self, vm: &str, dest: &str, copy_bps: f64) -> Taken {
-        let Some((status, round, stop)) = self
-            .entries()
-            .get(vm)
-            .map(|e| (e.status.clone(), e.round.clone(), e.stop.clone()))
-        else {
+        let Some((status, round, stop, hand_over)) = self.entries().get(vm).map(|e| {
+            (
+                e.status.clone(),
+                e.round.clone(),
+                e.stop.clone(),
+                e.hand_over.clone(),
+            )
+        }) else {
             return Taken::None;
         };
         let view = Self::view(&status);
@@ -460,21 +469,28 @@ impl Caches {
             });
             return Taken::None;
         }
+        let mut cut = None;
         let guard = match round.clone().try_lock_owned() {
             Ok(g) => g,
             Err(_) => {
-                // A sync runs: worth waiting for only if it ends well before
-                // a full copy would.
-                let full = view
-                    .disks
-                    .iter()
-                    .map(|d| d.cached_bytes + d.dirty_bytes)
-                    .sum();
+                // A sync runs. Cut, it leaves its overlay for the migration
+                // to carry (a first copy cut leaves nothing usable: the
+                // whole disk then); waited for, the migration carries only
+                // what is written meanwhile. Wait only while it should end
+                // well before the migration could carry what it sends.
+                let carried: u64 = if view.generation == 0 {
+                    view.disks
+                        .iter()
+                        .map(|d| d.cached_bytes + d.dirty_bytes)
+                        .sum()
+                } else {
+                    view.transfer.as_ref().map_or(0, |t| t.bytes)
+                };
                 let transfer = view
                     .transfer
                     .as_ref()
                     .map(|t| (t.bytes, t.rate_bps, now_s() - t.started_at));
-                let wait = plan::sync_wait(transfer, full, copy_bps);
+                let wait = plan::sync_wait(transfer, carried, copy_bps);
                 let got = match wait {
                     Some(limit) => tokio::time::timeout(limit, round.clone().lock_owned())
                         .await
@@ -484,32 +500,41 @@ impl Caches {
                 match got {
                     Some(g) => g,
                     None => {
-                        // Cut the sync (its helpers go; its commit on the
-                        // source still runs, bounded) and copy it all.
+                        // Cut the sync: its helpers go, and it leaves the
+                        // source's chain as it is.
+                        hand_over.cancel();
                         stop.cancel();
-                        let _ = tokio::time::timeout(CUT_WAIT, round.lock_owned()).await;
                         let why = match wait {
                             Some(limit) => format!(
-                                "stale: the sync in flight did not end within {} s",
+                                "the sync in flight did not end within {} s",
                                 limit.as_secs()
                             ),
                             None => format!(
-                                "stale: a sync was sending {} MiB, longer to wait for than copying the whole disk",
+                                "a sync was sending {} MiB, longer to wait for than to migrate",
                                 transfer.map_or(0, |t| t.0 >> 20)
                             ),
                         };
-                        sync::set(&status, |s| {
-                            s.state = CacheState::Stopped;
-                            s.transfer = None;
-                            s.reason = Some(format!("not used by the migration: {why}"));
-                        });
-                        return Taken::Fallback(why);
+                        match tokio::time::timeout(CUT_WAIT, round.lock_owned()).await {
+                            Ok(g) => {
+                                cut = Some(why);
+                                g
+                            }
+                            Err(_) => {
+                                let why = format!("stale: {why}, and could not be cut");
+                                sync::set(&status, |s| {
+                                    s.state = CacheState::Stopped;
+                                    s.transfer = None;
+                                    s.reason = Some(format!("not used by the migration: {why}"));
+                                });
+                                return Taken::Fallback(why);
+                            }
+                        }
                     }
                 }
             }
         };
         stop.cancel();
-        let r = sync::prepare(self, &status).await;
+        let r = sync::prepare(self, &status, cut.as_deref()).await;
         drop(guard);
         match r {
             Ok(t) => {
@@ -519,6 +544,7 @@ impl Caches {
             Err(why) => {
                 sync::set(&status, |s| {
                     s.state = CacheState::Stopped;
+                    s.transfer = None;
                     s.reason = Some(format!("not used by the migration: {why}"));
                 });
                 Taken::Fallback(why)

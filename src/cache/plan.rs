@@ -118,21 +118,23 @@ pub fn rate_bytes(max_bps: f64, floor_bps: f64, capacity_bps: f64, tx_bps: f64) 
 
 /// How long an evacuation waits for a sync in flight before it uses the
 /// cache: while the sync's transfer (`bytes` at `rate_bps`, `elapsed_s`
-/// since it began) should end in less than half the time a full copy of the
-/// disks (`full_bytes` at the migration's `copy_bps`) would take, that long
-/// and a margin; None: waiting costs more than it saves, copy it all now. A
-/// sync between transfers (its snapshot or commit: seconds) gets 30 s.
+/// since it began) should end in less than half the time the migration
+/// would take to carry what cutting it leaves to carry (`carried_bytes` at
+/// the migration's `copy_bps`: the overlay in flight; for a first copy the
+/// whole disk), that long and a margin; None: waiting costs more than it
+/// saves, cut it now. A sync between transfers (its snapshot or commit:
+/// seconds) gets 30 s.
 pub fn sync_wait(
     transfer: Option<(u64, f64, f64)>,
-    full_bytes: u64,
+    carried_bytes: u64,
     copy_bps: f64,
 ) -> Option<std::time::Duration> {
     let Some((bytes, rate_bps, elapsed_s)) = transfer else {
         return Some(std::time::Duration::from_secs(30));
     };
     let remaining_s = (bytes as f64 * 8.0 / rate_bps.max(1.0) - elapsed_s).max(0.0);
-    let full_s = full_bytes as f64 * 8.0 / copy_bps.max(1.0);
-    (remaining_s < full_s / 2.0)
+    let carried_s = carried_bytes as f64 * 8.0 / copy_bps.max(1.0);
+    (remaining_s < carried_s / 2.0)
         .then(|| std::time::Duration::from_secs_f64((remaining_s * 1.5 + 30.0).min(600.0)))
 }
 
@@ -291,11 +293,17 @@ mod tests {
     #[test]
     fn an_evacuation_waits_for_a_sync_only_when_that_is_quicker() {
         let mb = 1_000_000;
-        // 30 MB at 24 Mbit/s, 5 s in: 5 s left; a full copy of 500 MB at
-        // 40 Mbit/s takes 100 s: wait 5 * 1.5 + 30 s.
+        // A first copy of 30 MB at 24 Mbit/s, 5 s in: 5 s left; the
+        // migration would carry the whole 500 MB disk at 40 Mbit/s in 100 s:
+        // wait 5 * 1.5 + 30 s.
         let w = sync_wait(Some((30 * mb, 24e6, 5.0)), 500 * mb, 40e6).unwrap();
         assert!((w.as_secs_f64() - 37.5).abs() < 1e-6, "{w:?}");
-        // 270 MB at 25 Mbit/s, 10 s in: 76 s left, more than half of the
+        // A later sync of 30 MB, 8 s in: 2 s left, under half the 6 s the
+        // migration would take to carry its overlay if cut: wait. 1 s in
+        // (9 s left): cut it.
+        assert!(sync_wait(Some((30 * mb, 24e6, 8.0)), 30 * mb, 40e6).is_some());
+        assert_eq!(sync_wait(Some((30 * mb, 24e6, 1.0)), 30 * mb, 40e6), None);
+        // 270 MB at 25 Mbit/s, 10 s in: 76 s left, more than half of a
         // full copy's 120 s: copy it all now.
         assert_eq!(
             sync_wait(Some((270 * mb, 25e6, 10.0)), 600 * mb, 40e6),

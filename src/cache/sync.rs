@@ -33,23 +33,37 @@ fn get(status: &Arc<Mutex<CacheStatus>>) -> CacheStatus {
     status.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// How a cache's task is stopped.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Cut {
+    /// No more syncs; a transfer in flight is cut.
+    pub stop: CancellationToken,
+    /// Set before `stop` by an evacuation that migrates over the copy: a
+    /// cut sync then leaves the source's chain as it is, its overlay in
+    /// flight below the new one, for [`prepare`] to merge and the migration
+    /// to carry. Without it a cut sync commits that overlay on the source
+    /// (the chain back to one overlay, the backup's copy stale).
+    pub hand_over: CancellationToken,
+}
+
 /// The task: syncs until stopped or until one fails (then the cache is
 /// `stopped` with the reason; the VM is not touched again).
 pub(super) async fn run(
     caches: Caches,
     status: Arc<Mutex<CacheStatus>>,
     round: Arc<tokio::sync::Mutex<()>>,
-    stop: CancellationToken,
+    cut: Cut,
 ) {
+    let stop = &cut.stop;
     loop {
         {
             let _g = round.lock().await;
             if stop.is_cancelled() {
                 return;
             }
-            // Not dropped on a stop: the sync notices it and cuts its
-            // transfer, but still puts the source's chain back (its commit).
-            let r = sync_once(&caches, &status, &stop).await;
+            // Not dropped on a stop: the sync notices it, cuts its transfer
+            // and leaves the source's chain whole.
+            let r = sync_once(&caches, &status, &cut).await;
             set(&status, |s| s.transfer = None);
             if stop.is_cancelled() {
                 return;
@@ -326,8 +340,9 @@ async fn rate(caches: &Caches, source: &str) -> u64 {
 async fn sync_once(
     caches: &Caches,
     status: &Arc<Mutex<CacheStatus>>,
-    stop: &CancellationToken,
+    cut: &Cut,
 ) -> Result<(), String> {
+    let stop = &cut.stop;
     let st = get(status);
     let source = caches.host(&st.source)?;
     let backup = caches.host(&st.backup_host)?;
@@ -369,7 +384,7 @@ async fn sync_once(
     let rate = rate(caches, &st.source).await;
     let mut sent = 0;
     let mut cached = Vec::new();
-    for (d, (_, new_top)) in st.disks.iter().zip(&overlays) {
+    for (i, (d, (_, new_top))) in st.disks.iter().zip(&overlays).enumerate() {
         let now = disks
             .iter()
             .find(|x| x.target == d.target)
@@ -398,16 +413,46 @@ async fn sync_once(
                 SHORT,
             )
             .await;
-            // The source's chain goes back to one overlay whatever the
-            // transfer did: the source is the truth, the cache may lag.
+            if r.is_err() && cut.hand_over.is_cancelled() {
+                // An evacuation takes the copy as it is: the backup's base
+                // is the last sync's with some of `old_top`'s clusters
+                // written, every one of them still in `old_top`, which the
+                // migration carries ([`prepare`]). So the marker keeps the
+                // last sync's generation and the chain stays.
+                return Err("cut: handed over to an evacuation".into());
+            }
+            // Otherwise the source's chain goes back to one overlay
+            // whatever the transfer did: the source is the truth, the
+            // cache may lag.
             let c = commit(source, &st.vm, &d.target, base, &old_top).await;
             r.map_err(|e| format!("shipping {old_top} to {}: {e}", st.backup_host))?;
             c?;
             // The base has just changed (the commit): read again.
-            (bytes, sizes(source, base).await?.1)
+            let base_bytes = sizes(source, base).await?.1;
+            // This disk's copy is the source's base now, its overlay the
+            // new one: so an evacuation that cuts the sync at a later disk
+            // finds this one's chain as expected.
+            set(status, |s| {
+                if let Some(x) = s.disks.get_mut(i) {
+                    x.top = new_top.clone();
+                    x.cached_bytes = base_bytes;
+                }
+            });
+            (bytes, base_bytes)
         } else {
             if old_top != *base {
                 commit(source, &st.vm, &d.target, base, &old_top).await?;
+            }
+            if !first {
+                // The copy is about to be rewritten: until it is whole
+                // again no evacuation may take it.
+                let _ = helper(
+                    backup,
+                    &["rm", "-f", &plan::marker_path(base)].map(String::from),
+                    None,
+                    SHORT,
+                )
+                .await;
             }
             let (_, bytes) = sizes(source, base).await?;
             helper(
@@ -512,10 +557,14 @@ async fn refresh_dirty(caches: &Caches, status: &Arc<Mutex<CacheStatus>>) {
 
 /// The checks an evacuation makes before it uses the copy, and the empty
 /// top images it then needs on the backup (called with the sync lock held
-/// and the syncs stopped).
+/// and the syncs stopped). `cut`: the evacuation cut a sync (why): a disk
+/// whose chain holds that sync's new overlay on the one it was shipping
+/// gets the two merged first (an active commit on the source), so the top
+/// image the migration carries holds everything the backup may lack.
 pub(super) async fn prepare(
     caches: &Caches,
     status: &Arc<Mutex<CacheStatus>>,
+    cut: Option<&str>,
 ) -> Result<Taken, String> {
     let st = get(status);
     let source = caches.host(&st.source)?;
@@ -526,11 +575,20 @@ pub(super) async fn prepare(
         .await
         .map_err(|e| format!("stale: cannot read the VM's disks: {e}"))?;
     let mut saved = 0;
+    let mut merged = 0;
     for d in &st.disks {
         let now = disks.iter().find(|x| x.target == d.target);
-        let chain: Vec<String> = now
+        let mut chain: Vec<String> = now
             .map(|n| n.source.iter().chain(&n.backing).cloned().collect())
             .unwrap_or_default();
+        if cut.is_some() && chain.len() == 3 && chain[1] == d.top && chain[2] == d.base {
+            let (_, bytes) = sizes(source, &d.top).await?;
+            commit(source, &st.vm, &d.target, &d.top, &chain[0])
+                .await
+                .map_err(|e| format!("stale: {e}"))?;
+            chain.remove(0);
+            merged += bytes;
+        }
         let marker = helper(
             backup,
             &["cat".to_string(), plan::marker_path(&d.base)],
@@ -550,7 +608,10 @@ pub(super) async fn prepare(
         .map(|_| ());
         let evidence = Evidence {
             synced_generation: st.generation,
-            healthy: st.state == CacheState::Synced,
+            // A sync cut for this evacuation left the copy as usable as
+            // the last one that completed.
+            healthy: st.state == CacheState::Synced
+                || (cut.is_some() && st.state == CacheState::Syncing),
             marker,
             check,
             cached_size: sizes(backup, &d.base).await.ok().map(|(v, _)| v),
@@ -576,13 +637,20 @@ pub(super) async fn prepare(
         }
         saved += d.cached_bytes;
     }
+    let mut note = format!(
+        "cached on {}: generation {}, {:.0} s old; only the blocks written since were copied",
+        st.backup_host,
+        st.generation,
+        st.synced_at.map_or(0.0, |t| super::now_s() - t)
+    );
+    if let Some(why) = cut {
+        note += &format!(
+            " ({why}: it was cut, and its {} MiB went with the migration)",
+            merged >> 20
+        );
+    }
     Ok(Taken::Incremental {
         saved_bytes: saved,
-        note: format!(
-            "cached on {}: generation {}, {:.0} s old; only the blocks written since were copied",
-            st.backup_host,
-            st.generation,
-            st.synced_at.map_or(0.0, |t| super::now_s() - t)
-        ),
+        note,
     })
 }

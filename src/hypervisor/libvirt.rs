@@ -478,13 +478,31 @@ impl Libvirt {
         let dom = conn
             .lookup_domain_by_name(vm)
             .map_err(|e| self.vm_err(vm, e))?;
-        libvirt_ffi::block_commit(&dom, target, base, top).map_err(|e| self.vm_err(vm, e))?;
+        let spec = || -> Result<Vec<disks::DiskSpec>, HypervisorError> {
+            let xml = dom.xml_desc(0).map_err(|e| self.vm_err(vm, e))?;
+            disks::parse(&xml).map_err(|e| self.vm_err(vm, e))
+        };
+        // `top` is the guest's own layer: an active commit, which mirrors
+        // the guest's writes into `base` too and is pivoted once ready.
+        let active = spec()?
+            .iter()
+            .any(|d| d.target == target && d.source.as_deref() == Some(top));
+        libvirt_ffi::block_commit(&dom, target, base, top, active)
+            .map_err(|e| self.vm_err(vm, e))?;
         let started = Instant::now();
         // A commit of a layer below the active one ends by itself; libvirt
         // then drops `top` from the chain.
         loop {
             std::thread::sleep(Duration::from_millis(100));
-            match libvirt_ffi::block_job_active(&dom, target) {
+            let state = if active {
+                libvirt_ffi::block_job_ready(&dom, target).map(|ready| {
+                    // A pivot refused (not ready after all) is tried again.
+                    !(ready && libvirt_ffi::block_job_pivot(&dom, target).is_ok())
+                })
+            } else {
+                libvirt_ffi::block_job_active(&dom, target)
+            };
+            match state {
                 Ok(false) => break,
                 Ok(true) if started.elapsed() > limit => {
                     let _ = libvirt_ffi::block_job_abort(&dom, target);
@@ -497,8 +515,17 @@ impl Libvirt {
                 Err(e) => return Err(self.vm_err(vm, e)),
             }
         }
-        let xml = dom.xml_desc(0).map_err(|e| self.vm_err(vm, e))?;
-        let spec = disks::parse(&xml).map_err(|e| self.vm_err(vm, e))?;
+        if active {
+            // The pivot returns at once; the chain changes when QEMU's job
+            // has completed.
+            while libvirt_ffi::block_job_active(&dom, target).map_err(|e| self.vm_err(vm, e))? {
+                if started.elapsed() > limit {
+                    return Err(self.vm_err(vm, format!("the pivot onto {base} did not end")));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let spec = spec()?;
         let chain_has_top = spec
             .iter()
             .filter(|d| d.target == target)

@@ -66,9 +66,23 @@ pub fn snapshot_create(dom: &Domain, xml: &str, flags: u32) -> Result<(), Error>
     Ok(())
 }
 
-/// `virDomainBlockCommit` of `top` into `base` on disk `disk` (bandwidth in
-/// MiB/s, 0: unlimited). Starts the job; [`block_job_active`] tells its end.
-pub fn block_commit(dom: &Domain, disk: &str, base: &str, top: &str) -> Result<(), Error> {
+/// `virDomainBlockCommit` of `top` into `base` on disk `disk`, unlimited.
+/// Starts the job; [`block_job_active`] tells its end. `active`: `top` is
+/// the layer the guest writes to (`VIR_DOMAIN_BLOCK_COMMIT_ACTIVE`): the
+/// job then never ends by itself but becomes ready ([`block_job_ready`])
+/// and waits for a pivot ([`block_job_pivot`]).
+pub fn block_commit(
+    dom: &Domain,
+    disk: &str,
+    base: &str,
+    top: &str,
+    active: bool,
+) -> Result<(), Error> {
+    let flags = if active {
+        sys::VIR_DOMAIN_BLOCK_COMMIT_ACTIVE
+    } else {
+        0
+    };
     let (disk, base, top) = (c_string(disk)?, c_string(base)?, c_string(top)?);
     // SAFETY: as in `snapshot_create`; the strings outlive the call.
     let ret = unsafe {
@@ -78,7 +92,7 @@ pub fn block_commit(dom: &Domain, disk: &str, base: &str, top: &str) -> Result<(
             base.as_ptr(),
             top.as_ptr(),
             0,
-            0,
+            flags,
         )
     };
     if ret == -1 {
@@ -106,11 +120,41 @@ pub fn block_job_active(dom: &Domain, disk: &str) -> Result<bool, Error> {
     }
 }
 
+/// Whether the block job on `disk` is ready to pivot: libvirt reports
+/// `cur == end` only once QEMU said the job is ready (it holds `cur` one
+/// short of `end` until then).
+pub fn block_job_ready(dom: &Domain, disk: &str) -> Result<bool, Error> {
+    let disk = c_string(disk)?;
+    let mut info = sys::virDomainBlockJobInfo {
+        type_: 0,
+        bandwidth: 0,
+        cur: 0,
+        end: 0,
+    };
+    // SAFETY: as in `block_job_active`.
+    let ret = unsafe { sys::virDomainGetBlockJobInfo(dom.as_ptr(), disk.as_ptr(), &mut info, 0) };
+    match ret {
+        -1 => Err(Error::last_error()),
+        0 => Ok(false),
+        _ => Ok(info.cur == info.end),
+    }
+}
+
 /// `virDomainBlockJobAbort` (flags 0: cancels the job, the chain stays).
 pub fn block_job_abort(dom: &Domain, disk: &str) -> Result<(), Error> {
+    job_abort(dom, disk, 0)
+}
+
+/// `virDomainBlockJobAbort` with `VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT`: ends a
+/// ready active commit, the guest now writing to its base.
+pub fn block_job_pivot(dom: &Domain, disk: &str) -> Result<(), Error> {
+    job_abort(dom, disk, sys::VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+}
+
+fn job_abort(dom: &Domain, disk: &str, flags: u32) -> Result<(), Error> {
     let disk = c_string(disk)?;
     // SAFETY: as in `snapshot_create`.
-    let ret = unsafe { sys::virDomainBlockJobAbort(dom.as_ptr(), disk.as_ptr(), 0) };
+    let ret = unsafe { sys::virDomainBlockJobAbort(dom.as_ptr(), disk.as_ptr(), flags) };
     if ret == -1 {
         return Err(Error::last_error());
     }

@@ -76,8 +76,9 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
         Box::pin(unsupported(vm, "disk snapshots"))
     }
     /// Merges the image `top` of disk `target` into `base` below it (a
-    /// block commit of a layer that is not the active one) and resolves
-    /// when the chain no longer holds `top`; aborted after `limit`.
+    /// block commit; when `top` is the layer the guest writes to, an active
+    /// commit that pivots the guest onto `base`) and resolves when the
+    /// chain no longer holds `top`; aborted after `limit`.
     fn commit_disk(
         &self,
         vm: &str,

@@ -84,32 +84,8 @@ async fn controller_configures_installs_heals_and_cleans_up() {
         "br0",
         "cookie=0x77,priority=50,udp,tp_dst=9,actions=drop",
     ]);
-    sb.vsctl(&[
-        "--",
-        "set",
-        "port",
-        "up0",
-        "qos=@q",
-        "--",
-        "--id=@q",
-        "create",
-        "qos",
-        "type=linux-htb",
-        "external_ids:solive-owner=solive",
-    ]);
-    sb.vsctl(&[
-        "--",
-        "set",
-        "port",
-        "vm1p",
-        "qos=@q",
-        "--",
-        "--id=@q",
-        "create",
-        "qos",
-        "type=linux-htb",
-        "external_ids:owner=someone-else",
-    ]);
+    sb.htb_qos("up0", &["external_ids:solive-owner=solive"], &[]);
+    sb.htb_qos("vm1p", &["external_ids:owner=someone-else"], &[]);
     let toml = config_toml(
         &[
             ("h1", &sb.db, "br0", "up0", 100),

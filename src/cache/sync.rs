@@ -177,7 +177,7 @@ async fn transfer(
     source: &CacheHost,
     backup: &CacheHost,
     image: &str,
-    (bytes, rate): (u64, u64),
+    bytes: u64,
     steps: impl FnOnce(&str, u64) -> Vec<Vec<String>>,
 ) -> Result<(), String> {
     let address = backup
@@ -196,12 +196,16 @@ async fn transfer(
     let source_name = get(status).source;
     let background = background(caches, &source_name, source, address, lease.port).await;
     let settings = &caches.inner.settings;
-    let (rate, cap) = match &background {
-        Some(b) => (
-            b.held.rate_bps.map_or(rate, |r| (r / 8.0) as u64),
+    let (rate, cap) = match background.as_ref().map(|b| b.held.rate_bps) {
+        Some(Some(r)) => ((r / 8.0) as u64, (settings.max_rate_bps / 8.0) as u64),
+        Some(None) => (
+            rate(caches, &source_name).await,
             (settings.max_rate_bps / 8.0) as u64,
         ),
-        None => (rate, rate),
+        None => {
+            let r = rate(caches, &source_name).await;
+            (r, r)
+        }
     };
     // However slow its share gets, not below the floor.
     let limit = transfer_limit(bytes, rate.min((settings.floor_rate_bps / 8.0) as u64));
@@ -381,7 +385,6 @@ async fn sync_once(
     if stop.is_cancelled() {
         return Err("cut: the caching was stopped".into());
     }
-    let rate = rate(caches, &st.source).await;
     let mut sent = 0;
     let mut cached = Vec::new();
     for (i, (d, (_, new_top))) in st.disks.iter().zip(&overlays).enumerate() {
@@ -402,7 +405,7 @@ async fn sync_once(
                 source,
                 backup,
                 base,
-                (bytes, rate),
+                bytes,
                 |url, cap| plan::ship_overlay(&old_top, &scratch, url, cap),
             )
             .await;
@@ -470,7 +473,7 @@ async fn sync_once(
                 source,
                 backup,
                 base,
-                (bytes, rate),
+                bytes,
                 |url, cap| vec![plan::copy_all(base, url, cap)],
             )
             .await

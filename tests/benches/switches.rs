@@ -64,7 +64,7 @@ use solive::openflow::multipart::{
 use solive::openflow::{
     Action, Body, ControllerRole, ErrorCode, ErrorMsg, FlowMod, Hello, Instruction, Match, Message,
     MeterBand, MeterCommand, MeterFlags, MultipartReply, MultipartReplyBody, MultipartRequestBody,
-    OfCodec, Port, Role, SwitchFeatures,
+    OfCodec, Port, Role,
 };
 use support::{free_port, KillOnDrop};
 use tokio_util::codec::Framed;
@@ -444,14 +444,7 @@ async fn serve(
             match &msg.body {
                 Body::Hello(_) | Body::EchoReply(_) => {}
                 Body::FeaturesRequest => {
-                    replies.push(Body::FeaturesReply(SwitchFeatures {
-                        datapath_id: dpid,
-                        n_buffers: 0,
-                        n_tables: 254,
-                        auxiliary_id: 0,
-                        capabilities: 0x4f,
-                        reserved: 0,
-                    }));
+                    replies.push(Body::FeaturesReply(support::switch_features(dpid)));
                     if !counted {
                         counted = true;
                         seen.handshakes[t_index].fetch_add(1, Ordering::Relaxed);

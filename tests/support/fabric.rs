@@ -33,26 +33,12 @@ impl TwoHosts {
         }
         sb.vsctl(&["add-port", "brs", &ups]);
         sb.vsctl(&["add-port", "brd", &upd]);
-        let rate = (mbps * 1_000_000).to_string();
-        sb.vsctl(&[
-            "--",
-            "set",
-            "port",
+        let max_rate = format!("other_config:max-rate={}", mbps * 1_000_000);
+        sb.htb_qos(
             &ups,
-            "qos=@q",
-            "--",
-            "--id=@q",
-            "create",
-            "qos",
-            "type=linux-htb",
-            &format!("other_config:max-rate={rate}"),
-            "queues:0=@q0",
-            "--",
-            "--id=@q0",
-            "create",
-            "queue",
-            &format!("other_config:max-rate={rate}"),
-        ]);
+            &[&max_rate, "queues:0=@q0"],
+            &["--", "--id=@q0", "create", "queue", &max_rate],
+        );
         let at = |host: u8| format!("{net}.{host}/24");
         let vm_port = format!("{p}-vm1p");
         let vm = NsHost::new(sb, "brs", &format!("{p}-vm1"), &vm_port, &at(11));

@@ -87,6 +87,27 @@ impl Sandbox {
             .args(args))
     }
 
+    /// A linux-htb QoS row of the test's own on `port`, with `columns`
+    /// (e.g. `external_ids:owner=x`) and then `more` (further vsctl
+    /// commands of the same transaction, e.g. the queues it refers to).
+    pub fn htb_qos(&self, port: &str, columns: &[&str], more: &[&str]) -> String {
+        let mut args = vec![
+            "--",
+            "set",
+            "port",
+            port,
+            "qos=@q",
+            "--",
+            "--id=@q",
+            "create",
+            "qos",
+            "type=linux-htb",
+        ];
+        args.extend_from_slice(columns);
+        args.extend_from_slice(more);
+        self.vsctl(&args)
+    }
+
     /// `ovs-ofctl -O OpenFlow13 ARGS` against a bridge of this sandbox.
     pub fn ofctl(&self, args: &[&str]) -> String {
         run(Command::new("ovs-ofctl")
@@ -378,6 +399,19 @@ impl Sandbox {
     }
 }
 
+/// What a fake switch claiming `dpid` answers a FEATURES_REQUEST with
+/// (Open vSwitch's table count and capabilities).
+pub fn switch_features(dpid: u64) -> solive::openflow::SwitchFeatures {
+    solive::openflow::SwitchFeatures {
+        datapath_id: dpid,
+        n_buffers: 0,
+        n_tables: 254,
+        auxiliary_id: 0,
+        capabilities: 0x4f,
+        reserved: 0,
+    }
+}
+
 /// Plays a switch's side of the OpenFlow handshake claiming `dpid`, then
 /// expects the controller to close the connection (within 10 s) having sent
 /// it nothing but echoes; `who` names the peer in failures.
@@ -386,7 +420,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use futures::{SinkExt, StreamExt};
-    use solive::openflow::{Body, Hello, Message, OfCodec, SwitchFeatures};
+    use solive::openflow::{Body, Hello, Message, OfCodec};
     let mut sw = tokio_util::codec::Framed::new(stream, OfCodec);
     let hello = sw.next().await.unwrap().unwrap();
     assert!(matches!(hello.body, Body::Hello(_)));
@@ -400,14 +434,7 @@ where
     assert_eq!(req.body, Body::FeaturesRequest);
     sw.send(Message {
         xid: req.xid,
-        body: Body::FeaturesReply(SwitchFeatures {
-            datapath_id: dpid,
-            n_buffers: 0,
-            n_tables: 254,
-            auxiliary_id: 0,
-            capabilities: 0x4f,
-            reserved: 0,
-        }),
+        body: Body::FeaturesReply(switch_features(dpid)),
     })
     .await
     .unwrap();

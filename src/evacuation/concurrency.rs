@@ -5,12 +5,16 @@
 //! It works like TCP's congestion window, on migrations instead of packets:
 //!
 //! - **Start** with one migration per source.
-//! - **Probe**: once every slot has been busy with a migration that sends
-//!   for [`SETTLE_PERIODS`] (not necessarily in a row), unless they already
-//!   send at [`CAPPED_SHARE`] of their speed caps or more (their caps are
-//!   their parts of the link's reservation: one more would only split it,
-//!   and a started migration cannot be taken back), the aggregate migration rate over those
-//!   periods is the baseline, and one more migration is allowed.
+//! - **Probe**: once exactly as many migrations as the limit allows have
+//!   been sending for [`SETTLE_PERIODS`] (not necessarily in a row), unless
+//!   they already send at [`CAPPED_SHARE`] or more of their speed caps (their
+//!   parts of the link's reservation) or of the link itself (one more would
+//!   only split it, and a started migration cannot be taken back), the
+//!   aggregate migration rate over those periods is the baseline, and one
+//!   more migration is allowed. After a cut more run than the limit until
+//!   some end: the level is not measured, and not probed, until then (a
+//!   probe from there would start nothing and be judged on noise; the
+//!   8-VM experiment's first auto runs climbed to six at once that way).
 //! - **Judge** the probe when the new level has been full and sending for
 //!   [`SETTLE_PERIODS`]: if the aggregate rose by [`MIN_RISE`] or more, keep
 //!   it (and probe again later); if not, the extra migration only splits the
@@ -67,6 +71,10 @@ pub struct Sample {
     pub aggregate_bps: f64,
     /// Their speed caps together, bit/s (0: unknown).
     pub caps_bps: f64,
+    /// The capacity of the link that bounds them (the source's uplink, or
+    /// the destination's part if smaller), bit/s (0: unknown). Speed caps
+    /// are whole MiB/s, so on a slow link they say little.
+    pub link_bps: f64,
     /// A migration that stalled in this period.
     pub stalled: Option<String>,
     /// The applications' share squeezed: (what they offer, what they get),
@@ -171,7 +179,7 @@ impl Feedback {
         // carries; they need not be consecutive (a migration ending and the
         // next starting leave a slot preparing for a couple of periods, and
         // with short migrations that is often).
-        let full = s.running >= self.limit as usize && s.sending >= self.limit as usize;
+        let full = s.running == self.limit as usize && s.sending >= self.limit as usize;
         if full {
             self.window.push_back(s.aggregate_bps);
             while self.window.len() > SETTLE_PERIODS {
@@ -223,8 +231,12 @@ impl Feedback {
                 let next = self.limit + 1;
                 let barred = self.tried.is_some_and(|(level, _)| next >= level);
                 // Judged on this period too: every slot sending, and below
-                // their caps.
-                let capped = s.caps_bps > 0.0 && s.aggregate_bps >= s.caps_bps * CAPPED_SHARE;
+                // their caps and the link.
+                let ceiling = [s.caps_bps, s.link_bps]
+                    .into_iter()
+                    .filter(|c| *c > 0.0)
+                    .fold(f64::INFINITY, f64::min);
+                let capped = s.aggregate_bps >= ceiling * CAPPED_SHARE;
                 if !full || s.pending == 0 || next > self.max || barred || capped {
                     return None;
                 }
@@ -405,6 +417,45 @@ mod tests {
             ..full(11_000, 1, 19e6)
         };
         assert_eq!(f.observe(&s).unwrap().to, 2);
+    }
+
+    #[test]
+    fn no_probe_while_the_migrations_fill_the_link() {
+        // 10 Mbit/s, one migration at 9.7 Mbit/s: its cap (2 MiB/s, the
+        // smallest whole MiB/s above the link) does not say it is full.
+        let mut f = Feedback::new(1, 16);
+        let at = |t: u64, rate: f64| Sample {
+            caps_bps: 16.8e6,
+            link_bps: 10e6,
+            ..full(t, 1, rate)
+        };
+        for i in 0..10 {
+            assert_eq!(f.observe(&at(i * 1000, 9.7e6)), None);
+        }
+        // Half the link: probed.
+        assert_eq!(f.observe(&at(11_000, 5e6)).unwrap().to, 2);
+    }
+
+    #[test]
+    fn after_a_cut_nothing_is_probed_until_the_extra_migrations_end() {
+        let mut f = Feedback::new(4, 16);
+        let d = f
+            .observe(&Sample {
+                stalled: Some("m".into()),
+                ..full(1000, 4, 1e6)
+            })
+            .unwrap();
+        assert_eq!((d.from, d.to), (4, 2));
+        // Four still run (they cannot be taken back): neither measured
+        // nor probed, however long.
+        let mut t = 1000;
+        for _ in 0..(RETRY_PERIODS as usize + 10) {
+            t += 1000;
+            assert_eq!(f.observe(&full(t, 4, 1e6)), None);
+        }
+        // Two left: the level is measured, then probed.
+        let d = run(&mut f, &mut t, 3, 1e6);
+        assert_eq!((d[0].from, d[0].to), (2, 3), "{d:?}");
     }
 
     #[test]

@@ -176,7 +176,8 @@ pub(super) async fn run_all(
             _ = tick.tick() => {
                 let Some(r) = job.evac.get(job.id) else { continue };
                 let now = job.ms();
-                let s = sample(&r, &mut running, &mut leads, pending.len(), now, job.reservation.urgency);
+                let mut s = sample(&r, &mut running, &mut leads, pending.len(), now, job.reservation.urgency);
+                s.link_bps = link_bps(job);
                 if let Some(sc) = scenario_now(job, &r, now) {
                     let list: Vec<String> = pending.iter().cloned().collect();
                     let schedule = super::forecast::now(&sc, &r, &list, now);
@@ -247,6 +248,20 @@ fn scenario_now(
         );
     }
     Some(sc)
+}
+
+/// The capacity of the link that bounds the evacuation's migrations: the
+/// source's uplink, or its part of a destination's if smaller
+/// ([`super::forecast::destination_share`]); 0 when unknown.
+fn link_bps(job: &Job) -> f64 {
+    let dest =
+        super::forecast::destination_share(&job.dest_capacities, &job.evac.others_sending(job.id));
+    let c = job.capacity_bps.min(dest);
+    if c.is_finite() {
+        c
+    } else {
+        0.0
+    }
 }
 
 /// `vm`'s migration time by the latest forecast, ms.

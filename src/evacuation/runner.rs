@@ -45,7 +45,7 @@ pub(super) struct Job {
     /// The cap before the reservation is first measured: urgency% of C.
     fallback_bps: f64,
     /// The cap without a reservation: C.
-    capacity_bps: f64,
+    pub(super) capacity_bps: f64,
     /// The request's intermediaries (None: choose by the shortfall).
     intermediaries: Option<Vec<String>>,
     /// When the evacuation was created (Unix ms): puts the relays' wall-clock

@@ -490,6 +490,7 @@ impl State<'_> {
                 at_ms: t_ms,
                 pending: self.queues[s].len(),
                 aggregate_bps: mig,
+                link_bps: cap,
                 stalled: self.stalled[s].take(),
                 ..Sample::default()
             };

@@ -289,8 +289,10 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
     );
     let copied = vm["disk_bytes"].as_u64().expect("disk bytes recorded");
     eprintln!("sync cut: disk {} MiB copied; {note}", copied >> 20);
+    // The overlay in flight holds what the guest wrote during the first
+    // copy (~100 s at 1 MiB/s): well under the fill a full copy moves.
     assert!(
-        copied < (FILL_MIB << 20) / 4,
+        copied < (FILL_MIB << 20) / 2,
         "copied {copied} bytes: {vm:#}"
     );
     tb.assert_whole("h2", "disk", &mem_sum);

@@ -242,21 +242,23 @@ fn scenario_now(
     let learned = job.evac.inner.learned.lock().expect("learned").clone();
     let mut sc = super::forecast::refreshed(sc, r, &learned, now);
     if !job.dest_capacities.is_empty() {
-        sc.destination_capacity_bps = super::forecast::destination_share(
-            &job.dest_capacities,
-            &job.evac.others_sending(job.id),
-        );
+        sc.destination_capacity_bps = destination_bps(job);
     }
     Some(sc)
+}
+
+/// The evacuation's part of its destinations' links now
+/// ([`super::forecast::destination_share`]).
+fn destination_bps(job: &Job) -> f64 {
+    let (own, others) = job.evac.spreads(job.id);
+    super::forecast::destination_share(&job.dest_capacities, &own, &others)
 }
 
 /// The capacity of the link that bounds the evacuation's migrations: the
 /// source's uplink, or its part of a destination's if smaller
 /// ([`super::forecast::destination_share`]); 0 when unknown.
 fn link_bps(job: &Job) -> f64 {
-    let dest =
-        super::forecast::destination_share(&job.dest_capacities, &job.evac.others_sending(job.id));
-    let c = job.capacity_bps.min(dest);
+    let c = job.capacity_bps.min(destination_bps(job));
     if c.is_finite() {
         c
     } else {

@@ -141,23 +141,51 @@ pub struct DeadlineOutcome {
     pub not_moved: Vec<String>,
 }
 
-/// The part of the destinations' links this evacuation can count on:
-/// each destination's capacity (`capacities`, bit/s, by name) split evenly
-/// among the evacuations sending into it, this one and the unfinished
-/// `others` (each by the destinations it sends to); the smallest of them,
-/// as the forecast takes the slowest destination. Even, because that is
-/// how the migrations arriving at a destination share its link: TCP
-/// without a reservation, and with one the destination's incoming
-/// reservation split among them. It is re-made every period, so a source
-/// that finishes early leaves its part to the others from then on.
+/// Where one evacuation's VMs still to move go: each destination's part
+/// of them (the parts sum to 1).
+pub type Spread = std::collections::BTreeMap<String, f64>;
+
+/// [`Spread`] of the VMs `to_move`, each going to `destination_of` it.
+pub fn spread<'a>(to_move: impl Iterator<Item = &'a str>) -> Spread {
+    let mut out = Spread::new();
+    let mut n = 0.0;
+    for d in to_move {
+        *out.entry(d.to_string()).or_insert(0.0) += 1.0;
+        n += 1.0;
+    }
+    out.values_mut().for_each(|v| *v /= n);
+    out
+}
+
+/// The rate of the destinations' links this evacuation can count on, bit/s.
+/// At a destination `d` (`capacities`, bit/s) it gets `C_d / (1 + Σ f_o,d)`,
+/// where `f_o,d` is the part of another unfinished evacuation's VMs going
+/// to `d` (`others`): while it sends to `d`, each other source sends there
+/// that part of its time, and the migrations arriving at a destination
+/// share its link evenly (TCP without a reservation; with one, the
+/// destination's incoming reservation split among them). Over its own
+/// destinations (`own`) the rates combine as its time does: `1 / Σ f_d /
+/// rate_d`. It is re-made every period, so a source that finishes early
+/// leaves its part to the others from then on.
 pub fn destination_share(
     capacities: &std::collections::BTreeMap<String, f64>,
-    others: &[std::collections::BTreeSet<String>],
+    own: &Spread,
+    others: &[Spread],
 ) -> f64 {
-    capacities
+    let rate = |d: &str, c: f64| c / (1.0 + others.iter().filter_map(|o| o.get(d)).sum::<f64>());
+    let weights: Vec<(f64, f64)> = capacities
         .iter()
-        .map(|(d, c)| c / (1 + others.iter().filter(|o| o.contains(d)).count()) as f64)
-        .fold(f64::INFINITY, f64::min)
+        .map(|(d, c)| (own.get(d).copied().unwrap_or(0.0), rate(d, *c)))
+        .collect();
+    let total: f64 = weights.iter().map(|(f, _)| f).sum();
+    if total <= 0.0 {
+        // Nothing of its own left to place: the slowest, as before a plan.
+        return weights
+            .iter()
+            .map(|(_, r)| *r)
+            .fold(f64::INFINITY, f64::min);
+    }
+    total / weights.iter().map(|(f, r)| f / r).sum::<f64>()
 }
 
 /// The scenario of `req` on what was measured. `capacities`: the source's
@@ -428,5 +456,42 @@ fn median(xs: &[f64]) -> f64 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(names: &[&str]) -> std::collections::BTreeMap<String, f64> {
+        names.iter().map(|n| (n.to_string(), 100e6)).collect()
+    }
+
+    #[test]
+    fn a_destination_is_shared_by_the_part_of_each_source_sending_there() {
+        let to = |ds: &[&str]| spread(ds.iter().copied());
+        // Alone: the whole link.
+        assert_eq!(destination_share(&caps(&["d1"]), &to(&["d1"]), &[]), 100e6);
+        // Two sources into one destination: half each.
+        let two = destination_share(&caps(&["d1"]), &to(&["d1", "d1"]), &[to(&["d1"])]);
+        assert_eq!(two, 50e6);
+        // Into two destinations, one each: nothing shared.
+        assert_eq!(
+            destination_share(&caps(&["d1"]), &to(&["d1"]), &[to(&["d2"])]),
+            100e6
+        );
+        // Four sources, each spread over two destinations: while one sends
+        // to d1 the three others send there half their time: 100 / 2.5.
+        let half = to(&["d1", "d2"]);
+        let four = destination_share(&caps(&["d1", "d2"]), &half, &vec![half.clone(); 3]);
+        assert!((four - 40e6).abs() < 1.0, "{four}");
+        // Its own VMs: three to an unshared d1, one to d2 shared with one
+        // other source: time-weighted, 1 / (0.75/100 + 0.25/50) = 80.
+        let mixed = destination_share(
+            &caps(&["d1", "d2"]),
+            &to(&["d1", "d1", "d1", "d2"]),
+            &[to(&["d2"])],
+        );
+        assert!((mixed - 80e6).abs() < 1.0, "{mixed}");
     }
 }

@@ -469,14 +469,27 @@ impl Evacuations {
 
     /// Evacuation `id`'s record; `None` if unknown or finished long ago (see
     /// [`MAX_FINISHED_KEPT`]).
-    /// The destinations of every unfinished evacuation but `id`: what
-    /// shares its destinations' links ([`forecast::destination_share`]).
-    pub(crate) fn others_sending(&self, id: u64) -> Vec<BTreeSet<String>> {
-        self.records()
+    /// Where the VMs still to move of evacuation `id` go, and the same for
+    /// every other unfinished one: what shares its destinations' links
+    /// ([`forecast::destination_share`]).
+    pub(crate) fn spreads(&self, id: u64) -> (forecast::Spread, Vec<forecast::Spread>) {
+        let to_move = |r: &EvacuationRecord| {
+            forecast::spread(
+                r.vms
+                    .iter()
+                    .filter(|v| matches!(v.state, VmState::Pending | VmState::Migrating))
+                    .map(|v| r.request.destination_of(&v.name)),
+            )
+        };
+        let records = self.records();
+        let own = records.get(&id).map(to_move).unwrap_or_default();
+        let others = records
             .values()
             .filter(|r| r.id != id && !r.state.finished())
-            .map(|r| r.request.destination_hosts())
-            .collect()
+            .map(to_move)
+            .filter(|s| !s.is_empty())
+            .collect();
+        (own, others)
     }
 
     pub fn get(&self, id: u64) -> Option<EvacuationRecord> {

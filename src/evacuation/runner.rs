@@ -150,7 +150,8 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
             .map_or(capacity_bps, |h| h.capacity_mbps as f64 * 1e6);
         dest_capacities.insert(d.clone(), c);
     }
-    let dest_capacity_bps = forecast::destination_share(&dest_capacities, &evac.others_sending(id));
+    let (own, others) = evac.spreads(id);
+    let dest_capacity_bps = forecast::destination_share(&dest_capacities, &own, &others);
 
     // Measure and plan (unless the request gave the order), then forecast.
     let mut measured = measure(&evac, &source, source_view.as_ref(), &valid.vms).await;

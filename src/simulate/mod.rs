@@ -601,22 +601,28 @@ fn order_source(
     }
     // Each destination's link split among the sources sending there, as a
     // real evacuation's forecast does.
-    let dests_of = |host: &str| -> BTreeMap<String, f64> {
-        site.vms
-            .iter()
-            .filter(|v| v.host == host)
-            .filter_map(|v| dest_of.get(v.name.as_str()))
-            .map(|&d| (site.hosts[d].name.clone(), site.hosts[d].capacity_bps))
-            .collect()
+    let spread_of = |host: &str| {
+        crate::evacuation::forecast::spread(
+            site.vms
+                .iter()
+                .filter(|v| v.host == host)
+                .filter_map(|v| dest_of.get(v.name.as_str()))
+                .map(|&d| site.hosts[d].name.as_str()),
+        )
     };
-    let capacities = dests_of(&host.name);
-    let others: Vec<BTreeSet<String>> = site
+    let own = spread_of(&host.name);
+    let capacities: BTreeMap<String, f64> = own
+        .keys()
+        .filter_map(|d| site.hosts.iter().find(|x| &x.name == d))
+        .map(|x| (x.name.clone(), x.capacity_bps))
+        .collect();
+    let others: Vec<_> = site
         .hosts
         .iter()
         .filter(|x| x.role == Role::Source && x.name != host.name)
-        .map(|x| dests_of(&x.name).into_keys().collect())
+        .map(|x| spread_of(&x.name))
         .collect();
-    let dest_cap = crate::evacuation::forecast::destination_share(&capacities, &others);
+    let dest_cap = crate::evacuation::forecast::destination_share(&capacities, &own, &others);
     let sc = Scenario {
         vms: loads.iter().map(VmLoad::model_input).collect(),
         mode: opts.mode,

@@ -83,6 +83,19 @@ fn helpers() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Waits (20 s at most) until no cache helper runs.
+async fn no_helper_left(what: &str) {
+    eventually(20, what, || async {
+        let h = helpers();
+        if h.is_empty() {
+            Ok(())
+        } else {
+            Err(h)
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_copy() {
     let _lock = lock();
@@ -297,15 +310,7 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
     );
     tb.assert_whole("h2", "disk", &mem_sum);
     tb.assert_disk_whole("h2", "disk", &disk_sum, 300);
-    eventually(20, "the frozen helper gone", || async {
-        let h = helpers();
-        if h.is_empty() {
-            Ok(())
-        } else {
-            Err(h)
-        }
-    })
-    .await;
+    no_helper_left("the frozen helper gone").await;
 
     // 5. The backup's libvirtd killed while the first copy runs: the
     // caching stops and says so, its helpers are gone, the VM runs on.
@@ -329,15 +334,7 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
     let reason = c["reason"].as_str().unwrap();
     assert!(reason.contains("backup host"), "{c}");
     assert_eq!(c["generation"], 0, "{c}");
-    eventually(20, "no cache helper left", || async {
-        let h = helpers();
-        if h.is_empty() {
-            Ok(())
-        } else {
-            Err(h)
-        }
-    })
-    .await;
+    no_helper_left("no cache helper left").await;
     tb.assert_whole("h2", "disk", &mem_sum);
     tb.assert_disk_whole("h2", "disk", &disk_sum, 300);
     // DELETE answers its final status and forgets it.

@@ -101,9 +101,9 @@ pub fn block_commit(
     Ok(())
 }
 
-/// Whether a block job runs on `disk` (`virDomainGetBlockJobInfo`: 1 when
-/// one does, 0 when none, -1 on error).
-pub fn block_job_active(dom: &Domain, disk: &str) -> Result<bool, Error> {
+/// `virDomainGetBlockJobInfo`: the job running on `disk`, None when none
+/// runs (libvirt's 0; 1 when one does, -1 on error).
+fn block_job_info(dom: &Domain, disk: &str) -> Result<Option<sys::virDomainBlockJobInfo>, Error> {
     let disk = c_string(disk)?;
     let mut info = sys::virDomainBlockJobInfo {
         type_: 0,
@@ -115,29 +115,21 @@ pub fn block_job_active(dom: &Domain, disk: &str) -> Result<bool, Error> {
     let ret = unsafe { sys::virDomainGetBlockJobInfo(dom.as_ptr(), disk.as_ptr(), &mut info, 0) };
     match ret {
         -1 => Err(Error::last_error()),
-        0 => Ok(false),
-        _ => Ok(true),
+        0 => Ok(None),
+        _ => Ok(Some(info)),
     }
+}
+
+/// Whether a block job runs on `disk`.
+pub fn block_job_active(dom: &Domain, disk: &str) -> Result<bool, Error> {
+    Ok(block_job_info(dom, disk)?.is_some())
 }
 
 /// Whether the block job on `disk` is ready to pivot: libvirt reports
 /// `cur == end` only once QEMU said the job is ready (it holds `cur` one
 /// short of `end` until then).
 pub fn block_job_ready(dom: &Domain, disk: &str) -> Result<bool, Error> {
-    let disk = c_string(disk)?;
-    let mut info = sys::virDomainBlockJobInfo {
-        type_: 0,
-        bandwidth: 0,
-        cur: 0,
-        end: 0,
-    };
-    // SAFETY: as in `block_job_active`.
-    let ret = unsafe { sys::virDomainGetBlockJobInfo(dom.as_ptr(), disk.as_ptr(), &mut info, 0) };
-    match ret {
-        -1 => Err(Error::last_error()),
-        0 => Ok(false),
-        _ => Ok(info.cur == info.end),
-    }
+    Ok(block_job_info(dom, disk)?.is_some_and(|i| i.cur == i.end))
 }
 
 /// `virDomainBlockJobAbort` (flags 0: cancels the job, the chain stays).

@@ -467,8 +467,6 @@ impl Evacuations {
         Ok(())
     }
 
-    /// Evacuation `id`'s record; `None` if unknown or finished long ago (see
-    /// [`MAX_FINISHED_KEPT`]).
     /// Where the VMs still to move of evacuation `id` go, and the same for
     /// every other unfinished one: what shares its destinations' links
     /// ([`forecast::destination_share`]).
@@ -492,6 +490,8 @@ impl Evacuations {
         (own, others)
     }
 
+    /// Evacuation `id`'s record; `None` if unknown or finished long ago (see
+    /// [`MAX_FINISHED_KEPT`]).
     pub fn get(&self, id: u64) -> Option<EvacuationRecord> {
         self.records().get(&id).cloned()
     }

@@ -465,15 +465,6 @@ impl EvacuationRequest {
             .collect()
     }
 
-    /// Every host this request sends VMs to.
-    pub fn destination_hosts(&self) -> std::collections::BTreeSet<String> {
-        std::iter::once(&self.destination)
-            .chain(self.destinations.iter().flatten())
-            .chain(self.placement.values())
-            .cloned()
-            .collect()
-    }
-
     /// Where `vm` goes: its placement, else `destination`.
     pub fn destination_of(&self, vm: &str) -> &str {
         self.placement.get(vm).map_or(&self.destination, |d| d)

@@ -176,8 +176,8 @@ pub(super) async fn run_all(
             _ = tick.tick() => {
                 let Some(r) = job.evac.get(job.id) else { continue };
                 let now = job.ms();
-                let mut s = sample(&r, &mut running, &mut leads, pending.len(), now, job.reservation.urgency);
-                s.link_bps = link_bps(job);
+                let link = link_bps(job);
+                let mut s = sample(&r, &mut running, &mut leads, pending.len(), now, job.reservation.urgency, link);
                 if let Some(sc) = scenario_now(job, &r, now) {
                     let list: Vec<String> = pending.iter().cloned().collect();
                     let schedule = super::forecast::now(&sc, &r, &list, now);
@@ -305,6 +305,28 @@ fn holding(running: &BTreeMap<String, Running>, auto: bool, now: u64, lead: u64)
         .count()
 }
 
+/// What a migrating guest dirties that its migration must send again,
+/// bit/s: QEMU's dirty rate once a pass has ended (it measures it at each
+/// pass's end), the plan's measurement before; nothing once in post-copy
+/// (pages then move once) or while the disks are copied.
+fn dirty_bps(r: &EvacuationRecord, v: &super::record::VmRecord) -> f64 {
+    let copying_disks = v
+        .progress
+        .is_some_and(|p| p.disk_total > 0 && p.disk_processed < p.disk_total);
+    if v.postcopy_ms.is_some() || copying_disks {
+        return 0.0;
+    }
+    let pages = match v.progress.map(|p| p.mem_dirty_rate) {
+        Some(pps) if pps > 0 => pps as f64,
+        _ => r
+            .measurements
+            .iter()
+            .find(|m| m.hypervisor.name == v.name)
+            .map_or(0.0, |m| m.hypervisor.dirty_pages_per_sec),
+    };
+    pages * crate::predict::model::PAGE * 8.0
+}
+
 /// The start-up time: the mean of those measured, or the default.
 fn lead_ms(leads: &[u64]) -> u64 {
     if leads.is_empty() {
@@ -322,11 +344,14 @@ fn sample(
     pending: usize,
     now: u64,
     urgency: f64,
+    link_bps: f64,
 ) -> Sample {
     let lead = lead_ms(leads);
+    let warmup = concurrency::warmup_ms(link_bps);
     let mut s = Sample {
         at_ms: now,
         pending,
+        link_bps,
         ..Sample::default()
     };
     for (name, run) in running.iter_mut() {
@@ -352,8 +377,12 @@ fn sample(
             run.rates.0 += p.mem_bps as f64 * 8.0;
             run.rates.1 += 1;
         }
+        let warmed = concurrency::warmed(run.sent_ms, now, warmup);
         if let Some(p) = p {
             s.aggregate_bps += p.mem_bps as f64 * 8.0;
+            if warmed {
+                s.progress_bps += concurrency::net_bps(p.mem_bps as f64 * 8.0, dirty_bps(r, v));
+            }
             s.caps_bps += v.cap_mibs.map_or(0.0, mibs_to_bps);
             if run.released_ms.is_none() && concurrency::in_tail(p.data_remaining, p.mem_bps, lead)
             {
@@ -366,7 +395,7 @@ fn sample(
         }
         if concurrency::occupies(run.released_ms, now, lead) {
             s.running += 1;
-            if p.is_some_and(|p| p.mem_bps > 0) {
+            if warmed && p.is_some_and(|p| p.mem_bps > 0) {
                 s.sending += 1;
             }
         }

@@ -276,6 +276,16 @@ impl Migration {
         ))
     }
 
+    /// What its guest dirties that it must send again, bytes/s: in a
+    /// pre-copy pass, the (throttled) dirty rate; nothing otherwise (a
+    /// post-copy moves each page once, a disk copy is not memory).
+    pub fn resend_bps(&self) -> f64 {
+        match self.phase {
+            Phase::Pass { .. } => self.dirty_bps * (1.0 - self.throttle_pct / 100.0),
+            _ => 0.0,
+        }
+    }
+
     /// Whether it sends bytes now (start-up and the pause do not).
     pub fn sending(&self) -> bool {
         matches!(

@@ -129,6 +129,8 @@ struct Run {
     on_source: bool,
     /// Its rate in the last step, bytes/s (what a period measures).
     rate: f64,
+    /// When it was first seen sending, s (the warm-up: [`concurrency::warmed`]).
+    sent_s: Option<f64>,
 }
 
 struct State<'a> {
@@ -289,6 +291,7 @@ impl State<'_> {
                     released_s: None,
                     on_source: true,
                     rate: 0.0,
+                    sent_s: None,
                 });
                 changed = true;
                 // Measurement 0 when the link's first migration starts.
@@ -497,6 +500,17 @@ impl State<'_> {
             for (i, bps) in &mine {
                 let r = &mut self.running[*i];
                 let rate = bps / 8.0;
+                if r.m.sending() && *bps > 0.0 {
+                    r.sent_s.get_or_insert(t);
+                }
+                let warmed = concurrency::warmed(
+                    r.sent_s.map(|x| (x * 1000.0) as u64),
+                    t_ms,
+                    concurrency::warmup_ms(cap),
+                );
+                if warmed {
+                    sample.progress_bps += concurrency::net_bps(*bps, r.m.resend_bps() * 8.0);
+                }
                 if r.released_s.is_none()
                     && r.m.sending()
                     && concurrency::in_tail(r.m.left().unwrap_or(0.0) as u64, rate as u64, lead)
@@ -505,7 +519,7 @@ impl State<'_> {
                 }
                 if concurrency::occupies(r.released_s.map(|x| (x * 1000.0) as u64), t_ms, lead) {
                     sample.running += 1;
-                    if r.m.sending() && *bps > 0.0 {
+                    if warmed && r.m.sending() && *bps > 0.0 {
                         sample.sending += 1;
                     }
                 }

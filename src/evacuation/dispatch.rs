@@ -177,7 +177,8 @@ pub(super) async fn run_all(
                 let Some(r) = job.evac.get(job.id) else { continue };
                 let now = job.ms();
                 let link = link_bps(job);
-                let mut s = sample(&r, &mut running, &mut leads, pending.len(), now, job.reservation.urgency, link);
+                let urgency = job.reservation.urgency;
+                let s = sample(&r, &mut running, &mut leads, pending.len(), now, urgency, link);
                 if let Some(sc) = scenario_now(job, &r, now) {
                     let list: Vec<String> = pending.iter().cloned().collect();
                     let schedule = super::forecast::now(&sc, &r, &list, now);

@@ -317,16 +317,17 @@ pub fn net_bps(rate_bps: f64, dirty_bps: f64) -> f64 {
     (rate_bps - dirty_bps.max(0.0)).max(0.0)
 }
 
-/// How long a new migration's rate is not trusted on a link of `link_bps`
-/// (0: unknown): the time the link takes to carry a full send buffer, within
-/// [`WARMUP_MS`] (on the experiment's 10 Mbit/s link 3.4 s; on a fast link
-/// the floor, so short migrations are still judged).
-pub fn warmup_ms(link_bps: f64) -> u64 {
+/// How long a new migration's rate is not trusted when its part of the
+/// link is `share_bps` (0: unknown): the time that part takes to carry a
+/// full send buffer, within [`WARMUP_MS`] (alone on the experiment's
+/// 10 Mbit/s link 3.4 s, beside another the most; on a fast link the floor,
+/// so short migrations are still judged).
+pub fn warmup_ms(share_bps: f64) -> u64 {
     let (lo, hi) = WARMUP_MS;
-    if link_bps <= 0.0 {
+    if share_bps <= 0.0 {
         return hi;
     }
-    ((SEND_BUFFER_BYTES * 8.0 / link_bps * 1000.0) as u64).clamp(lo, hi)
+    ((SEND_BUFFER_BYTES * 8.0 / share_bps * 1000.0) as u64).clamp(lo, hi)
 }
 
 /// Whether a migration that first sent at `sent_ms` has sent for `warmup`

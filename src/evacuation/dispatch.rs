@@ -348,7 +348,8 @@ fn sample(
     link_bps: f64,
 ) -> Sample {
     let lead = lead_ms(leads);
-    let warmup = concurrency::warmup_ms(link_bps);
+    // Each new migration's buffer drains at its part of the link.
+    let warmup = concurrency::warmup_ms(link_bps / running.len().max(1) as f64);
     let mut s = Sample {
         at_ms: now,
         pending,

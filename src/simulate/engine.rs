@@ -506,7 +506,7 @@ impl State<'_> {
                 let warmed = concurrency::warmed(
                     r.sent_s.map(|x| (x * 1000.0) as u64),
                     t_ms,
-                    concurrency::warmup_ms(cap),
+                    concurrency::warmup_ms(cap / mine.len().max(1) as f64),
                 );
                 if warmed {
                     sample.progress_bps += concurrency::net_bps(*bps, r.m.resend_bps() * 8.0);

@@ -497,17 +497,16 @@ impl State<'_> {
                 stalled: self.stalled[s].take(),
                 ..Sample::default()
             };
+            // Each new migration's buffer drains at its part of the link.
+            let warmup = concurrency::warmup_ms(cap / mine.len().max(1) as f64);
             for (i, bps) in &mine {
                 let r = &mut self.running[*i];
                 let rate = bps / 8.0;
                 if r.m.sending() && *bps > 0.0 {
                     r.sent_s.get_or_insert(t);
                 }
-                let warmed = concurrency::warmed(
-                    r.sent_s.map(|x| (x * 1000.0) as u64),
-                    t_ms,
-                    concurrency::warmup_ms(cap / mine.len().max(1) as f64),
-                );
+                let warmed =
+                    concurrency::warmed(r.sent_s.map(|x| (x * 1000.0) as u64), t_ms, warmup);
                 if warmed {
                     sample.progress_bps += concurrency::net_bps(*bps, r.m.resend_bps() * 8.0);
                 }

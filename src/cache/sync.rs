@@ -327,12 +327,7 @@ async fn rate(caches: &Caches, source: &str) -> u64 {
     };
     let (capacity, tx) = view
         .map(|v| {
-            let tx = v
-                .ports
-                .iter()
-                .find(|p| p.uplink)
-                .and_then(|p| p.tx_bps)
-                .unwrap_or(0.0);
+            let tx = v.uplink_out_bps().unwrap_or(0.0);
             (v.capacity_mbps as f64 * 1e6, tx)
         })
         .unwrap_or((s.max_rate_bps * 2.0, 0.0));

@@ -31,6 +31,15 @@ pub struct HostView {
     pub enforcement: Option<EnforcementView>,
 }
 
+impl HostView {
+    /// What leaves the host through its uplink now, bit/s (the switch's
+    /// counter: migrations and applications together); None before two
+    /// polls of the port's statistics.
+    pub fn uplink_out_bps(&self) -> Option<f64> {
+        self.ports.iter().find(|p| p.uplink).and_then(|p| p.tx_bps)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct EnforcementView {
     /// `meter` or `queue`; None when no mode is possible here.

@@ -19,7 +19,9 @@
 //!   been sending for [`SETTLE_PERIODS`] (not necessarily in a row), unless
 //!   they already send at [`CAPPED_SHARE`] or more of their speed caps (their
 //!   parts of the link's reservation) or of the link itself (one more would
-//!   only split it, and a started migration cannot be taken back), the
+//!   only split it, and a started migration cannot be taken back; without
+//!   a reservation the applications' traffic counts as filling the link
+//!   too, since one more migration would take its part from them), the
 //!   aggregate migration rate over those periods is the baseline, and one
 //!   more migration is allowed. After a cut more run than the limit until
 //!   some end: the level is not measured, and not probed, until then (a
@@ -103,6 +105,11 @@ pub struct Sample {
     /// the destination's part if smaller), bit/s (0: unknown). Speed caps
     /// are whole MiB/s, so on a slow link they say little.
     pub link_bps: f64,
+    /// What the applications send over that link when nothing reserves
+    /// their share, bit/s (0 under a reservation, or unknown). Without a
+    /// reservation TCP shares the link per connection, so one more
+    /// migration takes its part from them as much as from the others.
+    pub unreserved_apps_bps: f64,
     /// A migration that stalled in this period.
     pub stalled: Option<String>,
     /// The applications' share squeezed: (what they offer, what they get),
@@ -276,7 +283,12 @@ impl Feedback {
                     .filter(|c| *c > 0.0)
                     .fold(f64::INFINITY, f64::min);
                 let sent = mean(self.window.iter().map(|w| w.1)).max(s.aggregate_bps);
-                let capped = sent >= ceiling * CAPPED_SHARE;
+                // Without a reservation the applications fill the link too:
+                // a probe would take from them (the 8-VM experiment's first
+                // probes came while two guests' own 4 Mbit/s left the first
+                // migration 57% of the link, and the extra migration ran
+                // shared for its whole life).
+                let capped = sent + s.unreserved_apps_bps >= ceiling * CAPPED_SHARE;
                 if !full || s.pending == 0 || next > self.max || barred || capped {
                     return None;
                 }
@@ -506,6 +518,27 @@ mod tests {
         // Half the link for a while: probed.
         let d: Vec<_> = (11..14)
             .filter_map(|i| f.observe(&at(i * 1000, 5e6)))
+            .collect();
+        assert_eq!(d[0].to, 2, "{d:?}");
+    }
+
+    #[test]
+    fn no_probe_while_unreserved_applications_fill_the_rest_of_the_link() {
+        // The 8-VM experiment's start: no reservation, one migration at
+        // 5.7 Mbit/s of 10, the guests' own traffic 4 Mbit/s.
+        let mut f = Feedback::new(1, 16);
+        let at = |t: u64, apps: f64| Sample {
+            caps_bps: 16.8e6,
+            link_bps: 10e6,
+            unreserved_apps_bps: apps,
+            ..full(t, 1, 5.7e6)
+        };
+        for i in 0..10 {
+            assert_eq!(f.observe(&at(i * 1000, 4e6)), None);
+        }
+        // The guests go quiet: the link has room, and one more is tried.
+        let d: Vec<_> = (10..13)
+            .filter_map(|i| f.observe(&at(i * 1000, 0.5e6)))
             .collect();
         assert_eq!(d[0].to, 2, "{d:?}");
     }

@@ -178,7 +178,8 @@ pub(super) async fn run_all(
                 let now = job.ms();
                 let link = link_bps(job);
                 let urgency = job.reservation.urgency;
-                let s = sample(&r, &mut running, &mut leads, pending.len(), now, urgency, link);
+                let mut s = sample(&r, &mut running, &mut leads, pending.len(), now, urgency, link);
+                s.unreserved_apps_bps = unreserved_apps_bps(job, s.aggregate_bps).await;
                 if let Some(sc) = scenario_now(job, &r, now) {
                     let list: Vec<String> = pending.iter().cloned().collect();
                     let schedule = super::forecast::now(&sc, &r, &list, now);
@@ -264,6 +265,23 @@ fn link_bps(job: &Job) -> f64 {
         c
     } else {
         0.0
+    }
+}
+
+/// What the source's applications send over its uplink beside the
+/// migrations, bit/s, when nothing reserves their share: the switch's
+/// counter less QEMU's rates. 0 under a reservation (Algorithm 1 holds the
+/// applications' part) or when the counter is not known yet.
+async fn unreserved_apps_bps(job: &Job, migrations_bps: f64) -> f64 {
+    if job.reserve {
+        return 0.0;
+    }
+    let controller = &job.evac.inner.controller;
+    match controller.host(&job.reservation.source).await {
+        Ok(Some(view)) => view
+            .uplink_out_bps()
+            .map_or(0.0, |out| (out - migrations_bps).max(0.0)),
+        _ => 0.0,
     }
 }
 

@@ -41,7 +41,7 @@ pub(super) struct Job {
     pub(super) reservation: ReservationRequest,
     mode: Mode,
     /// Whether to reserve at all.
-    reserve: bool,
+    pub(super) reserve: bool,
     /// The cap before the reservation is first measured: urgency% of C.
     fallback_bps: f64,
     /// The cap without a reservation: C.

@@ -362,7 +362,11 @@ async fn until_standby(r: &Replica, leader: &str) -> Value {
         20,
         &format!("{} stands by behind {leader}", r.name),
         || async {
-            let h = r.health().await?;
+            // A replica that does not answer may have stopped: say why.
+            let h = r
+                .health()
+                .await
+                .map_err(|e| format!("{e}\n{}", r.log_tail(40)))?;
             if h["status"] == "standby" && h["leader"] == leader {
                 Ok(h)
             } else {
@@ -423,6 +427,13 @@ impl Replica {
     }
 
     /// The generation it claimed when elected, from its log.
+    /// The last `n` lines of its log.
+    fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     fn generation(&self) -> Option<u64> {
         let log = self.log();
         let line = log.lines().find(|l| l.contains("elected leader"))?;

@@ -27,7 +27,7 @@ pub mod state;
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, LeaderKey};
+use etcd_client::{Client, ConnectOptions, LeaderKey, ResignOptions};
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,8 @@ pub struct Member {
 pub struct Leadership {
     pub key: Vec<u8>,
     pub generation: u64,
+    /// etcd's own handle on it, to resign.
+    leader: LeaderKey,
 }
 
 impl Member {
@@ -96,16 +98,12 @@ impl Member {
                 endpoints: config.endpoints.join(","),
                 source,
             })?;
-        let grant = tokio::time::timeout(timeout, client.lease_client().grant(lease_ttl, None))
-            .await
-            .map_err(|_| ClusterError::Timeout {
-                what: "lease grant",
-                timeout,
-            })?
-            .map_err(|source| ClusterError::Etcd {
-                what: "lease grant",
-                source,
-            })?;
+        let grant = bounded(
+            "lease grant",
+            timeout,
+            client.lease_client().grant(lease_ttl, None),
+        )
+        .await?;
         let lease = grant.id();
         if grant.ttl() != lease_ttl {
             // etcd grants at least 1.5 election timeouts (2 s with its
@@ -175,7 +173,18 @@ impl Member {
         Ok(Leadership {
             key: key.key().to_vec(),
             generation: key.rev() as u64,
+            leader: key.clone(),
         })
+    }
+
+    /// Gives leadership up (deletes the leader key), so the next replica in
+    /// line takes over now rather than when the lease expires.
+    pub async fn resign(&self, lead: &Leadership) -> Result<(), ClusterError> {
+        let timeout = Duration::from_millis(self.config.lease_ms);
+        let options = ResignOptions::new().with_leader(lead.leader.clone());
+        let mut election = self.client.election_client();
+        bounded("resign", timeout, election.resign(Some(options))).await?;
+        Ok(())
     }
 
     /// Marks leadership lost: etcd refused a write fenced by the leader key.
@@ -196,6 +205,19 @@ impl Member {
         let mut rx = self.lost.clone();
         let _ = rx.wait_for(|l| *l).await;
     }
+}
+
+/// One etcd call, given at most `timeout` (etcd without a quorum does not
+/// answer at all).
+pub(crate) async fn bounded<T>(
+    what: &'static str,
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, ClusterError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| ClusterError::Timeout { what, timeout })?
+        .map_err(|source| ClusterError::Etcd { what, source })
 }
 
 /// Renews the lease three times per lease period; marks it lost when etcd

@@ -8,8 +8,9 @@
 //!                 │ once the old one is lost; stays a standby meanwhile
 //!                 ▼
 //!   on winning: claim MASTER at our generation on every session (before the
-//!   controller sends anything), read the state from etcd, start the
-//!   controller on the live sessions with the reservations in force adopted.
+//!   controller sends anything), read the state from etcd (if etcd does not
+//!   answer in time: resign and stand by again), start the controller on
+//!   the live sessions with the reservations in force adopted.
 //! ```
 
 use std::collections::BTreeMap;
@@ -65,7 +66,7 @@ pub async fn run(
         role: ControllerRole::NoChange,
         generation_id: 0,
     });
-    let following = tokio::spawn(follow(leader_rx.clone(), role_tx.clone()));
+    let mut following = tokio::spawn(follow(leader_rx.clone(), role_tx.clone()));
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     let pki = server::pki(&config)?;
@@ -96,30 +97,59 @@ pub async fn run(
         })
     };
     let mut shutdown = Box::pin(shutdown);
-    let (member, lead) = tokio::select! {
-        won = elect(&cluster, member, &leader_tx) => won,
-        _ = &mut shutdown => {
-            tracing::info!("standby stopping");
-            let _ = standby_stop_tx.send(());
-            let _ = stop_tx.send(true);
-            return Ok(());
+    let timeout = Duration::from_millis(cluster.lease_ms);
+    let mut member = member;
+    let (member, lead, loaded) = loop {
+        let (won, lead) = tokio::select! {
+            won = elect(&cluster, member, &leader_tx) => won,
+            _ = &mut shutdown => {
+                tracing::info!("standby stopping");
+                let _ = standby_stop_tx.send(());
+                let _ = stop_tx.send(true);
+                return Ok(());
+            }
+        };
+        following.abort();
+        tracing::info!(
+            generation = lead.generation,
+            "won the election: reading the state"
+        );
+        // MASTER on every session before the controller sends anything
+        // through them (the sessions pick a new claim up before any
+        // outgoing message), and before anything else: it fences off a
+        // deposed leader's writes at once.
+        let _ = role_tx.send(Role {
+            role: ControllerRole::Master,
+            generation_id: lead.generation,
+        });
+        match state::load(won.client(), won.prefix(), timeout).await {
+            Ok(loaded) => break (won, lead, loaded),
+            Err(e) => {
+                // Nothing has acted yet. etcd just back from a lost quorum
+                // can elect before it answers reads in time (a CI run's
+                // replica exited here, and the cluster was one short): hand
+                // leadership on and stand by again. If the resign does not
+                // get through either, the next campaign (same lease) wins
+                // at once and the read is tried again.
+                tracing::warn!(error = %e, "elected, but the state could not be read: resigning, standing by again");
+                if let Err(e) = won.resign(&lead).await {
+                    tracing::warn!(error = %e, "resign failed");
+                }
+                // SLAVE again, at the generation of whoever leads next (the
+                // next leader's MASTER claim demotes this one meanwhile).
+                leader_tx.send_replace(None);
+                following = tokio::spawn(follow(leader_rx.clone(), role_tx.clone()));
+                tokio::time::sleep(timeout / 4).await;
+                member = won;
+            }
         }
     };
-    following.abort();
-    tracing::info!(name = %cluster.name, generation = lead.generation, "elected leader");
-    // MASTER on every session before the controller sends anything through
-    // them (the sessions pick a new claim up before any outgoing message).
-    let _ = role_tx.send(Role {
-        role: ControllerRole::Master,
-        generation_id: lead.generation,
-    });
-    let timeout = Duration::from_millis(cluster.lease_ms);
-    let loaded = state::load(member.client(), member.prefix(), timeout).await?;
     tracing::info!(
         reservations = loaded.reservations.len(),
         evacuations = loaded.evacuations.len(),
         "state read from etcd"
     );
+    tracing::info!(name = %cluster.name, generation = lead.generation, "elected leader");
     let backing = EtcdBacking::new(
         member.client().clone(),
         member.prefix(),

@@ -37,16 +37,8 @@ pub async fn load(
     let get = |key: String| {
         let mut kv = client.kv_client();
         async move {
-            tokio::time::timeout(timeout, kv.get(key, Some(GetOptions::new().with_prefix())))
-                .await
-                .map_err(|_| ClusterError::Timeout {
-                    what: "reading the state",
-                    timeout,
-                })?
-                .map_err(|source| ClusterError::Etcd {
-                    what: "reading the state",
-                    source,
-                })
+            let options = GetOptions::new().with_prefix();
+            super::bounded("reading the state", timeout, kv.get(key, Some(options))).await
         }
     };
     let mut out = Loaded::default();

@@ -426,7 +426,6 @@ impl Replica {
         out
     }
 
-    /// The generation it claimed when elected, from its log.
     /// The last `n` lines of its log.
     fn log_tail(&self, n: usize) -> String {
         let log = self.log();
@@ -434,6 +433,7 @@ impl Replica {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// The generation it claimed when elected, from its log.
     fn generation(&self) -> Option<u64> {
         let log = self.log();
         let line = log.lines().find(|l| l.contains("elected leader"))?;

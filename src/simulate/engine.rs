@@ -495,8 +495,11 @@ impl State<'_> {
                 aggregate_bps: mig,
                 link_bps: cap,
                 // Under a reservation Algorithm 1 holds the applications'
-                // part (set to 0 below).
-                unreserved_apps_bps: apps.min((cap - mig).max(0.0)),
+                // part.
+                unreserved_apps_bps: match inp.bandwidth {
+                    Bandwidth::Reserve(_) => 0.0,
+                    _ => apps.min((cap - mig).max(0.0)),
+                },
                 stalled: self.stalled[s].take(),
                 ..Sample::default()
             };
@@ -527,7 +530,6 @@ impl State<'_> {
                 }
             }
             if let (Bandwidth::Reserve(p), Some(r)) = (inp.bandwidth, &self.reserver[s]) {
-                sample.unreserved_apps_bps = 0.0;
                 sample.caps_bps = r.link_pct().unwrap_or(0.0) / 100.0 * cap;
                 sample.squeezed = self.out.uplinks[s]
                     .last()

@@ -105,13 +105,8 @@ impl Testbed {
     /// kernel panic on corrupted memory, see the README's Experiments), and
     /// it boots with `panic=-1` into a domain destroyed on reboot, which
     /// takes a moment. A dead guest is a finding, so the message has the
-    /// end of its console there.
-    pub fn assert_running(&self, host: &str, vm: &str) {
-        self.assert_alive(host, vm);
-    }
-
-    /// [`Self::assert_running`]; returns the fresh checksum.
-    fn assert_alive(&self, host: &str, vm: &str) -> String {
+    /// end of its console there. Returns the fresh checksum.
+    pub fn assert_running(&self, host: &str, vm: &str) -> String {
         self.assert_domain_running(host, vm);
         let n = self.memsums(host, vm).len();
         let sum = self.wait_memsums(host, vm, n + 1, 30)[n].clone();
@@ -204,7 +199,7 @@ impl Testbed {
     /// moved) once more from now on. A guest that died is a failure with
     /// its console in the message, never a pass.
     pub fn assert_whole(&self, host: &str, vm: &str, sum: &str) {
-        let fresh = self.assert_alive(host, vm);
+        let fresh = self.assert_running(host, vm);
         assert_eq!(
             fresh,
             sum,

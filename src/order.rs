@@ -39,8 +39,9 @@ pub struct VmLoad {
     pub tx_bps: f64,
     /// What the VM receives, bit/s.
     pub rx_bps: f64,
-    /// Its memory, KiB (the prediction's ceiling of what it can dirty;
-    /// absent: its non-zero pages).
+    /// The prediction's ceiling of what it can dirty, KiB: its memory, or
+    /// its working set where one is known ([`dirty_ceiling_kib`]; absent:
+    /// its non-zero pages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_kib: Option<u64>,
     /// Its weight in a deadline plan, 1 to 1000 (absent: 1).
@@ -53,6 +54,13 @@ pub struct VmLoad {
     /// What the guest writes to those disks, bytes/s (the copy sends it again).
     #[serde(default, skip_serializing_if = "is_zero_f")]
     pub disk_write_bps: f64,
+}
+
+/// What a VM's dirty sets can grow to, KiB (what [`VmLoad::memory_kib`]
+/// carries into the model): its working set when one was measured or
+/// given, never more than its memory.
+pub fn dirty_ceiling_kib(memory_kib: u64, working_set_kib: Option<u64>) -> u64 {
+    working_set_kib.map_or(memory_kib, |w| w.min(memory_kib))
 }
 
 fn is_zero(v: &u64) -> bool {

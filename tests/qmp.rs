@@ -125,6 +125,10 @@ fn qmp_driver_measures_migrates_with_a_cap_and_aborts() {
     assert_eq!(m.memory_kib, 128 * 1024);
     // An 8 MiB working set rewritten in a loop.
     assert!(m.dirty_pages_per_sec >= 2.0 * 256.0, "{m:?}");
+    // The same 8 MiB over the second, three times longer window: a working
+    // set well below the 128 MiB.
+    let ws = m.working_set_kib.unwrap_or(u64::MAX);
+    assert!((2 << 10..=32 << 10).contains(&ws), "{m:?}");
     assert!(m.cpu_pct > 30.0, "{m:?}");
     assert!(m.non_zero_source.contains("/proc/PID/mem"), "{m:?}");
     assert!(

@@ -769,6 +769,10 @@ capacity_mbps = 100
     // 32 MiB rewritten in a loop (under TCG, sharing two cores: one pass
     // takes about 2 s): at least 8 MiB/s of distinct pages.
     assert!(busy.dirty_pages_per_sec >= 8.0 * 256.0, "{busy:?}");
+    // Its dirty set saturates: the 6 s window sees about the same 32 MiB as
+    // the 2 s one, far from the whole 128 MiB a steady 8+ MiB/s would give.
+    let ws = busy.working_set_kib.unwrap_or(u64::MAX);
+    assert!((16 << 10..=96 << 10).contains(&ws), "{busy:?}");
     assert!(
         busy.cpu_pct > 30.0 && idle.cpu_pct < busy.cpu_pct / 2.0,
         "{busy:?} {idle:?}"

@@ -449,6 +449,8 @@ impl Hypervisor for FakeHypervisor {
                 non_zero_pages: v.non_zero_pages,
                 non_zero_source: "fake".into(),
                 dirty_pages_per_sec: v.dirty_pages_per_sec,
+                // It dirties all over its memory.
+                working_set_kib: None,
                 cpu_pct: v.cpu_pct,
                 disk_bytes,
                 disk_write_bps: 0.0,

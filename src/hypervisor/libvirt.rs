@@ -363,7 +363,8 @@ impl Libvirt {
     }
 
     /// Measures `vm` over `window` (blocking): QEMU's sampled dirty rate
-    /// (`calc-dirty-rate`, whole seconds), the CPU time libvirt reports over
+    /// (`calc-dirty-rate`, whole seconds; a second window for the working
+    /// set when it dirties at all, [`super::dirty_windows`]), the CPU time libvirt reports over
     /// the same time, and the non-zero estimate (see [`qmp::scan_guest_ram`]).
     pub fn measure_blocking(
         &self,
@@ -382,23 +383,11 @@ impl Libvirt {
         let written0 = Self::written_bytes(&dom, &copied);
         let info0 = dom.info().map_err(|e| self.vm_err(vm, e))?;
         let t0 = Instant::now();
-        self.qmp_blocking(
-            vm,
-            "calc-dirty-rate",
-            Some(qmp::calc_dirty_rate_args(window)),
-        )?;
-        std::thread::sleep(Duration::from_secs(qmp::calc_secs(window)));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let rate = loop {
-            let v = self.qmp_blocking(vm, "query-dirty-rate", None)?;
-            let r = DirtyRate::from_return(&v).map_err(|e| self.vm_err(vm, e))?;
-            if let Some(pages) = r.pages_per_sec() {
-                break pages;
-            }
-            if Instant::now() > deadline {
-                return Err(self.vm_err(vm, "the dirty-rate measurement did not finish"));
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        let windows = super::dirty_windows(window);
+        let rate = self.dirty_rate_blocking(vm, windows.0)?;
+        let longer = match rate > 0.0 {
+            true => Some(self.dirty_rate_blocking(vm, windows.1)?),
+            false => None,
         };
         let info1 = dom.info().map_err(|e| self.vm_err(vm, e))?;
         let secs = t0.elapsed().as_secs_f64();
@@ -435,10 +424,35 @@ impl Libvirt {
             non_zero_pages,
             non_zero_source,
             dirty_pages_per_sec: rate,
+            working_set_kib: super::working_set_kib(windows, rate, longer, info1.memory),
             cpu_pct: info1.cpu_time.saturating_sub(info0.cpu_time) as f64 / 1e9 / secs * 100.0,
             disk_bytes: disks::copy_bytes(&copied),
             disk_write_bps: written as f64 / secs,
         })
+    }
+
+    /// QEMU's sampled dirty rate over `secs` whole seconds, pages/s
+    /// (`calc-dirty-rate`, then `query-dirty-rate` until it has finished).
+    fn dirty_rate_blocking(&self, vm: &str, secs: u64) -> Result<f64, HypervisorError> {
+        let window = Duration::from_secs(secs);
+        self.qmp_blocking(
+            vm,
+            "calc-dirty-rate",
+            Some(qmp::calc_dirty_rate_args(window)),
+        )?;
+        std::thread::sleep(window);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.qmp_blocking(vm, "query-dirty-rate", None)?;
+            let r = DirtyRate::from_return(&v).map_err(|e| self.vm_err(vm, e))?;
+            if let Some(pages) = r.pages_per_sec() {
+                return Ok(pages);
+            }
+            if Instant::now() > deadline {
+                return Err(self.vm_err(vm, "the dirty-rate measurement did not finish"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Switches a running migration started with `postcopy` to post-copy

@@ -103,6 +103,34 @@ fn unsupported(
     async move { Err(e) }
 }
 
+/// The two dirty-rate windows a measurement takes, in whole seconds (what
+/// QEMU measures over): the requested one, and [`SECOND_WINDOW`] times as
+/// long to see whether the dirty set saturates. Both drivers measure this
+/// way; [`working_set_kib`] reads the pair.
+///
+/// [`SECOND_WINDOW`]: crate::predict::working_set::SECOND_WINDOW
+pub fn dirty_windows(window: Duration) -> (u64, u64) {
+    let first = qmp::calc_secs(window);
+    (
+        first,
+        first * u64::from(crate::predict::working_set::SECOND_WINDOW),
+    )
+}
+
+/// The working set, KiB, from the rates (pages/s) measured over the two
+/// windows of [`dirty_windows`] (the second absent when the first saw
+/// nothing dirtied: it was not taken), capped at the memory.
+pub fn working_set_kib(
+    windows: (u64, u64),
+    first: f64,
+    second: Option<f64>,
+    memory_kib: u64,
+) -> Option<u64> {
+    let (t1, t2) = (windows.0 as f64, windows.1 as f64);
+    let pages = crate::predict::working_set::working_set(first * t1, second? * t2, t2 / t1)?;
+    Some(((pages * 4.0) as u64).min(memory_kib))
+}
+
 /// One VM measured before its migration is planned (see `order`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VmMeasurement {
@@ -114,6 +142,12 @@ pub struct VmMeasurement {
     pub non_zero_source: String,
     /// Pages dirtied per second.
     pub dirty_pages_per_sec: f64,
+    /// The most it dirties however long it runs (its writable working set),
+    /// KiB, when a second, longer window showed the dirty set saturating
+    /// ([`dirty_windows`]); absent when it dirties nothing or showed no
+    /// bound below its memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_set_kib: Option<u64>,
     /// CPU use over the window, percent of one CPU.
     pub cpu_pct: f64,
     /// What a migration must copy of its disks (those on local storage),

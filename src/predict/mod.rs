@@ -7,12 +7,15 @@
 //! - [`schedule`]: a whole evacuation in simulated time on a fluid model of
 //!   the links, the VMs' own traffic included, so that order matters;
 //! - [`search`]: the order the model says is best, and the deadline plan;
-//! - [`learn`]: the corrections measured migrations make to the inputs.
+//! - [`learn`]: the corrections measured migrations make to the inputs;
+//! - [`working_set`]: how far a guest's dirty sets grow, from two
+//!   dirty-rate windows.
 
 pub mod learn;
 pub mod model;
 pub mod schedule;
 pub mod search;
+pub mod working_set;
 
 use serde::{Deserialize, Serialize};
 

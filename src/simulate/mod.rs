@@ -33,7 +33,7 @@ use crate::evacuation::converge::OnStall;
 use crate::evacuation::metric::{self, Metrics};
 use crate::evacuation::record::{ConcurrencyRecord, VmRecord, VmState};
 use crate::evacuation::request::Concurrency;
-use crate::order::{Mode, PlanInput, VmLoad, MAX_PRIORITY};
+use crate::order::{self, Mode, PlanInput, VmLoad, MAX_PRIORITY};
 use crate::place::{self, Assignment, PlaceError};
 use crate::predict::model::{Outcome, Params};
 use crate::predict::schedule::Scenario;
@@ -522,7 +522,7 @@ fn load(v: &SiteVm) -> VmLoad {
         dirty_pages_per_sec: v.dirty_pages_per_sec,
         tx_bps: v.tx_bps,
         rx_bps: v.rx_bps,
-        memory_kib: Some(v.working_set_kib.unwrap_or(v.memory_kib).min(v.memory_kib)),
+        memory_kib: Some(order::dirty_ceiling_kib(v.memory_kib, v.working_set_kib)),
         priority: v.priority,
         disk_bytes: v.disk_bytes,
         disk_write_bps: v.disk_write_bps,

@@ -181,13 +181,15 @@ impl Qmp {
         let memory_bytes = mem.get("base-memory").and_then(Value::as_u64).unwrap_or(0);
         let threads = vcpu_threads(&c.execute("query-cpus-fast", None).await.map_err(e)?);
         let cpu0 = threads_cpu_ns(&threads);
-        let t0 = Instant::now();
-        c.execute("calc-dirty-rate", Some(calc_dirty_rate_args(window)))
-            .await
-            .map_err(e)?;
         // Not holding the socket while QEMU measures: other calls may come.
         drop(c);
-        let rate = self.wait_dirty_rate(vm, window).await?;
+        let t0 = Instant::now();
+        let windows = super::dirty_windows(window);
+        let rate = self.dirty_rate(vm, windows.0).await?;
+        let longer = match rate > 0.0 {
+            true => Some(self.dirty_rate(vm, windows.1).await?),
+            false => None,
+        };
         let cpu1 = threads_cpu_ns(&threads);
         let secs = t0.elapsed().as_secs_f64();
         let (non_zero_pages, non_zero_source) = match threads.first().and_then(|t| tgid_of(*t)) {
@@ -202,7 +204,8 @@ impl Qmp {
             memory_kib: memory_bytes / 1024,
             non_zero_pages,
             non_zero_source,
-            dirty_pages_per_sec: rate.pages_per_sec().unwrap_or(0.0),
+            dirty_pages_per_sec: rate,
+            working_set_kib: super::working_set_kib(windows, rate, longer, memory_bytes / 1024),
             cpu_pct: cpu1.saturating_sub(cpu0) as f64 / 1e9 / secs * 100.0,
             // Bare QEMU: its disks are whatever its command line opened;
             // this driver migrates memory only.
@@ -211,18 +214,18 @@ impl Qmp {
         })
     }
 
-    async fn wait_dirty_rate(
-        &self,
-        vm: &str,
-        window: Duration,
-    ) -> Result<DirtyRate, HypervisorError> {
-        tokio::time::sleep(Duration::from_secs(calc_secs(window))).await;
+    /// QEMU's sampled dirty rate over `secs` whole seconds, pages/s.
+    async fn dirty_rate(&self, vm: &str, secs: u64) -> Result<f64, HypervisorError> {
+        let window = Duration::from_secs(secs);
+        self.exec(vm, "calc-dirty-rate", Some(calc_dirty_rate_args(window)))
+            .await?;
+        tokio::time::sleep(window).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let v = self.exec(vm, "query-dirty-rate", None).await?;
             let r = DirtyRate::from_return(&v).map_err(|e| self.err(vm, e))?;
-            if let DirtyRate::Measured { .. } = r {
-                return Ok(r);
+            if let Some(pages) = r.pages_per_sec() {
+                return Ok(pages);
             }
             if Instant::now() > deadline {
                 return Err(self.err(vm, "the dirty-rate measurement did not finish"));

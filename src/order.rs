@@ -292,6 +292,7 @@ impl ModelInputs {
             source_capacity_bps: c,
             destination_capacity_bps: self.destination_capacity_bps.unwrap_or(c),
             push_bps: self.push_bps.unwrap_or(c),
+            busy_push: None,
             floor: if self.reserve.unwrap_or(true) {
                 urgency / 100.0
             } else {

@@ -303,14 +303,11 @@ fn learn(job: &Job, vm: &str, run: &Running) {
         return;
     };
     let rate = (run.rates.1 > 0).then(|| run.rates.0 / run.rates.1 as f64);
-    let tells_push = run.alone
-        && job
-            .scenario
-            .as_ref()
-            .is_none_or(|sc| super::forecast::says_push(&r, vm, sc.source_capacity_bps));
-    if let Some(o) =
-        super::forecast::observation(&r.request.source, v, run.sent_ms, rate, tells_push)
-    {
+    let capacity = job
+        .scenario
+        .as_ref()
+        .map_or(0.0, |sc| sc.source_capacity_bps);
+    if let Some(o) = super::forecast::observation(&r, v, run.sent_ms, rate, run.alone, capacity) {
         job.evac.inner.learned.lock().expect("learned").observe(&o);
     }
 }

@@ -222,6 +222,7 @@ pub fn scenario(
         deadline_s: req.deadline_s,
     };
     let mut sc = model.scenario(&input, req.mode)?;
+    sc.busy_push = learned.busy(&req.source);
     sc.params = learned.params(sc.params);
     sc.params.stall_iterations = req.stall_iterations;
     Ok(sc)
@@ -316,7 +317,6 @@ pub fn refreshed(sc: &Scenario, r: &EvacuationRecord, learned: &Learned, now_ms:
         .vms
         .iter()
         .filter(|v| v.state == VmState::Migrating)
-        .filter(|v| says_push(r, &v.name, sc.source_capacity_bps))
         .filter_map(|v| {
             let p = v.progress.filter(|p| p.data_processed > 0)?;
             // libvirt leaves the rate out of some jobs' statistics (seen on
@@ -342,6 +342,8 @@ pub fn refreshed(sc: &Scenario, r: &EvacuationRecord, learned: &Learned, now_ms:
                 .iter()
                 .map(|(_, c)| c.map_or(0.0, mibs_to_bps))
                 .sum(),
+            guests_tx_bps: guests_tx_bps(r, None),
+            capacity_bps: sc.source_capacity_bps,
             startup_s: None,
             downtime_ms: None,
             last_transfer_ms: None,
@@ -349,22 +351,24 @@ pub fn refreshed(sc: &Scenario, r: &EvacuationRecord, learned: &Learned, now_ms:
     }
     let mut sc = sc.clone();
     sc.push_bps = l.push(&r.request.source, sc.push_bps);
+    sc.busy_push = l.busy(&r.request.source);
     sc.params = l.params(sc.params);
     sc
 }
 
 /// What a finished migration teaches: its rate while it sent (the mean
 /// of the rates QEMU reported each period, `rate_bps`; else its bytes over
-/// its time from its first bytes), the link's share it had (its cap), its
-/// start-up (to the period that first saw bytes: up to a period long).
-/// Only a migration that ran alone, of a VM not busy on the network
-/// ([`says_push`]), says what the host pushes (`tells_push`).
+/// its time from its first bytes), the link's share it had (its cap), what
+/// the VMs on the source sent meanwhile ([`guests_tx_bps`]), its start-up
+/// (to the period that first saw bytes: up to a period long). Only a
+/// migration that ran alone says what the host pushes (`alone`).
 pub fn observation<'a>(
-    source: &'a str,
+    r: &'a EvacuationRecord,
     v: &super::record::VmRecord,
     sent_ms: Option<u64>,
     rate_bps: Option<f64>,
-    tells_push: bool,
+    alone: bool,
+    capacity_bps: f64,
 ) -> Option<Observation<'a>> {
     if v.state != VmState::Done {
         return None;
@@ -374,25 +378,29 @@ pub fn observation<'a>(
     let secs = (ended - from) as f64 / 1000.0;
     let rate = rate_bps.or((secs > 0.0).then(|| bytes as f64 * 8.0 / secs));
     Some(Observation {
-        source,
-        rate_bps: rate.filter(|_| tells_push).unwrap_or(0.0),
+        source: &r.request.source,
+        rate_bps: rate.filter(|_| alone).unwrap_or(0.0),
         link_bps: v.cap_mibs.map_or(0.0, mibs_to_bps),
+        guests_tx_bps: guests_tx_bps(r, Some(&v.name)),
+        capacity_bps,
         startup_s: sent_ms.map(|s| s.saturating_sub(started) as f64 / 1000.0),
         downtime_ms: None,
         last_transfer_ms: None,
     })
 }
 
-/// Whether `vm`'s migration says what its host pushes: its own traffic, as
-/// measured for the plan, is within [`crate::predict::learn::BUSY_SHARE`]
-/// of the source's link `capacity_bps`.
-pub fn says_push(r: &EvacuationRecord, vm: &str, capacity_bps: f64) -> bool {
-    let own = r
-        .measurements
+/// What the VMs still on the source send, as measured for the plan, bit/s:
+/// those not moved yet (the migrating ones among them), and `vm` however far
+/// it has gone (a migration just finished: it sent all along).
+pub fn guests_tx_bps(r: &EvacuationRecord, vm: Option<&str>) -> f64 {
+    r.vms
         .iter()
-        .find(|m| m.hypervisor.name == vm)
-        .map_or(0.0, |m| m.tx_bps.unwrap_or(0.0) + m.rx_bps.unwrap_or(0.0));
-    crate::predict::learn::says_push(own, capacity_bps)
+        .filter(|v| {
+            Some(v.name.as_str()) == vm || !matches!(v.state, VmState::Done | VmState::Postcopy)
+        })
+        .filter_map(|v| r.measurements.iter().find(|m| m.hypervisor.name == v.name))
+        .map(|m| m.tx_bps.unwrap_or(0.0))
+        .sum()
 }
 
 /// Once finished: the errors of the predictions, and the deadline's outcome.

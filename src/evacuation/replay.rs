@@ -84,6 +84,7 @@ pub fn replay(
         };
         let mut now = sc.clone();
         now.push_bps = learned.push(&r.request.source, sc.push_bps);
+        now.busy_push = learned.busy(&r.request.source);
         now.params = learned.params(sc.params);
         let at_start = alone(&now, i, &moved).duration_s;
         let up = upfront
@@ -108,12 +109,18 @@ pub fn replay(
             let secs = actual - startup;
             learned.observe(&Observation {
                 source: &r.request.source,
-                rate_bps: if secs > 0.0 && forecast::says_push(r, &v.name, capacities.0) {
+                rate_bps: if secs > 0.0 {
                     bytes as f64 * 8.0 / secs
                 } else {
                     0.0
                 },
                 link_bps: v.cap_mibs.map_or(capacities.0, mibs_to_bps),
+                // It and the VMs after it were on the source meanwhile.
+                guests_tx_bps: (0..sc.vms.len())
+                    .filter(|j| !moved.contains(j))
+                    .map(|j| sc.vms[j].tx_bps)
+                    .sum(),
+                capacity_bps: capacities.0,
                 startup_s: None,
                 downtime_ms: None,
                 last_transfer_ms: None,

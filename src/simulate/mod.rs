@@ -630,6 +630,7 @@ fn order_source(
         source_capacity_bps: host.capacity_bps,
         destination_capacity_bps: dest_cap,
         push_bps: host.push_bps.unwrap_or(host.capacity_bps),
+        busy_push: None,
         floor: opts
             .reserve
             .map_or(crate::predict::schedule::FLOOR_WITHOUT_RESERVATION, |p| {

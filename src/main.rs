@@ -725,22 +725,30 @@ fn predict_check(topology: &std::path::Path, records: &[PathBuf]) -> anyhow::Res
             f(r.at_start_err_pct)
         );
     }
+    // A prediction that the migration never ends is the worst error there
+    // is: it counts, as infinite, not left out.
     for (what, errs) in [
         (
             "up front",
-            rows.iter()
-                .filter_map(|r| r.upfront_err_pct)
-                .collect::<Vec<_>>(),
+            rows.iter().map(|r| r.upfront_err_pct).collect::<Vec<_>>(),
         ),
         (
             "at start",
-            rows.iter().filter_map(|r| r.at_start_err_pct).collect(),
+            rows.iter().map(|r| r.at_start_err_pct).collect(),
         ),
     ] {
-        match replay::summary(errs.into_iter()) {
-            Some((n, median, worst)) => {
-                eprintln!("{what}: {n} migrations, median |error| {median:.1}%, worst {worst:.1}%")
-            }
+        let never = errs.iter().filter(|e| e.is_none()).count();
+        let errs = errs.into_iter().map(|e| e.unwrap_or(f64::INFINITY));
+        let pct = |x: f64| match x.is_finite() {
+            true => format!("{x:.1}%"),
+            false => "never ends".to_string(),
+        };
+        match replay::summary(errs) {
+            Some((n, median, worst)) => eprintln!(
+                "{what}: {n} migrations ({never} predicted never to end), median |error| {}, worst {}",
+                pct(median),
+                pct(worst)
+            ),
             None => eprintln!("{what}: no migrations"),
         }
     }

@@ -389,6 +389,7 @@ impl Libvirt {
             true => Some(self.dirty_rate_blocking(vm, windows.1)?),
             false => None,
         };
+        tracing::debug!(vm, ?windows, rate, ?longer, "dirty-rate windows (pages/s)");
         let info1 = dom.info().map_err(|e| self.vm_err(vm, e))?;
         let secs = t0.elapsed().as_secs_f64();
         let written = Self::written_bytes(&dom, &copied).saturating_sub(written0);

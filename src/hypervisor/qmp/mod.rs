@@ -190,6 +190,7 @@ impl Qmp {
             true => Some(self.dirty_rate(vm, windows.1).await?),
             false => None,
         };
+        tracing::debug!(vm, ?windows, rate, ?longer, "dirty-rate windows (pages/s)");
         let cpu1 = threads_cpu_ns(&threads);
         let secs = t0.elapsed().as_secs_f64();
         let (non_zero_pages, non_zero_source) = match threads.first().and_then(|t| tgid_of(*t)) {

@@ -16,7 +16,7 @@
 //! What a host pushes also depends on what its VMs send meanwhile: on the
 //! testbed, with a TCG guest sending 20 Mbit/s still on the source, the
 //! migrations ran at 15-24 Mbit/s where they ran at 28-35 once it had left
-//! (24 evacuations of `paper-4vm-precopy-40m`, with and without a
+//! (12 evacuations of `paper-4vm-precopy-40m`, with and without a
 //! reservation; a guest receiving as much changed nothing). So the push rate
 //! is learned at two points: quiet (the VMs on the source send under
 //! [`BUSY_SHARE`] of the link) and busy (what they sent and what the

@@ -222,8 +222,7 @@ pub fn scenario(
         deadline_s: req.deadline_s,
     };
     let mut sc = model.scenario(&input, req.mode)?;
-    sc.busy_push = learned.busy(&req.source);
-    sc.params = learned.params(sc.params);
+    learned.apply(&req.source, &mut sc);
     sc.params.stall_iterations = req.stall_iterations;
     Ok(sc)
 }
@@ -350,9 +349,7 @@ pub fn refreshed(sc: &Scenario, r: &EvacuationRecord, learned: &Learned, now_ms:
         });
     }
     let mut sc = sc.clone();
-    sc.push_bps = l.push(&r.request.source, sc.push_bps);
-    sc.busy_push = l.busy(&r.request.source);
-    sc.params = l.params(sc.params);
+    l.apply(&r.request.source, &mut sc);
     sc
 }
 

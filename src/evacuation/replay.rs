@@ -83,9 +83,7 @@ pub fn replay(
             continue;
         };
         let mut now = sc.clone();
-        now.push_bps = learned.push(&r.request.source, sc.push_bps);
-        now.busy_push = learned.busy(&r.request.source);
-        now.params = learned.params(sc.params);
+        learned.apply(&r.request.source, &mut now);
         let at_start = alone(&now, i, &moved).duration_s;
         let up = upfront
             .vms

@@ -34,7 +34,8 @@ use super::{
     VmMeasurement,
 };
 
-/// How long one libvirt call may take (a measurement: its window on top).
+/// How long one libvirt call may take (a measurement: its windows on top,
+/// [`super::measuring_time`]).
 /// libvirtd answers in milliseconds when it is well; a call still pending
 /// after this long means it hangs.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -646,7 +647,8 @@ impl Hypervisor for Libvirt {
         window: Duration,
     ) -> BoxFuture<'static, Result<VmMeasurement, HypervisorError>> {
         let (me, vm) = (self.clone(), vm.to_string());
-        Box::pin(bounded("a measurement", window + CALL_TIMEOUT, move || {
+        let limit = super::measuring_time(window) + CALL_TIMEOUT;
+        Box::pin(bounded("a measurement", limit, move || {
             me.measure_blocking(&vm, window)
         }))
     }

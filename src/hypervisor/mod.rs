@@ -117,6 +117,14 @@ pub fn dirty_windows(window: Duration) -> (u64, u64) {
     )
 }
 
+/// How long a measurement's dirty-rate windows take at most, both of them
+/// ([`dirty_windows`]): what a caller bounding a measurement must allow on
+/// top of its calls' own time.
+pub fn measuring_time(window: Duration) -> Duration {
+    let (first, second) = dirty_windows(window);
+    Duration::from_secs(first + second)
+}
+
 /// The working set, KiB, from the rates (pages/s) measured over the two
 /// windows of [`dirty_windows`] (the second absent when the first saw
 /// nothing dirtied: it was not taken), capped at the memory.

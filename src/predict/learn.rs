@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::model::Params;
-use super::schedule::BusyPoint;
+use super::schedule::{BusyPoint, Scenario};
 
 /// The weight of the newest sample.
 pub const ALPHA: f64 = 0.5;
@@ -136,6 +136,16 @@ impl Learned {
     /// What `host`'s migrations got while its VMs were busy, once seen.
     pub fn busy(&self, host: &str) -> Option<BusyPoint> {
         self.busy_bps.get(host).copied()
+    }
+
+    /// `sc`, a scenario of evacuating `host`, with everything learned: its
+    /// quiet push rate (or `sc`'s own before any), its busy point, the
+    /// start-up and the fixed part of the pause. Every forecast takes what
+    /// has been learned through here, so none leaves a part out.
+    pub fn apply(&self, host: &str, sc: &mut Scenario) {
+        sc.push_bps = self.push(host, sc.push_bps);
+        sc.busy_push = self.busy(host);
+        sc.params = self.params(sc.params);
     }
 }
 

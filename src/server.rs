@@ -133,7 +133,7 @@ impl Persisted {
             Some(st) => {
                 let (store, loaded) = Store::open(&st.dir)?;
                 tracing::info!(path = %store.path().display(), reservations = loaded.reservations.len(),
-                    evacuations = loaded.evacuations.len(), "state database opened");
+                    evacuations = loaded.evacuations.len(), caches = loaded.caches.len(), "state database opened");
                 (Some(store), loaded)
             }
             None => (None, Loaded::default()),
@@ -282,9 +282,13 @@ pub fn start_from(
     let api_stop = stopped(stop_rx.clone());
     let restoring = evacuations.clone();
     let stored_evacuations = loaded.evacuations;
+    let stored_caches = loaded.caches;
+    let stored_learned = loaded.learned;
     let api_task = tokio::spawn(async move {
         // The history is back before the first request is answered; after
         // a takeover, what the previous leader was running goes on.
+        restoring.caches().resume(stored_caches);
+        restoring.relearn(stored_learned);
         if adopt {
             restoring.take_over(stored_evacuations).await;
         } else {

@@ -1,4 +1,5 @@
-//! Persistence: reservations and evacuations survive a restart, kept in one
+//! Persistence: reservations, evacuations, idempotent answers, disk caches
+//! and what the model learned survive a restart, kept in one
 //! SQLite file (`[state] dir`/solive.db). SQLite because it is embedded (no
 //! server to run beside the controller), crash-safe with its journal, and
 //! enough for records written about once a second. A cluster keeps the same
@@ -35,6 +36,11 @@ pub enum StoreError {
 /// Kinds of record.
 pub const RESERVATION: &str = "reservation";
 pub const EVACUATION: &str = "evacuation";
+/// A disk cache (`crate::cache`), keyed by its VM's name's hash.
+pub const CACHE: &str = "cache";
+/// What the migration-time model learned (`crate::predict::learn`): one
+/// record, id 0.
+pub const LEARNED: &str = "learned";
 
 enum Op {
     Put {
@@ -69,6 +75,8 @@ pub struct Store {
 pub struct Loaded {
     pub reservations: Vec<serde_json::Value>,
     pub evacuations: Vec<serde_json::Value>,
+    pub caches: Vec<serde_json::Value>,
+    pub learned: Option<serde_json::Value>,
     pub idempotent: Vec<Idempotent>,
 }
 
@@ -167,6 +175,8 @@ fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
         match kind.as_str() {
             RESERVATION => out.reservations.push(v),
             EVACUATION => out.evacuations.push(v),
+            CACHE => out.caches.push(v),
+            LEARNED => out.learned = Some(v),
             _ => {}
         }
     }
@@ -252,6 +262,8 @@ mod tests {
                 &serde_json::json!({"id": 1, "state": "done"}),
             );
             store.put(RESERVATION, 4, &serde_json::json!({"id": 4}));
+            store.put(CACHE, 7, &serde_json::json!({"status": {"vm": "disk"}}));
+            store.put(LEARNED, 0, &serde_json::json!({"samples": 3}));
             let first = Idempotent {
                 key: "k1".into(),
                 request: "POST /v1/evacuations {}".into(),
@@ -271,6 +283,8 @@ mod tests {
             vec![serde_json::json!({"id": 1, "state": "done"})]
         );
         assert_eq!(loaded.reservations.len(), 1);
+        assert_eq!(loaded.caches.len(), 1);
+        assert_eq!(loaded.learned, Some(serde_json::json!({"samples": 3})));
         assert_eq!(loaded.idempotent.len(), 1);
         assert_eq!(loaded.idempotent[0].status, 201, "the first answer stays");
     }

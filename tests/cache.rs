@@ -9,8 +9,9 @@
 //! (its record says why); an evacuation that meets a sync shipping its
 //! overlay cuts it and carries the overlay instead of the whole disk; a
 //! backup whose libvirtd is killed mid-copy stops
-//! the caching, leaves no helper behind, and leaves the VM untouched. Bad
-//! requests are 400s naming the field.
+//! the caching, leaves no helper behind, and leaves the VM untouched. A
+//! controller restarted between two syncs takes the cache back from its
+//! store and goes on incrementally. Bad requests are 400s naming the field.
 //!
 //! Needs root and `mininet/install.sh`. Holds [`support::lock`] from before
 //! `up` until after `down`. Missing tools are a failure, not a skip.
@@ -35,6 +36,10 @@ async fn solive_on(tb: &Testbed) -> support::Solive {
     let mut config = solive::config::Config::load(&tb.state.join("solive.toml")).unwrap();
     // Syncs every 10 s: the test sees several in a few minutes.
     config.cache.every_s = 10.0;
+    // A store, so that a restarted controller takes the caches back.
+    config.state = Some(solive::config::StateConfig {
+        dir: tb.state.join("controller"),
+    });
     support::Solive::start_with(
         config,
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -197,6 +202,32 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
         },
     )
     .await;
+
+    // 1b. The controller restarts between two syncs: the next one takes
+    // the cache back from the store at its generation and goes on with
+    // incremental syncs, not a new first copy.
+    let g = c["generation"].as_u64().unwrap();
+    let before = cache_until(&solive, "a sync just ended", 60, |c| {
+        c["state"] == "synced" && c["generation"].as_u64() > Some(g)
+    })
+    .await;
+    solive.stop().await;
+    no_helper_left("no cache helper left by the shutdown").await;
+    let solive = solive_on(&tb).await;
+    let back = solive.get("/v1/caches/disk").await;
+    eprintln!("cache before the restart: {before}\nafter: {back}");
+    assert_eq!(back["generation"], before["generation"], "{back}");
+    assert_eq!(back["synced_at"], before["synced_at"], "{back}");
+    assert_ne!(back["state"], "stopped", "{back}");
+    let after = cache_until(&solive, "a sync after the restart", 120, |c| {
+        c["state"] == "synced" && c["generation"].as_u64() > before["generation"].as_u64()
+    })
+    .await;
+    let shipped = after["sent_bytes"].as_u64().unwrap() - before["sent_bytes"].as_u64().unwrap();
+    assert!(
+        shipped < (FILL_MIB << 20) / 10,
+        "the first sync after the restart sent {shipped} bytes: {after}"
+    );
 
     // 2. The evacuation to h2 copies only what was written since the last
     // sync: far under a tenth of the fill, where a cold copy sends it all.

@@ -157,8 +157,10 @@ def main():
     ap.add_argument("--solive", default=os.path.join(REPO, "target", "debug", "solive"))
     ap.add_argument("--every-s", type=float, default=None,
                     help="[cache] every_s for these runs (default: solive's, 15); records get an eN- prefix")
+    ap.add_argument("--tag", default="",
+                    help="a further prefix of these runs' records (another build's runs beside earlier ones)")
     args = ap.parse_args()
-    tag = f"e{args.every_s:g}-" if args.every_s is not None else ""
+    tag = args.tag + (f"e{args.every_s:g}-" if args.every_s is not None else "")
     os.makedirs(os.path.join(HERE, "records"), exist_ok=True)
     for w in [int(x) for x in args.rates.split(",")]:
         for n in range(1, args.runs + 1):

@@ -42,6 +42,8 @@ def label(tag):
         return "defaults"
     if tag.startswith("old-wait"):
         return "first wait policy"
+    if tag.startswith("handover"):
+        return "sync in flight handed over"
     m = re.fullmatch(r"e([0-9.]+)-", tag)
     return f"every_s {m.group(1)}" if m else tag
 

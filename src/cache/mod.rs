@@ -42,6 +42,7 @@ pub mod plan;
 mod sync;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -51,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 use crate::controller::ControllerHandle;
 use crate::evacuation::ports::PortPool;
 use crate::hypervisor::Hypervisor;
+use crate::store::Store;
 
 /// `[cache]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,7 +97,7 @@ pub struct CacheRequest {
 }
 
 /// Where a cache is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CacheState {
     /// The first copy runs.
@@ -111,7 +113,7 @@ pub enum CacheState {
 }
 
 /// One disk's copy.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiskCache {
     pub target: String,
     /// The file the backup holds a copy of (the same path on both hosts).
@@ -126,8 +128,9 @@ pub struct DiskCache {
     pub dirty_bytes: u64,
 }
 
-/// What `GET /v1/caches` shows of one VM's cache.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What `GET /v1/caches` shows of one VM's cache (and what the store keeps
+/// of it, [`Shared`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheStatus {
     pub vm: String,
     pub source: String,
@@ -153,7 +156,7 @@ pub struct CacheStatus {
 }
 
 /// A sync's transfer in flight: what it sends, since when, how fast.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transfer {
     pub bytes: u64,
     pub started_at: f64,
@@ -181,10 +184,102 @@ pub enum CacheError {
     Host { host: String, message: String },
 }
 
+/// One cache's status, shared by its task, the API and evacuations, and
+/// written to the store (`[state] dir`, or etcd) whenever something a
+/// restart needs changes: its state, generation, images or reason, not
+/// the dirty figures refreshed every 2 s. A restarted controller resumes
+/// from it ([`Caches::resume`]).
+pub(crate) struct Shared {
+    status: Mutex<CacheStatus>,
+    store: Option<Store>,
+    /// Set at shutdown: the store keeps the state from before it, which a
+    /// restart resumes from, not the stop that shutdown makes.
+    detached: AtomicBool,
+}
+
+/// What the store keeps of a cache.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    status: CacheStatus,
+    /// Deleted through the API: a restart forgets it.
+    #[serde(default)]
+    removed: bool,
+}
+
+/// The store's key for `vm`'s cache: FNV-1a of its name (the store keys
+/// records by number; a VM has at most one cache).
+fn record_id(vm: &str) -> u64 {
+    vm.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Shared {
+    fn new(status: CacheStatus, store: Option<Store>) -> Arc<Shared> {
+        Arc::new(Shared {
+            status: Mutex::new(status),
+            store,
+            detached: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheStatus> {
+        // Writers assign fields only: a panic elsewhere leaves nothing
+        // half-set that matters more than losing the update.
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn get(&self) -> CacheStatus {
+        self.lock().clone()
+    }
+
+    /// Changes the status; stores it if what a restart needs changed
+    /// (under the lock, so the store gets the changes in their order).
+    pub(crate) fn set(&self, f: impl FnOnce(&mut CacheStatus)) {
+        let mut s = self.lock();
+        let before = durable(&s);
+        f(&mut s);
+        if durable(&s) != before {
+            self.persist(&s, false);
+        }
+    }
+
+    /// Deleted through the API.
+    fn removed(&self) {
+        self.persist(&self.lock(), true);
+    }
+
+    fn persist(&self, status: &CacheStatus, removed: bool) {
+        if let (Some(store), false) = (&self.store, self.detached.load(Ordering::Relaxed)) {
+            let stored = Stored {
+                status: status.clone(),
+                removed,
+            };
+            store.put(crate::store::CACHE, record_id(&status.vm), &stored);
+        }
+    }
+}
+
+/// The part of a status a restart depends on.
+fn durable(s: &CacheStatus) -> impl PartialEq {
+    let images: Vec<_> = s
+        .disks
+        .iter()
+        .map(|d| (d.base.clone(), d.top.clone(), d.cached_bytes))
+        .collect();
+    (
+        s.state,
+        s.generation,
+        s.synced_at.map(f64::to_bits),
+        s.reason.clone(),
+        images,
+    )
+}
+
 /// One cached VM: its status, its task, and the lock a sync holds (an
 /// evacuation takes it to wait for a sync to finish).
 struct Entry {
-    status: Arc<Mutex<CacheStatus>>,
+    status: Arc<Shared>,
     round: Arc<tokio::sync::Mutex<()>>,
     stop: CancellationToken,
     /// Set with `stop` when an evacuation cuts a sync to migrate over the
@@ -198,6 +293,7 @@ struct Inner {
     hosts: BTreeMap<String, CacheHost>,
     settings: CacheSettings,
     controller: Option<ControllerHandle>,
+    store: Option<Store>,
     ports: Arc<PortPool>,
     entries: Mutex<BTreeMap<String, Entry>>,
 }
@@ -242,6 +338,7 @@ impl Caches {
         hosts: BTreeMap<String, CacheHost>,
         settings: CacheSettings,
         controller: Option<ControllerHandle>,
+        store: Option<Store>,
     ) -> Caches {
         let ports = PortPool::new(settings.ports.0, settings.ports.1);
         Caches {
@@ -249,6 +346,7 @@ impl Caches {
                 hosts,
                 settings,
                 controller,
+                store,
                 ports,
                 entries: Mutex::new(BTreeMap::new()),
             }),
@@ -259,8 +357,8 @@ impl Caches {
         self.inner.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn view(status: &Arc<Mutex<CacheStatus>>) -> CacheStatus {
-        let mut s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    fn view(status: &Shared) -> CacheStatus {
+        let mut s = status.get();
         s.lag_s = s.synced_at.map(|t| (now_s() - t).max(0.0));
         s
     }
@@ -341,20 +439,24 @@ impl Caches {
         if local.is_empty() {
             return Err(CacheError::NothingToCache(req.vm));
         }
-        let status = Arc::new(Mutex::new(CacheStatus {
-            vm: req.vm.clone(),
-            source,
-            backup_host: req.backup_host,
-            state: CacheState::Copying,
-            disks: local,
-            generation: 0,
-            synced_at: None,
-            lag_s: None,
-            sent_bytes: 0,
-            rate_bps: None,
-            reason: None,
-            transfer: None,
-        }));
+        let status = Shared::new(
+            CacheStatus {
+                vm: req.vm.clone(),
+                source,
+                backup_host: req.backup_host,
+                state: CacheState::Copying,
+                disks: local,
+                generation: 0,
+                synced_at: None,
+                lag_s: None,
+                sent_bytes: 0,
+                rate_bps: None,
+                reason: None,
+                transfer: None,
+            },
+            self.inner.store.clone(),
+        );
+        status.persist(&status.get(), false);
         let view = Self::view(&status);
         let entry = self.spawn(status);
         if let Some(old) = self.entries().insert(req.vm, entry) {
@@ -363,7 +465,7 @@ impl Caches {
         Ok(view)
     }
 
-    fn spawn(&self, status: Arc<Mutex<CacheStatus>>) -> Entry {
+    fn spawn(&self, status: Arc<Shared>) -> Entry {
         let round = Arc::new(tokio::sync::Mutex::new(()));
         let cut = sync::Cut::default();
         let task = tokio::spawn(sync::run(
@@ -415,22 +517,68 @@ impl Caches {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
         let _g = round.lock().await;
-        sync::set(&status, |s| {
+        status.set(|s| {
             if s.state != CacheState::Stopped {
                 s.state = CacheState::Stopped;
                 s.reason = Some("stopped on request".into());
             }
         });
+        status.removed();
         let view = Self::view(&status);
         self.entries().remove(vm);
         Ok(view)
     }
 
-    /// Stops every cache (shutdown).
+    /// Stops every cache's task (shutdown). The store keeps each cache as
+    /// it was before, so that the next controller resumes it: a sync cut
+    /// here left the backup's copy part-written, which the stored state
+    /// (`copying`/`syncing`) tells the next one ([`plan::resume`]).
     pub async fn shutdown(&self) {
-        let vms: Vec<String> = self.entries().keys().cloned().collect();
+        let vms: Vec<String> = {
+            let entries = self.entries();
+            for e in entries.values() {
+                e.status.detached.store(true, Ordering::Relaxed);
+            }
+            entries.keys().cloned().collect()
+        };
         for vm in vms {
             let _ = self.stop(&vm).await;
+        }
+    }
+
+    /// Takes back the caches an earlier controller kept (the store's
+    /// records): each goes on from where [`plan::resume`] says it can, and
+    /// one that had stopped is shown as it was.
+    pub fn resume(&self, stored: Vec<serde_json::Value>) {
+        for v in stored {
+            let Ok(Stored { status, removed }) = serde_json::from_value::<Stored>(v) else {
+                tracing::warn!("skipping a stored cache that is not one");
+                continue;
+            };
+            let vm = status.vm.clone();
+            let (status, run) = match plan::resume(status, removed) {
+                plan::Resume::Forget => continue,
+                plan::Resume::Show(s) => (s, false),
+                plan::Resume::Run(s) => (s, true),
+            };
+            tracing::info!(vm, state = ?status.state, generation = status.generation,
+                reason = status.reason.as_deref().unwrap_or(""), "disk cache taken back from the store");
+            let status = Shared::new(status, self.inner.store.clone());
+            status.persist(&status.get(), false);
+            let entry = if run {
+                self.spawn(status)
+            } else {
+                Entry {
+                    status,
+                    round: Default::default(),
+                    stop: CancellationToken::new(),
+                    hand_over: CancellationToken::new(),
+                    task: None,
+                }
+            };
+            if let Some(old) = self.entries().insert(vm, entry) {
+                old.stop.cancel();
+            }
         }
     }
 
@@ -463,7 +611,7 @@ impl Caches {
         }
         if view.backup_host != dest {
             stop.cancel();
-            sync::set(&status, |s| {
+            status.set(|s| {
                 s.state = CacheState::Stopped;
                 s.reason = Some(format!("the VM migrates to {dest}, not to its backup"));
             });
@@ -521,7 +669,7 @@ impl Caches {
                             }
                             Err(_) => {
                                 let why = format!("stale: {why}, and could not be cut");
-                                sync::set(&status, |s| {
+                                status.set(|s| {
                                     s.state = CacheState::Stopped;
                                     s.transfer = None;
                                     s.reason = Some(format!("not used by the migration: {why}"));
@@ -538,11 +686,11 @@ impl Caches {
         drop(guard);
         match r {
             Ok(t) => {
-                sync::set(&status, |s| s.state = CacheState::InUse);
+                status.set(|s| s.state = CacheState::InUse);
                 t
             }
             Err(why) => {
-                sync::set(&status, |s| {
+                status.set(|s| {
                     s.state = CacheState::Stopped;
                     s.transfer = None;
                     s.reason = Some(format!("not used by the migration: {why}"));
@@ -560,16 +708,12 @@ impl Caches {
         let Some(e) = entries.get_mut(vm) else {
             return;
         };
-        let state = e
-            .status
-            .lock()
-            .map(|s| s.state)
-            .unwrap_or(CacheState::Stopped);
+        let state = e.status.get().state;
         if state != CacheState::InUse {
             return;
         }
         if moved {
-            sync::set(&e.status, |s| {
+            e.status.set(|s| {
                 s.state = CacheState::Stopped;
                 s.reason = Some(format!(
                     "used: the VM moved to {} with its cached disk",
@@ -577,7 +721,7 @@ impl Caches {
                 ));
             });
         } else {
-            sync::set(&e.status, |s| s.state = CacheState::Synced);
+            e.status.set(|s| s.state = CacheState::Synced);
             let status = e.status.clone();
             *e = self.spawn(status);
         }
@@ -588,5 +732,150 @@ impl Caches {
             .hosts
             .get(name)
             .ok_or_else(|| format!("unknown host {name}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that keeps what is written, for the test to read.
+    #[derive(Clone, Default)]
+    struct Kept(Arc<Mutex<Vec<(String, u64, serde_json::Value)>>>);
+
+    impl crate::store::Backing for Kept {
+        fn put(&mut self, kind: &str, id: u64, body: &str) -> Result<(), String> {
+            let v = serde_json::from_str(body).map_err(|e| e.to_string())?;
+            self.0.lock().unwrap().push((kind.into(), id, v));
+            Ok(())
+        }
+        fn put_idempotent(&mut self, _: &crate::store::Idempotent) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn status() -> CacheStatus {
+        CacheStatus {
+            vm: "disk".into(),
+            source: "h1".into(),
+            backup_host: "h2".into(),
+            state: CacheState::Copying,
+            disks: vec![DiskCache {
+                target: "vda".into(),
+                base: "/i/disk.qcow2".into(),
+                top: "/i/disk.qcow2".into(),
+                capacity_bytes: 1 << 30,
+                cached_bytes: 0,
+                dirty_bytes: 512 << 20,
+            }],
+            generation: 0,
+            synced_at: None,
+            lag_s: None,
+            sent_bytes: 0,
+            rate_bps: None,
+            reason: None,
+            transfer: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_store_gets_what_a_restart_needs_and_not_the_shutdown() {
+        let kept = Kept::default();
+        let store = Store::with_backing(kept.clone(), "test".into()).unwrap();
+        let s = Shared::new(status(), Some(store.clone()));
+        // The dirty figures and the transfer change often; not stored.
+        s.set(|s| s.disks[0].dirty_bytes = 9);
+        s.set(|s| s.sent_bytes = 100);
+        store.flush().await;
+        assert!(kept.0.lock().unwrap().is_empty());
+        // A sync completes: stored, under the VM's key.
+        s.set(|s| {
+            s.generation = 1;
+            s.state = CacheState::Synced;
+            s.synced_at = Some(5.0);
+        });
+        store.flush().await;
+        {
+            let w = kept.0.lock().unwrap();
+            assert_eq!(w.len(), 1);
+            assert_eq!((w[0].0.as_str(), w[0].1), ("cache", record_id("disk")));
+            assert_eq!(w[0].2["status"]["generation"], 1);
+            assert_eq!(w[0].2["removed"], false);
+        }
+        // Shutdown: the stop it makes is not stored.
+        s.detached.store(true, Ordering::Relaxed);
+        s.set(|s| s.state = CacheState::Stopped);
+        store.flush().await;
+        assert_eq!(kept.0.lock().unwrap().len(), 1);
+        // The stored record reads back as what a restart resumes.
+        let back: Stored = serde_json::from_value(kept.0.lock().unwrap()[0].2.clone()).unwrap();
+        assert!(!back.removed);
+        assert!(matches!(
+            plan::resume(back.status, back.removed),
+            plan::Resume::Run(s) if s.generation == 1 && s.state == CacheState::Synced
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_cache_is_forgotten_by_the_next_controller() {
+        let kept = Kept::default();
+        let store = Store::with_backing(kept.clone(), "test".into()).unwrap();
+        let caches = Caches::new(
+            BTreeMap::new(),
+            CacheSettings::default(),
+            None,
+            Some(store.clone()),
+        );
+        // A stored stopped cache and a deleted one: the first is shown.
+        let stopped = CacheStatus {
+            state: CacheState::Stopped,
+            reason: Some("the backup host h2 does not answer".into()),
+            ..status()
+        };
+        let deleted = CacheStatus {
+            vm: "gone".into(),
+            ..status()
+        };
+        caches.resume(vec![
+            serde_json::to_value(Stored {
+                status: stopped,
+                removed: false,
+            })
+            .unwrap(),
+            serde_json::to_value(Stored {
+                status: deleted,
+                removed: true,
+            })
+            .unwrap(),
+            serde_json::json!({"not": "a cache"}),
+        ]);
+        let list = caches.list();
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0].vm, "disk");
+        assert_eq!(list[0].state, CacheState::Stopped);
+        // DELETE: stored as removed, so the next controller forgets it.
+        caches.stop("disk").await.unwrap();
+        store.flush().await;
+        let w = kept.0.lock().unwrap();
+        let last = &w.last().unwrap().2;
+        assert_eq!(last["removed"], true, "{last}");
+        assert!(matches!(
+            plan::resume(
+                serde_json::from_value::<Stored>(last.clone())
+                    .unwrap()
+                    .status,
+                true
+            ),
+            plan::Resume::Forget
+        ));
+    }
+
+    #[test]
+    fn record_ids_are_stable_across_builds() {
+        // FNV-1a: the store's keys must not change with the Rust release
+        // (std's hasher may).
+        assert_eq!(record_id(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(record_id("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(record_id("disk"), record_id("disk2"));
     }
 }

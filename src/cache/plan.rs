@@ -4,6 +4,60 @@
 
 use serde::Serialize;
 
+use super::{CacheState, CacheStatus};
+
+/// What a restarted controller does with a cache the store kept.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    /// Deleted through the API: gone.
+    Forget,
+    /// Stopped: shown as it was, no syncs.
+    Show(CacheStatus),
+    /// Its task goes on from this status.
+    Run(CacheStatus),
+}
+
+/// The rule for taking a stored cache back. Only a cache stored as
+/// `synced` is trusted as it stands: the backup then holds the generation
+/// its marker names, and everything written since is in the source's top
+/// image, as before the restart. A sync in flight (`copying`, `syncing`)
+/// may have written part of an overlay into the backup's copy, or committed
+/// it on the source after shipping only part, so the copy is made anew
+/// (generation 0; the first copy removes the old marker before it writes).
+/// A cache an evacuation had taken (`in_use`) is not resumed: that
+/// migration was interrupted, the chain on either host may be prepared
+/// for it, and caching again is the operator's call.
+pub fn resume(mut s: CacheStatus, removed: bool) -> Resume {
+    s.transfer = None;
+    s.lag_s = None;
+    match s.state {
+        _ if removed => Resume::Forget,
+        CacheState::Stopped => Resume::Show(s),
+        CacheState::Synced => Resume::Run(s),
+        CacheState::Copying | CacheState::Syncing => {
+            s.state = CacheState::Copying;
+            s.generation = 0;
+            s.synced_at = None;
+            for d in &mut s.disks {
+                d.cached_bytes = 0;
+            }
+            s.reason = Some(
+                "a sync was in flight when the controller stopped: the copy is made anew".into(),
+            );
+            Resume::Run(s)
+        }
+        CacheState::InUse => {
+            s.state = CacheState::Stopped;
+            s.reason = Some(
+                "the controller stopped while an evacuation used this cache; \
+                 POST /v1/caches to cache the VM again"
+                    .into(),
+            );
+            Resume::Show(s)
+        }
+    }
+}
+
 /// The export name the backup's `qemu-nbd` serves the cache under.
 pub const EXPORT: &str = "cache";
 
@@ -222,6 +276,73 @@ mod tests {
             "/i/disk.solive-4.qcow2"
         );
         assert_eq!(overlay_path("disk.img", "1"), "./disk.img.solive-1.qcow2");
+    }
+
+    fn stored(state: CacheState) -> CacheStatus {
+        CacheStatus {
+            vm: "d".into(),
+            source: "h1".into(),
+            backup_host: "h2".into(),
+            state,
+            disks: vec![super::super::DiskCache {
+                target: "vda".into(),
+                base: "/i/d.qcow2".into(),
+                top: "/i/d.solive-9.qcow2".into(),
+                capacity_bytes: 1 << 30,
+                cached_bytes: 600 << 20,
+                dirty_bytes: 3 << 20,
+            }],
+            generation: 4,
+            synced_at: Some(1000.0),
+            lag_s: Some(12.0),
+            sent_bytes: 700 << 20,
+            rate_bps: Some(25e6),
+            reason: None,
+            transfer: Some(super::super::Transfer {
+                bytes: 5 << 20,
+                started_at: 1010.0,
+                rate_bps: 25e6,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_restart_trusts_only_a_cache_stored_between_syncs() {
+        // Synced: goes on as it was (its next sync is incremental).
+        let Resume::Run(s) = resume(stored(CacheState::Synced), false) else {
+            panic!("a synced cache runs on");
+        };
+        assert_eq!((s.generation, s.synced_at), (4, Some(1000.0)));
+        assert_eq!(s.disks[0].cached_bytes, 600 << 20);
+        assert_eq!((s.transfer, s.lag_s), (None, None));
+        // A sync in flight: the copy is made anew, and the status says why.
+        for st in [CacheState::Syncing, CacheState::Copying] {
+            let Resume::Run(s) = resume(stored(st), false) else {
+                panic!("{st:?} runs again");
+            };
+            assert_eq!(s.state, CacheState::Copying);
+            assert_eq!((s.generation, s.synced_at), (0, None));
+            assert_eq!(s.disks[0].cached_bytes, 0);
+            assert!(s.reason.unwrap().contains("made anew"));
+        }
+        // Taken by an evacuation that was interrupted: shown, stopped.
+        let Resume::Show(s) = resume(stored(CacheState::InUse), false) else {
+            panic!("an in-use cache is not resumed");
+        };
+        assert_eq!(s.state, CacheState::Stopped);
+        assert!(s.reason.unwrap().contains("POST /v1/caches"));
+        // Stopped: shown as it was; deleted: forgotten.
+        let mut stopped = stored(CacheState::Stopped);
+        stopped.reason = Some("the backup host h2 does not answer".into());
+        assert_eq!(
+            resume(stopped.clone(), false),
+            Resume::Show(CacheStatus {
+                transfer: None,
+                lag_s: None,
+                ..stopped
+            })
+        );
+        assert_eq!(resume(stored(CacheState::Synced), true), Resume::Forget);
     }
 
     #[test]

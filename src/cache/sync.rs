@@ -6,7 +6,7 @@
 //! no wait without a bound.
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
@@ -14,7 +14,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{self, Evidence, Marker};
-use super::{CacheHost, CacheState, CacheStatus, Caches, Taken};
+use super::{CacheHost, CacheState, Caches, Shared, Taken};
 
 /// A commit of one overlay on the source (local disk to local disk).
 const COMMIT_LIMIT: Duration = Duration::from_secs(300);
@@ -22,16 +22,6 @@ const COMMIT_LIMIT: Duration = Duration::from_secs(300);
 const SHORT: Duration = Duration::from_secs(60);
 /// How often the dirty figures are refreshed between syncs.
 const REFRESH: Duration = Duration::from_secs(2);
-
-pub(super) fn set(status: &Arc<Mutex<CacheStatus>>, f: impl FnOnce(&mut CacheStatus)) {
-    // Writers assign fields only: a panic elsewhere leaves nothing half-set
-    // that matters more than losing the update.
-    f(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
-}
-
-fn get(status: &Arc<Mutex<CacheStatus>>) -> CacheStatus {
-    status.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
 
 /// How a cache's task is stopped.
 #[derive(Debug, Clone, Default)]
@@ -50,7 +40,7 @@ pub(super) struct Cut {
 /// `stopped` with the reason; the VM is not touched again).
 pub(super) async fn run(
     caches: Caches,
-    status: Arc<Mutex<CacheStatus>>,
+    status: Arc<Shared>,
     round: Arc<tokio::sync::Mutex<()>>,
     cut: Cut,
 ) {
@@ -64,13 +54,13 @@ pub(super) async fn run(
             // Not dropped on a stop: the sync notices it, cuts its transfer
             // and leaves the source's chain whole.
             let r = sync_once(&caches, &status, &cut).await;
-            set(&status, |s| s.transfer = None);
+            status.set(|s| s.transfer = None);
             if stop.is_cancelled() {
                 return;
             }
             if let Err(why) = r {
-                tracing::warn!(vm = get(&status).vm, error = %why, "caching stopped");
-                set(&status, |s| {
+                tracing::warn!(vm = status.get().vm, error = %why, "caching stopped");
+                status.set(|s| {
                     s.state = CacheState::Stopped;
                     s.reason = Some(why);
                 });
@@ -172,7 +162,7 @@ async fn sizes(host: &CacheHost, image: &str) -> Result<(u64, u64), String> {
 #[allow(clippy::too_many_arguments)]
 async fn transfer(
     caches: &Caches,
-    status: &Arc<Mutex<CacheStatus>>,
+    status: &Shared,
     stop: &CancellationToken,
     source: &CacheHost,
     backup: &CacheHost,
@@ -193,7 +183,7 @@ async fn transfer(
     // copy to its share of the room, re-set every period. Where the switch
     // cannot (no controller, queue mode) qemu-img's own cap at the room
     // when the transfer starts is all that holds it.
-    let source_name = get(status).source;
+    let source_name = status.get().source;
     let background = background(caches, &source_name, source, address, lease.port).await;
     let settings = &caches.inner.settings;
     let (rate, cap) = match background.as_ref().map(|b| b.held.rate_bps) {
@@ -209,7 +199,7 @@ async fn transfer(
     };
     // However slow its share gets, not below the floor.
     let limit = transfer_limit(bytes, rate.min((settings.floor_rate_bps / 8.0) as u64));
-    set(status, |s| {
+    status.set(|s| {
         s.rate_bps = Some(rate as f64 * 8.0);
         s.transfer = Some(super::Transfer {
             bytes,
@@ -257,7 +247,7 @@ async fn transfer(
                 Some(b) => b.rate_bps().await,
                 None => None,
             } {
-                set(status, |s| {
+                status.set(|s| {
                     s.rate_bps = Some(r);
                     if let Some(t) = s.transfer.as_mut() {
                         t.rate_bps = r;
@@ -271,7 +261,7 @@ async fn transfer(
         r = watch => r,
         _ = stop.cancelled() => Err("cut: the caching was stopped".to_string()),
     };
-    set(status, |s| s.transfer = None);
+    status.set(|s| s.transfer = None);
     // The server ends when its client has gone; it is killed otherwise.
     if tokio::time::timeout(Duration::from_secs(10), server.wait())
         .await
@@ -336,13 +326,9 @@ async fn rate(caches: &Caches, source: &str) -> u64 {
 
 /// One sync of every cached disk of the VM (see the module docs of
 /// [`super`] for the steps).
-async fn sync_once(
-    caches: &Caches,
-    status: &Arc<Mutex<CacheStatus>>,
-    cut: &Cut,
-) -> Result<(), String> {
+async fn sync_once(caches: &Caches, status: &Shared, cut: &Cut) -> Result<(), String> {
     let stop = &cut.stop;
-    let st = get(status);
+    let st = status.get();
     let source = caches.host(&st.source)?;
     let backup = caches.host(&st.backup_host)?;
     // The backup must still answer as a host (its libvirtd): a host that
@@ -353,7 +339,7 @@ async fn sync_once(
         .await
         .map_err(|e| format!("the backup host {} does not answer: {e}", st.backup_host))?;
     let first = st.generation == 0;
-    set(status, |s| {
+    status.set(|s| {
         s.state = if first {
             CacheState::Copying
         } else {
@@ -430,7 +416,7 @@ async fn sync_once(
             // This disk's copy is the source's base now, its overlay the
             // new one: so an evacuation that cuts the sync at a later disk
             // finds this one's chain as expected.
-            set(status, |s| {
+            status.set(|s| {
                 if let Some(x) = s.disks.get_mut(i) {
                     x.top = new_top.clone();
                     x.cached_bytes = base_bytes;
@@ -441,9 +427,10 @@ async fn sync_once(
             if old_top != *base {
                 commit(source, &st.vm, &d.target, base, &old_top).await?;
             }
-            if !first {
+            {
                 // The copy is about to be rewritten: until it is whole
-                // again no evacuation may take it.
+                // again no evacuation may take it. (A first copy too: the
+                // backup may hold a marker from before a restart.)
                 let _ = helper(
                     backup,
                     &["rm", "-f", &plan::marker_path(base)].map(String::from),
@@ -501,7 +488,7 @@ async fn sync_once(
         .await
         .map_err(|e| format!("cannot record the sync on {}: {e}", st.backup_host))?;
     }
-    set(status, |s| {
+    status.set(|s| {
         s.generation = generation;
         s.synced_at = Some(taken_at);
         s.state = CacheState::Synced;
@@ -535,8 +522,8 @@ async fn commit(
     Ok(())
 }
 
-async fn refresh_dirty(caches: &Caches, status: &Arc<Mutex<CacheStatus>>) {
-    let st = get(status);
+async fn refresh_dirty(caches: &Caches, status: &Shared) {
+    let st = status.get();
     let Ok(source) = caches.host(&st.source) else {
         return;
     };
@@ -544,7 +531,7 @@ async fn refresh_dirty(caches: &Caches, status: &Arc<Mutex<CacheStatus>>) {
     for d in &st.disks {
         dirty.push(sizes(source, &d.top).await.map(|(_, a)| a).ok());
     }
-    set(status, |s| {
+    status.set(|s| {
         for (d, n) in s.disks.iter_mut().zip(dirty) {
             if let Some(n) = n {
                 d.dirty_bytes = n;
@@ -561,10 +548,10 @@ async fn refresh_dirty(caches: &Caches, status: &Arc<Mutex<CacheStatus>>) {
 /// image the migration carries holds everything the backup may lack.
 pub(super) async fn prepare(
     caches: &Caches,
-    status: &Arc<Mutex<CacheStatus>>,
+    status: &Shared,
     cut: Option<&str>,
 ) -> Result<Taken, String> {
-    let st = get(status);
+    let st = status.get();
     let source = caches.host(&st.source)?;
     let backup = caches.host(&st.backup_host)?;
     let disks = source

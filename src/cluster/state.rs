@@ -13,7 +13,7 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 
 use super::{ClusterError, Leadership};
-use crate::store::{Backing, Idempotent, Loaded, EVACUATION, RESERVATION};
+use crate::store::{Backing, Idempotent, Loaded, CACHE, EVACUATION, LEARNED, RESERVATION};
 
 fn records(prefix: &str) -> String {
     format!("{prefix}/records/")
@@ -53,6 +53,8 @@ pub async fn load(
         match kind {
             Some(RESERVATION) => out.reservations.push(v),
             Some(EVACUATION) => out.evacuations.push(v),
+            Some(CACHE) => out.caches.push(v),
+            Some(LEARNED) => out.learned = Some(v),
             _ => {}
         }
     }

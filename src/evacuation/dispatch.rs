@@ -308,7 +308,7 @@ fn learn(job: &Job, vm: &str, run: &Running) {
         .as_ref()
         .map_or(0.0, |sc| sc.source_capacity_bps);
     if let Some(o) = super::forecast::observation(&r, v, run.sent_ms, rate, run.alone, capacity) {
-        job.evac.inner.learned.lock().expect("learned").observe(&o);
+        job.evac.learn(&o);
     }
 }
 

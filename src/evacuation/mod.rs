@@ -207,6 +207,7 @@ impl Evacuations {
             cache_hosts,
             settings.cache.clone(),
             Some(controller.clone()),
+            store.clone(),
         );
         Evacuations {
             inner: Arc::new(Inner {
@@ -553,6 +554,39 @@ impl Evacuations {
             drop(records);
             if let Some(r) = copy {
                 self.persist(&r);
+            }
+        }
+    }
+
+    /// Teaches the model a finished migration, and stores what it knows
+    /// then, so that a restarted controller's first forecast starts from
+    /// it, not from nothing.
+    pub(crate) fn learn(&self, o: &crate::predict::learn::Observation) {
+        let now = {
+            let mut l = self.inner.learned.lock().expect("learned");
+            l.observe(o);
+            l.clone()
+        };
+        if let Some(s) = &self.inner.store {
+            s.put(crate::store::LEARNED, 0, &now);
+        }
+    }
+
+    /// Takes back what an earlier controller had learned (the store's
+    /// record), unless it does not read as that.
+    pub fn relearn(&self, stored: Option<serde_json::Value>) {
+        let Some(v) = stored else { return };
+        match serde_json::from_value::<crate::predict::learn::Learned>(v) {
+            Ok(l) => {
+                tracing::info!(
+                    samples = l.samples,
+                    sources = l.push_bps.len(),
+                    "what the model learned taken back from the store"
+                );
+                *self.inner.learned.lock().expect("learned") = l;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a stored model correction that is not one")
             }
         }
     }

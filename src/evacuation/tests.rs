@@ -25,6 +25,14 @@ fn setup(cloud: &FakeCloud) -> Evacuations {
 }
 
 fn setup_with(cloud: &FakeCloud, settings: Settings) -> Evacuations {
+    setup_stored(cloud, settings, None)
+}
+
+fn setup_stored(
+    cloud: &FakeCloud,
+    settings: Settings,
+    store: Option<crate::store::Store>,
+) -> Evacuations {
     let config = Config::parse(
         r#"
 [controller]
@@ -77,7 +85,7 @@ address = "10.0.0.3"
             )
         })
         .collect();
-    Evacuations::new(handle, hosts, settings, None)
+    Evacuations::new(handle, hosts, settings, store)
 }
 
 fn req(json: &str) -> EvacuationRequest {
@@ -1056,6 +1064,44 @@ async fn forecasts_are_on_the_record_and_learn_the_hosts_rate() {
         (push - 3.0 * 8.0 * 1_048_576.0).abs() < 0.1 * push,
         "{push}"
     );
+}
+
+/// What the model learned outlives the controller: stored after each
+/// finished migration, taken back by the next controller, whose first
+/// forecast then starts from the host's measured rate, not the link's.
+#[tokio::test(start_paused = true)]
+async fn what_the_model_learned_outlives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = FakeCloud::new();
+    for n in ["a", "b"] {
+        cloud.add_vm("h1", n, vm(30, 0.0));
+    }
+    cloud.set_link("h1", 100.0);
+    cloud.set_migration_speed("h1", 3.0);
+    cloud.set_startup(Duration::from_secs(2));
+    {
+        let (store, loaded) = crate::store::Store::open(dir.path()).unwrap();
+        assert_eq!(loaded.learned, None);
+        let evac = setup_stored(&cloud, Settings::default(), Some(store.clone()));
+        let id = start(&evac, r#"{"source":"h1","destination":"h2","vms":["a"]}"#).await;
+        assert_eq!(evac.wait(id).await.unwrap().state, EvacuationState::Done);
+        store.flush().await;
+    }
+    let (store, loaded) = crate::store::Store::open(dir.path()).unwrap();
+    let evac = setup_stored(&cloud, Settings::default(), Some(store));
+    evac.relearn(loaded.learned);
+    let learned = evac.inner.learned.lock().unwrap().clone();
+    assert_eq!(learned.samples, 1, "{learned:?}");
+    let id = start(&evac, r#"{"source":"h1","destination":"h2","vms":["b"]}"#).await;
+    let rec = evac.wait(id).await.unwrap();
+    let push = rec.prediction.as_ref().unwrap().upfront.inputs.push_bps;
+    assert!(
+        (push - 3.0 * 8.0 * 1_048_576.0).abs() < 0.1 * push,
+        "the restarted controller's first forecast pushes {push} bit/s"
+    );
+    // Something else in its place is skipped, not fatal.
+    evac.relearn(Some(serde_json::json!("not what was learned")));
+    assert_eq!(evac.inner.learned.lock().unwrap().samples, 2);
 }
 
 /// With what the first evacuation taught, a deadline plan names up front

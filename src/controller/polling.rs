@@ -266,15 +266,17 @@ pub async fn poll_switch(sw: &SwitchHandle, enforcing: bool) -> Result<Polled, S
 }
 
 /// Reads a switch's solive flows and meters and sends what differs from
-/// `desired`, then a barrier. Returns how many messages were sent.
+/// `desired`, then a barrier. Returns how many of the messages sent were
+/// changes (not refreshes of flows already there, [`reconcile::refreshes`]).
 pub async fn reconcile_switch(sw: &SwitchHandle, desired: &Desired) -> Result<usize, SwitchError> {
     let observed = observe(sw).await?;
     let actions = reconcile::plan(desired, &observed);
+    let upkeep = reconcile::refreshes(desired, &observed);
     let n = actions.len();
     if n > 0 {
         sw.send_all("reconcile", actions).await?;
     }
-    Ok(n)
+    Ok(n - upkeep)
 }
 
 async fn observe(sw: &SwitchHandle) -> Result<Observed, SwitchError> {

@@ -232,6 +232,21 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Body> {
     out
 }
 
+/// How many of [`plan`]'s actions only re-send a refreshed flow the switch
+/// already has as wanted (restarting its hard timeout): upkeep, not a change
+/// (the controller logs changes; a throttling flow is refreshed every period).
+pub fn refreshes(desired: &Desired, observed: &Observed) -> usize {
+    desired
+        .flows
+        .iter()
+        .filter(|(cookie, want)| {
+            let mut have = observed.flows.iter().filter(|f| f.cookie == **cookie);
+            want.refresh
+                && matches!((have.next(), have.next()), (Some(f), None) if flow_matches(want, f))
+        })
+        .count()
+}
+
 fn meter_matches(want: &MeterSpec, have: &ObservedMeter) -> bool {
     let flags_ok = have.flags.contains(MeterFlags::KBPS) && have.flags.contains(MeterFlags::BURST);
     match have.bands.as_slice() {
@@ -427,6 +442,12 @@ mod tests {
         assert_eq!(kinds(&p), vec![format!("flow Add {:x}", COOKIE_TAG | 1)]);
         let Body::FlowMod(fm) = &p[0] else { panic!() };
         assert_eq!(fm.hard_timeout, 3);
+        // That is upkeep, not a change; missing, it is both.
+        assert_eq!(refreshes(&d, &observed_of(&d)), 1);
+        let mut gone = observed_of(&d);
+        gone.flows.clear();
+        assert_eq!(refreshes(&d, &gone), 0);
+        assert_eq!(refreshes(&desired_with_meter(), &observed_of(&d)), 0);
     }
 
     #[test]

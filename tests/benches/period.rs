@@ -152,9 +152,10 @@ async fn switch_periods() -> (Vec<Duration>, usize) {
         if i >= SWITCH_WARMUP {
             times.push(dt);
             sent += n;
-            // The meter changes every period and the two throttling flows are
-            // refreshed: at least three messages, or we measure nothing.
-            assert!(n >= 3, "period {i} sent only {n} messages");
+            // The meter changes every period (the two throttling flows are
+            // refreshed too, not counted as changes): at least one change,
+            // or we measure nothing.
+            assert!(n >= 1, "period {i} changed nothing");
         }
     }
 
@@ -349,7 +350,7 @@ fn main() {
     drop(rt);
     a.sort();
     println!(
-        "period (poll + plan + reconcile + barrier) against sandbox switch, {} periods: p50 {}  p99 {}  max {}  ({:.1} messages sent per period)",
+        "period (poll + plan + reconcile + barrier) against sandbox switch, {} periods: p50 {}  p99 {}  max {}  ({:.1} changes per period, refreshes aside)",
         a.len(),
         fmt(percentile(&a, 0.50)),
         fmt(percentile(&a, 0.99)),

@@ -1,7 +1,8 @@
 //! Queue mode (for kernel datapaths) against a real Open vSwitch. Its effect
-//! on traffic needs a kernel datapath, which these machines do not have (on
+//! on traffic needs a kernel datapath, which this machine's kernel lacks (on
 //! the userspace datapath `set_queue` and ingress policing do not reach the
-//! kernel); what is checked here is that the rows, columns and flows it writes
+//! kernel; `tests/queue_datapath.rs` checks it on a kernel datapath inside a
+//! guest); what is checked here is that the rows, columns and flows it writes
 //! are really in a running OVS, are refreshed, and are removed again: on
 //! release, at shutdown, and (for an earlier run's leftovers) at start; and
 //! that `solive watchdog` lifts them when the controller dies.

@@ -9,6 +9,7 @@
 //! and the guest must run. A migration whose destination QEMU is destroyed
 //! mid-copy fails and leaves the VM running on its source, disk intact. A
 //! second guest's disk is on storage every host sees: it moves without a copy.
+//! A third writes its local disk in bursts: it moves with its disk intact.
 //!
 //! Needs root and `mininet/install.sh`. Holds [`support::lock`] from before
 //! `up` until after `down`. Missing tools are a failure, not a skip.
@@ -22,6 +23,8 @@ use support::{eventually, lock, run};
 
 const STATE: &str = "/tmp/solive-testbed-disk";
 const FILL_MIB: u64 = 512;
+/// "burst"'s fill.
+const BURST_FILL_MIB: u64 = 64;
 
 /// The OpenFlow rules on `bridge`, as ovs-ofctl prints them.
 fn flows(tb: &Testbed, bridge: &str) -> String {
@@ -41,6 +44,9 @@ async fn a_vm_with_a_local_disk_moves_with_it_intact_and_a_failed_copy_leaves_it
     let mem_sum = tb.wait_memsums("h1", "disk", 1, 30)[0].clone();
     tb.wait_ready("h1", "share", 120);
     let share_sum = tb.wait_disksums("h1", "share", 1, 120)[0].clone();
+    tb.wait_ready("h1", "burst", 120);
+    let burst_sum = tb.wait_disksums("h1", "burst", 1, 120)[0].clone();
+    let burst_mem = tb.wait_memsums("h1", "burst", 1, 30)[0].clone();
     let solive = solive_on(&tb).await;
 
     // 0. A disk on shared storage is not copied: "share" moves with its
@@ -184,6 +190,34 @@ async fn a_vm_with_a_local_disk_moves_with_it_intact_and_a_failed_copy_leaves_it
     move_vm(&solive, "disk", "h2", "h1", 900).await;
     tb.assert_whole("h1", "disk", &mem_sum);
     tb.assert_disk_whole("h1", "disk", &disk_sum, 300);
+
+    // 4. A guest that writes its disk in bursts (10 MiB at once every
+    // 10 s) moves with its disk too: the copy catches up with each burst,
+    // and the fill is the same on h2.
+    let rec = move_vm(&solive, "burst", "h1", "h2", 600).await;
+    let vm = &rec["vms"][0];
+    assert_eq!(vm["disks"][0]["copy"], true, "{vm:#}");
+    assert!(
+        vm["disk_bytes"].as_u64().unwrap() >= BURST_FILL_MIB << 20,
+        "{vm:#}"
+    );
+    eprintln!(
+        "burst writer: disk {} MiB copied in {} ms",
+        vm["disk_bytes"].as_u64().unwrap() >> 20,
+        vm["duration_ms"]
+    );
+    tb.assert_whole("h2", "burst", &burst_mem);
+    tb.assert_disk_whole("h2", "burst", &burst_sum, 300);
+    // It goes on writing there (its console logs every 64 MiB written).
+    eventually(150, "burst writing on h2", || async {
+        let c = tb.console("h2", "burst");
+        if c.contains("slworker: wrote") {
+            Ok(())
+        } else {
+            Err(c)
+        }
+    })
+    .await;
     solive.stop().await;
     tb.down();
 }

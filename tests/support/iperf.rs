@@ -47,21 +47,7 @@ impl Iperf {
     /// (interval end in seconds, Mbit/s) for every interval.
     pub fn finish(self) -> Vec<(f64, f64)> {
         let out = self.child.wait_with_output().unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        v["intervals"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|i| {
-                        let s = &i["sum"];
-                        (
-                            s["end"].as_f64().unwrap_or(0.0),
-                            s["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6,
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        intervals(&out.stdout)
     }
 
     pub fn stop(mut self) -> Vec<(f64, f64)> {
@@ -72,6 +58,26 @@ impl Iperf {
         let _ = &mut self.child;
         self.finish()
     }
+}
+
+/// (interval end in seconds, Mbit/s) for every interval of iperf3's JSON
+/// report (`-J`); none if it is not one.
+pub fn intervals(json: &[u8]) -> Vec<(f64, f64)> {
+    let v: Value = serde_json::from_slice(json).unwrap_or(Value::Null);
+    v["intervals"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| {
+                    let s = &i["sum"];
+                    (
+                        s["end"].as_f64().unwrap_or(0.0),
+                        s["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Mean Mbit/s of the intervals ending within [from, to] seconds.

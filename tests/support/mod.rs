@@ -9,6 +9,7 @@
 
 pub mod fabric;
 pub mod iperf;
+pub mod qga;
 pub mod testbed;
 
 use std::path::{Path, PathBuf};

@@ -32,7 +32,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::iperf::{intervals, mean};
+use support::iperf::{app_share_pct, intervals, mean};
 use support::qga::Agent;
 use support::{eventually, free_port, KillOnDrop};
 
@@ -286,18 +286,7 @@ async fn queue_mode_shapes_traffic_on_a_kernel_datapath() {
     let app_during = app_started.elapsed().as_secs_f64();
     let mig1 = mean(&mig_iv, 3.0, 12.0);
     let view = get(&api, &format!("/v1/reservations/{id}")).await;
-    let in_force: Vec<f64> = view["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| {
-            let t = p["t_ms"].as_f64().unwrap() / 1000.0;
-            t >= mig_off + 2.0 && t < mig_off + 12.0
-        })
-        .map(|p| p["reserve_pct"].as_f64().unwrap())
-        .collect();
-    assert!(in_force.len() >= 5, "too few periods: {view}");
-    let app_share = in_force.iter().map(|r| 100.0 - r).sum::<f64>() / in_force.len() as f64;
+    let app_share = app_share_pct(&view, mig_off + 2.0, mig_off + 12.0);
     let app_allowed = C_MBPS as f64 * app_share / 100.0;
     // What solive wrote in the guest's OVS, while it holds.
     let port = agent.run(

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::fabric::TwoHosts;
-use support::iperf::{mean, Iperf};
+use support::iperf::{app_share_pct, mean, Iperf};
 use support::{eventually, KillOnDrop, Sandbox};
 
 const API: &str = "http://127.0.0.1:48081";
@@ -155,18 +155,7 @@ async fn reservation_holds_on_the_fabric_and_lapses_when_the_controller_dies() {
     // migration's seconds 2 to 12; a point holds until the next period).
     // Algorithm 1 moves it: when the migration uses less than it holds, it
     // releases the rest to the applications for a period, then takes it back.
-    let in_force: Vec<f64> = view["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| {
-            let t = p["t_ms"].as_f64().unwrap() / 1000.0;
-            t >= mig_off + 2.0 && t < mig_off + 12.0
-        })
-        .map(|p| p["reserve_pct"].as_f64().unwrap())
-        .collect();
-    assert!(in_force.len() >= 5, "too few periods: {hist:?}");
-    let app_share = in_force.iter().map(|r| 100.0 - r).sum::<f64>() / in_force.len() as f64;
+    let app_share = app_share_pct(&view, mig_off + 2.0, mig_off + 12.0);
     let app_allowed = C_MBPS as f64 * app_share / 100.0;
     let app_iv = app.stop();
     let app1 = mean(&app_iv, app_during - 9.0, app_during);

@@ -155,6 +155,31 @@ pub struct CacheStatus {
     pub transfer: Option<Transfer>,
 }
 
+impl CacheStatus {
+    /// A new cache of `disks`, before its first copy.
+    pub fn first_copy(
+        vm: String,
+        source: String,
+        backup_host: String,
+        disks: Vec<DiskCache>,
+    ) -> Self {
+        CacheStatus {
+            vm,
+            source,
+            backup_host,
+            state: CacheState::Copying,
+            disks,
+            generation: 0,
+            synced_at: None,
+            lag_s: None,
+            sent_bytes: 0,
+            rate_bps: None,
+            reason: None,
+            transfer: None,
+        }
+    }
+}
+
 /// A sync's transfer in flight: what it sends, since when, how fast.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transfer {
@@ -440,20 +465,7 @@ impl Caches {
             return Err(CacheError::NothingToCache(req.vm));
         }
         let status = Shared::new(
-            CacheStatus {
-                vm: req.vm.clone(),
-                source,
-                backup_host: req.backup_host,
-                state: CacheState::Copying,
-                disks: local,
-                generation: 0,
-                synced_at: None,
-                lag_s: None,
-                sent_bytes: 0,
-                rate_bps: None,
-                reason: None,
-                transfer: None,
-            },
+            CacheStatus::first_copy(req.vm.clone(), source, req.backup_host, local),
             self.inner.store.clone(),
         );
         status.persist(&status.get(), false);
@@ -755,27 +767,15 @@ mod tests {
     }
 
     fn status() -> CacheStatus {
-        CacheStatus {
-            vm: "disk".into(),
-            source: "h1".into(),
-            backup_host: "h2".into(),
-            state: CacheState::Copying,
-            disks: vec![DiskCache {
-                target: "vda".into(),
-                base: "/i/disk.qcow2".into(),
-                top: "/i/disk.qcow2".into(),
-                capacity_bytes: 1 << 30,
-                cached_bytes: 0,
-                dirty_bytes: 512 << 20,
-            }],
-            generation: 0,
-            synced_at: None,
-            lag_s: None,
-            sent_bytes: 0,
-            rate_bps: None,
-            reason: None,
-            transfer: None,
-        }
+        let disk = DiskCache {
+            target: "vda".into(),
+            base: "/i/disk.qcow2".into(),
+            top: "/i/disk.qcow2".into(),
+            capacity_bytes: 1 << 30,
+            cached_bytes: 0,
+            dirty_bytes: 512 << 20,
+        };
+        CacheStatus::first_copy("disk".into(), "h1".into(), "h2".into(), vec![disk])
     }
 
     #[tokio::test]

@@ -90,3 +90,27 @@ pub fn mean(iv: &[(f64, f64)], from: f64, to: f64) -> f64 {
     assert!(!sel.is_empty(), "no intervals in ({from}, {to}]: {iv:?}");
     sel.iter().sum::<f64>() / sel.len() as f64
 }
+
+/// The applications' mean share (percent of the link) under reservation
+/// `view` (`GET /v1/reservations/ID`) from `from` to `to` seconds after it
+/// was created: 100 less each period's `reserve_pct` in that window (a point
+/// holds until the next period; Algorithm 1 moves it, releasing what the
+/// migration leaves unused for a period, then taking it back). Panics with
+/// fewer than 5 periods in the window.
+pub fn app_share_pct(view: &Value, from: f64, to: f64) -> f64 {
+    let in_force: Vec<f64> = view["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            let t = p["t_ms"].as_f64().unwrap() / 1000.0;
+            t >= from && t < to
+        })
+        .map(|p| p["reserve_pct"].as_f64().unwrap())
+        .collect();
+    assert!(
+        in_force.len() >= 5,
+        "too few periods in [{from}, {to}): {view}"
+    );
+    in_force.iter().map(|r| 100.0 - r).sum::<f64>() / in_force.len() as f64
+}

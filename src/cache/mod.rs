@@ -220,6 +220,9 @@ pub(crate) struct Shared {
     /// Set at shutdown: the store keeps the state from before it, which a
     /// restart resumes from, not the stop that shutdown makes.
     detached: AtomicBool,
+    /// Deleted through the API: every later write says so too (a late
+    /// change by an evacuation or the sync must not bring it back).
+    removed: AtomicBool,
 }
 
 /// What the store keeps of a cache.
@@ -245,6 +248,7 @@ impl Shared {
             status: Mutex::new(status),
             store,
             detached: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
         })
     }
 
@@ -265,20 +269,22 @@ impl Shared {
         let before = durable(&s);
         f(&mut s);
         if durable(&s) != before {
-            self.persist(&s, false);
+            self.persist(&s);
         }
     }
 
     /// Deleted through the API.
     fn removed(&self) {
-        self.persist(&self.lock(), true);
+        let s = self.lock();
+        self.removed.store(true, Ordering::Relaxed);
+        self.persist(&s);
     }
 
-    fn persist(&self, status: &CacheStatus, removed: bool) {
+    fn persist(&self, status: &CacheStatus) {
         if let (Some(store), false) = (&self.store, self.detached.load(Ordering::Relaxed)) {
             let stored = Stored {
                 status: status.clone(),
-                removed,
+                removed: self.removed.load(Ordering::Relaxed),
             };
             store.put(crate::store::CACHE, record_id(&status.vm), &stored);
         }
@@ -468,7 +474,7 @@ impl Caches {
             CacheStatus::first_copy(req.vm.clone(), source, req.backup_host, local),
             self.inner.store.clone(),
         );
-        status.persist(&status.get(), false);
+        status.persist(&status.get());
         let view = Self::view(&status);
         let entry = self.spawn(status);
         if let Some(old) = self.entries().insert(req.vm, entry) {
@@ -576,7 +582,7 @@ impl Caches {
             tracing::info!(vm, state = ?status.state, generation = status.generation,
                 reason = status.reason.as_deref().unwrap_or(""), "disk cache taken back from the store");
             let status = Shared::new(status, self.inner.store.clone());
-            status.persist(&status.get(), false);
+            status.persist(&status.get());
             let entry = if run {
                 self.spawn(status)
             } else {
@@ -695,8 +701,8 @@ impl Caches {
         };
         stop.cancel();
         let r = sync::prepare(self, &status, cut.as_deref()).await;
-        drop(guard);
-        match r {
+        // Set before the sync lock goes, so a stop waiting for it comes after.
+        let taken = match r {
             Ok(t) => {
                 status.set(|s| s.state = CacheState::InUse);
                 t
@@ -709,7 +715,9 @@ impl Caches {
                 });
                 Taken::Fallback(why)
             }
-        }
+        };
+        drop(guard);
+        taken
     }
 
     /// Called when the migration that took the cache has ended: moved, the
@@ -853,8 +861,11 @@ mod tests {
         assert_eq!(list.len(), 1, "{list:?}");
         assert_eq!(list[0].vm, "disk");
         assert_eq!(list[0].state, CacheState::Stopped);
-        // DELETE: stored as removed, so the next controller forgets it.
+        // DELETE: stored as removed, so the next controller forgets it,
+        // also after a late change to the same status.
+        let shared = caches.entries().get("disk").unwrap().status.clone();
         caches.stop("disk").await.unwrap();
+        shared.set(|s| s.state = CacheState::InUse);
         store.flush().await;
         let w = kept.0.lock().unwrap();
         let last = &w.last().unwrap().2;

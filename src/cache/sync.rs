@@ -375,7 +375,13 @@ async fn sync_once(caches: &Caches, status: &Shared, cut: &Cut) -> Result<(), St
             .ok_or_else(|| format!("disk {} is gone", d.target))?;
         let old_top = now.source.clone().unwrap_or_default();
         let base = &d.base;
-        let incremental = !first && now.backing == [base.clone()] && old_top != *base;
+        // Incremental only over the chain the last completed sync left (its
+        // top, on its base): anything else (a sync cut after it committed
+        // its overlay on the source but before its new state was stored,
+        // seen by a restarted controller) means the copy may hold part of
+        // an overlay the source no longer has, so it is made whole again.
+        let incremental =
+            !first && now.backing == [base.clone()] && old_top != *base && old_top == d.top;
         let (shipped, base_bytes) = if incremental {
             let (_, bytes) = sizes(source, &old_top).await?;
             let scratch = format!("{old_top}.ship");
@@ -491,7 +497,11 @@ async fn sync_once(caches: &Caches, status: &Shared, cut: &Cut) -> Result<(), St
     status.set(|s| {
         s.generation = generation;
         s.synced_at = Some(taken_at);
-        s.state = CacheState::Synced;
+        // An evacuation elsewhere may have stopped the cache meanwhile
+        // (`Caches::take` without the sync lock): it stays stopped.
+        if s.state != CacheState::Stopped {
+            s.state = CacheState::Synced;
+        }
         s.sent_bytes += sent;
         s.reason = None;
         for (d, (top, bytes)) in s.disks.iter_mut().zip(cached) {

@@ -562,13 +562,12 @@ impl Evacuations {
     /// then, so that a restarted controller's first forecast starts from
     /// it, not from nothing.
     pub(crate) fn learn(&self, o: &crate::predict::learn::Observation) {
-        let now = {
-            let mut l = self.inner.learned.lock().expect("learned");
-            l.observe(o);
-            l.clone()
-        };
+        // Stored under the lock, so two migrations ending together store
+        // in the order they taught.
+        let mut l = self.inner.learned.lock().expect("learned");
+        l.observe(o);
         if let Some(s) = &self.inner.store {
-            s.put(crate::store::LEARNED, 0, &now);
+            s.put(crate::store::LEARNED, 0, &*l);
         }
     }
 

@@ -19,6 +19,9 @@
 //!    uplink, its `set_queue` flow and the VM port's ingress policing hold
 //!    the application to the share the reservation leaves it, and the
 //!    migration gets at least 90% of the rest of what the link delivers;
+//!    the application stopped, the reservation at max_reserve (95), the
+//!    application starting again is held to the 5% left while the
+//!    migration takes the rest;
 //! 4. released, solive's QoS row and the policing are gone.
 //!
 //! Needs root, QEMU and the network for the first build of the image (a few
@@ -329,6 +332,50 @@ async fn queue_mode_shapes_traffic_on_a_kernel_datapath() {
         mig1 >= 0.9 * mig_due,
         "migration got {mig1:.1} Mbit/s, less than 90% of the {mig_due:.1} the reservation leaves it \
          on a link delivering {delivered:.1}"
+    );
+
+    // 3b. The application has stopped: the migration alone leaves room, so
+    // the reservation is at max_reserve (95; how fast it climbs there is
+    // Algorithm 1's, the same in both modes, timed by the meter-mode test),
+    // and queue mode follows it: the VM's policer at the 5% left. The
+    // application starting again is held to that 5% while the migration
+    // takes the rest.
+    let mig = iperf(&mut agent, "hs", "10.197.0.2", 49152, 30, Some(&mig_rate));
+    let t0 = Instant::now();
+    eventually(8, "reservation at max_reserve", || async {
+        let v = get(&api, &format!("/v1/reservations/{id}")).await;
+        if (v["reserve_pct"].as_f64().unwrap_or(0.0) - 95.0).abs() < 0.01 {
+            Ok(())
+        } else {
+            Err(v["history"].to_string())
+        }
+    })
+    .await;
+    let five_pct_kbps = C_MBPS * 1000 / 20;
+    until(
+        &mut agent,
+        5,
+        "the VM policed at the 5% left",
+        "ovs-vsctl get interface vmp ingress_policing_rate",
+        |r| r.trim().parse::<u64>().is_ok_and(|k| k <= five_pct_kbps),
+    );
+    let app_at = t0.elapsed().as_secs_f64();
+    let app = iperf(&mut agent, "vm", "10.197.0.2", 5201, 8, None);
+    let app2 = mean(&intervals_of(&mut agent, app, 60), 3.0, 8.0);
+    // The migration while the application sent.
+    let mig2 = mean(
+        &intervals_of(&mut agent, mig, 60),
+        app_at + 3.0,
+        app_at + 8.0,
+    );
+    eprintln!("at 95%: application {app2:.1} Mbit/s, migration {mig2:.1} Mbit/s meanwhile");
+    assert!(
+        app2 <= 1.1 * (C_MBPS as f64 * 0.05) + 0.5,
+        "the application got {app2:.1} Mbit/s under a 5% reservation"
+    );
+    assert!(
+        mig2 >= 0.9 * (delivered - C_MBPS as f64 * 0.05).min(0.95 * 0.8 * C_MBPS as f64),
+        "the migration got {mig2:.1} Mbit/s at 95%"
     );
 
     // 4. Released: solive's QoS row and the policing go.

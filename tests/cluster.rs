@@ -396,12 +396,7 @@ impl Replica {
     }
 
     async fn get(&self, path: &str) -> Value {
-        reqwest::get(format!("{}{path}", self.api))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        support::get_json(&self.api, path).await
     }
 
     async fn health(&self) -> Result<Value, String> {

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::iperf::{app_share_pct, intervals, mean};
 use support::qga::Agent;
-use support::{eventually, free_port, KillOnDrop};
+use support::{eventually, free_port, get_json, KillOnDrop};
 
 /// The uplink's capacity: what a TCG guest's kernel datapath carries with
 /// room to spare (so the shaper, not the emulated CPU, is the bottleneck;
@@ -63,15 +63,6 @@ fn intervals_of(agent: &mut Agent, pid: i64, secs: u64) -> Vec<(f64, f64)> {
         String::from_utf8_lossy(&e.out)
     );
     iv
-}
-
-async fn get(api: &str, path: &str) -> Value {
-    reqwest::get(format!("{api}{path}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 fn build_guest() -> String {
@@ -301,7 +292,7 @@ async fn queue_mode_shapes_traffic_on_a_kernel_datapath() {
     let mig_iv = intervals_of(&mut agent, mig, 60);
     let app_during = app_started.elapsed().as_secs_f64();
     let mig1 = mean(&mig_iv, 3.0, 12.0);
-    let view = get(&api, &format!("/v1/reservations/{id}")).await;
+    let view = get_json(&api, &format!("/v1/reservations/{id}")).await;
     let app_share = app_share_pct(&view, mig_off + 2.0, mig_off + 12.0);
     let app_allowed = C_MBPS as f64 * app_share / 100.0;
     // What solive wrote in the guest's OVS, while it holds.
@@ -343,7 +334,7 @@ async fn queue_mode_shapes_traffic_on_a_kernel_datapath() {
     let mig = iperf(&mut agent, "hs", "10.197.0.2", 49152, 30, Some(&mig_rate));
     let t0 = Instant::now();
     eventually(8, "reservation at max_reserve", || async {
-        let v = get(&api, &format!("/v1/reservations/{id}")).await;
+        let v = get_json(&api, &format!("/v1/reservations/{id}")).await;
         if (v["reserve_pct"].as_f64().unwrap_or(0.0) - 95.0).abs() < 0.01 {
             Ok(())
         } else {

@@ -28,12 +28,7 @@ const API: &str = "http://127.0.0.1:48081";
 const C_MBPS: u64 = 100;
 
 async fn get(path: &str) -> Value {
-    reqwest::get(format!("{API}{path}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    support::get_json(API, path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -470,17 +470,25 @@ impl Caches {
         if local.is_empty() {
             return Err(CacheError::NothingToCache(req.vm));
         }
-        let status = Shared::new(
-            CacheStatus::first_copy(req.vm.clone(), source, req.backup_host, local),
-            self.inner.store.clone(),
-        );
-        status.persist(&status.get());
+        let status = self.stored(CacheStatus::first_copy(
+            req.vm.clone(),
+            source,
+            req.backup_host,
+            local,
+        ));
         let view = Self::view(&status);
         let entry = self.spawn(status);
         if let Some(old) = self.entries().insert(req.vm, entry) {
             old.stop.cancel();
         }
         Ok(view)
+    }
+
+    /// A cache's shared status, in the store from the start.
+    fn stored(&self, status: CacheStatus) -> Arc<Shared> {
+        let shared = Shared::new(status, self.inner.store.clone());
+        shared.persist(&shared.lock());
+        shared
     }
 
     fn spawn(&self, status: Arc<Shared>) -> Entry {
@@ -581,8 +589,7 @@ impl Caches {
             };
             tracing::info!(vm, state = ?status.state, generation = status.generation,
                 reason = status.reason.as_deref().unwrap_or(""), "disk cache taken back from the store");
-            let status = Shared::new(status, self.inner.store.clone());
-            status.persist(&status.get());
+            let status = self.stored(status);
             let entry = if run {
                 self.spawn(status)
             } else {

@@ -433,18 +433,16 @@ async fn sync_once(caches: &Caches, status: &Shared, cut: &Cut) -> Result<(), St
             if old_top != *base {
                 commit(source, &st.vm, &d.target, base, &old_top).await?;
             }
-            {
-                // The copy is about to be rewritten: until it is whole
-                // again no evacuation may take it. (A first copy too: the
-                // backup may hold a marker from before a restart.)
-                let _ = helper(
-                    backup,
-                    &["rm", "-f", &plan::marker_path(base)].map(String::from),
-                    None,
-                    SHORT,
-                )
-                .await;
-            }
+            // The copy is about to be rewritten: until it is whole again no
+            // evacuation may take it. (A first copy too: the backup may hold
+            // a marker from before a restart.)
+            let _ = helper(
+                backup,
+                &["rm", "-f", &plan::marker_path(base)].map(String::from),
+                None,
+                SHORT,
+            )
+            .await;
             let (_, bytes) = sizes(source, base).await?;
             helper(
                 backup,

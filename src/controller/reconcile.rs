@@ -178,21 +178,11 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Body> {
         }
     }
 
-    let mut seen_flows: BTreeMap<u64, Vec<&ObservedFlow>> = BTreeMap::new();
-    for f in observed
-        .flows
-        .iter()
-        .filter(|f| f.cookie & COOKIE_TAG_MASK == COOKIE_TAG)
-    {
-        seen_flows.entry(f.cookie).or_default().push(f);
-    }
+    let seen_flows = solive_flows(observed);
     for (cookie, have) in &seen_flows {
         // A refreshed flow is replaced by its ADD (same match and priority),
         // so it needs no delete unless it differs or is duplicated.
-        let keep = desired
-            .flows
-            .get(cookie)
-            .is_some_and(|w| have.len() == 1 && flow_matches(w, have[0]));
+        let keep = desired.flows.get(cookie).is_some_and(|w| present(w, have));
         if !keep {
             // Delete every flow with this exact cookie, in every table.
             let del = Body::FlowMod(
@@ -207,10 +197,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Body> {
         }
     }
     for (cookie, want) in &desired.flows {
-        let present = seen_flows
+        let there = seen_flows
             .get(cookie)
-            .is_some_and(|have| have.len() == 1 && flow_matches(want, have[0]));
-        if !present || want.refresh {
+            .is_some_and(|have| present(want, have));
+        if !there || want.refresh {
             flow_adds.push(Body::FlowMod(
                 FlowMod::add(
                     want.table_id,
@@ -236,15 +226,35 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Body> {
 /// already has as wanted (restarting its hard timeout): upkeep, not a change
 /// (the controller logs changes; a throttling flow is refreshed every period).
 pub fn refreshes(desired: &Desired, observed: &Observed) -> usize {
+    let seen_flows = solive_flows(observed);
     desired
         .flows
         .iter()
         .filter(|(cookie, want)| {
-            let mut have = observed.flows.iter().filter(|f| f.cookie == **cookie);
             want.refresh
-                && matches!((have.next(), have.next()), (Some(f), None) if flow_matches(want, f))
+                && seen_flows
+                    .get(cookie)
+                    .is_some_and(|have| present(want, have))
         })
         .count()
+}
+
+/// The switch's solive flows (by [`COOKIE_TAG`]), by cookie.
+fn solive_flows(observed: &Observed) -> BTreeMap<u64, Vec<&ObservedFlow>> {
+    let mut seen: BTreeMap<u64, Vec<&ObservedFlow>> = BTreeMap::new();
+    for f in observed
+        .flows
+        .iter()
+        .filter(|f| f.cookie & COOKIE_TAG_MASK == COOKIE_TAG)
+    {
+        seen.entry(f.cookie).or_default().push(f);
+    }
+    seen
+}
+
+/// The switch has `want` as wanted: one flow with its cookie, the same.
+fn present(want: &FlowSpec, have: &[&ObservedFlow]) -> bool {
+    have.len() == 1 && flow_matches(want, have[0])
 }
 
 fn meter_matches(want: &MeterSpec, have: &ObservedMeter) -> bool {

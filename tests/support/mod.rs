@@ -260,6 +260,17 @@ pub fn quiet(cmd: &mut Command) {
         .status();
 }
 
+/// `GET {api}{path}`, its JSON body (panics on a transport error or a body
+/// that is not JSON: a test's API call either works or fails the test).
+pub async fn get_json(api: &str, path: &str) -> serde_json::Value {
+    reqwest::get(format!("{api}{path}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub struct KillOnDrop(pub std::process::Child);
 
 /// Starts the real `solive serve` binary on `toml`, written to
@@ -338,12 +349,7 @@ impl Solive {
     }
 
     pub async fn get(&self, path: &str) -> serde_json::Value {
-        reqwest::get(format!("{}{path}", self.api))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(&self.api, path).await
     }
 
     pub async fn host_when(

@@ -27,10 +27,13 @@
 //! - [`report`]: an evacuation's timeline as a standalone SVG (`solive report`).
 //! - [`scatter`]: scatter-gather through intermediaries' Redis stores (the
 //!   data path: chunks, push, gather).
+//! - [`child`]: the processes started on the hosts (cache helpers, relays),
+//!   each ending with the controller however it ends.
 //! - [`server`]: wiring of `solive serve` (listeners, controller, API, shutdown).
 
 pub mod api;
 pub mod cache;
+pub mod child;
 pub mod client;
 pub mod clock;
 pub mod cluster;

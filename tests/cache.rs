@@ -8,10 +8,12 @@
 //! cache whose copy is broken makes the next evacuation copy the whole disk
 //! (its record says why); an evacuation that meets a sync shipping its
 //! overlay cuts it and carries the overlay instead of the whole disk; a
-//! backup whose libvirtd is killed mid-copy stops
-//! the caching, leaves no helper behind, and leaves the VM untouched. A
-//! controller restarted between two syncs takes the cache back from its
-//! store and goes on incrementally. Bad requests are 400s naming the field.
+//! backup whose libvirtd is killed mid-copy stops the caching, leaves no
+//! helper behind, and leaves the VM untouched. A controller restarted
+//! between two syncs takes the cache back from its store and goes on
+//! incrementally; one killed mid-sync leaves no helper running, and the
+//! next copies the disk anew; a block commit one left unpivoted is
+//! finished by the next sync. Bad requests are 400s naming the field.
 //!
 //! Needs root and `mininet/install.sh`. Holds [`support::lock`] from before
 //! `up` until after `down`. Missing tools are a failure, not a skip.
@@ -101,6 +103,90 @@ async fn no_helper_left(what: &str) {
     .await;
 }
 
+/// Between two syncs h1's base stops changing: h2's copy must then be the
+/// same disk as it, block for block (`qemu-img compare`).
+async fn assert_copy_is_base(tb: &Testbed, solive: &support::Solive) {
+    let (base1, base2) = (image(tb, "h1", "disk.qcow2"), image(tb, "h2", "disk.qcow2"));
+    eventually(
+        120,
+        "h2's copy compared with h1's base between syncs",
+        || async {
+            let before = solive.get("/v1/caches/disk").await;
+            if before["state"] != "synced" {
+                return Err(format!("not between syncs: {before}"));
+            }
+            let out = Command::new("qemu-img")
+                .args(["compare", "-U", "-f", "qcow2", "-F", "qcow2"])
+                .args([&base1, &base2])
+                .output()
+                .unwrap();
+            let after = solive.get("/v1/caches/disk").await;
+            if after["state"] != "synced" || after["generation"] != before["generation"] {
+                return Err("a sync ran meanwhile".into());
+            }
+            assert!(
+                out.status.success(),
+                "h2's copy differs from h1's base at generation {}: {}",
+                after["generation"],
+                String::from_utf8_lossy(&out.stdout)
+            );
+            Ok(())
+        },
+    )
+    .await;
+}
+
+/// Waits (60 s at most) for a sync shipping its overlay and freezes its
+/// `qemu-img commit` (SIGSTOP), so that what comes next surely meets it;
+/// the pids frozen.
+async fn freeze_shipping() -> String {
+    eventually(60, "a sync shipping its overlay", || async {
+        let out = Command::new("pgrep")
+            .args(["-f", "^qemu-img commit -q -d"])
+            .output()
+            .unwrap();
+        let pids = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if pids.is_empty() {
+            return Err("none".to_string());
+        }
+        for pid in pids.lines() {
+            support::run(Command::new("kill").args(["-STOP", pid]));
+        }
+        Ok(pids)
+    })
+    .await
+}
+
+/// The real `solive serve` on the test's settings ([`solive_on`]'s), on
+/// free ports: a controller the test can kill outright. Its API's URL.
+fn solive_process(tb: &Testbed) -> (support::KillOnDrop, PathBuf, String) {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let text = std::fs::read_to_string(tb.state.join("solive.toml")).unwrap();
+    let mut config: toml::Table = text.parse().unwrap();
+    let (of, api) = (free(), free());
+    config["controller"]["openflow_listen"] = of.into();
+    config["api"]["listen"] = api.clone().into();
+    let mut cache = toml::Table::new();
+    cache.insert("every_s".into(), 10.0.into());
+    config.insert("cache".into(), cache.into());
+    let mut state = toml::Table::new();
+    let dir = tb.state.join("controller").display().to_string();
+    state.insert("dir".into(), dir.into());
+    config.insert("state".into(), state.into());
+    let (proc, log) = support::serve_process(
+        &tb.state,
+        "solive-killed",
+        &toml::to_string(&config).unwrap(),
+    );
+    (proc, log, format!("http://{api}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_copy() {
     let _lock = lock();
@@ -171,37 +257,7 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
     );
     // Between two syncs h1's base stops changing: h2's copy must then be
     // the same disk, block for block.
-    let (base1, base2) = (
-        image(&tb, "h1", "disk.qcow2"),
-        image(&tb, "h2", "disk.qcow2"),
-    );
-    eventually(
-        120,
-        "h2's copy compared with h1's base between syncs",
-        || async {
-            let before = solive.get("/v1/caches/disk").await;
-            if before["state"] != "synced" {
-                return Err(format!("not between syncs: {before}"));
-            }
-            let out = Command::new("qemu-img")
-                .args(["compare", "-U", "-f", "qcow2", "-F", "qcow2"])
-                .args([&base1, &base2])
-                .output()
-                .unwrap();
-            let after = solive.get("/v1/caches/disk").await;
-            if after["state"] != "synced" || after["generation"] != before["generation"] {
-                return Err("a sync ran meanwhile".into());
-            }
-            assert!(
-                out.status.success(),
-                "h2's copy differs from h1's base at generation {}: {}",
-                after["generation"],
-                String::from_utf8_lossy(&out.stdout)
-            );
-            Ok(())
-        },
-    )
-    .await;
+    assert_copy_is_base(&tb, &solive).await;
 
     // 1b. The controller restarts between two syncs: the next one takes
     // the cache back from the store at its generation and goes on with
@@ -228,6 +284,107 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
         shipped < (FILL_MIB << 20) / 10,
         "the first sync after the restart sent {shipped} bytes: {after}"
     );
+
+    // 1c. The controller killed outright (SIGKILL) while a sync ships its
+    // overlay (frozen, so that the kill surely meets it): no helper may
+    // outlive it, or it would write on into h2's copy while the next
+    // controller rewrites it. That one, started on the same store, finds a
+    // sync in flight and copies the disk anew; between its syncs h2's copy
+    // is again h1's base, block for block.
+    solive.stop().await;
+    let (proc, log, api) = solive_process(&tb);
+    let resumed = eventually(30, "the killable controller up", || async {
+        match reqwest::get(format!("{api}/v1/caches/disk")).await {
+            Ok(r) if r.status() == 200 => Ok(r.json::<Value>().await.unwrap()),
+            Ok(r) => Err(r.status().to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    eprintln!("cache taken back by the process: {resumed}");
+    let frozen = freeze_shipping().await;
+    let c = support::get_json(&api, "/v1/caches/disk").await;
+    assert_eq!(c["state"], "syncing", "{c}");
+    drop(proc);
+    eprintln!(
+        "controller killed while {frozen} shipped; its log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    no_helper_left("no helper outlives a killed controller").await;
+    let solive = solive_on(&tb).await;
+    let back = solive.get("/v1/caches/disk").await;
+    eprintln!("cache after the kill: {back}");
+    assert_eq!(back["generation"], 0, "a sync was in flight: {back}");
+    cache_until(&solive, "the copy made anew after the kill", 400, |c| {
+        c["generation"].as_u64() >= Some(2) && c["state"] == "synced"
+    })
+    .await;
+    assert_copy_is_base(&tb, &solive).await;
+    // The killed sync's layers and its shipping copy went with the copy
+    // anew: between two syncs h1 keeps the base and the current top only.
+    eventually(60, "h1's images between two syncs", || async {
+        let before = solive.get("/v1/caches/disk").await;
+        let mut files: Vec<String> = std::fs::read_dir(image(&tb, "h1", ""))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f.starts_with("disk."))
+            .collect();
+        files.sort();
+        let after = solive.get("/v1/caches/disk").await;
+        if before["state"] != "synced"
+            || after["state"] != "synced"
+            || after["generation"] != before["generation"]
+        {
+            return Err("a sync ran meanwhile".to_string());
+        }
+        let top = before["disks"][0]["top"].as_str().unwrap();
+        let mut want = vec![
+            "disk.qcow2".to_string(),
+            top.rsplit('/').next().unwrap().into(),
+        ];
+        want.sort();
+        assert_eq!(files, want, "h1's images between two syncs: {before}");
+        Ok(())
+    })
+    .await;
+
+    // 1d. A controller killed between starting a commit and pivoting it
+    // leaves the job in QEMU (made here by hand: an overlay, and an active
+    // commit of it not pivoted). The next controller's sync finishes it as
+    // that one would have (pivots it) and goes on incrementally; without
+    // that, the snapshot and any migration of the VM were refused.
+    let before = cache_until(&solive, "between two syncs", 60, |c| c["state"] == "synced").await;
+    solive.stop().await;
+    tb.virsh(
+        "h1",
+        &[
+            "snapshot-create-as",
+            "disk",
+            "--disk-only",
+            "--no-metadata",
+            "--atomic",
+            "--diskspec",
+            "vda,file=/var/lib/libvirt/images/disk.left-by-a-killed-controller.qcow2",
+        ],
+    );
+    tb.virsh(
+        "h1",
+        &["blockcommit", "disk", "vda", "--active", "--shallow"],
+    );
+    let job = tb.virsh("h1", &["blockjob", "disk", "vda", "--info"]);
+    eprintln!("left on h1's vda: {job}");
+    assert!(job.contains("Active Block Commit"), "{job}");
+    let solive = solive_on(&tb).await;
+    let after = cache_until(&solive, "a sync over the job left", 120, |c| {
+        c["state"] == "synced" && c["generation"].as_u64() > before["generation"].as_u64()
+            || c["state"] == "stopped"
+    })
+    .await;
+    assert_eq!(after["state"], "synced", "{after}");
+    let shipped = after["sent_bytes"].as_u64().unwrap() - before["sent_bytes"].as_u64().unwrap();
+    assert!(shipped < (FILL_MIB << 20) / 10, "{after}");
+    let job = tb.virsh("h1", &["blockjob", "disk", "vda", "--info"]);
+    assert!(!job.contains("Block Commit"), "still on vda: {job}");
 
     // 2. The evacuation to h2 copies only what was written since the last
     // sync: far under a tenth of the fill, where a cold copy sends it all.
@@ -306,21 +463,7 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
         c["generation"].as_u64() >= Some(1) && c["state"] == "synced"
     })
     .await;
-    let frozen = eventually(60, "a sync shipping its overlay", || async {
-        let out = Command::new("pgrep")
-            .args(["-f", "^qemu-img commit -q -d"])
-            .output()
-            .unwrap();
-        let pids = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if pids.is_empty() {
-            return Err("none".to_string());
-        }
-        for pid in pids.lines() {
-            support::run(Command::new("kill").args(["-STOP", pid]));
-        }
-        Ok(pids)
-    })
-    .await;
+    let frozen = freeze_shipping().await;
     let c = solive.get("/v1/caches/disk").await;
     eprintln!("sync frozen (pid {frozen}): {c}");
     assert_eq!(c["state"], "syncing", "{c}");

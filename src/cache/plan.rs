@@ -73,6 +73,25 @@ pub fn overlay_path(base: &str, stamp: &str) -> String {
     format!("{dir}/{stem}.solive-{stamp}.qcow2")
 }
 
+/// The private copy of `overlay` a sync ships (QEMU keeps the original
+/// open).
+pub fn scratch_path(overlay: &str) -> String {
+    format!("{overlay}.ship")
+}
+
+/// The files a cut sync may have left on the source once the chain's top
+/// is committed into `base`: the layers between (`backing`, nearest first,
+/// down to `base`) and their shipping copies. Only solive's own overlays:
+/// anything else in a chain is not the cache's to remove.
+pub fn stale_files(base: &str, backing: &[String]) -> Vec<String> {
+    backing
+        .iter()
+        .take_while(|f| *f != base)
+        .filter(|f| f.contains(".solive-"))
+        .flat_map(|f| [f.clone(), scratch_path(f)])
+        .collect()
+}
+
 /// Where the backup keeps the facts of its copy of `base`: which VM, from
 /// where, and the generation of the last sync that completed.
 pub fn marker_path(base: &str) -> String {
@@ -438,6 +457,20 @@ mod tests {
         // Never more than ten minutes.
         let w = sync_wait(Some((10_000 * mb, 8e6, 0.0)), 1_000_000 * mb, 8e6).unwrap();
         assert_eq!(w.as_secs(), 600);
+    }
+
+    #[test]
+    fn a_cut_sync_leaves_only_its_own_layers_to_remove() {
+        let base = "/i/d.qcow2";
+        let layer = overlay_path(base, "1");
+        let stale = stale_files(
+            base,
+            &[layer.clone(), base.into(), "/i/golden.qcow2".into()],
+        );
+        assert_eq!(stale, [layer.clone(), format!("{layer}.ship")]);
+        assert!(stale_files(base, &[base.into()]).is_empty());
+        // A layer that is not solive's stays.
+        assert!(stale_files(base, &["/i/user.qcow2".into(), base.into()]).is_empty());
     }
 
     #[test]

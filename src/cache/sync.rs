@@ -1,16 +1,16 @@
 //! One cached VM's task: a sync every `[cache] every`, the dirty figures
 //! refreshed in between, and the checks an evacuation makes before it
 //! uses the copy. The helpers (`qemu-img`, `qemu-nbd`, `cp`, `cat`) run on
-//! the hosts through their `exec` prefix as child processes killed on
-//! drop, each under a time limit: a cut sync leaves no helper behind and
-//! no wait without a bound.
+//! the hosts through their `exec` prefix as child processes that end with
+//! the controller ([`crate::child`]), each under a time limit: a cut sync,
+//! or a killed controller, leaves no helper behind, and no wait is without
+//! a bound.
 
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{self, Evidence, Marker};
@@ -86,20 +86,14 @@ async fn helper(
     input: Option<Vec<u8>>,
     limit: Duration,
 ) -> Result<String, String> {
-    let full: Vec<&String> = host.exec.iter().chain(argv.iter()).collect();
-    let (prog, args) = full.split_first().ok_or("empty command")?;
-    let mut child = Command::new(prog)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
+    let full: Vec<String> = host.exec.iter().chain(argv.iter()).cloned().collect();
+    let mut cmd = crate::child::command(&full)?;
+    if input.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd
         .spawn()
-        .map_err(|e| format!("cannot run {prog}: {e}"))?;
+        .map_err(|e| format!("cannot run {}: {e}", full[0]))?;
     if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
         stdin
             .write_all(&data)
@@ -214,12 +208,8 @@ async fn transfer(
         .cloned()
         .chain(plan::serve(image, address, lease.port))
         .collect();
-    let mut server = Command::new(&serve[0])
-        .args(&serve[1..])
-        .stdin(Stdio::null())
+    let mut server = crate::child::command(&serve)?
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start qemu-nbd on the backup: {e}"))?;
     let run_steps = async {
@@ -338,6 +328,7 @@ async fn sync_once(caches: &Caches, status: &Shared, cut: &Cut) -> Result<(), St
         .list()
         .await
         .map_err(|e| format!("the backup host {} does not answer: {e}", st.backup_host))?;
+    settle_jobs(source, &st.vm).await?;
     let first = st.generation == 0;
     status.set(|s| {
         s.state = if first {
@@ -384,7 +375,7 @@ async fn sync_once(caches: &Caches, status: &Shared, cut: &Cut) -> Result<(), St
             !first && now.backing == [base.clone()] && old_top != *base && old_top == d.top;
         let (shipped, base_bytes) = if incremental {
             let (_, bytes) = sizes(source, &old_top).await?;
-            let scratch = format!("{old_top}.ship");
+            let scratch = plan::scratch_path(&old_top);
             let r = transfer(
                 caches,
                 status,
@@ -432,6 +423,16 @@ async fn sync_once(caches: &Caches, status: &Shared, cut: &Cut) -> Result<(), St
         } else {
             if old_top != *base {
                 commit(source, &st.vm, &d.target, base, &old_top).await?;
+                // A sync cut without its cleanup (the controller killed)
+                // leaves layers under the top the commit merged, and its
+                // private copy of the overlay it was shipping: in no chain
+                // now.
+                let stale = plan::stale_files(base, &now.backing);
+                if !stale.is_empty() {
+                    let mut rm = vec!["rm".to_string(), "-f".to_string()];
+                    rm.extend(stale);
+                    let _ = helper(source, &rm, None, SHORT).await;
+                }
             }
             // The copy is about to be rewritten: until it is whole again no
             // evacuation may take it. (A first copy too: the backup may hold
@@ -530,6 +531,20 @@ async fn commit(
     Ok(())
 }
 
+/// Finishes a commit a killed controller left on the VM's disks (its
+/// snapshot, commit or migration would fail on it).
+async fn settle_jobs(source: &CacheHost, vm: &str) -> Result<(), String> {
+    let finished = source
+        .hv
+        .settle_disk_jobs(vm, COMMIT_LIMIT)
+        .await
+        .map_err(|e| format!("a block job on the VM's disks: {e}"))?;
+    for what in finished {
+        tracing::warn!(vm, "{what}");
+    }
+    Ok(())
+}
+
 async fn refresh_dirty(caches: &Caches, status: &Shared) {
     let st = status.get();
     let Ok(source) = caches.host(&st.source) else {
@@ -562,6 +577,9 @@ pub(super) async fn prepare(
     let st = status.get();
     let source = caches.host(&st.source)?;
     let backup = caches.host(&st.backup_host)?;
+    settle_jobs(source, &st.vm)
+        .await
+        .map_err(|e| format!("stale: {e}"))?;
     let disks = source
         .hv
         .disks(&st.vm)

@@ -10,10 +10,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// How one host is reached for scatter-gather.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -128,20 +127,6 @@ pub fn relay_plan(
     RelayPlan { push, gather, port }
 }
 
-fn spawn(argv: &[String], what: &str) -> Result<Child, String> {
-    let (prog, args) = argv
-        .split_first()
-        .ok_or_else(|| format!("{what}: empty command"))?;
-    Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("{what}: cannot run {prog}: {e}"))
-}
-
 /// The running relays of one migration.
 #[derive(Debug)]
 pub struct Relays {
@@ -151,8 +136,8 @@ pub struct Relays {
 
 impl Relays {
     pub fn start(plan: &RelayPlan) -> Result<Relays, String> {
-        let push = spawn(&plan.push, "scatter push")?;
-        let gather = spawn(&plan.gather, "scatter gather")?;
+        let push = crate::child::spawn(&plan.push, "scatter push")?;
+        let gather = crate::child::spawn(&plan.gather, "scatter gather")?;
         Ok(Relays { push, gather })
     }
 

@@ -11,8 +11,9 @@
 //!
 //! Pure: [`parse`] reads libvirt's domain XML, [`decide`] applies the rules,
 //! [`block_images`] and [`mirror_progress`] read QEMU's `query-block` and
-//! `query-block-jobs` replies (sizes, and a running copy's progress), and
-//! [`describe`] puts them together.
+//! `query-block-jobs` replies (sizes, and a running copy's progress),
+//! [`describe`] puts them together, and [`settle`] says what to do with a
+//! block job found on a disk before solive starts one.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -342,9 +343,74 @@ fn under(path: &str, dir: &str) -> bool {
     !dir.is_empty() && (path == dir || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/')))
 }
 
+/// A block job libvirt reports on a disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockJob {
+    pub kind: BlockJobKind,
+    /// Ready to pivot (an active commit that has caught up).
+    pub ready: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockJobKind {
+    /// A layer under the active one merged down: ends by itself.
+    Commit,
+    /// The active layer merged down: mirrors until pivoted or cancelled.
+    ActiveCommit,
+    /// libvirt's type number (pull, copy, backup): not solive's.
+    Other(u32),
+}
+
+/// What to do with the job on a disk before solive snapshots, commits or
+/// migrates it. solive starts only commits, and only waits for them to end
+/// (a commit under the top) or pivots them once ready (the top merged into
+/// its base); a job found before it starts one was left by a controller
+/// killed in the middle, and is finished as that controller would have
+/// finished it. A job of another kind is someone else's: refused, not
+/// touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// No job: go on.
+    Clear,
+    /// A commit on its way: look again shortly.
+    Wait,
+    /// An active commit ready: pivot it.
+    Pivot,
+    Refuse(u32),
+}
+
+pub fn settle(job: Option<BlockJob>) -> Settle {
+    match job {
+        None => Settle::Clear,
+        Some(BlockJob {
+            kind: BlockJobKind::ActiveCommit,
+            ready: true,
+        }) => Settle::Pivot,
+        Some(BlockJob {
+            kind: BlockJobKind::Commit | BlockJobKind::ActiveCommit,
+            ..
+        }) => Settle::Wait,
+        Some(BlockJob {
+            kind: BlockJobKind::Other(n),
+            ..
+        }) => Settle::Refuse(n),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_left_commit_is_finished_as_its_controller_would_and_other_jobs_are_refused() {
+        let job = |kind, ready| Some(BlockJob { kind, ready });
+        assert_eq!(settle(None), Settle::Clear);
+        assert_eq!(settle(job(BlockJobKind::Commit, false)), Settle::Wait);
+        assert_eq!(settle(job(BlockJobKind::Commit, true)), Settle::Wait);
+        assert_eq!(settle(job(BlockJobKind::ActiveCommit, false)), Settle::Wait);
+        assert_eq!(settle(job(BlockJobKind::ActiveCommit, true)), Settle::Pivot);
+        assert_eq!(settle(job(BlockJobKind::Other(2), true)), Settle::Refuse(2));
+    }
 
     const XML: &str = r#"<domain type='kvm'><name>d</name><devices>
       <disk type='file' device='disk'>

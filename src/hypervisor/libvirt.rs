@@ -552,6 +552,68 @@ impl Libvirt {
         Ok(())
     }
 
+    /// See [`Hypervisor::settle_disk_jobs`] (blocking).
+    pub fn settle_disk_jobs_blocking(
+        &self,
+        vm: &str,
+        limit: Duration,
+    ) -> Result<Vec<String>, HypervisorError> {
+        use disks::Settle;
+        let conn = self.connect()?;
+        let dom = conn
+            .lookup_domain_by_name(vm)
+            .map_err(|e| self.vm_err(vm, e))?;
+        let xml = dom.xml_desc(0).map_err(|e| self.vm_err(vm, e))?;
+        let started = Instant::now();
+        let mut finished = Vec::new();
+        for d in disks::parse(&xml).map_err(|e| self.vm_err(vm, e))? {
+            let mut found = None;
+            loop {
+                let job =
+                    libvirt_ffi::block_job(&dom, &d.target).map_err(|e| self.vm_err(vm, e))?;
+                found = found.or(job.map(|j| j.kind));
+                match disks::settle(job) {
+                    Settle::Clear => break,
+                    Settle::Refuse(kind) => {
+                        return Err(self.vm_err(
+                            vm,
+                            format!(
+                                "disk {} runs a block job solive did not start (libvirt type {kind}): left as it is",
+                                d.target
+                            ),
+                        ))
+                    }
+                    // A pivot refused (not ready after all) is tried again.
+                    Settle::Pivot => {
+                        let _ = libvirt_ffi::block_job_pivot(&dom, &d.target);
+                    }
+                    Settle::Wait => {}
+                }
+                if started.elapsed() > limit {
+                    return Err(self.vm_err(
+                        vm,
+                        format!(
+                            "the block job left on disk {} did not end within {limit:?}",
+                            d.target
+                        ),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if let Some(kind) = found {
+                finished.push(format!(
+                    "disk {}: {} left by an earlier controller, finished",
+                    d.target,
+                    match kind {
+                        disks::BlockJobKind::ActiveCommit => "an active commit (pivoted)",
+                        _ => "a commit",
+                    }
+                ));
+            }
+        }
+        Ok(finished)
+    }
+
     pub fn start_postcopy_blocking(&self, vm: &str) -> Result<(), HypervisorError> {
         self.with_domain(vm, libvirt_ffi::start_post_copy)
     }
@@ -719,6 +781,19 @@ impl Hypervisor for Libvirt {
         Box::pin(bounded("disk snapshot", CALL_TIMEOUT, move || {
             this.snapshot_disks_blocking(&vm, &overlays)
         }))
+    }
+
+    fn settle_disk_jobs(
+        &self,
+        vm: &str,
+        limit: Duration,
+    ) -> BoxFuture<'static, Result<Vec<String>, HypervisorError>> {
+        let (this, vm) = (self.clone(), vm.to_string());
+        Box::pin(bounded(
+            "the disks' block jobs",
+            limit + CALL_TIMEOUT,
+            move || this.settle_disk_jobs_blocking(&vm, limit),
+        ))
     }
 
     fn commit_disk(

@@ -1,6 +1,6 @@
 //! The two libvirt calls that `virt` 0.5 does not wrap and that solive
 //! cannot do as well another way, made directly on `virt-sys`. This is the
-//! only module of the crate allowed `unsafe`; each call is one C function on
+//! one of the two modules allowed `unsafe` (the other is `crate::child`); each call is one C function on
 //! a domain handle that `virt` owns, with libvirt's usual `-1` for failure.
 //!
 //! - `virDomainAbortJob`: the monitor's `migrate_cancel` only stops a
@@ -17,6 +17,8 @@
 use virt::domain::Domain;
 use virt::error::Error;
 use virt::sys;
+
+use super::disks::BlockJob;
 
 /// `virDomainAbortJob`: aborts the domain's current job (here: the outgoing
 /// migration), including one that has not reached QEMU yet.
@@ -118,6 +120,20 @@ fn block_job_info(dom: &Domain, disk: &str) -> Result<Option<sys::virDomainBlock
         0 => Ok(None),
         _ => Ok(Some(info)),
     }
+}
+
+/// The block job running on `disk`, if any: which kind, and whether it is
+/// ready to pivot (see [`block_job_ready`]).
+pub fn block_job(dom: &Domain, disk: &str) -> Result<Option<BlockJob>, Error> {
+    use super::disks::BlockJobKind;
+    Ok(block_job_info(dom, disk)?.map(|i| BlockJob {
+        kind: match i.type_ as u32 {
+            sys::VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT => BlockJobKind::Commit,
+            sys::VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT => BlockJobKind::ActiveCommit,
+            other => BlockJobKind::Other(other),
+        },
+        ready: i.cur == i.end,
+    }))
 }
 
 /// Whether a block job runs on `disk`.

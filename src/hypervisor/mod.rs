@@ -75,6 +75,17 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'static, Result<(), HypervisorError>> {
         Box::pin(unsupported(vm, "disk snapshots"))
     }
+    /// Finishes the block jobs a killed controller left on the VM's disks
+    /// (see [`disks::settle`]) and names each one it finished; an error
+    /// names a job that is not solive's, or one that did not end within
+    /// `limit`. A hypervisor that knows of no disks has none.
+    fn settle_disk_jobs(
+        &self,
+        _vm: &str,
+        _limit: Duration,
+    ) -> BoxFuture<'static, Result<Vec<String>, HypervisorError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
     /// Merges the image `top` of disk `target` into `base` below it (a
     /// block commit; when `top` is the layer the guest writes to, an active
     /// commit that pivots the guest onto `base`) and resolves when the

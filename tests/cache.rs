@@ -187,6 +187,20 @@ fn solive_process(tb: &Testbed) -> (support::KillOnDrop, PathBuf, String) {
     (proc, log, format!("http://{api}"))
 }
 
+/// The block job on h1's `vda`, as virsh says it (on its stderr).
+fn block_job(tb: &Testbed) -> String {
+    let out = Command::new("virsh")
+        .args(["-c", &tb.uri("h1"), "blockjob", "disk", "vda", "--info"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_copy() {
     let _lock = lock();
@@ -371,7 +385,7 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
         "h1",
         &["blockcommit", "disk", "vda", "--active", "--shallow"],
     );
-    let job = tb.virsh("h1", &["blockjob", "disk", "vda", "--info"]);
+    let job = block_job(&tb);
     eprintln!("left on h1's vda: {job}");
     assert!(job.contains("Active Block Commit"), "{job}");
     let solive = solive_on(&tb).await;
@@ -383,7 +397,7 @@ async fn a_precached_disk_moves_only_what_changed_and_a_bad_cache_means_a_full_c
     assert_eq!(after["state"], "synced", "{after}");
     let shipped = after["sent_bytes"].as_u64().unwrap() - before["sent_bytes"].as_u64().unwrap();
     assert!(shipped < (FILL_MIB << 20) / 10, "{after}");
-    let job = tb.virsh("h1", &["blockjob", "disk", "vda", "--info"]);
+    let job = block_job(&tb);
     assert!(!job.contains("Block Commit"), "still on vda: {job}");
 
     // 2. The evacuation to h2 copies only what was written since the last

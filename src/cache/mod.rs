@@ -273,9 +273,11 @@ impl Shared {
         }
     }
 
-    /// Deleted through the API.
-    fn removed(&self) {
-        let s = self.lock();
+    /// Deleted through the API: its last change `f` and the deletion are
+    /// stored as one write.
+    fn remove(&self, f: impl FnOnce(&mut CacheStatus)) {
+        let mut s = self.lock();
+        f(&mut s);
         self.removed.store(true, Ordering::Relaxed);
         self.persist(&s);
     }
@@ -543,13 +545,12 @@ impl Caches {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
         let _g = round.lock().await;
-        status.set(|s| {
+        status.remove(|s| {
             if s.state != CacheState::Stopped {
                 s.state = CacheState::Stopped;
                 s.reason = Some("stopped on request".into());
             }
         });
-        status.removed();
         let view = Self::view(&status);
         self.entries().remove(vm);
         Ok(view)
@@ -871,7 +872,17 @@ mod tests {
         // DELETE: stored as removed, so the next controller forgets it,
         // also after a late change to the same status.
         let shared = caches.entries().get("disk").unwrap().status.clone();
+        store.flush().await;
+        let before = kept.0.lock().unwrap().len();
         caches.stop("disk").await.unwrap();
+        store.flush().await;
+        {
+            // One write: the stop and the deletion together.
+            let w = kept.0.lock().unwrap();
+            assert_eq!(w.len(), before + 1, "{w:?}");
+            assert_eq!(w[before].2["removed"], true);
+            assert_eq!(w[before].2["status"]["state"], "stopped");
+        }
         shared.set(|s| s.state = CacheState::InUse);
         store.flush().await;
         let w = kept.0.lock().unwrap();

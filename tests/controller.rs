@@ -215,6 +215,7 @@ async fn controller_configures_installs_heals_and_cleans_up() {
         min_rate: Some(10_000_000),
         max_rate: Some(100_000_000),
         priority: None,
+        burst: None,
     };
     c.set_port_qos("h1", "up0", 100_000_000, &[(0, q), (1, q)])
         .await

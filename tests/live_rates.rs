@@ -80,6 +80,7 @@ async fn reported_port_rate_matches_htb_shaped_iperf3() {
         min_rate: None,
         max_rate: Some(SHAPED_BPS),
         priority: None,
+        burst: None,
     };
     solive
         .running

@@ -507,6 +507,7 @@ async fn htb_qos_is_created_replaced_without_orphans_and_cleaned_up() {
         min_rate: min,
         max_rate: max,
         priority: prio,
+        burst: None,
     };
 
     let qos1 = vswitch::set_htb_qos(

@@ -5,10 +5,10 @@
 //! the kernel datapath (`datapath_type=system`), with the two-host fabric of
 //! the meter-mode test inside (`mininet/ovs-guest/init`: bridges brs and
 //! brd joined by a veth uplink, a VM namespace and the two hosts'
-//! addresses). solive runs here, on the host: it reaches the guest's
-//! OVSDB through a port QEMU forwards, and the guest's bridges connect to
-//! its OpenFlow listener through QEMU's user network. iperf3 runs in the
-//! guest's namespaces through the QEMU guest agent.
+//! addresses). solive runs here, on the host (in the test's process): it
+//! reaches the guest's OVSDB through a port QEMU forwards, and the guest's
+//! bridges connect to its OpenFlow listener through QEMU's user network.
+//! iperf3 runs in the guest's namespaces through the QEMU guest agent.
 //!
 //! The same rate checks as `tests/reservation_live.rs`, at the rate a
 //! TCG guest carries too (C = 100 Mbit/s; unshaped it carries 1.7-2.8 Gbit/s):
@@ -22,7 +22,10 @@
 //!    the application stopped, the reservation at max_reserve (95), the
 //!    application starting again is held to the 5% left while the
 //!    migration takes the rest;
-//! 4. released, solive's QoS row and the policing are gone.
+//! 4. released, solive's QoS row and the policing are gone;
+//! 5. a background transfer (a disk cache's sync) beside an application
+//!    is held by a queue of the uplink at its share, the application
+//!    keeping its rate; ended, its flow and the QoS go.
 //!
 //! Needs root, QEMU and the network for the first build of the image (a few
 //! minutes; cached in /var/cache/solive-ovs-guest). Missing tools are a
@@ -34,6 +37,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use solive::controller::background::{BackgroundRequest, BACKGROUND_QUEUE};
 use support::iperf::{app_share_pct, intervals, mean};
 use support::qga::Agent;
 use support::{eventually, free_port, get_json, KillOnDrop};
@@ -80,15 +84,16 @@ fn build_guest() -> String {
         .to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Four workers: the guest agent's calls block one while solive runs
+// in-process on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queue_mode_shapes_traffic_on_a_kernel_datapath() {
     let _lock = support::lock();
     let cache = build_guest();
     let dir = tempfile::tempdir().unwrap();
     let console = dir.path().join("console.log");
     let qga = dir.path().join("qga.sock");
-    let (ovsdb, of, api_port) = (free_port(), free_port(), free_port());
-    let api = format!("http://127.0.0.1:{api_port}");
+    let (ovsdb, of) = (free_port(), free_port());
     // The guest. Its disk is a snapshot: the image stays as built.
     let mut guest = KillOnDrop(
         Command::new("qemu-system-x86_64")
@@ -219,7 +224,7 @@ async fn queue_mode_shapes_traffic_on_a_kernel_datapath() {
     // through QEMU's forward, its bridges connecting to 10.0.2.2 (the host).
     let mut toml = format!(
         "[controller]\nopenflow_listen = \"127.0.0.1:{of}\"\nperiod_ms = 1000\nresync_periods = 5\n\
-         [api]\nlisten = \"127.0.0.1:{api_port}\"\n"
+         [api]\nlisten = \"127.0.0.1:0\"\n"
     );
     for (name, br, up, n) in [("src", "brs", "ups", 1), ("dst", "brd", "upd", 2)] {
         toml += &format!(
@@ -228,16 +233,14 @@ async fn queue_mode_shapes_traffic_on_a_kernel_datapath() {
              controller_target = \"tcp:10.0.2.2:{of}\"\n"
         );
     }
-    let cfg = dir.path().join("solive.toml");
-    std::fs::write(&cfg, toml).unwrap();
-    let log = dir.path().join("solive.log");
-    let mut solive = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_solive"))
-            .args(["serve", "--config", cfg.to_str().unwrap()])
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    // In-process (its log in the test's output), so the test can start a
+    // background transfer through the controller as a disk cache does.
+    let config = solive::config::Config::parse(&toml).unwrap();
+    let of_listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{of}"))
+        .await
+        .unwrap();
+    let solive = support::Solive::start_with(config, of_listener).await;
+    let api = solive.api.clone();
     let hosts = eventually(60, "both bridges connected in queue mode", || async {
         let v = match reqwest::get(format!("{api}/v1/hosts")).await {
             Ok(r) => r.json::<Value>().await.map_err(|e| e.to_string())?,
@@ -251,10 +254,7 @@ async fn queue_mode_shapes_traffic_on_a_kernel_datapath() {
         if ok {
             Ok(v)
         } else {
-            Err(format!(
-                "{v}\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            ))
+            Err(v.to_string())
         }
     })
     .await;
@@ -383,10 +383,72 @@ async fn queue_mode_shapes_traffic_on_a_kernel_datapath() {
         "ovs-vsctl --columns=external_ids list qos; ovs-vsctl get interface vmp ingress_policing_rate",
         |q| !q.contains("solive") && q.trim_end().lines().last() == Some("0"),
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &solive.0.id().to_string()])
-        .status();
-    let _ = solive.0.wait();
+
+    // 5. A background transfer (a disk cache's sync) beside an application
+    // sending 60 Mbit/s. Queue mode has no meter for it: solive puts a QoS
+    // on the uplink again, with a queue for the host's background
+    // transfers at their share (half the room: about 20), and steers the
+    // transfer's flow into it; the application keeps its rate. Ended, its
+    // flow and the QoS go.
+    agent.run("ip netns exec hd iperf3 -s -D -p 10809", 30);
+    let app = iperf(&mut agent, "vm", "10.197.0.2", 5201, 30, Some("60M"));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let lease = solive
+        .running
+        .controller
+        .start_background(BackgroundRequest {
+            host: "src".into(),
+            src: "10.197.0.1".parse().unwrap(),
+            dst: "10.197.0.2".parse().unwrap(),
+            tcp_dst: 10809,
+            floor_bps: 4e6,
+            max_bps: 80e6,
+        })
+        .await
+        .unwrap();
+    assert!(lease.held.enforced, "{:?}", lease.held);
+    let transfer = iperf(&mut agent, "hs", "10.197.0.2", 10809, 20, None);
+    let steered = until(
+        &mut agent,
+        10,
+        "the transfer steered into the background queue",
+        "ovs-ofctl -O OpenFlow13 dump-flows brs; ovs-vsctl list queue",
+        |o| o.contains("tp_dst=10809") && o.contains(&format!("set_queue:{BACKGROUND_QUEUE}")),
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let share = lease.rate_bps().await.unwrap() / 1e6;
+    let classes = agent.run("tc -s class show dev ups", 30);
+    let transfer_iv = intervals_of(&mut agent, transfer, 60);
+    let app_iv = intervals_of(&mut agent, app, 60);
+    let during = mean(&transfer_iv, 6.0, 18.0);
+    let app_rate = mean(&app_iv, 10.0, 22.0);
+    eprintln!(
+        "background transfer {during:.1} Mbit/s (share {share:.1}) beside the application's \
+         {app_rate:.1}\n{steered}\nups classes:\n{classes}"
+    );
+    // The share: half of 100 - 60, give or take the counters' wobble.
+    assert!((14.0..=28.0).contains(&share), "share {share:.1} Mbit/s");
+    // HTB shapes (it queues, where a meter drops): the transfer runs at
+    // its share, well under the ~40 Mbit/s TCP would take unheld...
+    assert!(
+        during <= share * 1.1 + 1.0,
+        "transfer {during:.1} over its {share:.1}"
+    );
+    assert!(
+        during >= 0.8 * share,
+        "transfer {during:.1} far under its {share:.1}"
+    );
+    // ... and the application keeps its rate.
+    assert!(app_rate >= 54.0, "application fell to {app_rate:.1} Mbit/s");
+    drop(lease);
+    until(
+        &mut agent,
+        10,
+        "the transfer's flow and solive's QoS gone",
+        "ovs-ofctl -O OpenFlow13 dump-flows brs; ovs-vsctl --columns=external_ids list qos",
+        |o| !o.contains("tp_dst=10809") && !o.contains("solive"),
+    );
+    solive.stop().await;
     drop(agent);
     drop(guest);
 }

@@ -16,22 +16,30 @@
 //! connection (source address, destination address, the destination's
 //! port) into a meter of its own at its share ([`plan`]), refreshed every
 //! period with the throttling flows' hard timeout, so it lapses with the
-//! controller like the rest. Queue mode has no per-flow meter; there the
-//! transfer is held back by its own cap only (the grant says so).
+//! controller like the rest. Queue mode has no per-flow meter: there the
+//! host's transfers share a queue of the uplink's linux-htb QoS
+//! ([`BACKGROUND_QUEUE`]) whose ceiling is their shares together, and each
+//! transfer's flow steers its packets into it ([`plan_queue`]); TCP splits
+//! the queue among them. Both lapse with the controller like queue mode's
+//! other state (the flows' hard timeout; `solive watchdog` for the rows).
 
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use super::enforce::{cookie, KIND_BACKGROUND, MIGRATION_PRIORITY};
+use super::enforce::{cookie, PortQos, KIND_BACKGROUND, MIGRATION_PRIORITY};
 use super::reconcile::{FlowSpec, MeterSpec};
 use crate::openflow::{port, Action, Instruction, Match};
+use crate::ovsdb::vswitch::QueueConfig;
 
 /// Background transfers' meters: `BACKGROUND_METERS + id`, inside the range
 /// enforcement owns.
 pub const BACKGROUND_METERS: u32 = 0x5011_8000;
 /// Ids wrap within this many.
 pub const MAX_BACKGROUND: u32 = 0x7fff;
+/// Queue mode: the uplink queue the background transfers share (0 is the
+/// applications', 1 the migrations').
+pub const BACKGROUND_QUEUE: u32 = 2;
 
 /// A transfer that may use the room on its source's uplink.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -106,28 +114,95 @@ pub fn plan(
             rate_kbps,
             burst_kb: super::enforce::burst_kb(u64::from(rate_kbps)) as u32,
         });
-        let r = &b.request;
-        flows.push(FlowSpec {
-            cookie: flow_cookie(b.id),
-            table_id: 0,
-            // Its own match (the cache's port is outside the migration
-            // range), so no overlap with a migration flow.
-            priority: MIGRATION_PRIORITY,
-            matches: Match::new()
-                .eth_type(0x0800)
-                .ip_proto(6)
-                .ipv4_src(r.src, None)
-                .ipv4_dst(r.dst, None)
-                .tcp_dst(r.tcp_dst, None),
-            instructions: vec![
+        flows.push(flow(
+            b,
+            vec![
                 Instruction::Meter(meter),
                 Instruction::ApplyActions(vec![Action::output(port::NORMAL)]),
             ],
             hard_timeout,
-            refresh: true,
-        });
+        ));
     }
     (flows, meters)
+}
+
+/// Queue mode: the transfers' flows into [`BACKGROUND_QUEUE`], and that
+/// queue on the uplink (`uplink`, `capacity_bps`) at the transfers'
+/// shares together (`rates`), their floors kept as its minimum. The queue
+/// joins the uplink's QoS in `qos` if the reservations made one; else the
+/// QoS is made with queue 0 for everything else, up to the link.
+pub fn plan_queue(
+    transfers: &[(&Background, f64)],
+    hard_timeout: u16,
+    uplink: &str,
+    capacity_bps: f64,
+    qos: &mut Vec<PortQos>,
+) -> Vec<FlowSpec> {
+    let total: f64 = transfers.iter().map(|(_, r)| r).sum();
+    let floor: f64 = transfers.iter().map(|(b, _)| b.request.floor_bps).sum();
+    let max_rate = total.round().max(1000.0) as u64;
+    let queue = QueueConfig {
+        min_rate: Some(floor.min(total).round() as u64),
+        max_rate: Some(max_rate),
+        priority: None,
+        // A tenth of a second at the ceiling, as queue mode's policers:
+        // with OVS's one-MTU default a TCG host's queue sent 77% of it.
+        burst: Some(max_rate / 10),
+    };
+    let cap = capacity_bps.round() as u64;
+    match qos.iter_mut().find(|q| q.port == uplink) {
+        Some(q) => q.queues.push((BACKGROUND_QUEUE, queue)),
+        None => qos.push(PortQos {
+            port: uplink.to_string(),
+            max_rate: cap,
+            queues: vec![
+                (
+                    0,
+                    QueueConfig {
+                        min_rate: None,
+                        max_rate: Some(cap),
+                        priority: None,
+                        burst: None,
+                    },
+                ),
+                (BACKGROUND_QUEUE, queue),
+            ],
+        }),
+    }
+    transfers
+        .iter()
+        .map(|(b, _)| {
+            flow(
+                b,
+                vec![Instruction::ApplyActions(vec![
+                    Action::SetQueue(BACKGROUND_QUEUE),
+                    Action::output(port::NORMAL),
+                ])],
+                hard_timeout,
+            )
+        })
+        .collect()
+}
+
+/// Transfer `b`'s flow: its TCP connection, with `instructions`.
+fn flow(b: &Background, instructions: Vec<Instruction>, hard_timeout: u16) -> FlowSpec {
+    let r = &b.request;
+    FlowSpec {
+        cookie: flow_cookie(b.id),
+        table_id: 0,
+        // Its own match (the cache's port is outside the migration
+        // range), so no overlap with a migration flow.
+        priority: MIGRATION_PRIORITY,
+        matches: Match::new()
+            .eth_type(0x0800)
+            .ip_proto(6)
+            .ipv4_src(r.src, None)
+            .ipv4_dst(r.dst, None)
+            .tcp_dst(r.tcp_dst, None),
+        instructions,
+        hard_timeout,
+        refresh: true,
+    }
 }
 
 #[cfg(test)]
@@ -187,5 +262,58 @@ mod tests {
             .contains(&Instruction::Meter(BACKGROUND_METERS + 3)));
         assert_eq!(f.hard_timeout, 3);
         assert!(f.refresh);
+    }
+
+    #[test]
+    fn in_queue_mode_the_transfers_share_a_queue_of_the_uplink_at_their_shares() {
+        let b = |id: u32| Background {
+            id,
+            request: BackgroundRequest {
+                host: "h1".into(),
+                src: Ipv4Addr::new(10, 0, 0, 1),
+                dst: Ipv4Addr::new(10, 0, 0, 2),
+                tcp_dst: 10809 + id as u16,
+                floor_bps: 8e6,
+                max_bps: 80e6,
+            },
+            rate_bps: None,
+            enforced: false,
+        };
+        let (one, two) = (b(1), b(2));
+        // No reservation: the QoS is made, queue 0 free up to the link.
+        let mut qos = Vec::new();
+        let flows = plan_queue(&[(&one, 10e6), (&two, 15e6)], 3, "up", C, &mut qos);
+        assert_eq!(qos.len(), 1);
+        assert_eq!(qos[0].port, "up");
+        assert_eq!(qos[0].queues[0].0, 0);
+        assert_eq!(qos[0].queues[0].1.max_rate, Some(100_000_000));
+        let (id, q) = qos[0].queues[1];
+        assert_eq!(id, BACKGROUND_QUEUE);
+        assert_eq!(
+            (q.min_rate, q.max_rate),
+            (Some(16_000_000), Some(25_000_000))
+        );
+        assert_eq!(flows.len(), 2);
+        for f in &flows {
+            assert!(f.refresh && f.hard_timeout == 3);
+            assert_eq!(
+                f.instructions,
+                [Instruction::ApplyActions(vec![
+                    Action::SetQueue(BACKGROUND_QUEUE),
+                    Action::output(port::NORMAL)
+                ])]
+            );
+        }
+        // A reservation's QoS on the uplink gets the queue added, its own
+        // queues untouched.
+        let mut qos = vec![PortQos {
+            port: "up".into(),
+            max_rate: 100_000_000,
+            queues: vec![(0, QueueConfig::default()), (1, QueueConfig::default())],
+        }];
+        plan_queue(&[(&one, 10e6)], 3, "up", C, &mut qos);
+        assert_eq!(qos.len(), 1);
+        let ids: Vec<u32> = qos[0].queues.iter().map(|(i, _)| *i).collect();
+        assert_eq!(ids, [0, 1, BACKGROUND_QUEUE]);
     }
 }

@@ -18,6 +18,8 @@
 //!   more than `C − reserve`, outgoing-intensive VMs getting a larger share. On
 //!   the destination and intermediaries the VMs' ports are shaped (egress
 //!   linux-htb towards the VM) to share `C − reserve` by their incoming rates.
+//!   Background transfers (disk caches' syncs) get a queue 2 on the uplink
+//!   at their share ([`super::background::plan_queue`]).
 //!
 //! Fail-safe: every throttling flow carries a hard timeout of
 //! [`TIMEOUT_PERIODS`] periods and is refreshed at every period, so the
@@ -422,11 +424,13 @@ pub fn plan_host(mode: Mode, facts: &HostFacts, legs: &[Leg]) -> HostPlan {
                         min_rate: Some(limit.round() as u64),
                         max_rate: Some(cap),
                         priority: None,
+                        burst: None,
                     };
                     let migq = QueueConfig {
                         min_rate: Some(mig),
                         max_rate: Some(cap),
                         priority: None,
+                        burst: None,
                     };
                     plan.qos.push(PortQos {
                         port: uplink.clone(),
@@ -454,6 +458,7 @@ pub fn plan_host(mode: Mode, facts: &HostFacts, legs: &[Leg]) -> HostPlan {
                         min_rate: None,
                         max_rate: Some(rate),
                         priority: None,
+                        burst: None,
                     };
                     plan.qos.push(PortQos {
                         port: vm.iface.clone(),

@@ -767,7 +767,9 @@ fn background_shares(
         floor,
         max,
     );
-    let enforced = mode == enforce::Mode::Meter;
+    // Queue mode holds them in a queue of the uplink: once it is known.
+    let uplink = facts.uplink.as_ref().map(|(_, name)| name.clone());
+    let enforced = mode == enforce::Mode::Meter || uplink.is_some();
     let mut held = Vec::new();
     for b in mine {
         let share = background::steady(b.rate_bps, (total / n).min(b.request.max_bps));
@@ -775,11 +777,20 @@ fn background_shares(
         b.enforced = enforced;
         held.push((b.clone(), share));
     }
-    if enforced {
-        let refs: Vec<(&background::Background, f64)> = held.iter().map(|(b, r)| (b, *r)).collect();
-        let (flows, meters) = background::plan(&refs, enforce::hard_timeout(facts.period));
-        plan.flows.extend(flows);
-        plan.meters.extend(meters);
+    let refs: Vec<(&background::Background, f64)> = held.iter().map(|(b, r)| (b, *r)).collect();
+    let timeout = enforce::hard_timeout(facts.period);
+    match (mode, uplink) {
+        (enforce::Mode::Meter, _) => {
+            let (flows, meters) = background::plan(&refs, timeout);
+            plan.flows.extend(flows);
+            plan.meters.extend(meters);
+        }
+        (enforce::Mode::Queue, Some(uplink)) => {
+            let flows =
+                background::plan_queue(&refs, timeout, &uplink, facts.capacity_bps, &mut plan.qos);
+            plan.flows.extend(flows);
+        }
+        (enforce::Mode::Queue, None) => {}
     }
 }
 

@@ -63,6 +63,10 @@ pub struct QueueConfig {
     pub min_rate: Option<u64>,
     pub max_rate: Option<u64>,
     pub priority: Option<u32>,
+    /// `other_config:burst`, bits: what the queue may send at once after
+    /// idling. OVS's default is about one MTU, which holds a queue under
+    /// its `max-rate` on a host whose timers are coarse.
+    pub burst: Option<u64>,
 }
 
 /// A QoS row created by solive.
@@ -586,6 +590,9 @@ pub async fn set_htb_qos(
         }
         if let Some(p) = cfg.priority {
             other.push(("priority", p.to_string()));
+        }
+        if let Some(b) = cfg.burst {
+            other.push(("burst", b.to_string()));
         }
         let name = format!("queue{id}");
         ops.push(Operation::Insert {

@@ -5,7 +5,8 @@
 //! `solive scatter push` (on src) → Redis on i1 and i2 → `solive scatter
 //! gather` (on dst): first driven by `mininet/scatter-experiment migrate`
 //! (the data path alone), then by solive's own API (`POST /v1/evacuations`
-//! with and without `intermediaries`, two at once) on `scatter-2i-2vm`.
+//! with and without `intermediaries`, two at once) on `scatter-2i-2vm`; and a
+//! guest with a local disk through an intermediary on `scatter-disk`.
 //!
 //! Needs root, `mininet/install.sh` and a built `solive` (cargo builds it for
 //! integration tests). Holds [`support::lock`] from before `up` until after
@@ -304,6 +305,57 @@ async fn evacuations_through_intermediaries_from_the_api() {
             "{h} still holds keys"
         );
     }
+    solive.stop().await;
+    tb.down();
+}
+
+/// Issue 15: a guest with a local disk evacuated through an intermediary
+/// (`scatter-disk`): its memory goes through i1's store, its disk straight
+/// to dst over NBD, on a port of its own that its reservation names. The
+/// guest is checked whole on dst: running, memory and disk checksums
+/// unchanged, still writing; nothing is left in i1's store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_with_a_local_disk_moves_through_an_intermediary() {
+    use serde_json::json;
+    let _lock = lock();
+    require_tools(&["redis-server", "redis-cli"]);
+    let tb = Testbed::up("scatter-disk", "/tmp/solive-testbed-sg-disk");
+    tb.wait_ready("src", "disk", 120);
+    let disk_sum = tb.wait_disksums("src", "disk", 1, 300)[0].clone();
+    let mem_sum = tb.wait_memsums("src", "disk", 1, 60)[0].clone();
+    let solive = solive_on(&tb).await;
+    let id = evacuate(
+        &solive,
+        json!({"source": "src", "destination": "dst", "urgency": 80,
+               "intermediaries": ["i1"]}),
+    )
+    .await;
+    let rec = evacuation_end(&solive, id, 600).await;
+    assert_eq!(rec["state"], "done", "{rec:#}");
+    let vm = &rec["vms"][0];
+    assert_eq!(vm["state"], "done", "{vm:#}");
+    assert_eq!(vm["intermediaries"], json!(["i1"]), "{vm:#}");
+    assert_eq!(vm["disks"][0]["copy"], true, "{vm:#}");
+    let copied = vm["disk_bytes"].as_u64().expect("disk bytes recorded");
+    let scatter = &vm["scatter"];
+    assert_eq!(
+        scatter["push"]["chunks"], scatter["gather"]["chunks"],
+        "{scatter:#}"
+    );
+    eprintln!(
+        "through i1: disk {} MiB copied straight to dst, memory {} chunks through i1; \
+         migration {} ms, eviction {} ms",
+        copied >> 20,
+        scatter["push"]["chunks"],
+        rec["total_migration_ms"],
+        rec["eviction_ms"]
+    );
+    // The fill alone is 128 MiB: all of it crossed.
+    assert!(copied >= 128 << 20, "copied {copied} bytes: {vm:#}");
+    tb.assert_whole("dst", "disk", &mem_sum);
+    tb.assert_disk_whole("dst", "disk", &disk_sum, 120);
+    assert_eq!(redis_cli(&tb, "i1", &["DBSIZE"]).trim(), "0");
+    assert_eq!(solive.get("/v1/reservations").await, json!([]));
     solive.stop().await;
     tb.down();
 }

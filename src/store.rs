@@ -68,6 +68,21 @@ pub trait Backing: Send + 'static {
 pub struct Store {
     tx: mpsc::Sender<Op>,
     path: PathBuf,
+    fence: Fence,
+}
+
+/// Whether the controller holding the store may still act ([`Store::fenced`]).
+#[derive(Clone, Default)]
+struct Fence(Option<std::sync::Arc<dyn Fn() -> bool + Send + Sync>>);
+
+impl std::fmt::Debug for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "fenced"
+        } else {
+            "unfenced"
+        })
+    }
 }
 
 /// What was stored when the controller last ran.
@@ -131,7 +146,27 @@ impl Store {
         std::thread::Builder::new()
             .name("solive-store".into())
             .spawn(move || writer(backing, rx, thread_path))?;
-        Ok(Store { tx, path })
+        Ok(Store {
+            tx,
+            path,
+            fence: Fence::default(),
+        })
+    }
+
+    /// The store of a controller that may stop leading (a cluster's
+    /// leader): `acting` says whether it still may act. etcd refuses a
+    /// deposed leader's writes by itself; what it cannot refuse is an
+    /// action on a host (a migration started, a disk committed), so those
+    /// ask [`Store::may_act`] first.
+    pub fn fenced(mut self, acting: impl Fn() -> bool + Send + Sync + 'static) -> Store {
+        self.fence = Fence(Some(std::sync::Arc::new(acting)));
+        self
+    }
+
+    /// Whether the controller may act on its hosts now (always, outside a
+    /// cluster).
+    pub fn may_act(&self) -> bool {
+        self.fence.0.as_ref().is_none_or(|f| f())
     }
 
     pub fn path(&self) -> &Path {

@@ -396,6 +396,19 @@ impl Caches {
         s
     }
 
+    /// Before an action on a host (a snapshot, a commit, a copy): whether
+    /// this controller still may act ([`Store::may_act`]; a cluster leader
+    /// whose lease has lapsed must leave the disks to its successor).
+    pub(crate) fn acting(&self) -> Result<(), String> {
+        match &self.inner.store {
+            Some(s) if !s.may_act() => Err(
+                "this controller no longer leads (its lease lapsed): the disks left as they are"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     pub fn list(&self) -> Vec<CacheStatus> {
         self.entries()
             .values()

@@ -328,6 +328,7 @@ async fn sync_once(caches: &Caches, status: &Shared, cut: &Cut) -> Result<(), St
         .list()
         .await
         .map_err(|e| format!("the backup host {} does not answer: {e}", st.backup_host))?;
+    caches.acting()?;
     settle_jobs(source, &st.vm).await?;
     let first = st.generation == 0;
     status.set(|s| {
@@ -348,6 +349,7 @@ async fn sync_once(caches: &Caches, status: &Shared, cut: &Cut) -> Result<(), St
         .iter()
         .map(|d| (d.target.clone(), plan::overlay_path(&d.base, &stamp)))
         .collect();
+    caches.acting()?;
     source
         .hv
         .snapshot_disks(&st.vm, overlays.clone())
@@ -405,7 +407,7 @@ async fn sync_once(caches: &Caches, status: &Shared, cut: &Cut) -> Result<(), St
             // Otherwise the source's chain goes back to one overlay
             // whatever the transfer did: the source is the truth, the
             // cache may lag.
-            let c = commit(source, &st.vm, &d.target, base, &old_top).await;
+            let c = commit(caches, source, &st.vm, &d.target, base, &old_top).await;
             r.map_err(|e| format!("shipping {old_top} to {}: {e}", st.backup_host))?;
             c?;
             // The base has just changed (the commit): read again.
@@ -422,7 +424,7 @@ async fn sync_once(caches: &Caches, status: &Shared, cut: &Cut) -> Result<(), St
             (bytes, base_bytes)
         } else {
             if old_top != *base {
-                commit(source, &st.vm, &d.target, base, &old_top).await?;
+                commit(caches, source, &st.vm, &d.target, base, &old_top).await?;
                 // A sync cut without its cleanup (the controller killed)
                 // leaves layers under the top the commit merged, and its
                 // private copy of the overlay it was shipping: in no chain
@@ -516,12 +518,14 @@ async fn sync_once(caches: &Caches, status: &Shared, cut: &Cut) -> Result<(), St
 /// Commits `top` into `base` on the source and removes `top`'s file (it is
 /// in no chain any more).
 async fn commit(
+    caches: &Caches,
     source: &CacheHost,
     vm: &str,
     target: &str,
     base: &str,
     top: &str,
 ) -> Result<(), String> {
+    caches.acting()?;
     source
         .hv
         .commit_disk(vm, target, base, top, COMMIT_LIMIT)
@@ -577,6 +581,7 @@ pub(super) async fn prepare(
     let st = status.get();
     let source = caches.host(&st.source)?;
     let backup = caches.host(&st.backup_host)?;
+    caches.acting()?;
     settle_jobs(source, &st.vm)
         .await
         .map_err(|e| format!("stale: {e}"))?;
@@ -594,7 +599,7 @@ pub(super) async fn prepare(
             .unwrap_or_default();
         if cut.is_some() && chain.len() == 3 && chain[1] == d.top && chain[2] == d.base {
             let (_, bytes) = sizes(source, &d.top).await?;
-            commit(source, &st.vm, &d.target, &d.top, &chain[0])
+            commit(caches, source, &st.vm, &d.target, &d.top, &chain[0])
                 .await
                 .map_err(|e| format!("stale: {e}"))?;
             chain.remove(0);

@@ -66,6 +66,18 @@ pub struct Member {
     /// fenced write was refused.
     lost: watch::Receiver<bool>,
     lose: std::sync::Arc<watch::Sender<bool>>,
+    /// When the lease was last renewed (the keep-alive's last answer).
+    renewed: std::sync::Arc<std::sync::Mutex<std::time::Instant>>,
+}
+
+/// Whether a replica may still act: its lease not known lost, and renewed
+/// less than a lease period ago. The keep-alive marks the lease lost on the
+/// same rule, but only when its task next runs: a leader resumed after a
+/// pause (SIGSTOP, a stalled VM) runs its other tasks in no set order, and
+/// one about to start a migration or a disk commit asks this first, from
+/// the clock, not from a task that may not have run yet.
+pub fn may_act(lost: bool, since_renewal: Duration, lease: Duration) -> bool {
+    !lost && since_renewal < lease
 }
 
 /// Won leadership: the leader key, whose creation revision is the generation.
@@ -116,11 +128,13 @@ impl Member {
         }
         let (lost_tx, lost) = watch::channel(false);
         let lose = std::sync::Arc::new(lost_tx);
+        let renewed = std::sync::Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
         tokio::spawn(keep_alive(
             client.clone(),
             lease,
             Duration::from_millis(config.lease_ms),
             lose.clone(),
+            renewed.clone(),
         ));
         tracing::info!(name = %config.name, lease = format!("{lease:x}"), ttl_s = grant.ttl(), "joined the cluster");
         Ok(Member {
@@ -129,7 +143,21 @@ impl Member {
             lease,
             lost,
             lose,
+            renewed,
         })
+    }
+
+    /// [`may_act`] now, for this replica (see [`crate::store::Store::fenced`]).
+    pub fn acting(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let (lost, renewed) = (self.lost.clone(), self.renewed.clone());
+        let lease = Duration::from_millis(self.config.lease_ms);
+        move || {
+            let since = renewed
+                .lock()
+                .map(|at| at.elapsed())
+                .unwrap_or(Duration::MAX);
+            may_act(*lost.borrow(), since, lease)
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -228,6 +256,7 @@ async fn keep_alive(
     lease: i64,
     period: Duration,
     lost: std::sync::Arc<watch::Sender<bool>>,
+    renewed: std::sync::Arc<std::sync::Mutex<std::time::Instant>>,
 ) {
     let every = period / 3;
     let mut last_ok = tokio::time::Instant::now();
@@ -249,13 +278,18 @@ async fn keep_alive(
                 .and_then(Result::ok);
         }
         if let Some((keeper, answers)) = stream.as_mut() {
-            let renewed = tokio::time::timeout(every, async {
+            let answer = tokio::time::timeout(every, async {
                 keeper.keep_alive().await?;
                 answers.message().await
             })
             .await;
-            match renewed {
-                Ok(Ok(Some(r))) if r.ttl() > 0 => last_ok = tokio::time::Instant::now(),
+            match answer {
+                Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                    last_ok = tokio::time::Instant::now();
+                    if let Ok(mut at) = renewed.lock() {
+                        *at = std::time::Instant::now();
+                    }
+                }
                 Ok(Ok(Some(_))) => {
                     tracing::error!(
                         lease = format!("{lease:x}"),
@@ -290,5 +324,21 @@ async fn observe(client: Client, election: String, leader: watch::Sender<Option<
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_acts_only_within_a_lease_of_its_last_renewal() {
+        let lease = Duration::from_secs(2);
+        assert!(may_act(false, Duration::from_millis(500), lease));
+        // Paused past its lease: the keep-alive has not run yet to say so,
+        // the clock does.
+        assert!(!may_act(false, Duration::from_secs(5), lease));
+        assert!(!may_act(false, lease, lease));
+        assert!(!may_act(true, Duration::ZERO, lease));
     }
 }

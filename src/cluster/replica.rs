@@ -157,7 +157,8 @@ pub async fn run(
         timeout,
         member.deposed(),
     )?;
-    let store = Store::with_backing(backing, format!("etcd:{}", member.prefix()).into())?;
+    let store = Store::with_backing(backing, format!("etcd:{}", member.prefix()).into())?
+        .fenced(member.acting());
     let _ = standby_stop_tx.send(());
     let _ = standby_api.await;
     let _ = release_tx.send(());

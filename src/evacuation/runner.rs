@@ -678,6 +678,17 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
     }
     tracing::info!(evacuation = job.id, vm, reservation = ?rid, cap_mibs = cap, via = ?via, "migration starting");
     let hv = job.source.hv.clone();
+    // A cluster leader whose lease lapsed (paused past it, say) must not
+    // start a migration its successor does not know of; it is about to
+    // exit, touching nothing (the successor migrates the VM).
+    if job.evac.inner.store.as_ref().is_some_and(|s| !s.may_act()) {
+        tracing::error!(
+            evacuation = job.id,
+            vm,
+            "not started: this controller no longer leads"
+        );
+        return;
+    }
     let mut migration = hv.migrate(vm, opts);
     let mut tick = tokio::time::interval(job.evac.inner.settings.period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);

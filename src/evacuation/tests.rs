@@ -1495,3 +1495,24 @@ fn only_the_newest_finished_records_are_kept_and_never_a_running_one() {
     super::forget_oldest(&mut m, 0, |f| *f);
     assert_eq!(m.keys().copied().collect::<Vec<_>>(), [2, 5]);
 }
+
+/// A cluster leader whose lease lapsed (its store's fence says so) starts
+/// no migration: the VM stays where it is for the successor to move.
+#[tokio::test(start_paused = true)]
+async fn a_controller_that_no_longer_leads_starts_no_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = FakeCloud::new();
+    cloud.add_vm("h1", "a", vm(8, 0.0));
+    let (store, _) = crate::store::Store::open(dir.path()).unwrap();
+    let leads = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let l = leads.clone();
+    let store = store.fenced(move || l.load(std::sync::atomic::Ordering::Relaxed));
+    assert!(store.may_act());
+    leads.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(!store.may_act());
+    let evac = setup_stored(&cloud, Settings::default(), Some(store));
+    let id = start(&evac, r#"{"source":"h1","destination":"h2"}"#).await;
+    let _ = tokio::time::timeout(Duration::from_secs(120), evac.wait(id)).await;
+    assert_eq!(cloud.vms_on("h1"), ["a"]);
+    assert_eq!(cloud.vms_on("h2"), Vec::<String>::new());
+}

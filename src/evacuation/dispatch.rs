@@ -4,7 +4,7 @@
 //! running migrations report in the record.
 //!
 //! The dispatcher only starts migrations; each one's task
-//! ([`super::runner::migrate_one`]) carries it to its end and is the writer
+//! ([`super::migrate::migrate_one`]) carries it to its end and is the writer
 //! of its VM's part of the record. What the dispatcher writes is the
 //! record's `concurrency` (decisions and timeline).
 
@@ -15,9 +15,10 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::concurrency::{self, Feedback, Sample};
+use super::migrate::migrate_one;
 use super::record::{ConcurrencyRecord, EvacuationRecord};
 use super::request::{Concurrency, OnDeadline, MAX_PARALLEL};
-use super::runner::{migrate_one, Job};
+use super::runner::Job;
 use crate::hypervisor::mibs_to_bps;
 
 /// What the dispatcher keeps of one running migration.

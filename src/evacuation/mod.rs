@@ -13,6 +13,7 @@ pub mod converge;
 mod dispatch;
 pub mod forecast;
 pub mod metric;
+mod migrate;
 pub mod ports;
 pub mod record;
 pub mod replay;

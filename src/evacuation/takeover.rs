@@ -197,7 +197,11 @@ async fn watch_inherited(
                     Some(rid) => evac.inner.controller.reservation(rid).await.ok().flatten(),
                     None => None,
                 };
-                if let Some(want) = view.as_ref().and_then(runner::cap_bps).map(bps_to_mibs) {
+                if let Some(want) = view
+                    .as_ref()
+                    .and_then(super::migrate::cap_bps)
+                    .map(bps_to_mibs)
+                {
                     if cap != Some(want) && source.hv.set_max_speed(vm, want).await.is_ok() {
                         cap = Some(want);
                     }

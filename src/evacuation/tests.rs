@@ -587,19 +587,19 @@ async fn migrations_wait_for_a_port_when_every_one_is_held() {
 #[test]
 fn a_port_goes_into_the_migration_uri() {
     assert_eq!(
-        runner::with_port("tcp://10.0.0.2", 49152),
+        migrate::with_port("tcp://10.0.0.2", 49152),
         "tcp://10.0.0.2:49152"
     );
     assert_eq!(
-        runner::with_port("tcp://10.0.0.2:4000", 49153),
+        migrate::with_port("tcp://10.0.0.2:4000", 49153),
         "tcp://10.0.0.2:49153"
     );
     assert_eq!(
-        runner::with_port("tcp://[fd00::2]", 49154),
+        migrate::with_port("tcp://[fd00::2]", 49154),
         "tcp://[fd00::2]:49154"
     );
     assert_eq!(
-        runner::with_port("tcp://[fd00::2]:7", 49155),
+        migrate::with_port("tcp://[fd00::2]:7", 49155),
         "tcp://[fd00::2]:49155"
     );
 }

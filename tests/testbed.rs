@@ -612,7 +612,14 @@ async fn a_cancel_is_carried_out_before_the_migration_starts_and_through_a_hung_
     use serde_json::json;
     let _lock = lock();
     require_tools(&[]);
-    let tb = Testbed::up("two-hosts", "/tmp/solive-testbed-cancel");
+    // libvirt's debug log: the cancel through a hung libvirtd has twice
+    // left libvirt reporting a migration that no longer moved (README,
+    // "A cancel is never dropped"); a failure prints what libvirt did.
+    let tb = Testbed::up_with(
+        "two-hosts",
+        "/tmp/solive-testbed-cancel",
+        &[("SOLIVE_LIBVIRT_DEBUG", "1")],
+    );
     let sum = tb.wait_memsums("h1", "vm1", 1, 90)[0].clone();
     let solive = solive_on(&tb).await;
     let base = solive.api.clone();
@@ -656,6 +663,11 @@ async fn a_cancel_is_carried_out_before_the_migration_starts_and_through_a_hung_
         }
     })
     .await;
+    // The debug log that a failure below prints is there.
+    assert!(
+        !tb.libvirtd_log("h1", &["migrat"], 1).is_empty(),
+        "h1's libvirtd logs nothing on the migration"
+    );
     let pid = std::fs::read_to_string(tb.state.join("hosts/h1/run/libvirtd.pid")).unwrap();
     let pid = pid.trim().to_string();
     run(Command::new("kill").args(["-STOP", &pid]));
@@ -672,6 +684,16 @@ async fn a_cancel_is_carried_out_before_the_migration_starts_and_through_a_hung_
     assert_eq!(rec["state"], "cancelling", "{rec:#}");
     run(Command::new("kill").args(["-CONT", &pid]));
     let rec = evacuation_end(&solive, id, 180).await;
+    if rec["vms"][0]["state"] != "cancelled" {
+        let words = ["migrat", "abort", "Abort", "job", "Job", "cancel"];
+        panic!(
+            "the cancel through a hung libvirtd did not end as cancelled: {rec:#}\n\
+             h1's libvirtd (last 200 lines on jobs and migration):\n{}\n\
+             h2's:\n{}",
+            tb.libvirtd_log("h1", &words, 200),
+            tb.libvirtd_log("h2", &words, 60)
+        );
+    }
     assert_eq!(rec["state"], "cancelled", "{rec:#}");
     assert_eq!(rec["vms"][0]["state"], "cancelled", "{rec:#}");
     tb.assert_whole("h1", "vm1", &sum);

@@ -11,9 +11,15 @@ use super::{repo_root, run};
 
 /// Runs `mininet/testbed` with `args`.
 pub fn testbed(args: &[&str]) -> Output {
+    testbed_with(args, &[])
+}
+
+/// [`testbed`] with variables in its environment (`SOLIVE_LIBVIRT_DEBUG`).
+pub fn testbed_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new("/usr/bin/python3")
         .arg(repo_root().join("mininet/testbed"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("cannot run mininet/testbed")
 }
@@ -58,10 +64,17 @@ pub struct Testbed {
 
 impl Testbed {
     pub fn up(topology: &str, state: &str) -> Testbed {
+        Self::up_with(topology, state, &[])
+    }
+
+    /// [`Testbed::up`] with variables for `mininet/testbed up`:
+    /// `("SOLIVE_LIBVIRT_DEBUG", "1")` has each host's libvirtd log its
+    /// QEMU driver and migrations at debug level ([`Testbed::libvirtd_log`]).
+    pub fn up_with(topology: &str, state: &str, env: &[(&str, &str)]) -> Testbed {
         require_tools(&[]);
         // Leftovers of a killed run.
         let _ = testbed(&["down", "--state", state]);
-        let out = testbed(&["up", topology, "--state", state]);
+        let out = testbed_with(&["up", topology, "--state", state], env);
         let mut tb = Testbed {
             state: PathBuf::from(state),
             info: serde_json::Value::Null,
@@ -206,6 +219,20 @@ impl Testbed {
             "{vm}'s memory changed on {host}: {:?}",
             self.memsums(host, vm)
         );
+    }
+
+    /// The last `n` lines of `host`'s libvirtd log that contain any of
+    /// `words` (the log is there with `SOLIVE_LIBVIRT_DEBUG`, see
+    /// [`Testbed::up_with`]).
+    #[allow(dead_code)]
+    pub fn libvirtd_log(&self, host: &str, words: &[&str], n: usize) -> String {
+        let log = self.state.join(format!("hosts/{host}/log/libvirtd.log"));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let hits: Vec<&str> = text
+            .lines()
+            .filter(|l| words.iter().any(|w| l.contains(w)))
+            .collect();
+        hits[hits.len().saturating_sub(n)..].join("\n")
     }
 
     /// What guest `vm` printed on its console on `host` so far.

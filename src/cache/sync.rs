@@ -16,8 +16,6 @@ use tokio_util::sync::CancellationToken;
 use super::plan::{self, Evidence, Marker};
 use super::{CacheHost, CacheState, Caches, Shared, Taken};
 
-/// A commit of one overlay on the source (local disk to local disk).
-const COMMIT_LIMIT: Duration = Duration::from_secs(300);
 /// A short helper (create, check, info, cat, rm).
 const SHORT: Duration = Duration::from_secs(60);
 /// How often the dirty figures are refreshed between syncs.
@@ -528,7 +526,7 @@ async fn commit(
     caches.acting()?;
     source
         .hv
-        .commit_disk(vm, target, base, top, COMMIT_LIMIT)
+        .commit_disk(vm, target, base, top, crate::hypervisor::COMMIT_LIMIT)
         .await
         .map_err(|e| format!("cannot commit {top} into {base}: {e}"))?;
     let _ = helper(source, &["rm", "-f", top].map(String::from), None, SHORT).await;
@@ -538,15 +536,9 @@ async fn commit(
 /// Finishes a commit a killed controller left on the VM's disks (its
 /// snapshot, commit or migration would fail on it).
 async fn settle_jobs(source: &CacheHost, vm: &str) -> Result<(), String> {
-    let finished = source
-        .hv
-        .settle_disk_jobs(vm, COMMIT_LIMIT)
+    crate::hypervisor::settle_left_jobs(source.hv.as_ref(), vm)
         .await
-        .map_err(|e| format!("a block job on the VM's disks: {e}"))?;
-    for what in finished {
-        tracing::warn!(vm, "{what}");
-    }
-    Ok(())
+        .map_err(|e| format!("a block job on the VM's disks: {e}"))
 }
 
 async fn refresh_dirty(caches: &Caches, status: &Shared) {

@@ -28,9 +28,6 @@ pub(super) const CANCEL_BOUND: std::time::Duration = std::time::Duration::from_s
 /// on the source end the migration even if libvirt's migrate call has not
 /// returned (it normally returns within one).
 const LOST_CALL_PERIODS: u32 = 3;
-/// How long a migration waits for a block commit a killed controller left
-/// on its disks to end (it runs inside QEMU, at the disk's speed).
-const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The source's reservation in bit/s, once measured.
 fn source_reserve_bps(v: &ReservationView) -> Option<f64> {
@@ -202,17 +199,12 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
     // A commit a controller killed mid-way left on its disks would make
     // libvirt refuse the migration: finished as that one would have.
     if !copied.is_empty() {
-        match job.source.hv.settle_disk_jobs(vm, SETTLE_LIMIT).await {
-            Ok(finished) => finished
-                .iter()
-                .for_each(|f| tracing::warn!(evacuation = job.id, vm, "{f}")),
-            Err(e) => {
-                release_unused(job, rid).await;
-                if incremental {
-                    caches.migration_ended(vm, false);
-                }
-                return fail(e.to_string());
+        if let Err(e) = crate::hypervisor::settle_left_jobs(job.source.hv.as_ref(), vm).await {
+            release_unused(job, rid).await;
+            if incremental {
+                caches.migration_ended(vm, false);
             }
+            return fail(e.to_string());
         }
     }
     job.update_vm(vm, |v| match &cache {

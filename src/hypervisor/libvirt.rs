@@ -505,41 +505,22 @@ impl Libvirt {
             .any(|d| d.target == target && d.source.as_deref() == Some(top));
         libvirt_ffi::block_commit(&dom, target, base, top, active)
             .map_err(|e| self.vm_err(vm, e))?;
-        let started = Instant::now();
-        // A commit of a layer below the active one ends by itself; libvirt
-        // then drops `top` from the chain.
-        loop {
-            std::thread::sleep(Duration::from_millis(100));
-            let state = if active {
-                libvirt_ffi::block_job_ready(&dom, target).map(|ready| {
-                    // A pivot refused (not ready after all) is tried again.
-                    !(ready && libvirt_ffi::block_job_pivot(&dom, target).is_ok())
-                })
-            } else {
-                libvirt_ffi::block_job_active(&dom, target)
-            };
-            match state {
-                Ok(false) => break,
-                Ok(true) if started.elapsed() > limit => {
-                    let _ = libvirt_ffi::block_job_abort(&dom, target);
-                    return Err(self.vm_err(
-                        vm,
-                        format!("the commit of {top} did not end within {limit:?}: aborted"),
-                    ));
-                }
-                Ok(true) => {}
-                Err(e) => return Err(self.vm_err(vm, e)),
+        // A commit of a layer below the active one ends by itself (libvirt
+        // then drops `top` from the chain); an active one is pivoted once
+        // ready.
+        match finish_job(&dom, target, Instant::now(), limit) {
+            Ok(_) => {}
+            Err(JobWait::TimedOut { pivoted: false }) => {
+                let _ = libvirt_ffi::block_job_abort(&dom, target);
+                return Err(self.vm_err(
+                    vm,
+                    format!("the commit of {top} did not end within {limit:?}: aborted"),
+                ));
             }
-        }
-        if active {
-            // The pivot returns at once; the chain changes when QEMU's job
-            // has completed.
-            while libvirt_ffi::block_job_active(&dom, target).map_err(|e| self.vm_err(vm, e))? {
-                if started.elapsed() > limit {
-                    return Err(self.vm_err(vm, format!("the pivot onto {base} did not end")));
-                }
-                std::thread::sleep(Duration::from_millis(100));
+            Err(JobWait::TimedOut { pivoted: true }) => {
+                return Err(self.vm_err(vm, format!("the pivot onto {base} did not end")));
             }
+            Err(e) => return Err(self.vm_err(vm, e.describe(target))),
         }
         let spec = spec()?;
         let chain_has_top = spec
@@ -558,7 +539,6 @@ impl Libvirt {
         vm: &str,
         limit: Duration,
     ) -> Result<Vec<String>, HypervisorError> {
-        use disks::Settle;
         let conn = self.connect()?;
         let dom = conn
             .lookup_domain_by_name(vm)
@@ -567,39 +547,16 @@ impl Libvirt {
         let started = Instant::now();
         let mut finished = Vec::new();
         for d in disks::parse(&xml).map_err(|e| self.vm_err(vm, e))? {
-            let mut found = None;
-            loop {
-                let job =
-                    libvirt_ffi::block_job(&dom, &d.target).map_err(|e| self.vm_err(vm, e))?;
-                found = found.or(job.map(|j| j.kind));
-                match disks::settle(job) {
-                    Settle::Clear => break,
-                    Settle::Refuse(kind) => {
-                        return Err(self.vm_err(
-                            vm,
-                            format!(
-                                "disk {} runs a block job solive did not start (libvirt type {kind}): left as it is",
-                                d.target
-                            ),
-                        ))
-                    }
-                    // A pivot refused (not ready after all) is tried again.
-                    Settle::Pivot => {
-                        let _ = libvirt_ffi::block_job_pivot(&dom, &d.target);
-                    }
-                    Settle::Wait => {}
-                }
-                if started.elapsed() > limit {
-                    return Err(self.vm_err(
-                        vm,
-                        format!(
-                            "the block job left on disk {} did not end within {limit:?}",
-                            d.target
-                        ),
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            let found = finish_job(&dom, &d.target, started, limit).map_err(|e| match e {
+                JobWait::TimedOut { .. } => self.vm_err(
+                    vm,
+                    format!(
+                        "the block job left on disk {} did not end within {limit:?}",
+                        d.target
+                    ),
+                ),
+                e => self.vm_err(vm, e.describe(&d.target)),
+            })?;
             if let Some(kind) = found {
                 finished.push(format!(
                     "disk {}: {} left by an earlier controller, finished",
@@ -869,4 +826,61 @@ fn unique_stamp() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     format!("{}-{:09}", t.as_secs(), t.subsec_nanos())
+}
+
+/// Why the block job on a disk did not end as solive's own commits end.
+enum JobWait {
+    /// Not gone within the limit; whether it had been pivoted.
+    TimedOut {
+        pivoted: bool,
+    },
+    /// A job of another kind (libvirt's type number): not solive's.
+    Refused(u32),
+    Libvirt(virt::error::Error),
+}
+
+impl JobWait {
+    fn describe(&self, target: &str) -> String {
+        match self {
+            JobWait::TimedOut { .. } => format!("the block job on disk {target} did not end"),
+            JobWait::Refused(kind) => format!(
+                "disk {target} runs a block job solive did not start (libvirt type {kind}): left as it is"
+            ),
+            JobWait::Libvirt(e) => e.to_string(),
+        }
+    }
+}
+
+/// Drives the block job on `target` to its end the way solive's commits
+/// end ([`disks::settle`]): waits for a commit, pivots an active commit
+/// once it is ready and then waits for it to go (the pivot returns at once;
+/// the chain changes when QEMU's job has completed). The commits solive
+/// starts and the ones a killed controller left both go through here.
+/// `limit` counts from `started`. The kind of job there was, if any.
+fn finish_job(
+    dom: &Domain,
+    target: &str,
+    started: Instant,
+    limit: Duration,
+) -> Result<Option<disks::BlockJobKind>, JobWait> {
+    use disks::Settle;
+    let mut found = None;
+    let mut pivoted = false;
+    loop {
+        let job = libvirt_ffi::block_job(dom, target).map_err(JobWait::Libvirt)?;
+        found = found.or(job.map(|j| j.kind));
+        match disks::settle(job) {
+            Settle::Clear => return Ok(found),
+            Settle::Refuse(kind) => return Err(JobWait::Refused(kind)),
+            // A pivot refused (not ready after all) is tried again.
+            Settle::Pivot if !pivoted => {
+                pivoted = libvirt_ffi::block_job_pivot(dom, target).is_ok();
+            }
+            Settle::Pivot | Settle::Wait => {}
+        }
+        if started.elapsed() > limit {
+            return Err(JobWait::TimedOut { pivoted });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -69,10 +69,10 @@ pub fn snapshot_create(dom: &Domain, xml: &str, flags: u32) -> Result<(), Error>
 }
 
 /// `virDomainBlockCommit` of `top` into `base` on disk `disk`, unlimited.
-/// Starts the job; [`block_job_active`] tells its end. `active`: `top` is
-/// the layer the guest writes to (`VIR_DOMAIN_BLOCK_COMMIT_ACTIVE`): the
-/// job then never ends by itself but becomes ready ([`block_job_ready`])
-/// and waits for a pivot ([`block_job_pivot`]).
+/// Starts the job; [`block_job`] tells its end. `active`: `top` is the
+/// layer the guest writes to (`VIR_DOMAIN_BLOCK_COMMIT_ACTIVE`): the job
+/// then never ends by itself but becomes ready (`BlockJob::ready`) and
+/// waits for a pivot ([`block_job_pivot`]).
 pub fn block_commit(
     dom: &Domain,
     disk: &str,
@@ -123,7 +123,8 @@ fn block_job_info(dom: &Domain, disk: &str) -> Result<Option<sys::virDomainBlock
 }
 
 /// The block job running on `disk`, if any: which kind, and whether it is
-/// ready to pivot (see [`block_job_ready`]).
+/// ready to pivot (libvirt reports `cur == end` only once QEMU said the job
+/// is ready; it holds `cur` one short of `end` until then).
 pub fn block_job(dom: &Domain, disk: &str) -> Result<Option<BlockJob>, Error> {
     use super::disks::BlockJobKind;
     Ok(block_job_info(dom, disk)?.map(|i| BlockJob {
@@ -134,18 +135,6 @@ pub fn block_job(dom: &Domain, disk: &str) -> Result<Option<BlockJob>, Error> {
         },
         ready: i.cur == i.end,
     }))
-}
-
-/// Whether a block job runs on `disk`.
-pub fn block_job_active(dom: &Domain, disk: &str) -> Result<bool, Error> {
-    Ok(block_job_info(dom, disk)?.is_some())
-}
-
-/// Whether the block job on `disk` is ready to pivot: libvirt reports
-/// `cur == end` only once QEMU said the job is ready (it holds `cur` one
-/// short of `end` until then).
-pub fn block_job_ready(dom: &Domain, disk: &str) -> Result<bool, Error> {
-    Ok(block_job_info(dom, disk)?.is_some_and(|i| i.cur == i.end))
 }
 
 /// `virDomainBlockJobAbort` (flags 0: cancels the job, the chain stays).

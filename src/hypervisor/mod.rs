@@ -102,6 +102,21 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// How long a block commit may take: one solive starts, or one a killed
+/// controller left (it runs inside QEMU, at the disk's speed).
+pub const COMMIT_LIMIT: Duration = Duration::from_secs(300);
+
+/// Finishes the block jobs a killed controller left on `vm`'s disks
+/// ([`Hypervisor::settle_disk_jobs`], within [`COMMIT_LIMIT`]) and logs
+/// each one it finished: before a disk cache's sync or hand-over, and
+/// before a migration that copies disks.
+pub async fn settle_left_jobs(hv: &dyn Hypervisor, vm: &str) -> Result<(), HypervisorError> {
+    for what in hv.settle_disk_jobs(vm, COMMIT_LIMIT).await? {
+        tracing::warn!(vm, "{what}");
+    }
+    Ok(())
+}
+
 fn unsupported(
     vm: &str,
     what: &str,

@@ -66,7 +66,8 @@ pub struct Member {
     /// fenced write was refused.
     lost: watch::Receiver<bool>,
     lose: std::sync::Arc<watch::Sender<bool>>,
-    /// When the lease was last renewed (the keep-alive's last answer).
+    /// When the lease was last renewed (the keep-alive's last answer): the
+    /// one record both the keep-alive and [`Member::acting`] judge by.
     renewed: std::sync::Arc<std::sync::Mutex<std::time::Instant>>,
 }
 
@@ -78,6 +79,14 @@ pub struct Member {
 /// the clock, not from a task that may not have run yet.
 pub fn may_act(lost: bool, since_renewal: Duration, lease: Duration) -> bool {
     !lost && since_renewal < lease
+}
+
+/// How long ago the lease was last renewed (a poisoned lock: as if never).
+fn since_renewal(renewed: &std::sync::Mutex<std::time::Instant>) -> Duration {
+    renewed
+        .lock()
+        .map(|at| at.elapsed())
+        .unwrap_or(Duration::MAX)
 }
 
 /// Won leadership: the leader key, whose creation revision is the generation.
@@ -151,13 +160,7 @@ impl Member {
     pub fn acting(&self) -> impl Fn() -> bool + Send + Sync + 'static {
         let (lost, renewed) = (self.lost.clone(), self.renewed.clone());
         let lease = Duration::from_millis(self.config.lease_ms);
-        move || {
-            let since = renewed
-                .lock()
-                .map(|at| at.elapsed())
-                .unwrap_or(Duration::MAX);
-            may_act(*lost.borrow(), since, lease)
-        }
+        move || may_act(*lost.borrow(), since_renewal(&renewed), lease)
     }
 
     pub fn client(&self) -> &Client {
@@ -259,10 +262,9 @@ async fn keep_alive(
     renewed: std::sync::Arc<std::sync::Mutex<std::time::Instant>>,
 ) {
     let every = period / 3;
-    let mut last_ok = tokio::time::Instant::now();
     let mut stream = None;
     loop {
-        if last_ok.elapsed() >= period {
+        if !may_act(false, since_renewal(&renewed), period) {
             tracing::error!(
                 lease = format!("{lease:x}"),
                 ?period,
@@ -285,7 +287,6 @@ async fn keep_alive(
             .await;
             match answer {
                 Ok(Ok(Some(r))) if r.ttl() > 0 => {
-                    last_ok = tokio::time::Instant::now();
                     if let Ok(mut at) = renewed.lock() {
                         *at = std::time::Instant::now();
                     }

@@ -34,14 +34,26 @@ fn image(tb: &Testbed, host: &str, file: &str) -> PathBuf {
     tb.state.join(format!("hosts/{host}/lib/images/{file}"))
 }
 
+/// The test's controller settings: the testbed's, syncing every 10 s (the
+/// test sees several in a few minutes), with a store (so that a restarted
+/// controller takes the caches back). Both ways of running it start from
+/// these.
+fn settings(tb: &Testbed) -> toml::Table {
+    let text = std::fs::read_to_string(tb.state.join("solive.toml")).unwrap();
+    let mut config: toml::Table = text.parse().unwrap();
+    let mut cache = toml::Table::new();
+    cache.insert("every_s".into(), 10.0.into());
+    config.insert("cache".into(), cache.into());
+    let mut state = toml::Table::new();
+    let dir = tb.state.join("controller").display().to_string();
+    state.insert("dir".into(), dir.into());
+    config.insert("state".into(), state.into());
+    config
+}
+
+/// solive in the test's process, on [`settings`].
 async fn solive_on(tb: &Testbed) -> support::Solive {
-    let mut config = solive::config::Config::load(&tb.state.join("solive.toml")).unwrap();
-    // Syncs every 10 s: the test sees several in a few minutes.
-    config.cache.every_s = 10.0;
-    // A store, so that a restarted controller takes the caches back.
-    config.state = Some(solive::config::StateConfig {
-        dir: tb.state.join("controller"),
-    });
+    let config = solive::config::Config::parse(&toml::to_string(&settings(tb)).unwrap()).unwrap();
     support::Solive::start_with(
         config,
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -157,28 +169,13 @@ async fn freeze_shipping() -> String {
     .await
 }
 
-/// The real `solive serve` on the test's settings ([`solive_on`]'s), on
-/// free ports: a controller the test can kill outright. Its API's URL.
+/// The real `solive serve` on [`settings`], on free ports: a controller the test can kill outright. Its API's URL.
 fn solive_process(tb: &Testbed) -> (support::KillOnDrop, PathBuf, String) {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .to_string()
-    };
-    let text = std::fs::read_to_string(tb.state.join("solive.toml")).unwrap();
-    let mut config: toml::Table = text.parse().unwrap();
+    let free = || format!("127.0.0.1:{}", support::free_port());
+    let mut config = settings(tb);
     let (of, api) = (free(), free());
     config["controller"]["openflow_listen"] = of.into();
     config["api"]["listen"] = api.clone().into();
-    let mut cache = toml::Table::new();
-    cache.insert("every_s".into(), 10.0.into());
-    config.insert("cache".into(), cache.into());
-    let mut state = toml::Table::new();
-    let dir = tb.state.join("controller").display().to_string();
-    state.insert("dir".into(), dir.into());
-    config.insert("state".into(), state.into());
     let (proc, log) = support::serve_process(
         &tb.state,
         "solive-killed",

@@ -768,7 +768,7 @@ fn background_shares(
         max,
     );
     // Queue mode holds them in a queue of the uplink: once it is known.
-    let uplink = facts.uplink.as_ref().map(|(_, name)| name.clone());
+    let uplink = facts.uplink.as_ref().map(|(_, name)| name.as_str());
     let enforced = mode == enforce::Mode::Meter || uplink.is_some();
     let mut held = Vec::new();
     for b in mine {
@@ -787,7 +787,7 @@ fn background_shares(
         }
         (enforce::Mode::Queue, Some(uplink)) => {
             let flows =
-                background::plan_queue(&refs, timeout, &uplink, facts.capacity_bps, &mut plan.qos);
+                background::plan_queue(&refs, timeout, uplink, facts.capacity_bps, &mut plan.qos);
             plan.flows.extend(flows);
         }
         (enforce::Mode::Queue, None) => {}

@@ -196,6 +196,77 @@ fn ms(v: &Value) -> String {
         .map_or("-".into(), |ms| format!("{:.1}", ms as f64 / 1000.0))
 }
 
+/// A request with several sources, as one (`GET /v1/evacuation-groups/{id}`):
+/// every VM's route and course beside the forecast of all sources together.
+pub fn group_summary(g: &Value) -> String {
+    let mut out = String::new();
+    let secs = |v: &Value| v.as_f64().map_or("-".into(), |s| format!("{s:.1}"));
+    let _ = writeln!(
+        out,
+        "group {}: {}, {}/{} VMs moved",
+        g["group"],
+        g["state"].as_str().unwrap_or("?"),
+        g["vms_done"],
+        g["vms_total"]
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:<16} {:<9} {:>9} {:>9} {:>11}",
+        "VM", "ROUTE", "STATE", "START s", "END s", "FORECAST s"
+    );
+    for v in g["vms"].as_array().into_iter().flatten() {
+        let route = format!(
+            "{}->{}",
+            v["source"].as_str().unwrap_or("?"),
+            v["destination"].as_str().unwrap_or("?")
+        );
+        let _ = writeln!(
+            out,
+            "{:<12} {:<16} {:<9} {:>9} {:>9} {:>11}",
+            v["name"].as_str().unwrap_or("?"),
+            route,
+            v["state"].as_str().unwrap_or("?"),
+            secs(&v["started_s"]),
+            secs(&v["ended_s"]),
+            format!(
+                "{}..{}",
+                secs(&v["predicted_start_s"]),
+                secs(&v["predicted_end_s"])
+            )
+        );
+    }
+    let f = &g["forecast"];
+    if f.is_object() {
+        let _ = writeln!(
+            out,
+            "forecast of all sources together (made {} s after the request): last end at {} s",
+            secs(&f["made_at_s"]),
+            secs(&f["end_s"])
+        );
+        for r in f["at_risk"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  at risk: {} ({})",
+                r["name"].as_str().unwrap_or("?"),
+                r["reason"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(a) = g["accuracy"].as_object() {
+        let _ = writeln!(
+            out,
+            "migration times against the forecast: median error {}%, worst {}% ({} VMs)",
+            secs(&a["median_pct"]),
+            secs(&a["worst_pct"]),
+            a["migrations"]
+        );
+    }
+    if let Some(ms) = g["total_migration_ms"].as_u64() {
+        let _ = writeln!(out, "total migration time {:.1} s", ms as f64 / 1000.0);
+    }
+    out
+}
+
 /// `solive evacuations`: one line per evacuation.
 pub fn evacuations_table(list: &Value) -> String {
     let mut out = String::new();
@@ -408,5 +479,24 @@ mod tests {
             "vms_done": 2, "vms_total": 2, "total_migration_ms": 12345, "eviction_ms": 12345}]});
         let t = evacuations_table(&l);
         assert!(t.contains("2/2") && t.contains("12.3"), "{t}");
+        let g = serde_json::json!({"group": 4, "state": "done", "vms_total": 2, "vms_done": 2,
+            "total_migration_ms": 96100,
+            "vms": [{"name": "a1", "source": "s1", "destination": "d1", "state": "done",
+                     "started_s": 1.5, "ended_s": 48.0, "predicted_start_s": 1.4, "predicted_end_s": 46.3}],
+            "forecast": {"made_at_s": 1.4, "end_s": 92.6,
+                         "at_risk": [{"name": "b2", "reason": "predicted to end at 93 s, after the deadline (70 s)"}]},
+            "accuracy": {"migrations": 2, "median_pct": 4.25, "worst_pct": 6.0}});
+        let t = group_summary(&g);
+        for needle in [
+            "group 4: done, 2/2 VMs moved",
+            "s1->d1",
+            "1.4..46.3",
+            "last end at 92.6 s",
+            "at risk: b2 (predicted to end at 93 s",
+            "median error 4.2%, worst 6.0% (2 VMs)",
+            "total migration time 96.1 s",
+        ] {
+            assert!(t.contains(needle), "{needle}: {t}");
+        }
     }
 }

@@ -846,12 +846,22 @@ async fn evacuate(api: ApiArgs, body: serde_json::Value, watch: bool) -> anyhow:
         None => r["id"].as_u64().into_iter().collect(),
     };
     anyhow::ensure!(!ids.is_empty(), "the server's answer has no id");
+    let group = r["evacuations"][0]["group"].as_u64();
     let mut failed = Vec::new();
-    for id in ids {
+    for &id in &ids {
         if !watch {
             println!("evacuation {id} started: solive evacuations {id}");
         } else if let Err(e) = watch_one(&c, id).await {
             failed.push(e.to_string());
+        }
+    }
+    // Several sources: the request as one, beside the forecast of them all.
+    if let Some(g) = group {
+        if watch {
+            let g = c.get(&format!("/v1/evacuation-groups/{g}")).await?;
+            print!("{}", solive::client::group_summary(&g));
+        } else {
+            println!("all of them: GET /v1/evacuation-groups/{g}");
         }
     }
     anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));

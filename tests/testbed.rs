@@ -1006,6 +1006,7 @@ async fn two_sources_into_two_destinations_before_a_deadline() {
         .map(|r| r["id"].as_u64().unwrap())
         .collect();
     assert_eq!(ids.len(), 2, "{v}");
+    let group = ids[0];
     let (mut predicted, mut missed, mut made) = (Vec::new(), Vec::new(), Vec::new());
     for id in ids {
         let rec = evacuation_end(&solive, id, 400).await;
@@ -1060,6 +1061,39 @@ async fn two_sources_into_two_destinations_before_a_deadline() {
         predicted, missed,
         "the up-front forecast against what happened"
     );
+    // The request as one: both evacuations, every VM, and the forecast of
+    // both sources together, whose list of VMs at risk is what happened too.
+    let g = solive.get(&format!("/v1/evacuation-groups/{group}")).await;
+    assert_eq!(g["state"], "done", "{g:#}");
+    assert_eq!(
+        (g["vms_total"].as_u64(), g["vms_done"].as_u64()),
+        (Some(4), Some(4)),
+        "{g:#}"
+    );
+    let mut site_risk: Vec<String> = g["forecast"]["at_risk"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no site forecast: {g:#}"))
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    site_risk.sort();
+    eprintln!(
+        "site forecast: at risk {site_risk:?}, made at {} s, ends at {} s; accuracy {}",
+        g["forecast"]["made_at_s"], g["forecast"]["end_s"], g["accuracy"]
+    );
+    for v in g["vms"].as_array().unwrap() {
+        eprintln!(
+            "  {} {}->{}: predicted {}..{} s, actual {}..{} s",
+            v["name"],
+            v["source"],
+            v["destination"],
+            v["predicted_start_s"],
+            v["predicted_end_s"],
+            v["started_s"],
+            v["ended_s"]
+        );
+    }
+    assert_eq!(site_risk, missed, "the site forecast against what happened");
     // Room: two guests on each destination, none left on the sources.
     for d in ["d1", "d2"] {
         assert_eq!(

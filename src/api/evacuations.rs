@@ -118,6 +118,19 @@ pub async fn get(
         .ok_or_else(|| ApiError::NotFound(format!("no evacuation {id}")))
 }
 
+/// The evacuations one request with several sources started, as one: their
+/// states, every VM's course, and the forecast of all sources together.
+pub async fn group(
+    State(s): State<AppState>,
+    p: Result<Path<u64>, PathRejection>,
+) -> Result<Json<crate::evacuation::site::GroupView>, ApiError> {
+    let id = super::error::path_id(p, "group")?;
+    s.evacuations
+        .group(id)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no evacuation group {id}")))
+}
+
 /// Cancels: 202, the record in state `cancelling`.
 pub async fn delete(
     State(s): State<AppState>,

@@ -80,6 +80,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
             "/v1/evacuations/{id}",
             get(evacuations::get).delete(evacuations::delete),
         ),
+        ("/v1/evacuation-groups/{id}", get(evacuations::group)),
     ]
 }
 

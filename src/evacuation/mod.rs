@@ -20,6 +20,7 @@ pub mod replay;
 pub mod request;
 mod runner;
 pub mod scatter;
+pub mod site;
 pub mod takeover;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -490,6 +491,67 @@ impl Evacuations {
             .filter(|s| !s.is_empty())
             .collect();
         (own, others)
+    }
+
+    /// Once no evacuation of `id`'s group is still measuring, the forecast
+    /// of all its sources together ([`site::forecast`]) on the group's
+    /// first record, made once (the last source to measure makes it).
+    pub(crate) async fn forecast_site(&self, id: u64) {
+        let Some(group) = self.get(id).and_then(|r| r.group) else {
+            return;
+        };
+        let members: Vec<EvacuationRecord> = self
+            .records()
+            .values()
+            .filter(|r| r.group == Some(group))
+            .cloned()
+            .collect();
+        let measuring = members.iter().any(|r| r.state == EvacuationState::Planning);
+        if measuring || members.iter().any(|r| r.site.is_some()) {
+            return;
+        }
+        let destinations: BTreeSet<String> = members
+            .iter()
+            .flat_map(|r| {
+                r.vms
+                    .iter()
+                    .map(|v| r.request.destination_of(&v.name).to_string())
+            })
+            .collect();
+        let mut capacities = BTreeMap::new();
+        for d in destinations {
+            if let Ok(Some(h)) = self.inner.controller.host(&d).await {
+                capacities.insert(d, h.capacity_mbps as f64 * 1e6);
+            }
+        }
+        let created = members.iter().map(|r| r.created_unix_ms).min().unwrap_or(0);
+        let made_at_s = crate::clock::unix_ms().saturating_sub(created) as f64 / 1000.0;
+        // A site's simulation may take seconds (1,000 VMs); not on the
+        // runtime's threads.
+        let made =
+            tokio::task::spawn_blocking(move || site::forecast(&members, &capacities, made_at_s))
+                .await;
+        match made {
+            Ok(Some(f)) => self.update(group, |r| {
+                if r.site.is_none() {
+                    r.site = Some(f);
+                }
+            }),
+            Ok(None) => tracing::warn!(group, "no site forecast: no source could be planned"),
+            Err(e) => tracing::warn!(group, error = %e, "no site forecast"),
+        }
+    }
+
+    /// The evacuations request `group` started, as one; None if none is
+    /// known.
+    pub fn group(&self, group: u64) -> Option<site::GroupView> {
+        let members: Vec<EvacuationRecord> = self
+            .records()
+            .values()
+            .filter(|r| r.group == Some(group))
+            .cloned()
+            .collect();
+        (!members.is_empty()).then(|| site::view(group, &members))
     }
 
     /// Evacuation `id`'s record; `None` if unknown or finished long ago (see

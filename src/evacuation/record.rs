@@ -222,6 +222,11 @@ pub struct EvacuationRecord {
     /// evacuations it started (one per source), the same on each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<u64>,
+    /// On the group's first evacuation (`id == group`): the forecast of
+    /// every source together ([`super::site`]), made once the last source
+    /// has measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<super::site::SiteForecast>,
     /// Each time a cluster's new leader took it over (`super::takeover`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub takeovers: Vec<super::takeover::Takeover>,
@@ -299,6 +304,7 @@ impl EvacuationRecord {
             concurrency: None,
             prediction: None,
             group: None,
+            site: None,
             takeovers: Vec::new(),
             updated_unix_ms: None,
         }

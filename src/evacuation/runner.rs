@@ -167,6 +167,8 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
                 r.state = EvacuationState::Failed;
             });
             release(&evac, id);
+            // The others' site forecast may have waited for this one.
+            evac.forecast_site(id).await;
             return;
         }
     };
@@ -251,6 +253,7 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
             r.state = EvacuationState::Migrating;
         }
     });
+    evac.forecast_site(id).await;
 
     let job = Job {
         evac: evac.clone(),

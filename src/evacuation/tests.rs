@@ -1516,3 +1516,76 @@ async fn a_controller_that_no_longer_leads_starts_no_migration() {
     assert_eq!(cloud.vms_on("h1"), ["a"]);
     assert_eq!(cloud.vms_on("h2"), Vec::<String>::new());
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_forecast_counts_every_source_and_a_source_that_ends_leaves_its_link_share() {
+    // s1 holds one 256 MiB guest, s2 three, all for d1 (100 Mbit/s links),
+    // one migration at a time per source.
+    let cloud = FakeCloud::new();
+    cloud.add_vm("s1", "a1", vm(256, 0.0));
+    for n in ["b1", "b2", "b3"] {
+        cloud.add_vm("s2", n, vm(256, 0.0));
+    }
+    let evac = setup_site(&cloud, 4096);
+    let recs = evac
+        .start_all(req(
+            r#"{"sources":["s1","s2"],"destinations":["d1"],"concurrency":1}"#,
+        ))
+        .await
+        .unwrap();
+    let group = recs[0].group.unwrap();
+    let mut done = Vec::new();
+    for r in &recs {
+        done.push(evac.wait(r.id).await.unwrap());
+    }
+    let view = evac.group(group).expect("the group");
+    assert_eq!(view.state, "done", "{view:#?}");
+    assert_eq!((view.vms_total, view.vms_done), (4, 4));
+    assert_eq!(
+        view.evacuations.iter().map(|m| m.id).collect::<Vec<_>>(),
+        recs.iter().map(|r| r.id).collect::<Vec<_>>()
+    );
+    let site = view.forecast.clone().expect("a site forecast");
+    assert_eq!(site.vms.len(), 4);
+    assert!(site.unfinished.is_empty(), "{site:#?}");
+    let joint = |n: &str| {
+        let p = &site
+            .vms
+            .iter()
+            .find(|v| v.planned.name == n)
+            .unwrap()
+            .planned;
+        (p.start_s.unwrap(), p.end_s.unwrap())
+    };
+    // s2's own forecast charges it half of d1 for all three of its VMs;
+    // together, b2 and b3 have the whole link once a1 has moved.
+    let s2 = done.iter().find(|r| r.request.source == "s2").unwrap();
+    let own = &s2.prediction.as_ref().unwrap().upfront.schedule;
+    let own_b3 = own.vms.iter().find(|v| v.name == "b3").unwrap();
+    let own_span = own_b3.end_s.unwrap();
+    let joint_span = joint("b3").1 - site.made_at_s;
+    eprintln!("b3 ends: s2's own forecast {own_span:.1} s, the site's {joint_span:.1} s");
+    assert!(
+        joint_span < 0.8 * own_span,
+        "s2 alone {own_span:.1} s, together {joint_span:.1} s: {site:#?}"
+    );
+    // a1 and b1 share the link while both run, as s1's own forecast says.
+    let (a1, b1) = (joint("a1"), joint("b1"));
+    assert!((a1.1 - a1.0 - (b1.1 - b1.0)).abs() < 1.0, "{site:#?}");
+    let s1 = done.iter().find(|r| r.request.source == "s1").unwrap();
+    let own_a1 = s1.vms[0].predicted_ms.unwrap() as f64 / 1000.0;
+    assert!(
+        ((a1.1 - a1.0) / own_a1 - 1.0).abs() < 0.15,
+        "a1: alone {own_a1:.1} s, together {:.1} s",
+        a1.1 - a1.0
+    );
+    // Once finished: every VM's course beside the forecast, and how close.
+    for v in &view.vms {
+        assert!(v.ended_s.is_some() && v.predicted_end_s.is_some(), "{v:?}");
+    }
+    assert_eq!(view.accuracy.map(|a| a.migrations), Some(4));
+    assert!(view.total_migration_ms.is_some());
+    // Only the group's first record carries it; an unknown group is None.
+    assert!(done[1].site.is_none());
+    assert!(evac.group(group + 100).is_none());
+}

@@ -25,7 +25,9 @@
 //! 4. released, solive's QoS row and the policing are gone;
 //! 5. a background transfer (a disk cache's sync) beside an application
 //!    is held by a queue of the uplink at its share, the application
-//!    keeping its rate; ended, its flow and the QoS go.
+//!    keeping its rate; ended, its flow and the QoS go;
+//! 6. a VM on the destination receives what the reservation leaves the
+//!    applications there (an HTB queue on its port), not less.
 //!
 //! Needs root, QEMU and the network for the first build of the image (a few
 //! minutes; cached in /var/cache/solive-ovs-guest). Missing tools are a
@@ -54,6 +56,41 @@ fn iperf(agent: &mut Agent, ns: &str, to: &str, port: u16, secs: u32, rate: Opti
     agent.spawn(&format!(
         "ip netns exec {ns} iperf3 -c {to} -p {port} -t {secs} -i 0.5 -J{b}"
     ))
+}
+
+/// A reservation from src to dst at urgency 75 (threshold 10); its id.
+async fn reserve(api: &str) -> u64 {
+    let r = reqwest::Client::new()
+        .post(format!("{api}/v1/reservations"))
+        .json(&json!({"source": "src", "destination": "dst", "urgency": 75, "threshold": 10}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["id"].as_u64().unwrap()
+}
+
+/// Waits (10 s at most) until reservation `id` is at max_reserve (95%):
+/// a migration alone on the link takes it there.
+async fn at_max_reserve(api: &str, id: u64) {
+    eventually(10, "reservation at max_reserve", || async {
+        let v = get_json(api, &format!("/v1/reservations/{id}")).await;
+        if (v["reserve_pct"].as_f64().unwrap_or(0.0) - 95.0).abs() < 0.01 {
+            Ok(())
+        } else {
+            Err(v["history"].to_string())
+        }
+    })
+    .await;
+}
+
+async fn release(api: &str, id: u64) {
+    let r = reqwest::Client::new()
+        .delete(format!("{api}/v1/reservations/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
 }
 
 /// Its intervals once it has ended.
@@ -271,14 +308,7 @@ async fn queue_mode_shapes_traffic_on_a_kernel_datapath() {
     let app_started = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let created = Instant::now();
-    let r = reqwest::Client::new()
-        .post(format!("{api}/v1/reservations"))
-        .json(&json!({"source": "src", "destination": "dst", "urgency": 75, "threshold": 10}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"].as_u64().unwrap();
+    let id = reserve(&api).await;
     until(
         &mut agent,
         10,
@@ -333,15 +363,7 @@ async fn queue_mode_shapes_traffic_on_a_kernel_datapath() {
     // takes the rest.
     let mig = iperf(&mut agent, "hs", "10.197.0.2", 49152, 30, Some(&mig_rate));
     let t0 = Instant::now();
-    eventually(8, "reservation at max_reserve", || async {
-        let v = get_json(&api, &format!("/v1/reservations/{id}")).await;
-        if (v["reserve_pct"].as_f64().unwrap_or(0.0) - 95.0).abs() < 0.01 {
-            Ok(())
-        } else {
-            Err(v["history"].to_string())
-        }
-    })
-    .await;
+    at_max_reserve(&api, id).await;
     let five_pct_kbps = C_MBPS * 1000 / 20;
     until(
         &mut agent,
@@ -370,12 +392,7 @@ async fn queue_mode_shapes_traffic_on_a_kernel_datapath() {
     );
 
     // 4. Released: solive's QoS row and the policing go.
-    let r = reqwest::Client::new()
-        .delete(format!("{api}/v1/reservations/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
+    release(&api, id).await;
     until(
         &mut agent,
         10,
@@ -447,6 +464,51 @@ async fn queue_mode_shapes_traffic_on_a_kernel_datapath() {
         "the transfer's flow and solive's QoS gone",
         "ovs-ofctl -O OpenFlow13 dump-flows brs; ovs-vsctl --columns=external_ids list qos",
         |o| !o.contains("tp_dst=10809") && !o.contains("solive"),
+    );
+
+    // 6. A VM on the destination (vmd, port vmdp): under a reservation into
+    // dst, queue mode holds what the VM receives to the applications' part
+    // of the incoming link, by an HTB queue on its port at that ceiling
+    // (with a tenth of a second of burst: OVS's one-MTU default held the
+    // transfer of step 5 to 77% of its ceiling). A migration-like flow takes
+    // the reservation to max_reserve (95), leaving the VM 5%; the VM's
+    // traffic comes from hd, on the destination's bridge, so that the
+    // queue, not the uplink, is what holds it.
+    let id = reserve(&api).await;
+    let mig = iperf(&mut agent, "hs", "10.197.0.2", 49152, 30, Some(&mig_rate));
+    at_max_reserve(&api, id).await;
+    let held = until(
+        &mut agent,
+        10,
+        "the destination VM's queue at the 5% left",
+        "ovs-vsctl list queue; tc class show dev vmdp",
+        |o| o.contains("ceil 5Mbit"),
+    );
+    let app = iperf(&mut agent, "hd", "10.197.0.12", 5201, 10, None);
+    let app_iv = intervals_of(&mut agent, app, 60);
+    let classes = agent.run("tc -s class show dev vmdp", 30);
+    let _ = intervals_of(&mut agent, mig, 60);
+    let got = mean(&app_iv, 3.0, 10.0);
+    let allowed = C_MBPS as f64 * 0.05;
+    eprintln!(
+        "destination VM received {got:.1} Mbit/s under a {allowed:.1} Mbit/s share\n{held}\n\
+         vmdp classes:\n{classes}"
+    );
+    assert!(
+        got <= allowed * 1.1 + 0.5,
+        "the destination VM got {got:.1} Mbit/s over its {allowed:.1}"
+    );
+    assert!(
+        got >= 0.85 * allowed,
+        "the destination VM got {got:.1} Mbit/s, far under its {allowed:.1}"
+    );
+    release(&api, id).await;
+    until(
+        &mut agent,
+        10,
+        "solive's queues gone from the destination VM",
+        "ovs-vsctl --columns=external_ids list qos; ovs-vsctl get port vmdp qos",
+        |q| !q.contains("solive") && q.trim_end().lines().last() == Some("[]"),
     );
     solive.stop().await;
     drop(agent);

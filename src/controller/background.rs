@@ -145,9 +145,7 @@ pub fn plan_queue(
         min_rate: Some(floor.min(total).round() as u64),
         max_rate: Some(max_rate),
         priority: None,
-        // A tenth of a second at the ceiling, as queue mode's policers:
-        // with OVS's one-MTU default a TCG host's queue sent 77% of it.
-        burst: Some(max_rate / 10),
+        burst: Some(super::enforce::queue_burst(max_rate)),
     };
     let cap = capacity_bps.round() as u64;
     match qos.iter_mut().find(|q| q.port == uplink) {

@@ -292,6 +292,14 @@ pub fn burst_kb(rate_kbps: u64) -> u64 {
     (rate_kbps / 10).max(1000)
 }
 
+/// An HTB queue's burst, bits, for a ceiling of `max_rate` bit/s: a tenth of
+/// a second of it, as the policers. OVS's default is one MTU, and a queue
+/// shaped with it on a TCG host sent 77% of its ceiling
+/// (`tests/queue_datapath.rs`, steps 5 and 6).
+pub fn queue_burst(max_rate: u64) -> u64 {
+    max_rate / 10
+}
+
 pub(super) fn hard_timeout(period: Duration) -> u16 {
     let secs = (period.as_secs_f64() * f64::from(TIMEOUT_PERIODS)).ceil();
     secs.clamp(2.0, f64::from(u16::MAX)) as u16
@@ -458,7 +466,7 @@ pub fn plan_host(mode: Mode, facts: &HostFacts, legs: &[Leg]) -> HostPlan {
                         min_rate: None,
                         max_rate: Some(rate),
                         priority: None,
-                        burst: None,
+                        burst: Some(queue_burst(rate)),
                     };
                     plan.qos.push(PortQos {
                         port: vm.iface.clone(),
@@ -714,6 +722,10 @@ mod tests {
         let sum: u64 = p.qos.iter().map(|q| q.max_rate).sum();
         assert!((49_999_000..=50_001_000).contains(&sum), "{sum}");
         assert!(p.policing.is_empty());
+        // Each queue may send a tenth of a second of its ceiling at once.
+        for q in &p.qos {
+            assert_eq!(q.queues[0].1.burst, Some(q.max_rate / 10), "{q:?}");
+        }
     }
 
     #[test]

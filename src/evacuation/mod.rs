@@ -500,12 +500,7 @@ impl Evacuations {
         let Some(group) = self.get(id).and_then(|r| r.group) else {
             return;
         };
-        let members: Vec<EvacuationRecord> = self
-            .records()
-            .values()
-            .filter(|r| r.group == Some(group))
-            .cloned()
-            .collect();
+        let members = self.members(group);
         let measuring = members.iter().any(|r| r.state == EvacuationState::Planning);
         if measuring || members.iter().any(|r| r.site.is_some()) {
             return;
@@ -542,15 +537,19 @@ impl Evacuations {
         }
     }
 
-    /// The evacuations request `group` started, as one; None if none is
-    /// known.
-    pub fn group(&self, group: u64) -> Option<site::GroupView> {
-        let members: Vec<EvacuationRecord> = self
-            .records()
+    /// The evacuations one request started (group `group`), by id.
+    fn members(&self, group: u64) -> Vec<EvacuationRecord> {
+        self.records()
             .values()
             .filter(|r| r.group == Some(group))
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// The evacuations request `group` started, as one; None if none is
+    /// known.
+    pub fn group(&self, group: u64) -> Option<site::GroupView> {
+        let members = self.members(group);
         (!members.is_empty()).then(|| site::view(group, &members))
     }
 

@@ -58,7 +58,7 @@ pub struct Interface {
 }
 
 /// One queue of an HTB QoS. Rates are bit/s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct QueueConfig {
     pub min_rate: Option<u64>,
     pub max_rate: Option<u64>,

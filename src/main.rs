@@ -106,11 +106,17 @@ enum Cmd {
         #[arg(long)]
         watch: bool,
     },
-    /// List the evacuations, or show one.
+    /// List the evacuations, or show one, or (`--group G`) the evacuations
+    /// one request with several sources started, as one.
     Evacuations {
         #[command(flatten)]
         api: ApiArgs,
+        #[arg(conflicts_with = "group")]
         id: Option<u64>,
+        /// A request's group (its first evacuation's id): every source's
+        /// VMs beside the forecast of all sources together.
+        #[arg(long)]
+        group: Option<u64>,
     },
     /// Cancel a running evacuation (running pre-copy migrations are aborted).
     Cancel {
@@ -540,7 +546,11 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(evacuate(api, body, watch))
         }
-        Cmd::Evacuations { api, id } => ask(api, |c| async move {
+        Cmd::Evacuations { api, id, group } => ask(api, |c| async move {
+            if let Some(g) = group {
+                let r = c.get(&format!("/v1/evacuation-groups/{g}")).await?;
+                return Ok(solive::client::group_summary(&r));
+            }
             Ok(match id {
                 Some(id) => {
                     let r = c.get(&format!("/v1/evacuations/{id}")).await?;

@@ -450,3 +450,91 @@ fn simulate_rejects_bad_input_naming_it() {
         );
     }
 }
+
+/// `solive evacuations --group G`: a request with two sources (h1, h2 into
+/// h3) run by an in-process solive on the fake cloud, shown as one by the
+/// binary: every VM's route and the forecast of both sources together; an
+/// unknown group is the server's 404 on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evacuations_group_shows_a_request_with_several_sources_as_one() {
+    use solive::hypervisor::fake::{FakeCloud, FakeVm};
+
+    let cloud = FakeCloud::new();
+    for (host, name) in [("h1", "web"), ("h2", "db")] {
+        cloud.add_vm(
+            host,
+            name,
+            FakeVm {
+                memory_kib: 64 * 1024,
+                non_zero_pages: 4 * 256,
+                dirty_pages_per_sec: 0.0,
+                cpu_pct: 1.0,
+            },
+        );
+    }
+    let mut toml = String::from(
+        "[controller]\nopenflow_listen = \"127.0.0.1:0\"\nperiod_ms = 200\n[api]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    for (i, h) in ["h1", "h2", "h3"].iter().enumerate() {
+        toml += &format!(
+            "[[hosts]]\nname = \"{h}\"\novsdb = \"unix:/nonexistent/{h}.sock\"\nbridge = \"br{i}\"\n\
+             uplink = \"up{i}\"\ncapacity_mbps = 100\naddress = \"10.0.0.{}\"\n",
+            i + 1
+        );
+    }
+    let solive = support::Solive::start_with_hypervisors(
+        solive::config::Config::parse(&toml).unwrap(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        cloud.host_hypervisors(&["h1", "h2", "h3"]),
+    )
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/evacuations", solive.api))
+        .json(&serde_json::json!({"sources": ["h1", "h2"], "destinations": ["h3"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let group = r.json::<serde_json::Value>().await.unwrap()["evacuations"][0]["group"]
+        .as_u64()
+        .unwrap();
+    eventually(30, "the group done", || async {
+        let g = solive.get(&format!("/v1/evacuation-groups/{group}")).await;
+        if g["state"] == "done" {
+            Ok(())
+        } else {
+            Err(g.to_string())
+        }
+    })
+    .await;
+    let show = |g: u64| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_solive"))
+            .args([
+                "evacuations",
+                "--group",
+                &g.to_string(),
+                "--api",
+                &solive.api,
+            ])
+            .output()
+    };
+    let o = show(group).await.unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        &format!("group {group}: done, 2/2 VMs moved") as &str,
+        "web          h1->h3",
+        "db           h2->h3",
+        "forecast of all sources together",
+        "median error",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    let o = show(group + 100).await.unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("no evacuation group {}", group + 100)),
+        "{err}"
+    );
+}

@@ -24,17 +24,7 @@ fn vm(non_zero_mib: u64) -> FakeVm {
 
 /// Hosts h1, h2 and h3 at 100 Mbit/s, no switches.
 fn config() -> Config {
-    let mut toml = String::from(
-        "[controller]\nopenflow_listen = \"127.0.0.1:0\"\nperiod_ms = 200\n[api]\nlisten = \"127.0.0.1:0\"\n",
-    );
-    for (i, h) in ["h1", "h2", "h3"].iter().enumerate() {
-        toml += &format!(
-            "[[hosts]]\nname = \"{h}\"\novsdb = \"unix:/nonexistent/{h}.sock\"\nbridge = \"br{i}\"\n\
-             uplink = \"up{i}\"\ncapacity_mbps = 100\naddress = \"10.0.0.{}\"\n",
-            i + 1
-        );
-    }
-    Config::parse(&toml).unwrap()
+    support::switchless_config(&["h1", "h2", "h3"])
 }
 
 async fn start(cloud: &FakeCloud) -> Solive {

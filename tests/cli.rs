@@ -285,39 +285,30 @@ fn plan_rejects_bad_input() {
     }
 }
 
+/// A 64 MiB guest with 4 MiB to send: each migration well under a second.
+fn small_vm() -> solive::hypervisor::fake::FakeVm {
+    solive::hypervisor::fake::FakeVm {
+        memory_kib: 64 * 1024,
+        non_zero_pages: 4 * 256,
+        dirty_pages_per_sec: 0.0,
+        cpu_pct: 1.0,
+    }
+}
+
 /// `solive report`: an in-process solive on the fake cloud runs a post-copy
 /// evacuation of two VMs; the binary draws it to a file, and an unknown
 /// evacuation is an error on stderr with no file written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_draws_a_finished_evacuation_to_svg() {
-    use solive::hypervisor::fake::{FakeCloud, FakeVm};
+    use solive::hypervisor::fake::FakeCloud;
 
     let cloud = FakeCloud::new();
     for name in ["web", "db"] {
-        cloud.add_vm(
-            "h1",
-            name,
-            FakeVm {
-                memory_kib: 64 * 1024,
-                non_zero_pages: 4 * 256, // 4 MiB: well under a second each
-                dirty_pages_per_sec: 0.0,
-                cpu_pct: 1.0,
-            },
-        );
-    }
-    let mut toml = String::from(
-        "[controller]\nopenflow_listen = \"127.0.0.1:0\"\nperiod_ms = 200\n[api]\nlisten = \"127.0.0.1:0\"\n",
-    );
-    for (i, h) in ["h1", "h2"].iter().enumerate() {
-        toml += &format!(
-            "[[hosts]]\nname = \"{h}\"\novsdb = \"unix:/nonexistent/{h}.sock\"\nbridge = \"br{i}\"\n\
-             uplink = \"up{i}\"\ncapacity_mbps = 100\naddress = \"10.0.0.{}\"\n",
-            i + 1
-        );
+        cloud.add_vm("h1", name, small_vm());
     }
     let hvs = cloud.host_hypervisors(&["h1", "h2"]);
     let solive = support::Solive::start_with_hypervisors(
-        solive::config::Config::parse(&toml).unwrap(),
+        support::switchless_config(&["h1", "h2"]),
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         hvs,
     )
@@ -457,33 +448,14 @@ fn simulate_rejects_bad_input_naming_it() {
 /// unknown group is the server's 404 on stderr.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evacuations_group_shows_a_request_with_several_sources_as_one() {
-    use solive::hypervisor::fake::{FakeCloud, FakeVm};
+    use solive::hypervisor::fake::FakeCloud;
 
     let cloud = FakeCloud::new();
     for (host, name) in [("h1", "web"), ("h2", "db")] {
-        cloud.add_vm(
-            host,
-            name,
-            FakeVm {
-                memory_kib: 64 * 1024,
-                non_zero_pages: 4 * 256,
-                dirty_pages_per_sec: 0.0,
-                cpu_pct: 1.0,
-            },
-        );
-    }
-    let mut toml = String::from(
-        "[controller]\nopenflow_listen = \"127.0.0.1:0\"\nperiod_ms = 200\n[api]\nlisten = \"127.0.0.1:0\"\n",
-    );
-    for (i, h) in ["h1", "h2", "h3"].iter().enumerate() {
-        toml += &format!(
-            "[[hosts]]\nname = \"{h}\"\novsdb = \"unix:/nonexistent/{h}.sock\"\nbridge = \"br{i}\"\n\
-             uplink = \"up{i}\"\ncapacity_mbps = 100\naddress = \"10.0.0.{}\"\n",
-            i + 1
-        );
+        cloud.add_vm(host, name, small_vm());
     }
     let solive = support::Solive::start_with_hypervisors(
-        solive::config::Config::parse(&toml).unwrap(),
+        support::switchless_config(&["h1", "h2", "h3"]),
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         cloud.host_hypervisors(&["h1", "h2", "h3"]),
     )

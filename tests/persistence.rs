@@ -14,19 +14,11 @@ use support::{eventually, KillOnDrop, Solive};
 use tokio::net::TcpListener;
 
 fn toml(state: &std::path::Path, api: &str) -> String {
-    let mut t = format!(
+    format!(
         "[controller]\nopenflow_listen = \"127.0.0.1:0\"\nperiod_ms = 200\n[api]\nlisten = \"{api}\"\n\
          [state]\ndir = \"{}\"\n",
         state.display()
-    );
-    for (i, h) in ["h1", "h2"].iter().enumerate() {
-        t += &format!(
-            "[[hosts]]\nname = \"{h}\"\novsdb = \"unix:/nonexistent/{h}.sock\"\nbridge = \"br{i}\"\n\
-             uplink = \"up{i}\"\ncapacity_mbps = 100\naddress = \"10.0.0.{}\"\n",
-            i + 1
-        );
-    }
-    t
+    ) + &support::switchless_hosts(&["h1", "h2"], 100)
 }
 
 async fn start(cloud: &FakeCloud, state: &std::path::Path) -> Solive {

@@ -513,12 +513,7 @@ impl Evacuations {
                     .map(|v| r.request.destination_of(&v.name).to_string())
             })
             .collect();
-        let mut capacities = BTreeMap::new();
-        for d in destinations {
-            if let Ok(Some(h)) = self.inner.controller.host(&d).await {
-                capacities.insert(d, h.capacity_mbps as f64 * 1e6);
-            }
-        }
+        let capacities = self.link_capacities(destinations).await;
         let created = members.iter().map(|r| r.created_unix_ms).min().unwrap_or(0);
         let made_at_s = crate::clock::unix_ms().saturating_sub(created) as f64 / 1000.0;
         // A site's simulation may take seconds (1,000 VMs); not on the
@@ -535,6 +530,20 @@ impl Evacuations {
             Ok(None) => tracing::warn!(group, "no site forecast: no source could be planned"),
             Err(e) => tracing::warn!(group, error = %e, "no site forecast"),
         }
+    }
+
+    /// The links of `hosts` the controller knows, bit/s.
+    pub(crate) async fn link_capacities(
+        &self,
+        hosts: impl IntoIterator<Item = String>,
+    ) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        for h in hosts {
+            if let Ok(Some(v)) = self.inner.controller.host(&h).await {
+                out.insert(h, v.capacity_mbps as f64 * 1e6);
+            }
+        }
+        out
     }
 
     /// The evacuations one request started (group `group`), by id.

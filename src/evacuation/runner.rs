@@ -127,17 +127,11 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
 
     // The destinations' links, less what other evacuations sending there
     // take; with several destinations the forecast takes the slowest.
-    let mut dest_capacities = BTreeMap::new();
-    for d in dests.keys() {
-        let c = inner
-            .controller
-            .host(d)
-            .await
-            .ok()
-            .flatten()
-            .map_or(capacity_bps, |h| h.capacity_mbps as f64 * 1e6);
-        dest_capacities.insert(d.clone(), c);
-    }
+    let known = evac.link_capacities(dests.keys().cloned()).await;
+    let dest_capacities: BTreeMap<String, f64> = dests
+        .keys()
+        .map(|d| (d.clone(), known.get(d).copied().unwrap_or(capacity_bps)))
+        .collect();
     let (own, others) = evac.spreads(id);
     let dest_capacity_bps = forecast::destination_share(&dest_capacities, &own, &others);
 

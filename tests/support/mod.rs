@@ -208,6 +208,30 @@ pub fn config_toml(hosts: &[(&str, &str, &str, &str, u64)], period_ms: u64) -> S
     s
 }
 
+/// `[[hosts]]` entries for hosts without a switch (an OVSDB socket that
+/// does not exist), as the fake cloud's tests use them: host `i` of `names`
+/// on bridge `br{i}`, uplink `up{i}`, address 10.0.0.{i+1}.
+pub fn switchless_hosts(names: &[&str], capacity_mbps: u64) -> String {
+    let mut s = String::new();
+    for (i, h) in names.iter().enumerate() {
+        s += &format!(
+            "[[hosts]]\nname = \"{h}\"\novsdb = \"unix:/nonexistent/{h}.sock\"\nbridge = \"br{i}\"\n\
+             uplink = \"up{i}\"\ncapacity_mbps = {capacity_mbps}\naddress = \"10.0.0.{}\"\n",
+            i + 1
+        );
+    }
+    s
+}
+
+/// A config for `names` ([`switchless_hosts`], 100 Mbit/s) with a 200 ms
+/// period and the API on a free port.
+pub fn switchless_config(names: &[&str]) -> solive::config::Config {
+    let toml = String::from(
+        "[controller]\nopenflow_listen = \"127.0.0.1:0\"\nperiod_ms = 200\n[api]\nlisten = \"127.0.0.1:0\"\n",
+    ) + &switchless_hosts(names, 100);
+    solive::config::Config::parse(&toml).unwrap()
+}
+
 /// A namespace host `ns` with interface `ns-eth0` at `ip`, joined to `br` by a
 /// veth whose bridge side is `port`. Removed on drop.
 pub struct NsHost {

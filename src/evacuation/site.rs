@@ -17,8 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::forecast;
 use super::record::{EvacuationRecord, EvacuationState, VmState};
-use crate::predict::schedule::{PlannedVm, FLOOR_WITHOUT_RESERVATION};
-use crate::predict::search::miss_reason;
+use crate::predict::schedule::PlannedVm;
 use crate::predict::AtRisk;
 use crate::simulate::engine;
 
@@ -106,15 +105,11 @@ pub fn forecast(
         sources,
         mode: req.mode,
         params: inputs.params,
-        bandwidth: if req.reserve {
-            engine::Bandwidth::Reserve(crate::reserve::Params {
-                urgency: req.urgency,
-                threshold: req.threshold,
-                max_reserve: crate::reserve::DEFAULT_MAX_RESERVE,
-            })
-        } else {
-            engine::Bandwidth::Floor(FLOOR_WITHOUT_RESERVATION)
-        },
+        bandwidth: engine::Bandwidth::of(req.reserve.then_some(crate::reserve::Params {
+            urgency: req.urgency,
+            threshold: req.threshold,
+            max_reserve: crate::reserve::DEFAULT_MAX_RESERVE,
+        })),
         concurrency: req.concurrency().ok()?,
         max_concurrency: super::request::MAX_PARALLEL,
         period_s: 1.0,
@@ -186,16 +181,7 @@ fn assemble(
             .filter_map(|v| v.planned.end_s)
             .fold(made_at_s, f64::max)
     });
-    let at_risk = deadline_s.map(|d| {
-        vms.iter()
-            .filter_map(|v| {
-                miss_reason(&v.planned, d).map(|reason| AtRisk {
-                    name: v.planned.name.clone(),
-                    reason,
-                })
-            })
-            .collect()
-    });
+    let at_risk = deadline_s.map(|d| crate::predict::at_risk(vms.iter().map(|v| &v.planned), d));
     SiteForecast {
         made_at_s,
         total_migration_s: end_s.filter(|_| first.is_finite()).map(|e| e - first),

@@ -92,6 +92,21 @@ pub struct AtRisk {
     pub reason: String,
 }
 
+/// The VMs of a predicted course that miss `deadline_s`, with why.
+pub fn at_risk<'a>(
+    vms: impl IntoIterator<Item = &'a schedule::PlannedVm>,
+    deadline_s: f64,
+) -> Vec<AtRisk> {
+    vms.into_iter()
+        .filter_map(|p| {
+            miss_reason(p, deadline_s).map(|reason| AtRisk {
+                name: p.name.clone(),
+                reason,
+            })
+        })
+        .collect()
+}
+
 /// The order to migrate in and its forecast. `rules_order` is the paper's
 /// order (or the operator's); with `by_prediction` the search's best order
 /// replaces it.
@@ -126,16 +141,7 @@ pub fn forecast(
         saved_priority: schedule.saved(&sc.vms, d),
         total_priority: sc.vms.iter().map(|v| v.priority as u64).sum(),
         rules_saved_priority: rules_schedule.saved(&sc.vms, d),
-        at_risk: schedule
-            .vms
-            .iter()
-            .filter_map(|p| {
-                miss_reason(p, d).map(|reason| AtRisk {
-                    name: p.name.clone(),
-                    reason,
-                })
-            })
-            .collect(),
+        at_risk: at_risk(&schedule.vms, d),
     });
     let names = order.iter().map(|&i| sc.vms[i].name.clone()).collect();
     (

@@ -63,6 +63,17 @@ pub enum Bandwidth {
     Reserve(reserve::Params),
 }
 
+impl Bandwidth {
+    /// Algorithm 1 with `reserve`'s parameters, or without a reservation
+    /// TCP's even share against the VMs' flows.
+    pub fn of(reserve: Option<reserve::Params>) -> Bandwidth {
+        match reserve {
+            Some(p) => Bandwidth::Reserve(p),
+            None => Bandwidth::Floor(crate::predict::schedule::FLOOR_WITHOUT_RESERVATION),
+        }
+    }
+}
+
 /// One source: its host and its VMs in order, each with its destination.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Source {

@@ -464,10 +464,7 @@ pub fn simulate(site: &Site, opts: &Options) -> Result<SimulationRecord, Simulat
         sources,
         mode: opts.mode,
         params,
-        bandwidth: match opts.reserve {
-            Some(p) => engine::Bandwidth::Reserve(p),
-            None => engine::Bandwidth::Floor(crate::predict::schedule::FLOOR_WITHOUT_RESERVATION),
-        },
+        bandwidth: engine::Bandwidth::of(opts.reserve),
         concurrency: opts.concurrency,
         max_concurrency: MAX_CONCURRENCY,
         period_s: opts.period_s,

@@ -211,8 +211,8 @@ pub fn group_summary(g: &Value) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<12} {:<16} {:<9} {:>9} {:>9} {:>11}",
-        "VM", "ROUTE", "STATE", "START s", "END s", "FORECAST s"
+        "{:<12} {:<16} {:<9} {:>9} {:>9} {:>11} {:>9}",
+        "VM", "ROUTE", "STATE", "START s", "END s", "FORECAST s", "NOW s"
     );
     for v in g["vms"].as_array().into_iter().flatten() {
         let route = format!(
@@ -222,7 +222,7 @@ pub fn group_summary(g: &Value) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<12} {:<16} {:<9} {:>9} {:>9} {:>11}",
+            "{:<12} {:<16} {:<9} {:>9} {:>9} {:>11} {:>9}",
             v["name"].as_str().unwrap_or("?"),
             route,
             v["state"].as_str().unwrap_or("?"),
@@ -232,7 +232,9 @@ pub fn group_summary(g: &Value) -> String {
                 "{}..{}",
                 secs(&v["predicted_start_s"]),
                 secs(&v["predicted_end_s"])
-            )
+            ),
+            // Its end by the forecast re-made each period, until it ends.
+            secs(&v["current_end_s"])
         );
     }
     let f = &g["forecast"];
@@ -247,6 +249,23 @@ pub fn group_summary(g: &Value) -> String {
             let _ = writeln!(
                 out,
                 "  at risk: {} ({})",
+                r["name"].as_str().unwrap_or("?"),
+                r["reason"].as_str().unwrap_or("")
+            );
+        }
+    }
+    let c = &g["current"];
+    if c.is_object() && g["state"] == "running" {
+        let _ = writeln!(
+            out,
+            "re-made at {} s from what has happened: last end at {} s",
+            secs(&c["made_at_s"]),
+            secs(&c["end_s"])
+        );
+        for r in c["at_risk"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  now at risk: {} ({})",
                 r["name"].as_str().unwrap_or("?"),
                 r["reason"].as_str().unwrap_or("")
             );
@@ -495,6 +514,23 @@ mod tests {
             "at risk: b2 (predicted to end at 93 s",
             "median error 4.2%, worst 6.0% (2 VMs)",
             "total migration time 96.1 s",
+        ] {
+            assert!(t.contains(needle), "{needle}: {t}");
+        }
+        assert!(!t.contains("re-made"), "{t}");
+        // While it runs: the re-made forecast beside the up-front one.
+        let g = serde_json::json!({"group": 4, "state": "running", "vms_total": 2, "vms_done": 1,
+            "vms": [{"name": "b2", "source": "s2", "destination": "d1", "state": "migrating",
+                     "started_s": 50.0, "predicted_start_s": 46.3, "predicted_end_s": 70.1,
+                     "current_end_s": 88.4}],
+            "forecast": {"made_at_s": 1.4, "end_s": 70.1},
+            "current": {"made_at_s": 61.0, "end_s": 88.4,
+                        "at_risk": [{"name": "b2", "reason": "predicted to end at 88 s, after the deadline (80 s)"}]}});
+        let t = group_summary(&g);
+        for needle in [
+            "46.3..70.1      88.4",
+            "re-made at 61.0 s from what has happened: last end at 88.4 s",
+            "now at risk: b2 (predicted to end at 88 s",
         ] {
             assert!(t.contains(needle), "{needle}: {t}");
         }

@@ -8,6 +8,7 @@
 //! one can run.
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -1007,6 +1008,30 @@ async fn two_sources_into_two_destinations_before_a_deadline() {
         .collect();
     assert_eq!(ids.len(), 2, "{v}");
     let group = ids[0];
+    // While it runs, as a cloud manager would watch it: the request's
+    // forecast re-made each period, each VM's end by it once the VM has
+    // been migrating 5 s (past the start-up, its rate seen).
+    let mut remade: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    let mut last_made = 0.0;
+    for _ in 0..400 {
+        let g = solive.get(&format!("/v1/evacuation-groups/{group}")).await;
+        let made_at = g["current"]["made_at_s"].as_f64().unwrap_or(0.0);
+        last_made = f64::max(last_made, made_at);
+        for v in g["vms"].as_array().into_iter().flatten() {
+            let (Some(start), Some(end)) = (v["started_s"].as_f64(), v["current_end_s"].as_f64())
+            else {
+                continue;
+            };
+            if v["state"] == "migrating" && made_at >= start + 5.0 {
+                let name = v["name"].as_str().unwrap().to_string();
+                remade.entry(name).or_insert((made_at, end));
+            }
+        }
+        if g["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let (mut predicted, mut missed, mut made) = (Vec::new(), Vec::new(), Vec::new());
     for id in ids {
         let rec = evacuation_end(&solive, id, 400).await;
@@ -1094,6 +1119,28 @@ async fn two_sources_into_two_destinations_before_a_deadline() {
         );
     }
     assert_eq!(site_risk, missed, "the site forecast against what happened");
+    // Re-made until the end, and for every VM while it migrated.
+    let last_end = g["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["ended_s"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(
+        last_made > last_end - 5.0,
+        "last re-made at {last_made} s, ended {last_end} s"
+    );
+    for v in g["vms"].as_array().unwrap() {
+        let name = v["name"].as_str().unwrap();
+        let (at, end) = *remade
+            .get(name)
+            .unwrap_or_else(|| panic!("{name}: never re-forecast while it migrated: {g:#}"));
+        let actual = v["ended_s"].as_f64().unwrap();
+        eprintln!(
+            "  {name}: re-made at {at:.1} s: ends at {end:.1} s; actual {actual:.1} s ({:+.1}%)",
+            (end - actual) / (actual - v["started_s"].as_f64().unwrap()) * 100.0
+        );
+    }
     // Room: two guests on each destination, none left on the sources.
     for d in ["d1", "d2"] {
         assert_eq!(

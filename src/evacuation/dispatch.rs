@@ -191,6 +191,14 @@ pub(super) async fn run_all(
                         }
                     });
                 }
+                // The request's forecast across its sources, beside this
+                // one: on a task of its own, so that a site's simulation
+                // never holds this loop (it runs once a period for the
+                // group, whichever source asks first).
+                if r.group.is_some() {
+                    let (evac, id) = (job.evac.clone(), job.id);
+                    tokio::spawn(async move { evac.reforecast_site(id, now).await });
+                }
                 let Some(f) = feedback.as_mut() else { continue };
                 if let Some(d) = f.observe(&s) {
                     tracing::info!(evacuation = job.id, from = d.from, to = d.to, reason = ?d.reason, "concurrency");

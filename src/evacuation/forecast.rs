@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::record::{EvacuationRecord, VmLoadRecord, VmState};
 use super::request::{Concurrency, EvacuationRequest, OnDeadline};
 use crate::hypervisor::{mibs_to_bps, MigrationProgress};
-use crate::order::{self, ModelInputs, PlanError, PlanInput, VmLoad};
+use crate::order::{self, Mode, ModelInputs, PlanError, PlanInput, VmLoad};
 use crate::predict::learn::{Learned, Observation};
-use crate::predict::model::{Migration, PAGE};
+use crate::predict::model::{Migration, Params, VmInput, PAGE};
 use crate::predict::schedule::{simulate_from, Scenario, Schedule};
 use crate::predict::Forecast;
 
@@ -262,20 +262,7 @@ pub fn now(sc: &Scenario, r: &EvacuationRecord, pending: &[String], now_ms: u64)
         match v.state {
             VmState::Done | VmState::Postcopy => moved.push(i),
             VmState::Migrating => {
-                let p: Option<MigrationProgress> = v.progress;
-                if let Some(p) = p.filter(|p| p.mem_dirty_rate > 0) {
-                    sc.vms[i].dirty_pages_per_sec = p.mem_dirty_rate as f64;
-                }
-                let sending = p.is_some_and(|p| p.data_processed > 0);
-                let left = p
-                    .filter(|_| sending)
-                    .map_or(sc.vms[i].non_zero_pages as f64 * PAGE, |p| {
-                        p.data_remaining as f64
-                    });
-                running.push((
-                    i,
-                    Migration::resume(&sc.vms[i], sc.mode, &sc.params, left, !sending),
-                ));
+                running.push((i, resumed(&mut sc.vms[i], sc.mode, &sc.params, v.progress)));
             }
             _ => {}
         }
@@ -302,6 +289,23 @@ pub fn now(sc: &Scenario, r: &EvacuationRecord, pending: &[String], now_ms: u64)
     s.total_migration_s = s.total_migration_s.map(|t| t + shift);
     s.eviction_s = s.total_migration_s;
     s
+}
+
+/// A running migration as the model goes on with it: the rest of its
+/// current pass (QEMU's remaining bytes once it sends; its non-zero pages
+/// while libvirt still starts it), `vm` at the dirty rate QEMU sees.
+pub fn resumed(
+    vm: &mut VmInput,
+    mode: Mode,
+    params: &Params,
+    progress: Option<MigrationProgress>,
+) -> Migration {
+    if let Some(p) = progress.filter(|p| p.mem_dirty_rate > 0) {
+        vm.dirty_pages_per_sec = p.mem_dirty_rate as f64;
+    }
+    let sending = progress.filter(|p| p.data_processed > 0);
+    let left = sending.map_or(vm.non_zero_pages as f64 * PAGE, |p| p.data_remaining as f64);
+    Migration::resume(vm, mode, params, left, sending.is_none())
 }
 
 /// `sc` with what has been learned since it was made, and what the

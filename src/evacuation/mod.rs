@@ -126,6 +126,8 @@ struct Inner {
     /// What finished migrations taught the model (push rate per host,
     /// start-up): the next forecast starts from it.
     learned: Mutex<crate::predict::learn::Learned>,
+    /// The groups whose forecast is being re-made ([`Evacuations::reforecast_site`]).
+    reforecasting: Mutex<BTreeSet<u64>>,
     /// The disk caches kept on backup hosts: a migration to a VM's backup
     /// uses its copy.
     caches: crate::cache::Caches,
@@ -223,6 +225,7 @@ impl Evacuations {
                 running: Mutex::new(BTreeMap::new()),
                 stopping: CancellationToken::new(),
                 learned: Mutex::new(Default::default()),
+                reforecasting: Mutex::new(BTreeSet::new()),
                 caches,
             }),
         }
@@ -505,15 +508,7 @@ impl Evacuations {
         if measuring || members.iter().any(|r| r.site.is_some()) {
             return;
         }
-        let destinations: BTreeSet<String> = members
-            .iter()
-            .flat_map(|r| {
-                r.vms
-                    .iter()
-                    .map(|v| r.request.destination_of(&v.name).to_string())
-            })
-            .collect();
-        let capacities = self.link_capacities(destinations).await;
+        let capacities = self.link_capacities(destinations(&members)).await;
         let created = members.iter().map(|r| r.created_unix_ms).min().unwrap_or(0);
         let made_at_s = crate::clock::unix_ms().saturating_sub(created) as f64 / 1000.0;
         // A site's simulation may take seconds (1,000 VMs); not on the
@@ -529,6 +524,49 @@ impl Evacuations {
             }),
             Ok(None) => tracing::warn!(group, "no site forecast: no source could be planned"),
             Err(e) => tracing::warn!(group, error = %e, "no site forecast"),
+        }
+    }
+
+    /// Re-makes the forecast of `id`'s group from what has happened
+    /// ([`site::current`]) onto the group's first record (`site_current`).
+    /// Each source's period calls it; it runs once a period for the whole
+    /// group, one at a time (a site's simulation may take longer than a
+    /// period), from once every source has measured until all have ended.
+    ///
+    /// `now_ms`: evacuation `id`'s clock (ms since it was created), which
+    /// its VMs' times count on; the group's counts from its first record.
+    pub(crate) async fn reforecast_site(&self, id: u64, now_ms: u64) {
+        let Some(r) = self.get(id) else { return };
+        let Some(group) = r.group else { return };
+        let members = self.members(group);
+        let measuring = members.iter().any(|r| r.state == EvacuationState::Planning);
+        if measuring || members.iter().all(|r| r.state.finished()) {
+            return;
+        }
+        let created = members.iter().map(|r| r.created_unix_ms).min().unwrap_or(0);
+        let now_s = (r.created_unix_ms.saturating_sub(created) + now_ms) as f64 / 1000.0;
+        let last = members
+            .iter()
+            .find(|r| r.id == group)
+            .and_then(|r| r.site_current.as_ref())
+            .map(|c| c.made_at_s);
+        let period_s = self.inner.settings.period.as_secs_f64();
+        if last.is_some_and(|t| now_s < t + 0.9 * period_s) {
+            return;
+        }
+        let Some(_busy) = InFlight::claim(&self.inner.reforecasting, group) else {
+            return;
+        };
+        let capacities = self.link_capacities(destinations(&members)).await;
+        let learned = self.inner.learned.lock().expect("learned").clone();
+        let made = tokio::task::spawn_blocking(move || {
+            site::current(&members, &capacities, &learned, now_s)
+        })
+        .await;
+        match made {
+            Ok(Some(f)) => self.update(group, |r| r.site_current = Some(f)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(group, error = %e, "no current site forecast"),
         }
     }
 
@@ -754,6 +792,42 @@ fn readable(stored: Vec<serde_json::Value>) -> impl Iterator<Item = EvacuationRe
 /// The VMs to move of a request naming several hosts, by source: the
 /// request's `vms` (each on one of the sources, none twice), or every VM
 /// on the sources; its priorities must name VMs among them.
+/// Where `members`' VMs go.
+fn destinations(members: &[EvacuationRecord]) -> BTreeSet<String> {
+    members
+        .iter()
+        .flat_map(|r| {
+            r.vms
+                .iter()
+                .map(|v| r.request.destination_of(&v.name).to_string())
+        })
+        .collect()
+}
+
+/// A group's claim on re-making its forecast, given back when dropped
+/// (also if the task making it is cancelled).
+struct InFlight<'a> {
+    set: &'a Mutex<BTreeSet<u64>>,
+    group: u64,
+}
+
+impl<'a> InFlight<'a> {
+    fn claim(set: &'a Mutex<BTreeSet<u64>>, group: u64) -> Option<InFlight<'a>> {
+        let claimed = set.lock().expect("reforecasting").insert(group);
+        // Built only when claimed: a claim dropped unclaimed would give
+        // back the claim of the task that holds it.
+        claimed.then(|| InFlight { set, group })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.group);
+        }
+    }
+}
+
 fn site_vms(
     req: &EvacuationRequest,
     on_sources: &BTreeMap<String, Vec<crate::hypervisor::VmInfo>>,

@@ -227,6 +227,10 @@ pub struct EvacuationRecord {
     /// has measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<super::site::SiteForecast>,
+    /// Beside it: the same forecast re-made from what has happened, each
+    /// period while the request runs ([`super::site::current`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_current: Option<super::site::SiteForecast>,
     /// Each time a cluster's new leader took it over (`super::takeover`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub takeovers: Vec<super::takeover::Takeover>,
@@ -305,6 +309,7 @@ impl EvacuationRecord {
             prediction: None,
             group: None,
             site: None,
+            site_current: None,
             takeovers: Vec::new(),
             updated_unix_ms: None,
         }

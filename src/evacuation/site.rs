@@ -9,7 +9,10 @@
 //! feedback controller), from what the sources measured, in their orders and
 //! placement, so the links pass from one source to the others as they end.
 //! Pure: the registry calls [`forecast`] once the last source has measured,
-//! and [`view`] on each read.
+//! [`current`] each period from then on (the same simulation started from
+//! what has happened: moved VMs on their destinations, running migrations
+//! from their progress, what the hosts were seen to push), and [`view`] on
+//! each read.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::forecast;
 use super::record::{EvacuationRecord, EvacuationState, VmState};
+use crate::predict::learn::Learned;
 use crate::predict::schedule::PlannedVm;
 use crate::predict::AtRisk;
 use crate::simulate::engine;
@@ -61,24 +65,65 @@ pub fn forecast(
     capacities: &BTreeMap<String, f64>,
     made_at_s: f64,
 ) -> Option<SiteForecast> {
+    build(members, capacities, made_at_s, None)
+}
+
+/// The same forecast re-made at `now_s` (seconds after the request) from
+/// what has happened since:
+/// the VMs that moved are on their destinations (and out of the list), the
+/// running migrations go on from their progress ([`forecast::resumed`]),
+/// the rest follow in each source's current order, and each source's host
+/// pushes what has been learned since, its running migrations' rates
+/// included ([`forecast::refreshed`], as each source's own forecast does
+/// every period). A VM that failed or was cancelled stays where it is.
+pub fn current(
+    members: &[EvacuationRecord],
+    capacities: &BTreeMap<String, f64>,
+    learned: &Learned,
+    now_s: f64,
+) -> Option<SiteForecast> {
+    build(members, capacities, now_s, Some(learned))
+}
+
+fn build(
+    members: &[EvacuationRecord],
+    capacities: &BTreeMap<String, f64>,
+    made_at_s: f64,
+    now: Option<&Learned>,
+) -> Option<SiteForecast> {
     let planned: Vec<&EvacuationRecord> = members
         .iter()
         .filter(|r| r.prediction.is_some() && !r.measurements.is_empty())
         .collect();
     let first = planned.first()?;
     let req = &first.request;
-    let inputs = first.prediction.as_ref()?.upfront.inputs;
+    let mut params = first.prediction.as_ref()?.upfront.inputs.params;
+    let created = members.iter().map(|r| r.created_unix_ms).min().unwrap_or(0);
     let mut hosts: Vec<engine::Host> = Vec::new();
     let (mut vms, mut at, mut sources, mut routes) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut running, mut started) = (Vec::new(), Vec::new());
+    // The first start of all, on the request's clock: a re-made forecast
+    // counts the total from there.
+    let mut earliest: Option<f64> = None;
     for r in &planned {
         let i = r.prediction.as_ref()?.upfront.inputs;
-        let src = host_ix(
-            &mut hosts,
-            &r.request.source,
-            i.source_capacity_bps,
-            i.push_bps,
-        );
+        let (mut push, mut model) = (i.push_bps, i.params);
+        // This record's clock counts from its own creation, a few ms after
+        // the first's.
+        let offset_ms = r.created_unix_ms.saturating_sub(created);
+        if let Some(learned) = now {
+            let caps = (i.source_capacity_bps, i.destination_capacity_bps);
+            let sc = forecast::scenario(&r.request, &r.measurements, caps, learned).ok()?;
+            let now_ms = ((made_at_s * 1000.0) as u64).saturating_sub(offset_ms);
+            let sc = forecast::refreshed(&sc, r, learned, now_ms);
+            (push, model) = (sc.push_bps, sc.params);
+            if r.id == first.id {
+                params = model;
+            }
+        }
+        let src = host_ix(&mut hosts, &r.request.source, i.source_capacity_bps, push);
+        let on_clock = |ms: Option<u64>| ms.map(|ms| (offset_ms + ms) as f64 / 1000.0);
         let mut order = Vec::new();
         for name in &r.order {
             let Some(l) = r.measurements.iter().find(|l| &l.hypervisor.name == name) else {
@@ -91,9 +136,40 @@ pub fn forecast(
                 .unwrap_or(i.source_capacity_bps);
             let dest = host_ix(&mut hosts, &dest_name, cap, cap);
             let priority = r.request.priorities.get(name).copied();
-            vms.push(forecast::vm_load(l, priority).model_input());
-            at.push(src);
-            order.push((vms.len() - 1, dest));
+            let mut vm = forecast::vm_load(l, priority).model_input();
+            let record = r.vms.iter().find(|v| &v.name == name);
+            if let Some(v) = record {
+                if let Some(s) = on_clock(v.started_ms) {
+                    earliest = Some(earliest.map_or(s, |e: f64| e.min(s)));
+                }
+            }
+            let state = now.and(record.map(|v| v.state));
+            let ix = vms.len();
+            let (host, start) = match state {
+                None | Some(VmState::Pending) => {
+                    order.push((ix, dest));
+                    (src, None)
+                }
+                Some(VmState::Migrating) => {
+                    let v = record.expect("a state is a record's");
+                    let m = forecast::resumed(&mut vm, req.mode, &model, v.progress);
+                    running.push(engine::Resumed {
+                        vm: ix,
+                        source: sources.len(),
+                        dest,
+                        m,
+                    });
+                    (src, on_clock(v.started_ms))
+                }
+                // Its guest runs on the destination (post-copy fetches
+                // the rest from there).
+                Some(VmState::Done | VmState::Postcopy) => (dest, None),
+                // Failed, cancelled, never started: it stays.
+                Some(_) => (src, None),
+            };
+            vms.push(vm);
+            at.push(host);
+            started.push(start);
             routes.push((r.request.source.clone(), dest_name));
         }
         sources.push(engine::Source { host: src, order });
@@ -104,7 +180,7 @@ pub fn forecast(
         at,
         sources,
         mode: req.mode,
-        params: inputs.params,
+        params,
         bandwidth: engine::Bandwidth::of(req.reserve.then_some(crate::reserve::Params {
             urgency: req.urgency,
             threshold: req.threshold,
@@ -114,9 +190,28 @@ pub fn forecast(
         max_concurrency: super::request::MAX_PARALLEL,
         period_s: 1.0,
         horizon_s: crate::order::HORIZON_S,
+        running,
     };
     let out = engine::run(&input);
-    Some(assemble(&input, &out, routes, made_at_s, req.deadline_s))
+    let started = Started {
+        vms: started,
+        earliest: now.and(earliest),
+    };
+    Some(assemble(
+        &input,
+        &out,
+        routes,
+        started,
+        made_at_s,
+        req.deadline_s,
+    ))
+}
+
+/// The real starts a re-made forecast keeps: per VM of the input, and the
+/// first of all (the VMs that have moved included).
+struct Started {
+    vms: Vec<Option<f64>>,
+    earliest: Option<f64>,
 }
 
 /// `name`'s index in `hosts`, added with this link and push rate if new.
@@ -133,11 +228,13 @@ fn host_ix(hosts: &mut Vec<engine::Host>, name: &str, cap: f64, push: f64) -> us
 }
 
 /// The engine's courses as the record shows them, shifted to the request's
-/// clock.
+/// clock: the VMs it moved (not those that had moved, failed or stayed
+/// before it started), a running migration from its real start.
 fn assemble(
     input: &engine::Input,
     out: &engine::Output,
     routes: Vec<(String, String)>,
+    started: Started,
     made_at_s: f64,
     deadline_s: Option<f64>,
 ) -> SiteForecast {
@@ -147,24 +244,25 @@ fn assemble(
         .iter()
         .zip(&out.courses)
         .zip(routes)
-        .map(|((v, c), (source, destination))| {
-            let c = c.as_ref();
-            let start_s = shift(c.and_then(|c| c.start_s));
-            let end_s = shift(c.and_then(|c| c.end_s));
-            SitePlanned {
+        .zip(started.vms)
+        .filter_map(|(((v, c), (source, destination)), real_start)| {
+            let c = c.as_ref()?;
+            let start_s = real_start.or(shift(c.start_s));
+            let end_s = shift(c.end_s);
+            Some(SitePlanned {
                 planned: PlannedVm {
                     name: v.name.clone(),
                     start_s,
                     end_s,
                     duration_s: start_s.zip(end_s).map(|(s, e)| e - s),
-                    bytes: c.map_or(0, |c| c.bytes),
-                    downtime_ms: c.and_then(|c| c.downtime_ms),
-                    passes: c.map_or(0, |c| c.passes),
-                    outcome: c.and_then(|c| c.outcome),
+                    bytes: c.bytes,
+                    downtime_ms: c.downtime_ms,
+                    passes: c.passes,
+                    outcome: c.outcome,
                 },
                 source,
                 destination,
-            }
+            })
         })
         .collect();
     let unfinished: Vec<String> = vms
@@ -175,6 +273,7 @@ fn assemble(
     let first = vms
         .iter()
         .filter_map(|v| v.planned.start_s)
+        .chain(started.earliest)
         .fold(f64::INFINITY, f64::min);
     let end_s = unfinished.is_empty().then(|| {
         vms.iter()
@@ -211,6 +310,10 @@ pub struct GroupView {
     /// The forecast of every source together ([`forecast`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<SiteForecast>,
+    /// The same re-made from what has happened ([`current`]): each period
+    /// while the request runs, the last one made once it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<SiteForecast>,
     /// Once finished: the median and worst absolute error of the site
     /// forecast's migration times, percent, over the VMs that moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,6 +351,9 @@ pub struct GroupVm {
     pub predicted_start_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_end_s: Option<f64>,
+    /// Its end by the latest re-made forecast, while it has not ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_end_s: Option<f64>,
 }
 
 /// `members`' view as one (they are one request's evacuations; the site
@@ -258,18 +364,20 @@ pub fn view(group: u64, members: &[EvacuationRecord]) -> GroupView {
     let at = |r: &EvacuationRecord, ms: Option<u64>| {
         ms.map(|ms| (r.created_unix_ms - created + ms) as f64 / 1000.0)
     };
-    let site = members
-        .iter()
-        .find(|r| r.id == group)
-        .and_then(|r| r.site.clone());
-    let predicted = |name: &str| {
-        site.as_ref()
+    let first = members.iter().find(|r| r.id == group);
+    let site = first.and_then(|r| r.site.clone());
+    let current = first.and_then(|r| r.site_current.clone());
+    let in_forecast = |f: &Option<SiteForecast>, name: &str| {
+        f.as_ref()
             .and_then(|s| s.vms.iter().find(|v| v.planned.name == name))
+            .map(|v| v.planned.clone())
     };
     let mut vms = Vec::new();
     for r in members {
         for v in &r.vms {
-            let p = predicted(&v.name);
+            let p = in_forecast(&site, &v.name);
+            let ended = v.ended_ms.is_some();
+            let now = in_forecast(&current, &v.name).filter(|_| !ended);
             vms.push(GroupVm {
                 name: v.name.clone(),
                 source: r.request.source.clone(),
@@ -277,8 +385,9 @@ pub fn view(group: u64, members: &[EvacuationRecord]) -> GroupView {
                 state: v.state,
                 started_s: at(r, v.started_ms),
                 ended_s: at(r, v.ended_ms),
-                predicted_start_s: p.and_then(|p| p.planned.start_s),
-                predicted_end_s: p.and_then(|p| p.planned.end_s),
+                predicted_start_s: p.as_ref().and_then(|p| p.start_s),
+                predicted_end_s: p.as_ref().and_then(|p| p.end_s),
+                current_end_s: now.and_then(|p| p.end_s),
             });
         }
     }
@@ -312,6 +421,7 @@ pub fn view(group: u64, members: &[EvacuationRecord]) -> GroupView {
         total_migration_ms,
         vms,
         forecast: site,
+        current,
         accuracy,
     }
 }

@@ -1589,3 +1589,87 @@ async fn one_forecast_counts_every_source_and_a_source_that_ends_leaves_its_link
     assert!(done[1].site.is_none());
     assert!(evac.group(group + 100).is_none());
 }
+
+/// The request's forecast re-made each period: up front it takes both
+/// sources to push what the links give; s2's host pushes 3 MiB/s (s1's
+/// the link), and once its first migration has shown that, the re-made
+/// forecast of its last VM's end is close to what happens, where the
+/// up-front one is far off. Moved VMs leave the re-made list; the running
+/// one keeps its real start.
+#[tokio::test(start_paused = true)]
+async fn the_requests_forecast_is_re_made_from_what_happens() {
+    let cloud = FakeCloud::new();
+    cloud.add_vm("s1", "a1", vm(30, 0.0));
+    for n in ["b1", "b2", "b3"] {
+        cloud.add_vm("s2", n, vm(30, 0.0));
+    }
+    for h in ["s1", "s2", "d1"] {
+        cloud.set_link(h, 100.0);
+    }
+    cloud.set_migration_speed("s2", 3.0);
+    cloud.set_startup(Duration::from_secs(2));
+    let evac = setup_site(&cloud, 4096);
+    let recs = evac
+        .start_all(req(
+            r#"{"sources":["s1","s2"],"destinations":["d1"],"concurrency":1}"#,
+        ))
+        .await
+        .unwrap();
+    let group = recs[0].group.unwrap();
+    // Watch the group as a cloud manager would, each second of the run:
+    // the re-made forecast of b3's end once b2 runs.
+    let mut seen = None;
+    let mut made = Vec::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let view = evac.group(group).expect("the group");
+        if let Some(c) = &view.current {
+            if made.last() != Some(&c.made_at_s) {
+                made.push(c.made_at_s);
+            }
+            let b2 = view.vms.iter().find(|v| v.name == "b2").unwrap();
+            // Made once b2 has been sending a while (past its 2 s
+            // start-up).
+            let sending = b2.started_s.is_some_and(|t| c.made_at_s >= t + 4.0);
+            if b2.state == VmState::Migrating && sending && seen.is_none() {
+                // Moved VMs are out of it; the running one is in it from
+                // its real start.
+                let names: Vec<&str> = c.vms.iter().map(|v| v.planned.name.as_str()).collect();
+                assert_eq!(names, ["b2", "b3"], "{c:#?}");
+                let p = &c.vms[0].planned;
+                assert!(
+                    (p.start_s.unwrap() - b2.started_s.unwrap()).abs() < 1e-6,
+                    "{p:?} {b2:?}"
+                );
+                seen = view
+                    .vms
+                    .iter()
+                    .find(|v| v.name == "b3")
+                    .and_then(|v| v.current_end_s);
+            }
+        }
+        if view.state != "running" {
+            break;
+        }
+    }
+    for r in &recs {
+        evac.wait(r.id).await.unwrap();
+    }
+    let view = evac.group(group).expect("the group");
+    assert_eq!(view.state, "done", "{view:#?}");
+    let b3 = view.vms.iter().find(|v| v.name == "b3").unwrap();
+    let actual = b3.ended_s.unwrap();
+    let upfront = b3.predicted_end_s.unwrap();
+    let remade = seen.expect("a re-made forecast while b2 ran");
+    eprintln!("b3 ends at {actual:.1} s: up front {upfront:.1} s, re-made while b2 ran {remade:.1} s; made at {made:?}");
+    assert!((upfront - actual).abs() / actual > 0.4, "{view:#?}");
+    assert!((remade - actual).abs() / actual < 0.1, "{view:#?}");
+    // Once a period, not once per source's period.
+    assert!(made.windows(2).all(|w| w[1] - w[0] >= 0.9), "{made:?}");
+    assert!(made.len() >= 10, "{made:?}");
+    // Once ended, a VM shows no re-made end.
+    assert!(
+        view.vms.iter().all(|v| v.current_end_s.is_none()),
+        "{view:#?}"
+    );
+}

@@ -99,6 +99,22 @@ pub struct Input {
     pub period_s: f64,
     /// What has not ended by then never ends.
     pub horizon_s: f64,
+    /// Migrations already under way when the clock starts (a forecast
+    /// re-made while an evacuation runs, [`crate::evacuation::site`]): each
+    /// goes on from its state and holds a slot of its source. Their VMs are
+    /// in no source's `order`.
+    pub running: Vec<Resumed>,
+}
+
+/// A migration under way at the clock's start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resumed {
+    pub vm: usize,
+    /// Index into `sources`.
+    pub source: usize,
+    /// Destination host.
+    pub dest: usize,
+    pub m: Migration,
 }
 
 /// One VM's simulated migration.
@@ -177,6 +193,18 @@ pub fn run(inp: &Input) -> Output {
             });
         }
     }
+    for r in &inp.running {
+        courses[r.vm] = Some(Course {
+            destination: r.dest,
+            start_s: Some(0.0),
+            end_s: None,
+            bytes: 0,
+            downtime_ms: None,
+            passes: 0,
+            outcome: None,
+            stalled: false,
+        });
+    }
     let mut tx_at = vec![0.0; inp.hosts.len()];
     let mut rx_at = vec![0.0; inp.hosts.len()];
     for (i, v) in inp.vms.iter().enumerate() {
@@ -204,9 +232,14 @@ pub fn run(inp: &Input) -> Output {
             steps: 0,
         },
     };
+    for r in &inp.running {
+        st.resume(r);
+    }
     if inp.concurrency == Concurrency::Auto {
         for s in 0..n_src {
-            let f = Feedback::new(1, inp.max_concurrency);
+            // A re-made forecast's controller starts at what runs there.
+            let under_way = inp.running.iter().filter(|r| r.source == s).count() as u32;
+            let f = Feedback::new(under_way.max(1), inp.max_concurrency);
             st.out.concurrency[s].decisions.push(f.start(0));
             st.out.concurrency[s].lead_ms = Some(lead_ms(&inp.params));
             st.feedback[s] = Some(f);
@@ -305,38 +338,68 @@ impl State<'_> {
                     sent_s: None,
                 });
                 changed = true;
-                // Measurement 0 when the link's first migration starts.
-                if let (Bandwidth::Reserve(p), None) = (inp.bandwidth, &self.reserver[s]) {
-                    let h = inp.sources[s].host;
-                    let cap = inp.hosts[h].capacity_bps;
-                    let request = ReservationRequest {
-                        source: inp.hosts[h].name.clone(),
-                        destination: inp.hosts[dest].name.clone(),
-                        intermediaries: Vec::new(),
-                        urgency: p.urgency,
-                        threshold: p.threshold,
-                        max_reserve: Some(p.max_reserve),
-                        migration_port: None,
-                        store_port: None,
-                        disk_port: None,
-                    };
-                    let mut r = Reservation::new(s as u64, request, p);
-                    r.tick(
-                        ms(t),
-                        &Measurement {
-                            capacity: cap,
-                            outgoing: self.tx_at[h].min(cap),
-                            migration: 0.0,
-                        },
-                    );
-                    self.out.uplinks[s].extend(r.history.last().copied());
-                    self.reserver[s] = Some(r);
-                }
+                self.reserve_uplink(s, dest, t);
             }
             if changed {
                 self.timeline(s, t);
             }
         }
+    }
+
+    /// Source `s`'s uplink reservation when its first migration starts
+    /// (to `dest`), with measurement 0.
+    fn reserve_uplink(&mut self, s: usize, dest: usize, t: f64) {
+        let inp = self.inp;
+        let (Bandwidth::Reserve(p), None) = (inp.bandwidth, &self.reserver[s]) else {
+            return;
+        };
+        let h = inp.sources[s].host;
+        let cap = inp.hosts[h].capacity_bps;
+        let request = ReservationRequest {
+            source: inp.hosts[h].name.clone(),
+            destination: inp.hosts[dest].name.clone(),
+            intermediaries: Vec::new(),
+            urgency: p.urgency,
+            threshold: p.threshold,
+            max_reserve: Some(p.max_reserve),
+            migration_port: None,
+            store_port: None,
+            disk_port: None,
+        };
+        let mut r = Reservation::new(s as u64, request, p);
+        r.tick(
+            ms(t),
+            &Measurement {
+                capacity: cap,
+                outgoing: self.tx_at[h].min(cap),
+                migration: 0.0,
+            },
+        );
+        self.out.uplinks[s].extend(r.history.last().copied());
+        self.reserver[s] = Some(r);
+    }
+
+    /// A migration under way at the start: it runs on from its state (its
+    /// guest already on the destination once post-copy has begun), its
+    /// link reserved as for a start, and counts as warmed up if sending.
+    fn resume(&mut self, r: &Resumed) {
+        let on_source = r.m.on_source();
+        if !on_source {
+            let src = self.inp.sources[r.source].host;
+            let v = &self.inp.vms[r.vm];
+            move_traffic(&mut self.tx_at, &mut self.rx_at, v, src, r.dest);
+        }
+        self.running.push(Run {
+            vm: r.vm,
+            source: r.source,
+            dest: r.dest,
+            m: r.m.clone(),
+            released_s: None,
+            on_source,
+            rate: 0.0,
+            sent_s: r.m.sending().then_some(0.0),
+        });
+        self.reserve_uplink(r.source, r.dest, 0.0);
     }
 
     fn timeline(&mut self, s: usize, t: f64) {
@@ -630,6 +693,7 @@ mod tests {
             max_concurrency: 4,
             period_s: 1.0,
             horizon_s: 1e6,
+            running: Vec::new(),
         }
     }
 

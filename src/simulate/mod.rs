@@ -469,6 +469,7 @@ pub fn simulate(site: &Site, opts: &Options) -> Result<SimulationRecord, Simulat
         max_concurrency: MAX_CONCURRENCY,
         period_s: opts.period_s,
         horizon_s: crate::order::HORIZON_S,
+        running: Vec::new(),
     };
     let out = engine::run(&input);
     Ok(assemble(site, opts, placement, source_records, &input, out))

@@ -218,10 +218,7 @@ impl Libvirt {
             params.auto_converge_increment = Some(a.increment_pct as i32);
         }
         // The source QEMU's own figures, watched while the migration runs:
-        // after post-copy the destination's libvirtd may not hold the
-        // completed statistics yet when the call returns (and asking for
-        // absent ones trips `virt`'s NULL bug, see `progress_blocking`); after
-        // pre-copy they are the fallback when the destination has none.
+        // the fallback when libvirt holds no completed statistics.
         let copying = opts.disk_copy.is_some();
         let (stop, last, watcher) = self.watch_migration(vm, copying);
         let started = Instant::now();
@@ -242,10 +239,15 @@ impl Libvirt {
             }
             s
         };
-        if !opts.postcopy {
-            if let Ok(Some(job)) = Libvirt::new(&opts.dest_uri).completed_job_blocking(vm) {
-                return Ok(with_disk(job.stats));
-            }
+        // libvirt's completed statistics: the destination's (libvirt passes
+        // the source's figures on in its migration cookie; a migration that
+        // switched to post-copy leaves none there), else the source's own,
+        // kept on its domain while it stays defined; else what was watched.
+        let completed = [Libvirt::new(&opts.dest_uri), self.clone()]
+            .iter()
+            .find_map(|l| l.completed_job_blocking(vm).ok().flatten());
+        if let Some(job) = completed {
+            return Ok(with_disk(job.stats));
         }
         Ok(with_disk(match watched.migration {
             Some(m) if m.status == "completed" => m.stats(),
@@ -317,23 +319,20 @@ impl Libvirt {
     /// The statistics of the last completed migration job of `vm` on this
     /// host (on the destination after an incoming migration), or None.
     ///
-    /// Call it only where libvirt has such statistics (the destination right
-    /// after a migration, as `migrate_blocking` does): `virt` 0.5's
-    /// `job_stats` mishandles the empty answer (see `progress_blocking`).
-    /// KEEP_COMPLETED: libvirt forgets completed statistics once read
-    /// otherwise, and a second reader would hit that empty answer.
+    /// Through [`libvirt_ffi::job_stats`], which takes libvirt's empty
+    /// answer as None. KEEP_COMPLETED: libvirt forgets completed statistics
+    /// once read otherwise, and a second reader would find none.
     pub fn completed_job_blocking(
         &self,
         vm: &str,
     ) -> Result<Option<CompletedJob>, HypervisorError> {
         let s = self.with_domain(vm, |d| {
-            d.job_stats(
+            libvirt_ffi::job_stats(
+                d,
                 sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED,
             )
         })?;
-        if s.r#type == sys::VIR_DOMAIN_JOB_NONE as i32 {
-            return Ok(None);
-        }
+        let Some(s) = s else { return Ok(None) };
         Ok(Some(CompletedJob {
             stats: MigrationStats {
                 downtime_ms: s.downtime,
@@ -607,11 +606,9 @@ impl Libvirt {
 
     /// The migration's progress, or None when no job runs.
     ///
-    /// Not through virDomainGetJobStats: `virt` 0.5's `job_stats` builds a
-    /// `Vec` from libvirt's parameter array without checking it for NULL,
-    /// which libvirt returns when no job runs (a debug build aborts on it,
-    /// "unsafe precondition(s) violated", seen on the testbed). So: libvirt's
-    /// fixed-size job info says whether a job runs, and QEMU's
+    /// Never through `virt` 0.5's `job_stats`, which aborts on libvirt's
+    /// answer when no job runs ([`libvirt_ffi::job_stats`] says why).
+    /// libvirt's fixed-size job info says whether a job runs, and QEMU's
     /// `query-migrate` (monitor passthrough) gives the figures, including
     /// the pass count that the post-copy switch waits for.
     pub fn progress_blocking(

@@ -95,8 +95,9 @@ enum Cmd {
         /// Migrate without reserving bandwidth (the baseline).
         #[arg(long)]
         no_reserve: bool,
-        /// What to do when a pre-copy migration stops converging.
-        #[arg(long, value_enum, default_value = "downtime")]
+        /// What to do when a pre-copy migration stops converging (`auto`:
+        /// post-copy without a deadline, a longer pause with one).
+        #[arg(long, value_enum, default_value = "auto")]
         on_stall: OnStallArg,
         /// The longest downtime `--on-stall downtime` may allow, ms.
         #[arg(long, default_value_t = solive::evacuation::request::DEFAULT_MAX_DOWNTIME_MS)]
@@ -226,7 +227,7 @@ enum Cmd {
         urgency: f64,
         #[arg(long, default_value_t = 10.0)]
         threshold: f64,
-        #[arg(long, value_enum, default_value = "downtime")]
+        #[arg(long, value_enum, default_value = "auto")]
         on_stall: OnStallArg,
         #[arg(long, default_value_t = solive::evacuation::request::DEFAULT_MAX_DOWNTIME_MS)]
         max_downtime_ms: u64,
@@ -356,6 +357,7 @@ enum PlanMode {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum OnStallArg {
+    Auto,
     Downtime,
     Throttle,
     Postcopy,
@@ -367,6 +369,7 @@ impl From<OnStallArg> for solive::evacuation::converge::OnStall {
     fn from(a: OnStallArg) -> Self {
         use solive::evacuation::converge::OnStall;
         match a {
+            OnStallArg::Auto => OnStall::Auto,
             OnStallArg::Downtime => OnStall::Downtime,
             OnStallArg::Throttle => OnStall::Throttle,
             OnStallArg::Postcopy => OnStall::Postcopy,
@@ -502,6 +505,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             watch,
         } => {
             let on_stall = match on_stall {
+                OnStallArg::Auto => "auto",
                 OnStallArg::Downtime => "downtime",
                 OnStallArg::Throttle => "throttle",
                 OnStallArg::Postcopy => "postcopy",

@@ -232,7 +232,7 @@ impl ModelInputs {
         input: &PlanInput,
         mode: Mode,
     ) -> Result<crate::predict::schedule::Scenario, PlanError> {
-        use crate::evacuation::converge::{OnStall, QEMU_DEFAULT_DOWNTIME_MS};
+        use crate::evacuation::converge::QEMU_DEFAULT_DOWNTIME_MS;
         use crate::predict::{model::Params, schedule};
         let c = input.capacity_bps;
         let positive = |field: &'static str, v: Option<f64>| match v {
@@ -286,7 +286,13 @@ impl ModelInputs {
             params: Params {
                 startup_s: self.startup_s.unwrap_or(base.startup_s),
                 max_downtime_ms,
-                on_stall: self.on_stall.unwrap_or(OnStall::Downtime),
+                // The model moves memory only, straight: `Auto` as for
+                // such a migration.
+                on_stall: crate::evacuation::converge::remedy(
+                    self.on_stall.unwrap_or_default(),
+                    self.deadline_s.is_some(),
+                    true,
+                ),
                 ..base
             },
             source_capacity_bps: c,

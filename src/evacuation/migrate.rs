@@ -217,6 +217,12 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
             v.disk_cache = Some(format!("not used, the whole disk was copied: {why}"))
         }
     });
+    // What a stall gets: `auto` decided for this migration.
+    let remedy = converge::remedy(
+        job.convergence.on_stall,
+        job.convergence.deadline,
+        via.is_empty() && copied.is_empty() && job.parallel_connections.unwrap_or(1) <= 1,
+    );
     let mut opts = MigrateOptions {
         dest_uri: job.dest.uri.clone(),
         migrate_uri: match (&job.dest.migrate_uri, port) {
@@ -227,13 +233,11 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
         // The stores carry a one-way stream: pre-copy only (see
         // crate::scatter). A pre-copy that may fall back to post-copy when
         // it stalls must be started with post-copy allowed.
-        postcopy: (job.mode == Mode::Postcopy || job.convergence.on_stall == OnStall::Postcopy)
-            && via.is_empty(),
+        postcopy: (job.mode == Mode::Postcopy || remedy == OnStall::Postcopy) && via.is_empty(),
         listen_address: None,
         // Through intermediaries each relay carries one stream.
         parallel_connections: job.parallel_connections.filter(|_| via.is_empty()),
-        auto_converge: (job.convergence.on_stall == OnStall::Throttle)
-            .then_some(converge::THROTTLE),
+        auto_converge: (remedy == OnStall::Throttle).then_some(converge::THROTTLE),
         disk_copy: (!copied.is_empty()).then(|| DiskCopy {
             targets: copied.clone(),
             uri: match (&job.dest.migrate_uri, disk_port) {
@@ -388,7 +392,7 @@ pub(super) async fn migrate_one(job: &Job, vm: &str, cancel: &CancellationToken)
                     }
                     if job.mode == Mode::Precopy && !postcopy && !aborting {
                         if let Some(stall) = watch.observe(&p) {
-                            let r = on_stall(job, vm, stall, downtime_limit).await;
+                            let r = on_stall(job, vm, remedy, stall, downtime_limit).await;
                             match (r.action, r.error.is_none()) {
                                 (OnStall::Downtime, true) => {
                                     downtime_limit = r.downtime_limit_ms.unwrap_or(downtime_limit)
@@ -643,20 +647,28 @@ fn stall_message(stall: &Stall, iterations: u64) -> String {
     )
 }
 
-/// Carries out the request's `on_stall` for a stalled pre-copy of `vm`
-/// whose downtime limit is `limit_ms` now; says what was done.
-async fn on_stall(job: &Job, vm: &str, stall: Stall, limit_ms: u64) -> StallRecord {
+/// Carries out `remedy` (the request's `on_stall` for this migration,
+/// [`converge::remedy`]) for a stalled pre-copy of `vm` whose downtime
+/// limit is `limit_ms` now; says what was done.
+async fn on_stall(
+    job: &Job,
+    vm: &str,
+    remedy: OnStall,
+    stall: Stall,
+    limit_ms: u64,
+) -> StallRecord {
     let policy = job.convergence;
     let hv = &job.source.hv;
     // Throttling is in QEMU's hands from the start; a stall despite it gets
     // the downtime remedy.
-    let mut action = match policy.on_stall {
+    let mut action = match remedy {
         OnStall::Throttle => OnStall::Downtime,
         a => a,
     };
     let mut downtime_limit_ms = None;
     let result = match action {
-        OnStall::Downtime | OnStall::Throttle => {
+        // `auto` is decided by now ([`converge::remedy`]).
+        OnStall::Downtime | OnStall::Throttle | OnStall::Auto => {
             match converge::raised_downtime_ms(&stall, limit_ms, policy.max_downtime_ms) {
                 Some(ms) => {
                     downtime_limit_ms = Some(ms);

@@ -276,6 +276,7 @@ pub(super) async fn run(evac: Evacuations, id: u64, valid: Validated, cancel: Ca
         created_unix_ms: rec.created_unix_ms,
         convergence: converge::Policy {
             on_stall: req.on_stall,
+            deadline: req.deadline_s.is_some(),
             iterations: req.stall_iterations,
             max_downtime_ms: req.max_downtime_ms,
         },

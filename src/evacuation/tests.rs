@@ -331,7 +331,9 @@ async fn a_stalled_precopy_gets_the_downtime_its_remainder_needs() {
     let evac = setup(&cloud);
     let id = start(
         &evac,
-        &format!(r#"{{{STALLING},"max_downtime_ms":10000,"stall_iterations":3}}"#),
+        &format!(
+            r#"{{{STALLING},"on_stall":"downtime","max_downtime_ms":10000,"stall_iterations":3}}"#
+        ),
     )
     .await;
     let rec = evac.wait(id).await.unwrap();
@@ -348,13 +350,49 @@ async fn a_stalled_precopy_gets_the_downtime_its_remainder_needs() {
     assert_no_reservations(&evac).await;
 }
 
+/// `on_stall` left out: a stalled pre-copy switches to post-copy (the
+/// migration was started with post-copy allowed), unless the request has
+/// a deadline, which says the source may fail: then the longer pause, and
+/// the VM never runs split between the hosts.
+#[tokio::test(start_paused = true)]
+async fn by_default_a_stall_switches_to_postcopy_unless_a_deadline_says_the_source_is_failing() {
+    for (extra, want) in [
+        ("", converge::OnStall::Postcopy),
+        (r#","deadline_s":3600"#, converge::OnStall::Downtime),
+    ] {
+        let cloud = FakeCloud::new();
+        cloud.add_vm("h1", "m", stalling_vm());
+        let evac = setup(&cloud);
+        let id = start(
+            &evac,
+            &format!(r#"{{{STALLING},"max_downtime_ms":10000,"stall_iterations":3{extra}}}"#),
+        )
+        .await;
+        let rec = evac.wait(id).await.unwrap();
+        assert_eq!(rec.state, EvacuationState::Done, "{rec:#?}");
+        let m = &rec.vms[0];
+        let actions: Vec<_> = m.stalls.iter().map(|s| s.action).collect();
+        assert_eq!(actions, [want], "{extra}: {m:#?}");
+        assert_eq!(
+            m.postcopy_ms.is_some(),
+            want == converge::OnStall::Postcopy,
+            "{m:#?}"
+        );
+        assert_eq!(cloud.vms_on("h2"), vec!["m"]);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_spent_downtime_is_recorded_once_and_cancel_still_works() {
     let cloud = FakeCloud::new();
     cloud.add_vm("h1", "m", stalling_vm());
     let evac = setup(&cloud);
     // The default maximum (2 s) is not enough for 16 MiB at 3 MiB/s.
-    let id = start(&evac, &format!(r#"{{{STALLING},"stall_iterations":2}}"#)).await;
+    let id = start(
+        &evac,
+        &format!(r#"{{{STALLING},"on_stall":"downtime","stall_iterations":2}}"#),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(300)).await;
     let rec = evac.get(id).unwrap();
     let m = &rec.vms[0];
@@ -1517,16 +1555,18 @@ async fn a_controller_that_no_longer_leads_starts_no_migration() {
     assert_eq!(cloud.vms_on("h2"), Vec::<String>::new());
 }
 
-#[tokio::test(start_paused = true)]
-async fn one_forecast_counts_every_source_and_a_source_that_ends_leaves_its_link_share() {
-    // s1 holds one 256 MiB guest, s2 three, all for d1 (100 Mbit/s links),
-    // one migration at a time per source.
-    let cloud = FakeCloud::new();
-    cloud.add_vm("s1", "a1", vm(256, 0.0));
+/// One guest of `mib` MiB on s1 (a1) and three on s2 (b1-b3), all sent
+/// to d1 by one request, one migration at a time per source: its records
+/// and group.
+async fn one_and_three_for_d1(
+    cloud: &FakeCloud,
+    mib: u64,
+) -> (Evacuations, Vec<EvacuationRecord>, u64) {
+    cloud.add_vm("s1", "a1", vm(mib, 0.0));
     for n in ["b1", "b2", "b3"] {
-        cloud.add_vm("s2", n, vm(256, 0.0));
+        cloud.add_vm("s2", n, vm(mib, 0.0));
     }
-    let evac = setup_site(&cloud, 4096);
+    let evac = setup_site(cloud, 4096);
     let recs = evac
         .start_all(req(
             r#"{"sources":["s1","s2"],"destinations":["d1"],"concurrency":1}"#,
@@ -1534,6 +1574,15 @@ async fn one_forecast_counts_every_source_and_a_source_that_ends_leaves_its_link
         .await
         .unwrap();
     let group = recs[0].group.unwrap();
+    (evac, recs, group)
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_forecast_counts_every_source_and_a_source_that_ends_leaves_its_link_share() {
+    // s1 holds one 256 MiB guest, s2 three, all for d1 (100 Mbit/s links),
+    // one migration at a time per source.
+    let cloud = FakeCloud::new();
+    let (evac, recs, group) = one_and_three_for_d1(&cloud, 256).await;
     let mut done = Vec::new();
     for r in &recs {
         done.push(evac.wait(r.id).await.unwrap());
@@ -1599,23 +1648,12 @@ async fn one_forecast_counts_every_source_and_a_source_that_ends_leaves_its_link
 #[tokio::test(start_paused = true)]
 async fn the_requests_forecast_is_re_made_from_what_happens() {
     let cloud = FakeCloud::new();
-    cloud.add_vm("s1", "a1", vm(30, 0.0));
-    for n in ["b1", "b2", "b3"] {
-        cloud.add_vm("s2", n, vm(30, 0.0));
-    }
     for h in ["s1", "s2", "d1"] {
         cloud.set_link(h, 100.0);
     }
     cloud.set_migration_speed("s2", 3.0);
     cloud.set_startup(Duration::from_secs(2));
-    let evac = setup_site(&cloud, 4096);
-    let recs = evac
-        .start_all(req(
-            r#"{"sources":["s1","s2"],"destinations":["d1"],"concurrency":1}"#,
-        ))
-        .await
-        .unwrap();
-    let group = recs[0].group.unwrap();
+    let (evac, recs, group) = one_and_three_for_d1(&cloud, 30).await;
     // Watch the group as a cloud manager would, each second of the run:
     // the re-made forecast of b3's end once b2 runs.
     let mut seen = None;

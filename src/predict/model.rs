@@ -440,7 +440,11 @@ impl Migration {
         let first = !self.stalled;
         self.stalled = true;
         match self.params.on_stall {
-            OnStall::Downtime | OnStall::Throttle if self.limit_ms < self.max_ms => {
+            // `Auto` is decided before a scenario is made
+            // (`converge::remedy`); left undecided, it is the pause.
+            OnStall::Downtime | OnStall::Throttle | OnStall::Auto
+                if self.limit_ms < self.max_ms =>
+            {
                 let needed = pause_ms(dirty) * 1.25;
                 self.limit_ms = needed.clamp(self.limit_ms * 2.0, self.max_ms);
                 if pause_ms(dirty) <= self.limit_ms {

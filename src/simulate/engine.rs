@@ -131,6 +131,23 @@ pub struct Course {
     pub stalled: bool,
 }
 
+impl Course {
+    /// A migration to `destination` that has not ended, started at
+    /// `start_s` if it has.
+    fn to(destination: usize, start_s: Option<f64>) -> Course {
+        Course {
+            destination,
+            start_s,
+            end_s: None,
+            bytes: 0,
+            downtime_ms: None,
+            passes: 0,
+            outcome: None,
+            stalled: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output {
     /// Per VM of the input; None for the VMs not to move.
@@ -181,29 +198,11 @@ pub fn run(inp: &Input) -> Output {
     let mut courses = vec![None; inp.vms.len()];
     for s in &inp.sources {
         for &(vm, dest) in &s.order {
-            courses[vm] = Some(Course {
-                destination: dest,
-                start_s: None,
-                end_s: None,
-                bytes: 0,
-                downtime_ms: None,
-                passes: 0,
-                outcome: None,
-                stalled: false,
-            });
+            courses[vm] = Some(Course::to(dest, None));
         }
     }
     for r in &inp.running {
-        courses[r.vm] = Some(Course {
-            destination: r.dest,
-            start_s: Some(0.0),
-            end_s: None,
-            bytes: 0,
-            downtime_ms: None,
-            passes: 0,
-            outcome: None,
-            stalled: false,
-        });
+        courses[r.vm] = Some(Course::to(r.dest, Some(0.0)));
     }
     let mut tx_at = vec![0.0; inp.hosts.len()];
     let mut rx_at = vec![0.0; inp.hosts.len()];

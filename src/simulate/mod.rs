@@ -326,7 +326,7 @@ impl Default for Options {
                 threshold: 10.0,
                 max_reserve: crate::reserve::DEFAULT_MAX_RESERVE,
             }),
-            on_stall: OnStall::Downtime,
+            on_stall: OnStall::Auto,
             max_downtime_ms: crate::evacuation::request::DEFAULT_MAX_DOWNTIME_MS,
             startup_s: Params::default().startup_s,
             deadline_s: None,
@@ -420,7 +420,11 @@ pub fn simulate(site: &Site, opts: &Options) -> Result<SimulationRecord, Simulat
     let params = Params {
         startup_s: opts.startup_s,
         max_downtime_ms: opts.max_downtime_ms,
-        on_stall: opts.on_stall,
+        on_stall: crate::evacuation::converge::remedy(
+            opts.on_stall,
+            opts.deadline_s.is_some(),
+            true,
+        ),
         ..Params::default()
     };
     let inputs: Vec<_> = site.vms.iter().map(|v| load(v).model_input()).collect();

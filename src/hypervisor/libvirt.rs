@@ -56,6 +56,9 @@ pub struct CompletedJob {
     pub mem_zero_pages: Option<u64>,
     pub mem_iterations: Option<u64>,
     pub postcopy_requests: Option<u64>,
+    /// Whether the job was a migration into this host (false: out of it;
+    /// None: libvirt did not say).
+    pub incoming: Option<bool>,
 }
 
 /// What the migration watcher saw last (see `Libvirt::watch_migration`).
@@ -243,9 +246,14 @@ impl Libvirt {
         // the source's figures on in its migration cookie; a migration that
         // switched to post-copy leaves none there), else the source's own,
         // kept on its domain while it stays defined; else what was watched.
-        let completed = [Libvirt::new(&opts.dest_uri), self.clone()]
+        // Each only of this migration's direction: a domain that went the
+        // other way before keeps that job's figures (KEEP_COMPLETED).
+        let completed = [(Libvirt::new(&opts.dest_uri), true), (self.clone(), false)]
             .iter()
-            .find_map(|l| l.completed_job_blocking(vm).ok().flatten());
+            .find_map(|(l, incoming)| {
+                let job = l.completed_job_blocking(vm).ok().flatten()?;
+                (job.incoming != Some(!incoming)).then_some(job)
+            });
         if let Some(job) = completed {
             return Ok(with_disk(job.stats));
         }
@@ -346,6 +354,11 @@ impl Libvirt {
             mem_zero_pages: s.mem_constant,
             mem_iterations: s.mem_iteration,
             postcopy_requests: s.mem_postcopy_reqs,
+            incoming: s.operation.and_then(|o| match o as u32 {
+                sys::VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN => Some(true),
+                sys::VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT => Some(false),
+                _ => None,
+            }),
         }))
     }
 

@@ -789,9 +789,6 @@ fn readable(stored: Vec<serde_json::Value>) -> impl Iterator<Item = EvacuationRe
         })
 }
 
-/// The VMs to move of a request naming several hosts, by source: the
-/// request's `vms` (each on one of the sources, none twice), or every VM
-/// on the sources; its priorities must name VMs among them.
 /// Where `members`' VMs go.
 fn destinations(members: &[EvacuationRecord]) -> BTreeSet<String> {
     members
@@ -828,6 +825,9 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The VMs to move of a request naming several hosts, by source: the
+/// request's `vms` (each on one of the sources, none twice), or every VM
+/// on the sources; its priorities must name VMs among them.
 fn site_vms(
     req: &EvacuationRequest,
     on_sources: &BTreeMap<String, Vec<crate::hypervisor::VmInfo>>,

@@ -740,6 +740,59 @@ mod tests {
         }
     }
 
+    /// A forecast re-made mid-way: a migration under way goes on from its
+    /// state (50 of its 100 MB left at 50 Mbit/s, half the link with the
+    /// floor: 8 s) and holds its source's one slot, so the next VM starts
+    /// when it ends; one whose guest already runs on the destination
+    /// (post-copy) loads the destination's link, not the source's.
+    #[test]
+    fn a_migration_under_way_goes_on_from_its_state() {
+        let mut inp = input(
+            vec![host("h1", 100.0), host("h2", 100.0)],
+            vec![
+                vm("a", 100.0, 0.0, 0.0, 0.0),
+                vm("b", 100.0, 0.0, 0.0, 0.0),
+                vm("noisy", 0.0, 0.0, 50.0, 0.0),
+            ],
+            vec![0, 0, 0],
+            vec![Source {
+                host: 0,
+                order: vec![(1, 1)],
+            }],
+        );
+        let a = Migration::resume(&inp.vms[0], Mode::Precopy, &inp.params, 50e6, false);
+        inp.running = vec![Resumed {
+            vm: 0,
+            source: 0,
+            dest: 1,
+            m: a,
+        }];
+        let out = run(&inp);
+        let (a, b) = (
+            out.courses[0].as_ref().unwrap(),
+            out.courses[1].as_ref().unwrap(),
+        );
+        assert_eq!(a.start_s, Some(0.0));
+        // noisy sends 50 of h1's 100 Mbit/s: a gets the other 50.
+        assert!((a.end_s.unwrap() - 8.0).abs() < 1e-3, "{a:?}");
+        assert!((b.start_s.unwrap() - 8.0).abs() < 1e-3, "{b:?}");
+        assert!(out.courses[2].is_none());
+        // In post-copy its guest is on h2: its 50 Mbit/s leaves h1.
+        let mut post = inp.clone();
+        post.vms[0].tx_bps = 50e6;
+        post.vms[2].tx_bps = 0.0;
+        post.mode = Mode::Postcopy;
+        post.running[0].m =
+            Migration::resume(&post.vms[0], Mode::Postcopy, &post.params, 50e6, false);
+        assert!(!post.running[0].m.on_source());
+        let out = run(&post);
+        let b = out.courses[1].as_ref().unwrap();
+        // b then has h1 to itself: 100 MB at 100 Mbit/s, 8 s, and 10% more
+        // for post-copy's faults (`postcopy_fault_share`).
+        let (start, end) = (b.start_s.unwrap(), b.end_s.unwrap());
+        assert!((end - start - 8.8).abs() < 1e-3, "{b:?}");
+    }
+
     /// Two sources into one destination whose link is the bottleneck: the
     /// destination's link is shared (each gets half), and a source's own
     /// uplink never carries more than it has.

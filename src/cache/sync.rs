@@ -117,10 +117,15 @@ async fn helper(
 
 /// A helper that connects to a server just started: a refused connection
 /// is tried again for a few seconds (`qemu-nbd` needs a moment to listen).
+/// A server that has exited meanwhile is started again (the first run
+/// after a controller's restart once found none listening for 10 s, and
+/// said nothing of why), and its last words are in the error if the
+/// connection never comes.
 async fn helper_connecting(
     host: &CacheHost,
     argv: &[String],
     limit: Duration,
+    server: &mut NbdServer,
 ) -> Result<(), String> {
     let started = Instant::now();
     loop {
@@ -130,10 +135,63 @@ async fn helper_connecting(
                 if (e.contains("refused") || e.contains("Failed to connect"))
                     && started.elapsed() < Duration::from_secs(10) =>
             {
+                server.restart_if_exited().await?;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                server.restart_if_exited().await?;
+                return Err(match &server.exited {
+                    Some(why) => format!("{e} (qemu-nbd on the backup: {why})"),
+                    None => e,
+                });
+            }
         }
+    }
+}
+
+/// `qemu-nbd` on the backup, serving its copy for one transfer.
+struct NbdServer {
+    argv: Vec<String>,
+    child: tokio::process::Child,
+    /// How the last run that exited by itself ended (status, last line of
+    /// its stderr).
+    exited: Option<String>,
+}
+
+impl NbdServer {
+    fn start(argv: Vec<String>) -> Result<NbdServer, String> {
+        let child = Self::spawn(&argv)?;
+        Ok(NbdServer {
+            argv,
+            child,
+            exited: None,
+        })
+    }
+
+    fn spawn(argv: &[String]) -> Result<tokio::process::Child, String> {
+        crate::child::command(argv)?
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start qemu-nbd on the backup: {e}"))
+    }
+
+    /// Starts it again if it has exited, keeping why it did.
+    async fn restart_if_exited(&mut self) -> Result<(), String> {
+        let Ok(Some(status)) = self.child.try_wait() else {
+            return Ok(());
+        };
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use tokio::io::AsyncReadExt;
+            // It has exited: its pipe ends at once (bounded all the same).
+            let _ = tokio::time::timeout(Duration::from_secs(2), e.read_to_string(&mut err)).await;
+        }
+        let last = err.lines().rev().find(|l| !l.trim().is_empty());
+        let why = format!("exited ({status}): {}", last.unwrap_or("no message"));
+        tracing::warn!(why = %why, "qemu-nbd on the backup exited before its client came; started again");
+        self.exited = Some(why);
+        self.child = Self::spawn(&self.argv)?;
+        Ok(())
     }
 }
 
@@ -206,15 +264,12 @@ async fn transfer(
         .cloned()
         .chain(plan::serve(image, address, lease.port))
         .collect();
-    let mut server = crate::child::command(&serve)?
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start qemu-nbd on the backup: {e}"))?;
+    let mut server = NbdServer::start(serve)?;
     let run_steps = async {
         for step in steps(&url, cap) {
             let connects = step.iter().any(|a| a == &url);
             if connects {
-                helper_connecting(source, &step, limit).await?;
+                helper_connecting(source, &step, limit, &mut server).await?;
             } else {
                 helper(source, &step, None, limit).await?;
             }
@@ -251,11 +306,11 @@ async fn transfer(
     };
     status.set(|s| s.transfer = None);
     // The server ends when its client has gone; it is killed otherwise.
-    if tokio::time::timeout(Duration::from_secs(10), server.wait())
+    if tokio::time::timeout(Duration::from_secs(10), server.child.wait())
         .await
         .is_err()
     {
-        let _ = server.kill().await;
+        let _ = server.child.kill().await;
     }
     result
 }
@@ -661,4 +716,36 @@ pub(super) async fn prepare(
         saved_bytes: saved,
         note,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that exits before its client comes is started again, and
+    /// what it said is kept for the error.
+    #[tokio::test]
+    async fn a_server_that_exited_is_started_again_and_says_why() {
+        let argv: Vec<String> = [
+            "sh",
+            "-c",
+            "echo 'Failed to get \"write\" lock' >&2; exit 1",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut server = NbdServer::start(argv).unwrap();
+        server.child.wait().await.unwrap();
+        server.restart_if_exited().await.unwrap();
+        assert_eq!(
+            server.exited.as_deref(),
+            Some("exited (exit status: 1): Failed to get \"write\" lock")
+        );
+        // The new run is a new process, which exits the same way.
+        assert!(server.child.wait().await.is_ok());
+        // One still running is left alone.
+        let mut alive = NbdServer::start(["sleep", "30"].map(String::from).to_vec()).unwrap();
+        alive.restart_if_exited().await.unwrap();
+        assert!(alive.exited.is_none());
+        alive.child.kill().await.unwrap();
+    }
 }

@@ -245,14 +245,7 @@ pub fn group_summary(g: &Value) -> String {
             secs(&f["made_at_s"]),
             secs(&f["end_s"])
         );
-        for r in f["at_risk"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                out,
-                "  at risk: {} ({})",
-                r["name"].as_str().unwrap_or("?"),
-                r["reason"].as_str().unwrap_or("")
-            );
-        }
+        at_risk_lines(&mut out, "at risk", &f["at_risk"]);
     }
     let c = &g["current"];
     if c.is_object() && g["state"] == "running" {
@@ -262,14 +255,7 @@ pub fn group_summary(g: &Value) -> String {
             secs(&c["made_at_s"]),
             secs(&c["end_s"])
         );
-        for r in c["at_risk"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                out,
-                "  now at risk: {} ({})",
-                r["name"].as_str().unwrap_or("?"),
-                r["reason"].as_str().unwrap_or("")
-            );
-        }
+        at_risk_lines(&mut out, "now at risk", &c["at_risk"]);
     }
     if let Some(a) = g["accuracy"].as_object() {
         let _ = writeln!(
@@ -284,6 +270,18 @@ pub fn group_summary(g: &Value) -> String {
         let _ = writeln!(out, "total migration time {:.1} s", ms as f64 / 1000.0);
     }
     out
+}
+
+/// A forecast's VMs at risk (`list`: its `at_risk`), one line each.
+fn at_risk_lines(out: &mut String, label: &str, list: &Value) {
+    for r in list.as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {label}: {} ({})",
+            r["name"].as_str().unwrap_or("?"),
+            r["reason"].as_str().unwrap_or("")
+        );
+    }
 }
 
 /// `solive evacuations`: one line per evacuation.

@@ -509,7 +509,7 @@ impl Evacuations {
             return;
         }
         let capacities = self.link_capacities(destinations(&members)).await;
-        let created = members.iter().map(|r| r.created_unix_ms).min().unwrap_or(0);
+        let created = site::created_unix_ms(&members);
         let made_at_s = crate::clock::unix_ms().saturating_sub(created) as f64 / 1000.0;
         // A site's simulation may take seconds (1,000 VMs); not on the
         // runtime's threads.
@@ -536,20 +536,20 @@ impl Evacuations {
     /// `now_ms`: evacuation `id`'s clock (ms since it was created), which
     /// its VMs' times count on; the group's counts from its first record.
     pub(crate) async fn reforecast_site(&self, id: u64, now_ms: u64) {
-        let Some(r) = self.get(id) else { return };
-        let Some(group) = r.group else { return };
-        let members = self.members(group);
-        let measuring = members.iter().any(|r| r.state == EvacuationState::Planning);
-        if measuring || members.iter().all(|r| r.state.finished()) {
-            return;
-        }
-        let created = members.iter().map(|r| r.created_unix_ms).min().unwrap_or(0);
-        let now_s = (r.created_unix_ms.saturating_sub(created) + now_ms) as f64 / 1000.0;
-        let last = members
-            .iter()
-            .find(|r| r.id == group)
-            .and_then(|r| r.site_current.as_ref())
-            .map(|c| c.made_at_s);
+        // Whether it is due, read under the lock: every source asks every
+        // period, and the group's records are copied only when it is.
+        let (group, now_s, last) = {
+            let records = self.records();
+            let Some(r) = records.get(&id) else { return };
+            let Some(group) = r.group else { return };
+            let created =
+                site::created_unix_ms(records.values().filter(|m| m.group == Some(group)));
+            let last = records
+                .get(&group)
+                .and_then(|f| f.site_current.as_ref())
+                .map(|c| c.made_at_s);
+            (group, site::request_s(r, created, now_ms), last)
+        };
         let period_s = self.inner.settings.period.as_secs_f64();
         if last.is_some_and(|t| now_s < t + 0.9 * period_s) {
             return;
@@ -557,6 +557,11 @@ impl Evacuations {
         let Some(_busy) = InFlight::claim(&self.inner.reforecasting, group) else {
             return;
         };
+        let members = self.members(group);
+        let measuring = members.iter().any(|r| r.state == EvacuationState::Planning);
+        if measuring || members.iter().all(|r| r.state.finished()) {
+            return;
+        }
         let capacities = self.link_capacities(destinations(&members)).await;
         let learned = self.inner.learned.lock().expect("learned").clone();
         let made = tokio::task::spawn_blocking(move || {

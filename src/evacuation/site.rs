@@ -98,7 +98,7 @@ fn build(
     let first = planned.first()?;
     let req = &first.request;
     let mut params = first.prediction.as_ref()?.upfront.inputs.params;
-    let created = members.iter().map(|r| r.created_unix_ms).min().unwrap_or(0);
+    let created = created_unix_ms(members);
     let mut hosts: Vec<engine::Host> = Vec::new();
     let (mut vms, mut at, mut sources, mut routes) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -123,7 +123,7 @@ fn build(
             }
         }
         let src = host_ix(&mut hosts, &r.request.source, i.source_capacity_bps, push);
-        let on_clock = |ms: Option<u64>| ms.map(|ms| (offset_ms + ms) as f64 / 1000.0);
+        let on_clock = |ms: Option<u64>| ms.map(|ms| request_s(r, created, ms));
         let mut order = Vec::new();
         for name in &r.order {
             let Some(l) = r.measurements.iter().find(|l| &l.hypervisor.name == name) else {
@@ -212,6 +212,22 @@ fn build(
 struct Started {
     vms: Vec<Option<f64>>,
     earliest: Option<f64>,
+}
+
+/// When the request was made: the creation of the first of its
+/// evacuations (Unix ms), 0 without any.
+pub fn created_unix_ms<'a>(members: impl IntoIterator<Item = &'a EvacuationRecord>) -> u64 {
+    members
+        .into_iter()
+        .map(|r| r.created_unix_ms)
+        .min()
+        .unwrap_or(0)
+}
+
+/// `ms` on record `r`'s clock (which counts from its own creation, a few ms
+/// after the request's, `created`), in seconds after the request.
+pub fn request_s(r: &EvacuationRecord, created: u64, ms: u64) -> f64 {
+    (r.created_unix_ms.saturating_sub(created) + ms) as f64 / 1000.0
 }
 
 /// `name`'s index in `hosts`, added with this link and push rate if new.
@@ -359,25 +375,21 @@ pub struct GroupVm {
 /// `members`' view as one (they are one request's evacuations; the site
 /// forecast is on the one whose id is the group's).
 pub fn view(group: u64, members: &[EvacuationRecord]) -> GroupView {
-    let created = members.iter().map(|r| r.created_unix_ms).min().unwrap_or(0);
-    // A record's times count from its own creation, a few ms apart.
-    let at = |r: &EvacuationRecord, ms: Option<u64>| {
-        ms.map(|ms| (r.created_unix_ms - created + ms) as f64 / 1000.0)
-    };
+    let created = created_unix_ms(members);
+    let at = |r: &EvacuationRecord, ms: Option<u64>| ms.map(|ms| request_s(r, created, ms));
     let first = members.iter().find(|r| r.id == group);
     let site = first.and_then(|r| r.site.clone());
     let current = first.and_then(|r| r.site_current.clone());
-    let in_forecast = |f: &Option<SiteForecast>, name: &str| {
-        f.as_ref()
-            .and_then(|s| s.vms.iter().find(|v| v.planned.name == name))
-            .map(|v| v.planned.clone())
+    let in_forecast = |f: Option<&'_ SiteForecast>, name: &str| {
+        f.and_then(|s| s.vms.iter().find(|v| v.planned.name == name))
+            .map(|v| (v.planned.start_s, v.planned.end_s))
     };
     let mut vms = Vec::new();
     for r in members {
         for v in &r.vms {
-            let p = in_forecast(&site, &v.name);
+            let p = in_forecast(site.as_ref(), &v.name);
             let ended = v.ended_ms.is_some();
-            let now = in_forecast(&current, &v.name).filter(|_| !ended);
+            let now = in_forecast(current.as_ref(), &v.name).filter(|_| !ended);
             vms.push(GroupVm {
                 name: v.name.clone(),
                 source: r.request.source.clone(),
@@ -385,9 +397,9 @@ pub fn view(group: u64, members: &[EvacuationRecord]) -> GroupView {
                 state: v.state,
                 started_s: at(r, v.started_ms),
                 ended_s: at(r, v.ended_ms),
-                predicted_start_s: p.as_ref().and_then(|p| p.start_s),
-                predicted_end_s: p.as_ref().and_then(|p| p.end_s),
-                current_end_s: now.and_then(|p| p.end_s),
+                predicted_start_s: p.and_then(|(start, _)| start),
+                predicted_end_s: p.and_then(|(_, end)| end),
+                current_end_s: now.and_then(|(_, end)| end),
             });
         }
     }
